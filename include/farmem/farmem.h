@@ -1,0 +1,13 @@
+// farmem/farmem.h: the whole public API.
+#pragma once
+
+#include "farmem/options.h"
+#include "farmem/runtime.h"
+#include "farmem/status.h"
+
+namespace farmem {
+
+/// "0.1.0": the version of the libfarmem this program runs with.
+const char* version();
+
+}  // namespace farmem

@@ -1,0 +1,122 @@
+// farmem/runtime.h: the runtime facade: far allocation and one-sided reads and writes of
+// far memory through registered local buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "farmem/options.h"
+#include "farmem/status.h"
+
+namespace farmem {
+
+/// An address in far memory. Opaque: names a slab and an offset, independent of which
+/// memserver holds the slab. The default value is null.
+struct FarAddr {
+  std::uint64_t raw = 0;
+  bool is_null() const { return raw == 0; }
+  FarAddr operator+(std::uint64_t off) const { return FarAddr{raw + off}; }
+  friend bool operator==(FarAddr, FarAddr) = default;
+};
+
+/// A far allocation.
+struct FarRange {
+  FarAddr addr;
+  std::uint64_t bytes = 0;
+};
+
+/// Counters of one runtime (monotonic, except the *_bytes gauges).
+struct RuntimeStats {
+  std::uint64_t reads = 0;            ///< one-sided READ operations issued
+  std::uint64_t writes = 0;           ///< one-sided WRITE operations issued
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_written = 0;
+  std::uint64_t slabs = 0;            ///< slabs currently leased from memservers
+  std::uint64_t far_bytes_leased = 0; ///< bytes in those slabs
+  std::uint64_t far_bytes_allocated = 0; ///< bytes handed out by allocate() and not freed
+};
+
+/// Statistics one memserver reports about itself.
+struct ServerStats {
+  std::string server;  ///< its URL
+  std::uint64_t capacity_bytes = 0;
+  std::uint64_t used_bytes = 0;
+  std::uint64_t slabs = 0;
+  std::uint64_t sessions = 0;
+  std::uint64_t slabs_reclaimed = 0;
+};
+
+/// A batch of reads and writes submitted at once and completed together. Reusable:
+/// clear() keeps its buffers, so a steady stream of batches allocates nothing.
+class IoBatch {
+ public:
+  IoBatch();
+  ~IoBatch();
+  IoBatch(IoBatch&&) noexcept;
+  IoBatch& operator=(IoBatch&&) noexcept;
+
+  /// Queues a read of far memory at `src` into `dst` (inside registered memory).
+  void read(FarAddr src, std::span<std::byte> dst);
+  /// Queues a write of `src` (inside registered memory) to far memory at `dst`.
+  void write(FarAddr dst, std::span<const std::byte> src);
+  /// Forgets the queued operations. Not allowed while the batch is in flight.
+  void clear();
+  std::size_t size() const;
+
+  struct Impl;
+
+ private:
+  friend class Runtime;
+  std::unique_ptr<Impl> impl_;
+};
+
+class Runtime {
+ public:
+  /// Connects to every server in options.servers (all must answer: no silent fallback) and
+  /// registers the local buffer with each.
+  static Result<std::unique_ptr<Runtime>> open(RuntimeOptions options);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  /// Allocates `bytes` of far memory (contiguous, 64-byte aligned; 4 KiB aligned from 4 KiB).
+  /// Slabs are leased from memservers lazily, when no leased slab has room.
+  Result<FarRange> allocate(std::uint64_t bytes);
+  /// Frees an allocation; a slab left empty is returned to its memserver.
+  Status free(FarRange range);
+
+  /// The registered local buffer (options.local_buffer_bytes).
+  std::span<std::byte> local_buffer();
+  /// Registers more memory for reads and writes (e.g. an application's own arena).
+  Status register_memory(std::span<std::byte> memory);
+  Status unregister_memory(std::span<std::byte> memory);
+
+  /// Blocking read of dst.size() bytes at `src` into `dst`, which must lie in registered
+  /// memory. The far range must lie within one allocation's slab.
+  Status read(FarAddr src, std::span<std::byte> dst);
+  /// Blocking write of `src` (in registered memory) to far memory at `dst`.
+  Status write(FarAddr dst, std::span<const std::byte> src);
+
+  /// Starts every operation of `batch` and returns at once.
+  Status submit(IoBatch& batch);
+  /// Waits for a submitted batch; returns its first error. Must follow every submit.
+  Status wait(IoBatch& batch);
+
+  RuntimeStats stats() const;
+  /// Asks every memserver for its statistics.
+  Result<std::vector<ServerStats>> server_stats();
+  /// The transport of each server, in options order ("verbs", "tcp", "local").
+  std::vector<std::string> transports() const;
+
+  struct Impl;
+
+ private:
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace farmem

@@ -1,0 +1,99 @@
+// farmem-memserver: lends this host's spare memory to farmem clients over RDMA and TCP.
+// Flags only; the server itself is memserver/server.h.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <pthread.h>
+
+#include "common/log.h"
+#include "memserver/server.h"
+
+namespace {
+
+std::string read_token_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw CLI::ValidationError("--token-file", "cannot read " + path);
+  std::string token;
+  std::getline(in, token);
+  return token;
+}
+
+template <typename T>
+T or_exit(farmem::Result<T> r, const char* what) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "farmem-memserver: %s: %s\n", what, r.status().to_string().c_str());
+    std::exit(2);
+  }
+  return std::move(r).value();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"farmem-memserver: serves far memory to farmem clients (RDMA and/or TCP).\n"
+               "Slabs are mapped only when a client asks for one and unmapped when it frees\n"
+               "them or disconnects; an idle memserver holds almost no memory."};
+  std::string tcp, rdma, capacity = "1G", chunk = "2M", token, token_file, level = "info";
+  int numa = -1;
+  app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
+  app.add_option("--rdma", rdma,
+                 "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
+                 "RDMA-capable netdev (e.g. 10.99.0.1:7471)");
+  app.add_option("--capacity", capacity,
+                 "Most memory leased to clients at once, all clients together (e.g. 512M, 4G)")
+      ->capture_default_str();
+  app.add_option("--chunk", chunk,
+                 "Slab granularity: every slab is a multiple of it (power of two, >= 4K)")
+      ->capture_default_str();
+  auto* tok = app.add_option("--token", token,
+                             "Auth token clients must present (at most 48 bytes); prefer "
+                             "--token-file, since arguments are visible to other users");
+  app.add_option("--token-file", token_file, "Read the auth token from the first line of FILE")
+      ->excludes(tok)
+      ->check(CLI::ExistingFile);
+  app.add_option("--numa", numa,
+                 "Bind slab memory to this NUMA node (default: the RDMA device's node, or "
+                 "none for TCP only)");
+  app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (!token_file.empty()) token = read_token_file(token_file);
+  if (!farmem::set_log_level(level)) {
+    std::fprintf(stderr, "farmem-memserver: unknown --log-level '%s'\n", level.c_str());
+    return 2;
+  }
+  farmem::memserver::ServerOptions opts;
+  opts.core.capacity_bytes = or_exit(farmem::memserver::parse_size(capacity), "--capacity");
+  opts.core.chunk_bytes = or_exit(farmem::memserver::parse_size(chunk), "--chunk");
+  const auto c = opts.core.chunk_bytes;
+  if (c < 4096 || (c & (c - 1)) != 0) {
+    std::fprintf(stderr, "farmem-memserver: --chunk must be a power of two >= 4K\n");
+    return 2;
+  }
+  opts.core.token = token;
+  opts.core.numa_node = numa;
+  if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");
+  if (!rdma.empty()) opts.rdma = or_exit(farmem::memserver::parse_listen_address(rdma), "--rdma");
+
+  // Block the shutdown signals in every thread the server starts; main waits for them.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  auto server = or_exit(farmem::memserver::Server::start(std::move(opts)), "cannot start");
+  if (server->tcp_port() != 0) std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
+  if (server->rdma_port() != 0) std::printf("listening rdma %s port %u\n", rdma.c_str(), server->rdma_port());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  farmem::log().info("signal {}: shutting down", sig);
+  server.reset();
+  return 0;
+}

@@ -1,0 +1,109 @@
+// One RDMA client of the memserver: its own protection domain (so its rkeys mean nothing to
+// any other client), an RC QP, and the control channel (RECV request → Core::handle → SEND
+// reply). Private to the RDMA listener; every method runs on the listener's event thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "memserver/core.h"
+#include "transport/verbs/ibv.h"
+
+namespace farmem::memserver {
+
+/// Control requests a client can have in flight; its calls are serialized, so one would do,
+/// the rest is slack. Each has a matching reply slot, and a request slot is re-posted only
+/// once its reply was sent, so replies can never be overwritten or run out of slots.
+inline constexpr std::uint32_t kServerControlSlots = 4;
+/// One CQE per WR at most: every RECV and every (signaled) SEND.
+inline constexpr int kServerCqDepth = 2 * kServerControlSlots;
+/// Inline data asked of the QP: most replies (SLAB_INFO, FREE_OK) fit in 64 bytes.
+inline constexpr std::uint32_t kServerInlineBytes = 64;
+/// Largest control frame in either direction.
+inline constexpr std::size_t kServerFrameBytes =
+    sizeof(proto::FrameHeader) + proto::kMaxControlPayload;
+/// Local ACK timeout exponent (4.096 us * 2^16 = 268 ms): replies to a vanished client fail
+/// after about 2 s instead of 8.
+inline constexpr std::uint8_t kServerAckTimeoutExp = 16;
+/// RNR retries for replies: 7 = forever; clients always have their RECVs posted.
+inline constexpr std::uint8_t kServerRnrRetryCount = 7;
+
+/// Registers slabs with one session's PD.
+class PdSlabRegistrar final : public SlabRegistrar {
+ public:
+  explicit PdSlabRegistrar(ibv_pd* pd) : pd_(pd) {}
+  Result<std::uint32_t> register_slab(void* base, std::size_t bytes) override;
+  void deregister_slab(void* base) override;
+
+ private:
+  ibv_pd* const pd_;
+  /// Guards mrs_ (Core calls in under its session lock, but from any thread).
+  std::mutex mu_;
+  std::map<void*, ibv::Mr> mrs_;
+};
+
+/// What a CONNECT_REQUEST asked for, copied out of its event before the event is acked.
+struct ConnectRequest {
+  std::string peer;
+  std::uint8_t initiator_depth = 0;      ///< RDMA READs the client wants in flight
+  std::uint8_t responder_resources = 0;  ///< RDMA READs the client serves
+  std::vector<std::byte> private_data;
+};
+
+class RdmaSession {
+ public:
+  /// Owns `id` from now on (destroys it last).
+  RdmaSession(Core& core, ibv::CmId id, std::string peer)
+      : core_(core), peer_(std::move(peer)), id_(std::move(id)) {}
+  /// Disconnects, closes the Core session (slabs deregistered and returned), then destroys
+  /// QP, MRs, CQ, channel, PD and cm_id in that order.
+  ~RdmaSession();
+  RdmaSession(const RdmaSession&) = delete;
+  RdmaSession& operator=(const RdmaSession&) = delete;
+
+  /// Authenticates (Core::open_session) and builds the session's verbs objects, then
+  /// rdma_accept. On failure the caller rejects with the returned code and drops *this.
+  Status accept(std::uint16_t version, std::string_view token, const ConnectRequest& req);
+
+  rdma_cm_id* cm_id() const { return id_.get(); }
+  /// The completion channel fd to wait on (POLLIN: CQ events).
+  int completion_fd() const { return comp_->fd; }
+  const std::string& peer() const { return peer_; }
+
+  /// Handles a readable completion channel: control requests are answered. False when the
+  /// session failed and must be dropped.
+  bool on_completion_event();
+
+ private:
+  Status create_verbs_objects();
+  Status post_recv(std::uint32_t slot);
+  bool handle_wc(const ibv_wc& wc);
+  Status reply(std::uint32_t slot, const proto::Message& msg);
+  std::byte* recv_slot(std::uint32_t slot) { return buf_.data() + slot * kServerFrameBytes; }
+  std::byte* send_slot(std::uint32_t slot) {
+    return buf_.data() + (kServerControlSlots + slot) * kServerFrameBytes;
+  }
+
+  Core& core_;
+  const std::string peer_;
+  std::uint32_t max_inline_ = 0;
+
+  // Declaration order is teardown order reversed: QP, Core session (slab MRs), control MR,
+  // CQ, completion channel, PD, cm_id.
+  ibv::CmId id_;
+  ibv::Pd pd_;
+  ibv::CompChannel comp_;
+  ibv::Cq cq_;
+  std::vector<std::byte> buf_;  // request slots, then reply slots
+  ibv::Mr buf_mr_;
+  std::shared_ptr<Session> session_;
+  ibv::CmQp qp_;
+};
+
+}  // namespace farmem::memserver

@@ -1,0 +1,50 @@
+// A whole memserver: one Core plus its TCP and RDMA listeners.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "farmem/status.h"
+#include "memserver/core.h"
+
+namespace farmem::memserver {
+
+class TcpListener;
+class RdmaListener;
+
+struct ListenAddress {
+  std::string host;
+  std::uint16_t port = 0;  ///< 0: pick a free port (see Server::tcp_port())
+};
+
+struct ServerOptions {
+  CoreOptions core;
+  std::optional<ListenAddress> tcp;   ///< serve TCP clients here
+  std::optional<ListenAddress> rdma;  ///< serve RDMA (rdma_cm) clients here
+};
+
+class Server {
+ public:
+  /// Starts every configured listener; fails if any cannot start (no silent partial server).
+  static Result<std::unique_ptr<Server>> start(ServerOptions options);
+  ~Server();  // stops the listeners, disconnects every client, frees every slab
+
+  Core& core() { return *core_; }
+  std::uint16_t tcp_port() const;   ///< 0 when not listening on TCP
+  std::uint16_t rdma_port() const;  ///< 0 when not listening on RDMA
+
+ private:
+  Server() = default;
+  std::unique_ptr<Core> core_;
+  std::unique_ptr<TcpListener> tcp_;
+  std::unique_ptr<RdmaListener> rdma_;
+};
+
+/// Parses "host:port" ("[v6]:port" too).
+Result<ListenAddress> parse_listen_address(std::string_view text);
+/// Parses "64M", "2G", "4096" (binary units: K=1024).
+Result<std::uint64_t> parse_size(std::string_view text);
+
+}  // namespace farmem::memserver

@@ -1,0 +1,75 @@
+// The pool: far memory as slabs leased lazily from many memservers, allocation inside them,
+// and resolution of a FarAddr to (connection, remote address, rkey).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <shared_mutex>
+#include <vector>
+
+#include "farmem/runtime.h"
+#include "pool/far_addr.h"
+#include "pool/slab_allocator.h"
+#include "transport/transport.h"
+
+namespace farmem::pool {
+
+struct PoolOptions {
+  std::uint64_t slab_bytes = 64u << 20;  ///< size of a shared slab
+  std::chrono::nanoseconds control_timeout = std::chrono::seconds(5);
+};
+
+/// Where a far range lives.
+struct RemoteTarget {
+  std::size_t conn = 0;  ///< index into the pool's connections
+  std::uint64_t remote_addr = 0;
+  std::uint32_t rkey = 0;
+};
+
+class FarPool {
+ public:
+  FarPool(std::vector<std::unique_ptr<transport::Connection>> conns, PoolOptions options);
+  /// Returns every leased slab to its memserver (best effort: a dead server reclaims them
+  /// itself when the session ends).
+  ~FarPool();
+  FarPool(const FarPool&) = delete;
+  FarPool& operator=(const FarPool&) = delete;
+
+  Result<FarRange> allocate(std::uint64_t bytes);
+  Status free(FarRange range);
+
+  /// The target of [addr, addr + len), which must lie inside one live slab.
+  Result<RemoteTarget> resolve(FarAddr addr, std::uint64_t len) const;
+
+  std::size_t connection_count() const { return conns_.size(); }
+  transport::Connection& connection(std::size_t i) const { return *conns_[i]; }
+
+  std::uint64_t slabs() const;
+  std::uint64_t leased_bytes() const;
+  std::uint64_t allocated_bytes() const;
+
+ private:
+  struct Slab {
+    std::size_t conn = 0;
+    std::uint64_t server_slab_id = 0;
+    std::uint64_t remote_addr = 0;
+    std::uint32_t rkey = 0;
+    std::uint64_t bytes = 0;
+    bool live = false;
+    bool dedicated = false;  ///< holds one allocation larger than a shared slab
+    std::unique_ptr<SlabAllocator> alloc;
+  };
+
+  Result<std::size_t> lease_slab_locked(std::uint64_t bytes, bool dedicated);
+  void release_slab_locked(Slab& slab);
+
+  const std::vector<std::unique_ptr<transport::Connection>> conns_;
+  const PoolOptions options_;
+  /// Guards slabs_ and next_conn_: shared for resolve(), exclusive for allocate/free.
+  mutable std::shared_mutex mu_;
+  std::vector<Slab> slabs_;  ///< indexed by FarAddr slab index; entries are never reused
+  std::size_t next_conn_ = 0;  ///< round-robin placement of the next slab
+};
+
+}  // namespace farmem::pool

@@ -1,0 +1,24 @@
+#include "transport/connect.h"
+
+#include "transport/local/local.h"
+#include "transport/tcp/tcp.h"
+#include "transport/verbs/verbs.h"
+
+namespace farmem::transport {
+
+Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectOptions& options,
+                                            std::shared_ptr<memserver::Core> local_core) {
+  if (options.token.size() > proto::kMaxTokenBytes) {
+    return InvalidArgument("auth token of " + std::to_string(options.token.size()) +
+                           " bytes; at most " + std::to_string(proto::kMaxTokenBytes));
+  }
+  FARMEM_ASSIGN_OR_RETURN(Endpoint ep, parse_endpoint(url));
+  if (ep.scheme == "local") {
+    if (!local_core) return InvalidArgument("'local' server requested but none was provided");
+    return connect_local(std::move(local_core), options);
+  }
+  if (ep.scheme == "tcp") return connect_tcp(ep, options);
+  return connect_verbs(ep, options);
+}
+
+}  // namespace farmem::transport

@@ -1,0 +1,117 @@
+#include "transport/proto/wire.h"
+
+namespace farmem::proto {
+
+bool is_request(MsgType t) {
+  switch (t) {
+    case MsgType::kHello:
+    case MsgType::kAllocSlab:
+    case MsgType::kFreeSlab:
+    case MsgType::kStats:
+    case MsgType::kRead:
+    case MsgType::kWrite:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string_view to_string(MsgType t) {
+  switch (t) {
+    case MsgType::kHello: return "HELLO";
+    case MsgType::kHelloOk: return "HELLO_OK";
+    case MsgType::kAllocSlab: return "ALLOC_SLAB";
+    case MsgType::kSlabInfo: return "SLAB_INFO";
+    case MsgType::kFreeSlab: return "FREE_SLAB";
+    case MsgType::kFreeOk: return "FREE_OK";
+    case MsgType::kStats: return "STATS";
+    case MsgType::kStatsReply: return "STATS_REPLY";
+    case MsgType::kError: return "ERROR";
+    case MsgType::kRead: return "READ";
+    case MsgType::kReadData: return "READ_DATA";
+    case MsgType::kWrite: return "WRITE";
+    case MsgType::kWriteOk: return "WRITE_OK";
+  }
+  return "UNKNOWN";
+}
+
+Message Message::error(StatusCode code, std::string_view text, std::uint64_t req_id) {
+  Message m;
+  m.type = MsgType::kError;
+  m.req_id = req_id;
+  m.status = code;
+  const auto n = std::min<std::size_t>(text.size(), kMaxControlPayload);
+  m.payload.resize(n);
+  std::memcpy(m.payload.data(), text.data(), n);
+  return m;
+}
+
+Status Message::error_status() const {
+  if (type != MsgType::kError) return Status::Ok();
+  std::string text(reinterpret_cast<const char*>(payload.data()), payload.size());
+  auto code = status == StatusCode::kOk ? StatusCode::kInternal : status;
+  return Status(code, "memserver: " + text);
+}
+
+FrameHeader make_header(MsgType type, std::uint64_t req_id, std::uint32_t length,
+                        StatusCode status) {
+  return FrameHeader{kMagic, kVersion, static_cast<std::uint16_t>(type), req_id, length,
+                     static_cast<std::uint32_t>(status)};
+}
+
+Status validate_header(const FrameHeader& h) {
+  if (h.magic != kMagic) {
+    return ProtocolError("bad frame magic 0x" + [&] {
+      char buf[16];
+      std::snprintf(buf, sizeof buf, "%08x", h.magic);
+      return std::string(buf);
+    }() + " (not a farmem peer?)");
+  }
+  if (h.version != kVersion) {
+    return ProtocolError("protocol version " + std::to_string(h.version) +
+                         " not supported (this side speaks " + std::to_string(kVersion) + ")");
+  }
+  const auto type = static_cast<MsgType>(h.type);
+  const std::uint64_t limit = (type == MsgType::kWrite || type == MsgType::kReadData)
+                                  ? kMaxDataPayload + sizeof(DataOp)
+                                  : kMaxControlPayload;
+  if (h.length > limit) {
+    return ProtocolError(std::string(to_string(type)) + " frame of " + std::to_string(h.length) +
+                         " bytes exceeds the limit of " + std::to_string(limit));
+  }
+  return Status::Ok();
+}
+
+std::vector<std::byte> encode(const Message& m) {
+  std::vector<std::byte> out(sizeof(FrameHeader) + m.payload.size());
+  const auto h = make_header(m.type, m.req_id, static_cast<std::uint32_t>(m.payload.size()),
+                             m.status);
+  std::memcpy(out.data(), &h, sizeof h);
+  if (!m.payload.empty()) {
+    std::memcpy(out.data() + sizeof h, m.payload.data(), m.payload.size());
+  }
+  return out;
+}
+
+Result<Message> decode(std::span<const std::byte> frame) {
+  if (frame.size() < sizeof(FrameHeader)) {
+    return ProtocolError("truncated frame: " + std::to_string(frame.size()) +
+                         " bytes, a header needs " + std::to_string(sizeof(FrameHeader)));
+  }
+  FrameHeader h;
+  std::memcpy(&h, frame.data(), sizeof h);
+  FARMEM_RETURN_IF_ERROR(validate_header(h));
+  if (frame.size() - sizeof h != h.length) {
+    return ProtocolError("truncated frame: header announces " + std::to_string(h.length) +
+                         " payload bytes, " + std::to_string(frame.size() - sizeof h) +
+                         " present");
+  }
+  Message m;
+  m.type = static_cast<MsgType>(h.type);
+  m.req_id = h.req_id;
+  m.status = static_cast<StatusCode>(h.status);
+  m.payload.assign(frame.begin() + sizeof h, frame.end());
+  return m;
+}
+
+}  // namespace farmem::proto

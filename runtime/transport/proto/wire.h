@@ -1,0 +1,178 @@
+// Wire formats shared by the client transports and farmem-memserver.
+//
+// Every message, on TCP and in RDMA SEND/RECV control messages alike, is one frame:
+//
+//   0        4        6        8                16       20       24
+//   +--------+--------+--------+----------------+--------+--------+
+//   | magic  |version |  type  |     req_id     | length | status |  ... length payload bytes
+//   +--------+--------+--------+----------------+--------+--------+
+//     u32      u16      u16          u64          u32      u32
+//
+// All integers are little-endian (the only byte order farmem builds for, asserted below).
+// `req_id` is chosen by the client and echoed in the reply, so requests can be pipelined.
+// `status` is 0 in requests; in replies it is a StatusCode (non-zero only in kError replies).
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "farmem/status.h"
+
+namespace farmem::proto {
+
+static_assert(std::endian::native == std::endian::little, "farmem's wire format is little-endian");
+
+/// "FMEM" read as a little-endian u32.
+inline constexpr std::uint32_t kMagic = 0x4D454D46;
+/// Bumped on any incompatible change of a frame or payload layout.
+inline constexpr std::uint16_t kVersion = 1;
+/// Control payloads are tiny; 4 KiB leaves room for stats and error text, and bounds what a
+/// malicious client can make the server buffer before it is judged.
+inline constexpr std::uint32_t kMaxControlPayload = 4096;
+/// Largest single data operation (READ/WRITE) on the TCP transport: 64 MiB keeps one frame's
+/// buffer bounded while making the per-frame header cost negligible.
+inline constexpr std::uint32_t kMaxDataPayload = 64u << 20;
+/// Auth tokens must fit, with an 8-byte header, in the 56 bytes of private data an RC
+/// connect request carries (see rdma_connect(3)).
+inline constexpr std::size_t kMaxTokenBytes = 48;
+
+enum class MsgType : std::uint16_t {
+  kHello = 1,      ///< payload: token bytes
+  kHelloOk = 2,    ///< payload: HelloOk
+  kAllocSlab = 3,  ///< payload: AllocSlab
+  kSlabInfo = 4,   ///< payload: SlabInfo
+  kFreeSlab = 5,   ///< payload: FreeSlab
+  kFreeOk = 6,     ///< payload: none
+  kStats = 7,      ///< payload: none
+  kStatsReply = 8, ///< payload: ServerStats
+  kError = 9,      ///< payload: UTF-8 message; frame status holds the StatusCode
+  kRead = 16,      ///< TCP only. payload: DataOp; reply kReadData
+  kReadData = 17,  ///< TCP only. payload: the bytes read
+  kWrite = 18,     ///< TCP only. payload: DataOp followed by DataOp::length bytes
+  kWriteOk = 19,   ///< TCP only. payload: none
+};
+
+/// True for the request types a client may send.
+bool is_request(MsgType t);
+std::string_view to_string(MsgType t);
+
+struct FrameHeader {
+  std::uint32_t magic;
+  std::uint16_t version;
+  std::uint16_t type;
+  std::uint64_t req_id;
+  std::uint32_t length;
+  std::uint32_t status;
+};
+static_assert(sizeof(FrameHeader) == 24);
+
+struct HelloOk {
+  std::uint64_t session_id;
+  std::uint64_t capacity_bytes;  ///< the server's --capacity
+  std::uint64_t chunk_bytes;     ///< slabs are multiples of this
+};
+static_assert(sizeof(HelloOk) == 24);
+
+struct AllocSlab {
+  std::uint64_t bytes;  ///< rounded up to a multiple of chunk_bytes by the server
+};
+static_assert(sizeof(AllocSlab) == 8);
+
+/// A slab leased to the session: remote (addr, rkey, bytes) is what one-sided ops target.
+struct SlabInfo {
+  std::uint64_t slab_id;
+  std::uint64_t addr;
+  std::uint64_t bytes;
+  std::uint32_t rkey;
+  std::uint32_t reserved;
+};
+static_assert(sizeof(SlabInfo) == 32);
+
+struct FreeSlab {
+  std::uint64_t slab_id;
+};
+static_assert(sizeof(FreeSlab) == 8);
+
+struct ServerStats {
+  std::uint64_t capacity_bytes;
+  std::uint64_t used_bytes;      ///< bytes in slabs currently leased
+  std::uint64_t mapped_bytes;    ///< bytes currently mmapped (== used_bytes: no caching)
+  std::uint64_t slabs;           ///< slabs currently leased
+  std::uint64_t sessions;        ///< connected client sessions
+  std::uint64_t slabs_reclaimed; ///< slabs freed because their session ended
+  std::uint64_t requests;        ///< control requests handled
+  std::uint64_t errors;          ///< requests answered with kError
+};
+static_assert(sizeof(ServerStats) == 64);
+
+struct DataOp {
+  std::uint64_t addr;
+  std::uint32_t rkey;
+  std::uint32_t length;
+};
+static_assert(sizeof(DataOp) == 16);
+
+/// Private data of an RDMA connect request (then the token bytes).
+struct ConnectData {
+  std::uint32_t magic;
+  std::uint16_t version;
+  std::uint16_t token_len;
+};
+static_assert(sizeof(ConnectData) == 8);
+
+/// Private data of an RDMA connect reject: why.
+struct RejectData {
+  std::uint32_t magic;
+  std::uint32_t status;  ///< a StatusCode
+};
+static_assert(sizeof(RejectData) == 8);
+
+/// A whole control message in memory: header fields plus payload.
+struct Message {
+  MsgType type{};
+  std::uint64_t req_id = 0;
+  StatusCode status = StatusCode::kOk;
+  std::vector<std::byte> payload;
+
+  template <typename T>
+  static Message of(MsgType type, const T& body) {
+    Message m;
+    m.type = type;
+    m.payload.resize(sizeof(T));
+    std::memcpy(m.payload.data(), &body, sizeof(T));
+    return m;
+  }
+  static Message error(StatusCode code, std::string_view text, std::uint64_t req_id);
+
+  /// Decodes the payload as T; fails unless it is exactly sizeof(T) bytes.
+  template <typename T>
+  Result<T> as() const {
+    if (payload.size() != sizeof(T)) {
+      return ProtocolError("payload of " + std::string(to_string(type)) + " is " +
+                           std::to_string(payload.size()) + " bytes, expected " +
+                           std::to_string(sizeof(T)));
+    }
+    T out;
+    std::memcpy(&out, payload.data(), sizeof(T));
+    return out;
+  }
+  /// kError replies as a Status; Ok for anything else.
+  Status error_status() const;
+};
+
+FrameHeader make_header(MsgType type, std::uint64_t req_id, std::uint32_t length,
+                        StatusCode status = StatusCode::kOk);
+/// Checks magic, version and, for control types, the length bound.
+Status validate_header(const FrameHeader& h);
+/// Header + payload in one contiguous buffer.
+std::vector<std::byte> encode(const Message& m);
+/// Parses one whole frame (header + exactly `length` payload bytes).
+Result<Message> decode(std::span<const std::byte> frame);
+
+}  // namespace farmem::proto

@@ -1,0 +1,331 @@
+// The tcp backend: connect + HELLO, sending batches, and the leader/follower wait protocol.
+// Receiving and reply dispatch live in tcp_receive.cc.
+#include "transport/tcp/tcp_connection.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.h"
+#include "transport/tcp/tcp.h"
+
+namespace farmem::transport {
+
+namespace {
+
+using net::Clock;
+
+constexpr std::size_t kOpHeaderBytes = sizeof(proto::FrameHeader) + sizeof(proto::DataOp);
+// HELLO travels before the connection object exists; its reply id is fixed, data ids follow.
+constexpr std::uint64_t kHelloReqId = 1;
+// A send that cannot move a single byte for this long means the memserver stopped reading
+// (hung or wedged): the connection is declared broken instead of blocking post() forever.
+constexpr auto kSendStallTimeout = std::chrono::seconds(30);
+// While a send is blocked, how long one wait for send space (or replies) lasts before the
+// thread re-checks whether it can take the leader role. Short: it bounds the extra latency
+// of handing the reader role from a leaving waiter to a blocked sender.
+constexpr auto kSendPollSlice = std::chrono::milliseconds(1);
+// Followers re-check their state at least this often even without a notification, so a
+// sleeping thread never depends on one wake-up alone.
+constexpr auto kFollowerNap = std::chrono::milliseconds(100);
+
+class TcpRegistration final : public MemoryRegistration {
+ public:
+  TcpRegistration(void* addr, std::size_t length) : addr_(addr), length_(length) {}
+  // The socket reads and writes user memory directly; there is nothing to pin or key.
+  std::uint32_t lkey() const override { return 0; }
+  void* addr() const override { return addr_; }
+  std::size_t length() const override { return length_; }
+
+ private:
+  void* addr_;
+  std::size_t length_;
+};
+
+Result<proto::Message> read_frame(int fd, net::Deadline deadline, const std::string& peer) {
+  proto::FrameHeader h{};
+  FARMEM_RETURN_IF_ERROR(net::read_full(fd, &h, sizeof h, deadline, peer));
+  FARMEM_RETURN_IF_ERROR(proto::validate_header(h).with_context(peer));
+  if (h.length > proto::kMaxControlPayload) {
+    return ProtocolError(peer + ": handshake reply of " + std::to_string(h.length) + " bytes");
+  }
+  std::vector<std::byte> frame(sizeof h + h.length);
+  std::memcpy(frame.data(), &h, sizeof h);
+  FARMEM_RETURN_IF_ERROR(net::read_full(fd, frame.data() + sizeof h, h.length, deadline, peer));
+  return proto::decode(frame);
+}
+
+Status say_hello(int fd, const ConnectOptions& options, net::Deadline deadline,
+                 const std::string& peer) {
+  proto::Message hello;
+  hello.type = proto::MsgType::kHello;
+  hello.req_id = kHelloReqId;
+  hello.payload.resize(options.token.size());
+  std::memcpy(hello.payload.data(), options.token.data(), options.token.size());
+  const auto bytes = proto::encode(hello);
+  FARMEM_RETURN_IF_ERROR(net::write_full(fd, bytes.data(), bytes.size(), deadline, peer));
+  FARMEM_ASSIGN_OR_RETURN(proto::Message reply, read_frame(fd, deadline, peer));
+  if (reply.type == proto::MsgType::kError) return reply.error_status().with_context(peer);
+  if (reply.type != proto::MsgType::kHelloOk) {
+    return ProtocolError(peer + ": expected HELLO_OK, got " +
+                         std::string(proto::to_string(reply.type)));
+  }
+  FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, reply.as<proto::HelloOk>());
+  log().debug("{}: session {} (capacity {} bytes)", peer, ok.session_id, ok.capacity_bytes);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
+                                                const ConnectOptions& options) {
+  if (options.token.size() > proto::kMaxTokenBytes) {
+    return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes) +
+                           " bytes");
+  }
+  const std::string peer = endpoint.to_string();
+  const auto deadline = net::deadline_after(options.connect_timeout);
+  auto fd = net::connect_to(endpoint.host, endpoint.port, deadline);
+  if (!fd.ok()) return fd.status().with_context(peer);
+  FARMEM_RETURN_IF_ERROR(say_hello(fd->get(), options, deadline, peer));
+  return std::unique_ptr<Connection>(
+      new TcpConnection(std::move(fd).value(), peer, kHelloReqId + 1));
+}
+
+TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id)
+    : fd_(std::move(fd)),
+      peer_(std::move(peer)),
+      caps_{"tcp", false, proto::kMaxDataPayload, kTcpMaxBatchOps},
+      next_id_(first_req_id) {
+  // Sized once: receive segments point into slot_hdrs_, so it must never reallocate.
+  slot_hdrs_.resize(kMaxPredicted);
+  plan_.reserve(kMaxPredicted);
+  rx_iov_.reserve(kMaxRxSegments);
+}
+
+TcpConnection::~TcpConnection() {
+  std::lock_guard lock(mu_);
+  if (!broken_) {
+    broken_ = true;
+    broken_status_ = Unavailable(peer_ + ": connection closed by this client");
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  }
+  // Ops still pending when the connection dies are failed, not leaked.
+  if (!leader_) fail_all_locked();
+}
+
+Result<std::unique_ptr<MemoryRegistration>> TcpConnection::register_memory(void* addr,
+                                                                           std::size_t length) {
+  if (addr == nullptr || length == 0) return InvalidArgument("register_memory: empty range");
+  return std::unique_ptr<MemoryRegistration>(new TcpRegistration(addr, length));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending
+
+void TcpConnection::encode_batch_locked(std::span<const Op> ops, std::uint64_t first_id) {
+  tx_hdrs_.resize(ops.size() * kOpHeaderBytes);
+  tx_iov_.clear();
+  for (std::size_t i = 0; i < ops.size(); ++i) {
+    const Op& op = ops[i];
+    const bool write = op.kind == OpKind::kWrite;
+    std::byte* h = tx_hdrs_.data() + i * kOpHeaderBytes;
+    const auto fh = proto::make_header(write ? proto::MsgType::kWrite : proto::MsgType::kRead,
+                                       first_id + i,
+                                       sizeof(proto::DataOp) + (write ? op.length : 0));
+    const proto::DataOp dop{op.remote_addr, op.rkey, op.length};
+    std::memcpy(h, &fh, sizeof fh);
+    std::memcpy(h + sizeof fh, &dop, sizeof dop);
+    // Headers of consecutive reads are contiguous in tx_hdrs_: one iovec covers them all.
+    if (!tx_iov_.empty() && static_cast<std::byte*>(tx_iov_.back().iov_base) +
+                                    tx_iov_.back().iov_len == h) {
+      tx_iov_.back().iov_len += kOpHeaderBytes;
+    } else {
+      tx_iov_.push_back({h, kOpHeaderBytes});
+    }
+    if (write) tx_iov_.push_back({op.local, op.length});
+  }
+}
+
+Status TcpConnection::post(std::span<const Op> ops, Completion& done) {
+  FARMEM_RETURN_IF_ERROR(validate_ops(ops, caps_));
+  std::lock_guard send_lock(send_mu_);
+  encode_batch_locked(ops, next_id_);
+  {
+    std::lock_guard lock(mu_);
+    if (broken_) return broken_status_;
+    done.arm(static_cast<std::uint32_t>(ops.size()));
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+      const Op& op = ops[i];
+      ring_.push(Pending{next_id_ + i, op.kind == OpKind::kRead ? Kind::kRead : Kind::kWrite,
+                         op.length, static_cast<std::byte*>(op.local), &done, nullptr});
+    }
+  }
+  next_id_ += ops.size();
+  const Status st = send_all_locked(tx_iov_);
+  if (!st.ok()) {
+    // Part of the batch may be on the wire: report through the completion, not the return.
+    std::lock_guard lock(mu_);
+    break_locked(st, /*as_leader=*/false);
+  }
+  return Status::Ok();
+}
+
+Status TcpConnection::send_all_locked(std::span<iovec> iov) {
+  auto last_progress = Clock::now();
+  // Bounded: every round sends bytes, or waits at most kSendPollSlice, and the loop gives up
+  // after kSendStallTimeout without progress.
+  while (!iov.empty()) {
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(fd_.get(), iov, false, peer_));
+    if (r.bytes > 0) {
+      iov = net::advance_iov(iov, r.bytes);
+      last_progress = Clock::now();
+      continue;
+    }
+    if (Clock::now() - last_progress > kSendStallTimeout) {
+      return TimedOut(peer_ + ": send stalled for " +
+                      std::to_string(kSendStallTimeout.count()) + " s");
+    }
+    FARMEM_RETURN_IF_ERROR(progress_while_send_blocked());
+  }
+  return Status::Ok();
+}
+
+Status TcpConnection::progress_while_send_blocked() {
+  bool lead = false;
+  {
+    std::lock_guard lock(mu_);
+    if (broken_) return broken_status_;
+    lead = try_lead_locked();
+  }
+  const auto slice = Clock::now() + kSendPollSlice;
+  if (!lead) {
+    // Someone else is reading replies; just wait for send space.
+    auto ev = net::wait_ready(fd_.get(), POLLOUT, slice, peer_);
+    return ev.ok() || ev.status().code() == StatusCode::kTimedOut ? Status::Ok() : ev.status();
+  }
+  Status st;
+  auto ev = net::wait_ready(fd_.get(), POLLIN | POLLOUT, slice, peer_);
+  if (!ev.ok()) {
+    if (ev.status().code() != StatusCode::kTimedOut) st = ev.status();
+  } else if ((*ev & (POLLIN | POLLERR | POLLHUP)) != 0) {
+    st = pump_as_leader(Clock::now(), /*poll_first=*/false);
+  }
+  std::lock_guard lock(mu_);
+  stop_leading_locked(st);
+  return broken_ ? broken_status_ : Status::Ok();
+}
+
+// ---------------------------------------------------------------------------------------
+// Leader/follower
+
+bool TcpConnection::try_lead_locked() {
+  if (leader_) return false;
+  leader_ = true;
+  rx_hot_ = false;
+  return true;
+}
+
+void TcpConnection::stop_leading_locked(const Status& st) {
+  if (!st.ok() && st.code() != StatusCode::kTimedOut) break_locked(st, /*as_leader=*/true);
+  if (broken_) fail_all_locked();
+  leader_ = false;
+  cv_.notify_all();
+}
+
+Status TcpConnection::lead_until(Completion& done, net::Deadline deadline) {
+  Status st;
+  // Bounded by the deadline: each pump moves bytes, or waits at most until the deadline.
+  while (!done.done() && st.ok()) {
+    st = pump_as_leader(deadline, /*poll_first=*/!rx_hot_);
+  }
+  return st;
+}
+
+Status TcpConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
+  const auto deadline = net::deadline_after(timeout);
+  std::unique_lock lock(mu_);
+  // Bounded by the deadline: each round completes, times out, leads until done/deadline, or
+  // sleeps at most kFollowerNap.
+  while (!done.done()) {
+    if (Clock::now() >= deadline) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
+      const Status why = TimedOut(peer_ + ": no reply within " + std::to_string(ms) + " ms");
+      break_locked(why, /*as_leader=*/false);
+      return why;
+    }
+    if (try_lead_locked()) {
+      lock.unlock();
+      const Status st = lead_until(done, deadline);
+      lock.lock();
+      stop_leading_locked(st);
+      continue;
+    }
+    ++waiters_;
+    cv_.wait_until(lock, std::min(deadline, Clock::now() + kFollowerNap));
+    --waiters_;
+  }
+  return done.status();
+}
+
+void TcpConnection::break_locked(const Status& why, bool as_leader) {
+  if (!broken_) {
+    broken_ = true;
+    std::string_view reason = why.message();
+    // Socket errors already name the peer; say it once.
+    if (reason.starts_with(peer_ + ": ")) reason.remove_prefix(peer_.size() + 2);
+    broken_status_ = Unavailable(peer_ + ": connection lost: " + std::string(reason));
+    log().warn("{}", broken_status_.message());
+    // Wakes a leader blocked in poll/recv; the fd itself stays open until destruction.
+    ::shutdown(fd_.get(), SHUT_RDWR);
+  }
+  // Only the leader may retire entries while a receive may target their buffers.
+  if (as_leader || !leader_) fail_all_locked();
+}
+
+void TcpConnection::fail_all_locked() {
+  for (Pending& e : ring_.take_all()) {
+    if (e.done != nullptr) e.done->finish_part(broken_status_);
+  }
+  cur_ = RxFrame{};
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------------------------------
+// Control calls
+
+Result<proto::Message> TcpConnection::call(proto::Message request,
+                                           std::chrono::nanoseconds timeout) {
+  if (request.payload.size() > proto::kMaxControlPayload) {
+    return InvalidArgument("control payload of " + std::to_string(request.payload.size()) +
+                           " bytes exceeds " + std::to_string(proto::kMaxControlPayload));
+  }
+  auto slot = std::make_shared<ControlSlot>();
+  {
+    std::lock_guard send_lock(send_mu_);
+    request.req_id = next_id_;
+    auto bytes = proto::encode(request);
+    {
+      std::lock_guard lock(mu_);
+      if (broken_) return broken_status_;
+      slot->done.arm(1);
+      ring_.push(Pending{next_id_, Kind::kControl, 0, nullptr, &slot->done, slot});
+    }
+    ++next_id_;
+    iovec iov{bytes.data(), bytes.size()};
+    const Status st = send_all_locked({&iov, 1});
+    if (!st.ok()) {
+      std::lock_guard lock(mu_);
+      break_locked(st, /*as_leader=*/false);
+    }
+  }
+  FARMEM_RETURN_IF_ERROR(wait(slot->done, timeout));
+  if (slot->reply.type == proto::MsgType::kError) {
+    return slot->reply.error_status().with_context(peer_);
+  }
+  return std::move(slot->reply);
+}
+
+}  // namespace farmem::transport

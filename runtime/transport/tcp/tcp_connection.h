@@ -1,0 +1,168 @@
+// TcpConnection: the tcp backend's Connection (private to the backend; users call connect_tcp).
+//
+// Sending: post() encodes a whole batch (frame headers in a reused scratch buffer, write
+// payloads referenced in place) and hands it to the kernel with one sendmsg per IOV_MAX
+// iovecs. Batches never interleave on the stream (send_mu_).
+//
+// Receiving, leader/follower: there is no receiver thread. A thread in wait() that finds no
+// leader becomes the leader and reads the socket for everyone, dispatching completions;
+// the others sleep on a condition variable until their batch is done or the leader role is
+// free. A synchronous read therefore costs no thread hand-off.
+//
+// Zero-copy replies: the memserver answers each connection's requests in order, so the
+// leader can predict the next frames (READ_DATA of op.length, WRITE_OK) and point one
+// recvmsg at [header slot][op's local buffer][next header slot][next buffer]... A header
+// that does not match the prediction (an ERROR reply, or a server that reorders) is still
+// handled correctly: the bytes received after it are copied out of the predicted buffers
+// and parsed the slow way.
+//
+// No deadlock on full socket buffers: when a send would block, the sending thread takes
+// the leader role if it is free and drains replies while it waits for send space, so the
+// server is never stuck writing replies nobody reads.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "transport/proto/wire.h"
+#include "transport/tcp/socket.h"
+#include "transport/transport.h"
+
+namespace farmem::transport {
+
+/// Largest batch one post() accepts: 4096 ops of 40 header bytes each is a 160 KiB frame
+/// burst, enough to amortize the syscall while keeping the scratch buffers small.
+inline constexpr std::uint32_t kTcpMaxBatchOps = 4096;
+
+class TcpConnection final : public Connection {
+ public:
+  /// Takes a connected, non-blocking socket on which HELLO already succeeded.
+  TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id);
+  ~TcpConnection() override;
+
+  const Capabilities& capabilities() const override { return caps_; }
+  const std::string& peer() const override { return peer_; }
+  Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
+                                                              std::size_t length) override;
+  Status post(std::span<const Op> ops, Completion& done) override;
+  Status wait(Completion& done, std::chrono::nanoseconds timeout) override;
+  Result<proto::Message> call(proto::Message request, std::chrono::nanoseconds timeout) override;
+
+ private:
+  enum class Kind : std::uint8_t { kRead, kWrite, kControl };
+  /// Where a control reply lands; shared with the pending entry so that a call() that timed
+  /// out may return while the leader still holds the slot.
+  struct ControlSlot {
+    Completion done;
+    proto::Message reply;
+  };
+  /// One request awaiting its reply.
+  struct Pending {
+    std::uint64_t id = 0;
+    Kind kind = Kind::kRead;
+    std::uint32_t length = 0;
+    std::byte* local = nullptr;
+    Completion* done = nullptr;  ///< null once finished (a hole awaiting pop)
+    std::shared_ptr<ControlSlot> control;
+  };
+  /// FIFO of pending requests in stream order; ids are consecutive, so lookup is O(1).
+  class PendingRing {
+   public:
+    void push(Pending p);
+    std::size_t size() const { return size_; }
+    Pending& at(std::size_t pos) { return slots_[(head_ + pos) & (slots_.size() - 1)]; }
+    Pending* find(std::uint64_t id);
+    void pop_finished();
+    std::vector<Pending> take_all();
+
+   private:
+    std::vector<Pending> slots_;  // power-of-two capacity
+    std::size_t head_ = 0;
+    std::size_t size_ = 0;
+  };
+  /// The reply frame being received.
+  struct RxFrame {
+    proto::FrameHeader hdr{};
+    std::size_t hdr_got = 0;  ///< header bytes received so far
+    std::byte* dst = nullptr;  ///< payload destination, once the header is known
+    std::size_t len = 0;
+    std::size_t got = 0;
+  };
+  /// A reply the leader expects next, with where its header lands.
+  struct Predicted {
+    std::uint64_t id;
+    Kind kind;
+    std::uint32_t length;
+    std::byte* local;
+    std::size_t first_seg;
+  };
+
+  /// One recvmsg takes at most IOV_MAX (1024 on Linux) segments.
+  static constexpr std::size_t kMaxRxSegments = 1024;
+  /// Replies predicted per receive: a read needs two segments (header slot + payload).
+  static constexpr std::size_t kMaxPredicted = kMaxRxSegments / 2;
+  static bool matches(const Predicted& p, const proto::FrameHeader& h);
+
+  // ---- sending (tcp_connection.cc) ----
+  void encode_batch_locked(std::span<const Op> ops, std::uint64_t first_id);
+  Status send_all_locked(std::span<iovec> iov);
+  Status progress_while_send_blocked();
+
+  // ---- leader/follower (tcp_connection.cc) ----
+  bool try_lead_locked();
+  void stop_leading_locked(const Status& st);
+  Status lead_until(Completion& done, net::Deadline deadline);
+  void break_locked(const Status& why, bool as_leader);
+  void fail_all_locked();
+
+  // ---- receiving, leader only (tcp_receive.cc) ----
+  Status pump_as_leader(net::Deadline deadline, bool poll_first);
+  void plan_receive_locked();
+  void plan_push(void* base, std::size_t len);
+  Status absorb_locked(std::size_t n);
+  Status advance_current_locked(std::size_t n);
+  Status on_header_locked();
+  Status finish_current_locked();
+  void spill_locked(std::size_t first_seg, std::size_t n);
+  Status consume_spill_locked();
+
+  const net::UniqueFd fd_;
+  const std::string peer_;
+  const Capabilities caps_;
+
+  /// Serializes batches on the outgoing stream and guards the tx scratch and next_id_.
+  std::mutex send_mu_;
+  std::vector<std::byte> tx_hdrs_;
+  std::vector<iovec> tx_iov_;
+  std::uint64_t next_id_;
+
+  /// Guards ring_, leader_, waiters_, broken_* and, together with the leader role, the
+  /// receive state below (the leader mutates it only while holding mu_; it reads into the
+  /// planned buffers without mu_, which is safe because only the leader retires entries).
+  std::mutex mu_;
+  std::condition_variable cv_;  ///< signalled when completions finish or the leader leaves
+  PendingRing ring_;
+  bool leader_ = false;
+  int waiters_ = 0;
+  bool broken_ = false;
+  Status broken_status_;
+
+  // Receive state: touched only by the thread holding the leader role.
+  RxFrame cur_;
+  bool rx_hot_ = false;  ///< last receive moved bytes: try again before polling
+  std::size_t finished_ = 0;  ///< completions finished by the current absorb
+  std::vector<proto::FrameHeader> slot_hdrs_;
+  std::vector<Predicted> plan_;
+  std::vector<iovec> rx_iov_;
+  std::vector<std::byte> spill_;
+  std::vector<std::byte> err_buf_;
+};
+
+}  // namespace farmem::transport

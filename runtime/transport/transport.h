@@ -1,0 +1,149 @@
+// The transport layer: one Connection to one memserver.
+//
+// A Connection moves bytes between registered local memory and remote (addr, rkey) ranges with
+// one-sided READ/WRITE, posted in batches and completed asynchronously, plus a small
+// request/reply control call. Backends: verbs (rdma-core), tcp, local (in-process memserver),
+// and fault (a wrapper that injects failures). Each backend has its own factory function.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "farmem/status.h"
+#include "transport/proto/wire.h"
+
+namespace farmem::transport {
+
+enum class OpKind : std::uint8_t { kRead, kWrite };
+
+/// One one-sided operation. `local` must lie in memory registered with this connection
+/// (`lkey` from that registration); [remote_addr, remote_addr + length) must lie in one slab
+/// leased to this session, addressed with that slab's `rkey`.
+struct Op {
+  OpKind kind;
+  std::uint32_t length;
+  void* local;
+  std::uint32_t lkey;
+  std::uint32_t rkey;
+  std::uint64_t remote_addr;
+};
+
+/// What a backend can do; callers size batches and choose paths from it.
+struct Capabilities {
+  std::string name;                 ///< "verbs", "tcp", "local", "fault(<inner>)"
+  bool one_sided = false;           ///< true when ops bypass the server CPU (RDMA)
+  std::uint32_t max_op_bytes = 0;   ///< largest single Op::length
+  std::uint32_t max_batch_ops = 0;  ///< largest span a single post() accepts
+};
+
+/// Completion of one posted batch. Caller-owned; must outlive the post until done().
+/// A batch completes once: when every op in it has finished, or the first error is known
+/// and nothing of the batch is still in flight.
+class Completion {
+ public:
+  Completion() = default;
+  Completion(const Completion&) = delete;
+  Completion& operator=(const Completion&) = delete;
+
+  /// True when the batch has finished (acquire: results are visible to the caller).
+  bool done() const { return pending_.load(std::memory_order_acquire) == 0; }
+  /// The batch's outcome; meaningful once done().
+  const Status& status() const { return error_; }
+
+  // ---- backend side ----
+  /// Prepares for a new batch that will report `parts` completions.
+  void arm(std::uint32_t parts) {
+    error_ = Status::Ok();
+    failed_.store(false, std::memory_order_relaxed);
+    pending_.store(parts, std::memory_order_release);
+  }
+  /// Reports one part finished. The first non-ok status is the batch's.
+  void finish_part(const Status& s) {
+    if (!s.ok() && !failed_.exchange(true, std::memory_order_acq_rel)) error_ = s;
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  /// Reports one part finished successfully (hot path: no Status constructed).
+  void finish_part_ok() { pending_.fetch_sub(1, std::memory_order_acq_rel); }
+
+ private:
+  std::atomic<std::uint32_t> pending_{0};
+  std::atomic<bool> failed_{false};
+  Status error_;
+};
+
+/// Local memory registered with one connection; deregistered when destroyed.
+/// Must not outlive the Connection that made it.
+class MemoryRegistration {
+ public:
+  virtual ~MemoryRegistration() = default;
+  virtual std::uint32_t lkey() const = 0;
+  virtual void* addr() const = 0;
+  virtual std::size_t length() const = 0;
+};
+
+/// A connection to one memserver session. Thread-safe: many threads may post and wait at once.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+
+  virtual const Capabilities& capabilities() const = 0;
+  /// "tcp://127.0.0.1:7472" etc.; used in error messages.
+  virtual const std::string& peer() const = 0;
+
+  virtual Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
+                                                                      std::size_t length) = 0;
+
+  /// Starts every op in `ops` (at most capabilities().max_batch_ops) and returns at once.
+  /// On an error return nothing was started and `done` is untouched; otherwise `done`
+  /// completes later, reported through wait().
+  virtual Status post(std::span<const Op> ops, Completion& done) = 0;
+
+  /// Drives progress until `done` completes or `timeout` passes; returns done.status(), or
+  /// kTimedOut (the batch may then still complete later: keep `done` alive; a timed-out
+  /// connection is considered broken and fails later ops with kUnavailable).
+  virtual Status wait(Completion& done, std::chrono::nanoseconds timeout) = 0;
+
+  /// A control request/reply (hello is done by the factory). A kError reply comes back as
+  /// its Status.
+  virtual Result<proto::Message> call(proto::Message request,
+                                      std::chrono::nanoseconds timeout) = 0;
+
+  /// Convenience: post + wait for a batch of one.
+  Status execute(const Op& op, std::chrono::nanoseconds timeout) {
+    Completion done;
+    FARMEM_RETURN_IF_ERROR(post(std::span<const Op>(&op, 1), done));
+    return wait(done, timeout);
+  }
+};
+
+/// What every factory needs besides the address.
+struct ConnectOptions {
+  std::string token;                                   ///< auth token (<= kMaxTokenBytes)
+  std::chrono::milliseconds connect_timeout{5000};     ///< for address resolution + handshake
+  std::chrono::milliseconds control_timeout{5000};     ///< for control calls made by the factory
+};
+
+/// Parsed "scheme://host:port" (or "local").
+struct Endpoint {
+  std::string scheme;  ///< "rdma", "tcp" or "local"
+  std::string host;
+  std::uint16_t port = 0;
+  std::string to_string() const;
+};
+Result<Endpoint> parse_endpoint(std::string_view url);
+
+/// Control helpers shared by every backend (typed wrappers over Connection::call).
+Result<proto::SlabInfo> alloc_slab(Connection& c, std::uint64_t bytes,
+                                   std::chrono::nanoseconds timeout);
+Status free_slab(Connection& c, std::uint64_t slab_id, std::chrono::nanoseconds timeout);
+Result<proto::ServerStats> server_stats(Connection& c, std::chrono::nanoseconds timeout);
+
+/// Checks an op batch against the limits every backend shares.
+Status validate_ops(std::span<const Op> ops, const Capabilities& caps);
+
+}  // namespace farmem::transport

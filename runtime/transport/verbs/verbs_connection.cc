@@ -1,0 +1,284 @@
+#include "transport/verbs/verbs_connection.h"
+
+#include <netdb.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "transport/verbs/verbs.h"
+
+namespace farmem::transport {
+namespace verbs {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+/// Largest value of the u8 rd_atom fields of rdma_conn_param.
+constexpr std::uint32_t kConnParamRdAtomMax = 255;
+/// How long the cm watcher sleeps in poll() between checks of its stop flag (it is also
+/// woken at once through an eventfd; this only bounds a missed wake-up).
+constexpr int kWatcherPollMs = 1000;
+
+Status reject_status(const rdma_cm_event& e, const std::string& peer) {
+  const auto* data = static_cast<const std::byte*>(e.param.conn.private_data);
+  proto::RejectData rd{};
+  // rdma_cm pads reject private data (to 148 bytes on IB/RoCE): only the prefix is ours.
+  if (data != nullptr && e.param.conn.private_data_len >= sizeof rd) {
+    std::memcpy(&rd, data, sizeof rd);
+  }
+  if (rd.magic != proto::kMagic) {
+    return Unavailable(peer + ": connection refused (reject reason " + std::to_string(e.status) +
+                       "): no farmem memserver listening there?");
+  }
+  const auto code = static_cast<StatusCode>(rd.status);
+  switch (code) {
+    case StatusCode::kPermissionDenied:
+      return PermissionDenied(peer + ": memserver rejected the connection: wrong auth token");
+    case StatusCode::kProtocolError:
+      return ProtocolError(peer + ": memserver rejected the connection: protocol version "
+                           "mismatch or malformed connect data (this client speaks version " +
+                           std::to_string(proto::kVersion) + ")");
+    default:
+      if (rd.status == 0 || rd.status > static_cast<std::uint32_t>(StatusCode::kInternal)) {
+        return ProtocolError(peer + ": memserver rejected the connection with unknown code " +
+                             std::to_string(rd.status));
+      }
+      return Status(code, peer + ": memserver rejected the connection (" +
+                              std::string(to_string(code)) + ")");
+  }
+}
+
+class VerbsRegistration final : public MemoryRegistration {
+ public:
+  explicit VerbsRegistration(ibv::Mr mr) : mr_(std::move(mr)) {}
+  std::uint32_t lkey() const override { return mr_->lkey; }
+  void* addr() const override { return mr_->addr; }
+  std::size_t length() const override { return mr_->length; }
+
+ private:
+  ibv::Mr mr_;
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+// Setup and teardown
+// ------------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& ep,
+                                                               const ConnectOptions& options) {
+  const auto deadline = Clock::now() + options.connect_timeout;
+  std::unique_ptr<VerbsConnection> c(new VerbsConnection(ep.to_string()));
+  FARMEM_RETURN_IF_ERROR(c->resolve(ep, deadline));
+  FARMEM_RETURN_IF_ERROR(c->create_resources());
+  FARMEM_RETURN_IF_ERROR(c->establish(options, deadline));
+  c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (c->wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
+  c->watcher_ = std::thread([conn = c.get()] { conn->watch_cm_events(); });
+  log().debug("{}: connected (QP {}, inline {} B)", c->peer_, c->qp_->qp->qp_num,
+              c->shape_.max_inline);
+  return c;
+}
+
+Status VerbsConnection::resolve(const Endpoint& ep, Clock::time_point deadline) {
+  FARMEM_ASSIGN_OR_RETURN(channel_, ibv::create_event_channel());
+  FARMEM_ASSIGN_OR_RETURN(id_, ibv::create_id(channel_.get(), this));
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* ai = nullptr;
+  const std::string port = std::to_string(ep.port);
+  if (int rc = getaddrinfo(ep.host.c_str(), port.c_str(), &hints, &ai); rc != 0) {
+    return Unavailable(peer_ + ": cannot resolve host: " + gai_strerror(rc));
+  }
+  const int rc = rdma_resolve_addr(id_.get(), nullptr, ai->ai_addr, ibv::ms_until(deadline));
+  const int err = errno;
+  freeaddrinfo(ai);
+  if (rc != 0) return Unavailable(peer_ + ": rdma_resolve_addr: " + ibv::errno_text(err));
+  auto what = peer_ + ": address resolution";
+  FARMEM_RETURN_IF_ERROR(ibv::expect_cm_event(channel_.get(), RDMA_CM_EVENT_ADDR_RESOLVED,
+                                              std::chrono::milliseconds(ibv::ms_until(deadline)),
+                                              what).status());
+  std::uint8_t ack_timeout = kAckTimeoutExp;
+  if (rdma_set_option(id_.get(), RDMA_OPTION_ID, RDMA_OPTION_ID_ACK_TIMEOUT, &ack_timeout,
+                      sizeof ack_timeout) != 0) {
+    log().debug("{}: cannot set the ACK timeout: {}", peer_, ibv::errno_text(errno));
+  }
+  if (rdma_resolve_route(id_.get(), ibv::ms_until(deadline)) != 0) {
+    return Unavailable(peer_ + ": rdma_resolve_route: " + ibv::errno_text(errno));
+  }
+  what = peer_ + ": route resolution";
+  return ibv::expect_cm_event(channel_.get(), RDMA_CM_EVENT_ROUTE_RESOLVED,
+                              std::chrono::milliseconds(ibv::ms_until(deadline)), what)
+      .status();
+}
+
+Status VerbsConnection::create_resources() {
+  ibv_context* verbs = id_->verbs;
+  FARMEM_ASSIGN_OR_RETURN(pd_, ibv::alloc_pd(verbs));
+  FARMEM_ASSIGN_OR_RETURN(cq_, ibv::create_cq(verbs, kCqDepth, nullptr));
+  control_buf_.resize(kControlFrameBytes * (kRecvQueueDepth + 1));
+  FARMEM_ASSIGN_OR_RETURN(control_mr_, ibv::reg_mr(pd_.get(), control_buf_.data(),
+                                                   control_buf_.size(), IBV_ACCESS_LOCAL_WRITE));
+  shape_ = ibv::QpShape{kSendQueueDepth, kRecvQueueDepth, kInlineBytes};
+  FARMEM_ASSIGN_OR_RETURN(qp_, ibv::create_rc_qp(id_.get(), pd_.get(), cq_.get(), shape_));
+  for (std::uint64_t slot = 0; slot < kRecvQueueDepth; ++slot) {
+    FARMEM_RETURN_IF_ERROR(post_recv(slot));
+  }
+  FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(verbs, id_->port_num));
+  caps_.name = "verbs";
+  caps_.one_sided = true;
+  caps_.max_op_bytes = static_cast<std::uint32_t>(std::min(limits.max_msg_sz, kMaxOpBytesCap));
+  caps_.max_batch_ops = kMaxBatchOps;
+  return Status::Ok();
+}
+
+Status VerbsConnection::establish(const ConnectOptions& options, Clock::time_point deadline) {
+  FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(id_->verbs, id_->port_num));
+  std::byte priv[sizeof(proto::ConnectData) + proto::kMaxTokenBytes]{};
+  const proto::ConnectData cd{proto::kMagic, proto::kVersion,
+                              static_cast<std::uint16_t>(options.token.size())};
+  if (options.token.size() > proto::kMaxTokenBytes) {
+    return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes));
+  }
+  std::memcpy(priv, &cd, sizeof cd);
+  std::memcpy(priv + sizeof cd, options.token.data(), options.token.size());
+  rdma_conn_param param{};
+  param.private_data = priv;
+  param.private_data_len = static_cast<std::uint8_t>(sizeof cd + options.token.size());
+  // Many RDMA READs in flight is what makes batched reads fast: ask for all the device has.
+  param.initiator_depth =
+      static_cast<std::uint8_t>(std::min(limits.max_qp_init_rd_atom, kConnParamRdAtomMax));
+  param.responder_resources = 1;  // the memserver never reads from us
+  param.retry_count = kRetryCount;
+  param.rnr_retry_count = kRnrRetryCount;
+  if (rdma_connect(id_.get(), &param) != 0) {
+    return Unavailable(peer_ + ": rdma_connect: " + ibv::errno_text(errno));
+  }
+  auto ev = ibv::next_cm_event(channel_.get(), std::chrono::milliseconds(ibv::ms_until(deadline)));
+  if (!ev.ok()) return ev.status().with_context(peer_ + ": connect");
+  switch ((*ev)->event) {
+    case RDMA_CM_EVENT_ESTABLISHED:
+      return Status::Ok();
+    case RDMA_CM_EVENT_REJECTED:
+      return reject_status(**ev, peer_);
+    default:
+      return Unavailable(peer_ + ": connect failed: " + rdma_event_str((*ev)->event) +
+                         " (status " + std::to_string((*ev)->status) + ")");
+  }
+}
+
+Status VerbsConnection::post_recv(std::uint64_t slot) {
+  ibv_sge sge{reinterpret_cast<std::uint64_t>(control_buf_.data() + slot * kControlFrameBytes),
+              static_cast<std::uint32_t>(kControlFrameBytes), control_mr_->lkey};
+  ibv_recv_wr wr{};
+  wr.wr_id = kControlBit | (slot << 3);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  ibv_recv_wr* bad = nullptr;
+  if (int rc = ibv_post_recv(qp_->qp, &wr, &bad); rc != 0) {
+    return Internal(peer_ + ": ibv_post_recv: " + ibv::errno_text(rc));
+  }
+  return Status::Ok();
+}
+
+void VerbsConnection::watch_cm_events() {
+  while (!stop_.load(std::memory_order_acquire)) {
+    pollfd fds[2] = {{channel_->fd, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (poll(fds, 2, kWatcherPollMs) <= 0 || (fds[0].revents & POLLIN) == 0) continue;
+    auto ev = ibv::next_cm_event(channel_.get(), std::chrono::milliseconds(0));
+    if (!ev.ok()) continue;
+    const auto type = (*ev)->event;
+    if (type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+      mark_broken(Unavailable(peer_ + ": memserver " +
+                              (type == RDMA_CM_EVENT_DISCONNECTED ? "disconnected"
+                                                                  : "RDMA device removed")));
+    } else {
+      log().debug("{}: rdma_cm event {}", peer_, rdma_event_str(type));
+    }
+  }
+}
+
+VerbsConnection::~VerbsConnection() {
+  if (watcher_.joinable()) {
+    stop_.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    if (write(wake_fd_, &one, sizeof one) < 0) log().debug("{}: eventfd write failed", peer_);
+    watcher_.join();
+  }
+  if (wake_fd_ >= 0) close(wake_fd_);
+  // Tells the memserver at once (DREQ) so it reclaims our slabs; also moves the QP to error.
+  if (qp_) rdma_disconnect(id_.get());
+}
+
+Result<std::unique_ptr<MemoryRegistration>> VerbsConnection::register_memory(void* addr,
+                                                                             std::size_t length) {
+  if (addr == nullptr || length == 0) return InvalidArgument("register_memory: empty range");
+  // LOCAL_WRITE: RDMA READs land in this memory.
+  auto mr = ibv::reg_mr(pd_.get(), addr, length, IBV_ACCESS_LOCAL_WRITE);
+  if (!mr.ok()) return mr.status().with_context(peer_);
+  return std::unique_ptr<MemoryRegistration>(new VerbsRegistration(std::move(mr).value()));
+}
+
+// ------------------------------------------------------------------------------------------
+// Broken state
+// ------------------------------------------------------------------------------------------
+
+void VerbsConnection::mark_broken(const Status& cause) {
+  {
+    std::lock_guard lock(broken_mu_);
+    if (broken_.load(std::memory_order_relaxed)) return;
+    broken_cause_ = cause.message();
+    broken_.store(true, std::memory_order_release);
+  }
+  log().warn("{}: connection broken: {}", peer_, cause.to_string());
+  // Flushes whatever is still in flight, so every waiter completes instead of hanging.
+  if (qp_) {
+    if (Status s = ibv::move_qp_to_error(qp_->qp); !s.ok()) {
+      log().debug("{}: {}", peer_, s.to_string());
+    }
+  }
+}
+
+Status VerbsConnection::broken_status() const {
+  std::lock_guard lock(broken_mu_);
+  return Unavailable(peer_ + ": connection broken: " + broken_cause_);
+}
+
+}  // namespace verbs
+
+Result<std::unique_ptr<Connection>> connect_verbs(const Endpoint& endpoint,
+                                                  const ConnectOptions& options) {
+  auto c = verbs::VerbsConnection::open(endpoint, options);
+  if (!c.ok()) return c.status();
+  return std::unique_ptr<Connection>(std::move(c).value());
+}
+
+bool rdma_device_available() {
+  int n = 0;
+  ibv_device** list = ibv_get_device_list(&n);
+  if (list == nullptr) return false;
+  bool found = false;
+  for (int i = 0; i < n && !found; ++i) {
+    ibv_context* ctx = ibv_open_device(list[i]);
+    if (ctx == nullptr) continue;
+    ibv_device_attr dev{};
+    if (ibv_query_device(ctx, &dev) == 0) {
+      for (std::uint8_t p = 1; p <= dev.phys_port_cnt && !found; ++p) {
+        ibv_port_attr port{};
+        found = ibv_query_port(ctx, p, &port) == 0 && port.state == IBV_PORT_ACTIVE;
+      }
+    }
+    ibv_close_device(ctx);
+  }
+  ibv_free_device_list(list);
+  return found;
+}
+
+}  // namespace farmem::transport

@@ -1,0 +1,165 @@
+// The verbs client backend: one RC queue pair per Connection.
+//
+// Data path (no helper thread): post() turns a batch into chains of RDMA READ/WRITE work
+// requests, kChunkOps per chain, only the last one signaled; wait() busy-polls the CQ on the
+// waiting thread. Whoever holds poll_mu_ polls for everyone and completes other threads'
+// Completions; the rest spin on their own Completion.
+//
+// wr_id layout of a data WR: the Completion's address (8-byte aligned) with its low bits
+// reused as flags; control WRs carry kControlBit and a slot number instead of an address.
+//
+//   63                                                    3     2        1        0
+//   +------------------------------------------------------+--------+--------+--------+
+//   |               Completion* (bits 3..63)                |control | write  |signaled|
+//   +------------------------------------------------------+--------+--------+--------+
+//
+// Control path: call() sends a frame (transport/proto/wire.h) with SEND and polls for the
+// reply in pre-posted RECV buffers, on the same QP and CQ. A small thread watches the rdma_cm
+// channel and breaks the connection (QP to error: everything in flight flushes) on DISCONNECTED.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "transport/transport.h"
+#include "transport/verbs/ibv.h"
+
+namespace farmem::transport::verbs {
+
+/// Work requests per chain; only the last is signaled. 16 amortizes a CQE over many ops and
+/// still returns send-queue space in small steps.
+inline constexpr std::uint32_t kChunkOps = 16;
+/// Chains in flight at once; the send queue is sized so these can never overflow it
+/// (64 x 16 = 1024 WRs, enough to keep a NIC's read pipeline full).
+inline constexpr std::uint32_t kMaxChunksInFlight = 64;
+/// call() is serialized and waits for its SEND to complete: one slot suffices.
+inline constexpr std::uint32_t kControlSendSlots = 1;
+inline constexpr std::uint32_t kSendQueueDepth = kChunkOps * kMaxChunksInFlight + kControlSendSlots;
+/// Pre-posted RECVs for control replies: one call is in flight at a time; the rest is slack
+/// for a reply that arrives late after a timed-out call.
+inline constexpr std::uint32_t kRecvQueueDepth = 4;
+/// Every WR yields at most one CQE (unsignaled ones too, when they fail or flush), so a CQ this
+/// deep cannot overrun.
+inline constexpr int kCqDepth = static_cast<int>(kSendQueueDepth + kRecvQueueDepth);
+/// Inline data asked of the QP: covers every control request and small WRITEs; 64 bytes is
+/// granted by all common RC devices (the device may grant more; we use what it grants).
+inline constexpr std::uint32_t kInlineBytes = 64;
+/// Largest span post() accepts; larger batches are cut by the caller. Chains make any size
+/// work; this bounds how long one post() can hold the send queue.
+inline constexpr std::uint32_t kMaxBatchOps = 16384;
+/// Cap on one op, whatever the port allows (rxe says 2 GiB): keeps Op::length math in u32.
+inline constexpr std::uint64_t kMaxOpBytesCap = 1ull << 30;
+/// CQEs taken per ibv_poll_cq call.
+inline constexpr int kPollBatch = 16;
+/// Largest control frame: header + the biggest control payload.
+inline constexpr std::size_t kControlFrameBytes =
+    sizeof(proto::FrameHeader) + proto::kMaxControlPayload;
+/// Local ACK timeout exponent (4.096 us * 2^16 = 268 ms) and transport retries (7 = the
+/// maximum): a peer that vanished without a DREQ is detected in about 2 s.
+inline constexpr std::uint8_t kAckTimeoutExp = 16;
+inline constexpr std::uint8_t kRetryCount = 7;
+/// RNR retries: 7 = retry forever; replies land in RECVs that are always re-posted, and
+/// call() has its own deadline.
+inline constexpr std::uint8_t kRnrRetryCount = 7;
+/// Bound on waiting for send-queue space inside post(): chains complete or flush long before
+/// (retries end after ~2 s), so hitting this means the device stopped answering.
+inline constexpr std::chrono::seconds kCreditWaitLimit{60};
+
+inline constexpr std::uint64_t kSignaledBit = 1;
+inline constexpr std::uint64_t kWriteBit = 2;
+inline constexpr std::uint64_t kControlBit = 4;
+inline constexpr std::uint64_t kFlagMask = 7;
+/// Control slot number of the SEND buffer (RECV slots are 0..kRecvQueueDepth-1).
+inline constexpr std::uint64_t kSendSlot = kRecvQueueDepth;
+static_assert(alignof(Completion) > kFlagMask, "wr_id flags need 3 free low bits");
+
+class VerbsConnection final : public Connection {
+ public:
+  static Result<std::unique_ptr<VerbsConnection>> open(const Endpoint& endpoint,
+                                                       const ConnectOptions& options);
+  ~VerbsConnection() override;
+
+  const Capabilities& capabilities() const override { return caps_; }
+  const std::string& peer() const override { return peer_; }
+  Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
+                                                              std::size_t length) override;
+  Status post(std::span<const Op> ops, Completion& done) override;
+  Status wait(Completion& done, std::chrono::nanoseconds timeout) override;
+  Result<proto::Message> call(proto::Message request, std::chrono::nanoseconds timeout) override;
+
+ private:
+  explicit VerbsConnection(std::string peer) : peer_(std::move(peer)) {}
+
+  // ---- setup (verbs_connection.cc) ----
+  Status resolve(const Endpoint& ep, std::chrono::steady_clock::time_point deadline);
+  Status create_resources();
+  Status establish(const ConnectOptions& options, std::chrono::steady_clock::time_point deadline);
+  Status post_recv(std::uint64_t slot);
+  void watch_cm_events();
+
+  // ---- data path ----
+  bool acquire_chunk_credit(std::chrono::steady_clock::time_point deadline);
+  Status post_chunk(std::span<const Op> ops, Completion& done);
+  /// Polls the CQ once; caller holds poll_mu_. Returns the CQEs handled.
+  int poll_cq_locked();
+  void handle_data_wc_locked(const ibv_wc& wc);
+  void handle_control_wc_locked(const ibv_wc& wc);
+  /// One pass of progress for a thread that is waiting on something: polls if nobody else
+  /// does, otherwise yields.
+  void drive_progress();
+  Status wc_error(const ibv_wc& wc) const;
+
+  // ---- broken state ----
+  void mark_broken(const Status& cause);
+  bool broken() const { return broken_.load(std::memory_order_acquire); }
+  Status broken_status() const;
+
+  const std::string peer_;  // "rdma://host:port"
+  Capabilities caps_;
+  ibv::QpShape shape_;
+
+  // Declaration order is teardown order reversed (see ibv.h): QP, MR, CQ, PD, id, channel.
+  ibv::EventChannel channel_;
+  ibv::CmId id_;
+  ibv::Pd pd_;
+  ibv::Cq cq_;
+  std::vector<std::byte> control_buf_;  // RECV slots, then the SEND slot
+  ibv::Mr control_mr_;
+  ibv::CmQp qp_;
+
+  /// Chains that may still be posted before the send queue could overflow.
+  std::atomic<std::int32_t> chunk_credits_{kMaxChunksInFlight};
+  /// Held by the one thread polling the CQ (try_lock: others spin on their Completion).
+  std::mutex poll_mu_;
+  /// First error of a chain seen on an unsignaled WR, reported when its signaled WR
+  /// (flushed after it) comes back. Touched only under poll_mu_.
+  std::unordered_map<Completion*, Status> chain_errors_;
+
+  /// Serializes call(): one control request in flight.
+  std::mutex call_mu_;
+  /// Guards awaited_req_id_ and reply_ (written by the poller, read by call()).
+  std::mutex reply_mu_;
+  std::uint64_t next_req_id_ = 1;
+  std::uint64_t awaited_req_id_ = 0;
+  proto::Message reply_;
+  std::atomic<bool> reply_ready_{false};
+  std::atomic<bool> send_done_{false};
+
+  std::atomic<bool> broken_{false};
+  /// Guards broken_cause_ (set once, by whoever breaks the connection first).
+  mutable std::mutex broken_mu_;
+  std::string broken_cause_;
+
+  int wake_fd_ = -1;  // eventfd that stops watcher_
+  std::atomic<bool> stop_{false};
+  std::thread watcher_;
+};
+
+}  // namespace farmem::transport::verbs

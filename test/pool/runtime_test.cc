@@ -1,0 +1,195 @@
+// The Runtime facade: opening, far allocation across servers, reads/writes and batches.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+#include "farmem/farmem.h"
+#include "test/support/test_server.h"
+
+namespace farmem::test {
+namespace {
+
+RuntimeOptions local_options() {
+  RuntimeOptions o;
+  o.auth_token = kToken;
+  o.local_buffer_bytes = 4u << 20;
+  o.slab_bytes = 4u << 20;
+  o.local_server_capacity = 64u << 20;
+  return o;
+}
+
+std::unique_ptr<Runtime> open_or_die(RuntimeOptions o) {
+  auto rt = Runtime::open(std::move(o));
+  EXPECT_TRUE(rt.ok()) << rt.status().to_string();
+  return rt.ok() ? std::move(rt).value() : nullptr;
+}
+
+TEST(Runtime, WritesAndReadsBackFarMemoryLargerThanItsBuffer) {
+  auto rt = open_or_die(local_options());
+  ASSERT_TRUE(rt);
+  auto buf = rt->local_buffer();
+  std::vector<FarRange> ranges;
+  for (int i = 0; i < 8; ++i) {  // 8 x 4 MiB far, through one 4 MiB buffer
+    auto r = rt->allocate(buf.size());
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    for (std::size_t k = 0; k < buf.size(); ++k) buf[k] = std::byte(k * 31 + i);
+    ASSERT_TRUE(rt->write(r->addr, buf).ok());
+    ranges.push_back(*r);
+  }
+  for (int i = 0; i < 8; ++i) {
+    std::memset(buf.data(), 0, buf.size());
+    ASSERT_TRUE(rt->read(ranges[i].addr, buf).ok());
+    for (std::size_t k = 0; k < buf.size(); k += 4093) ASSERT_EQ(buf[k], std::byte(k * 31 + i));
+  }
+  EXPECT_EQ(rt->stats().far_bytes_allocated, 8u * buf.size());
+  for (auto r : ranges) ASSERT_TRUE(rt->free(r).ok());
+  EXPECT_EQ(rt->stats().slabs, 0u);  // empty slabs go back to the memserver
+  auto ss = rt->server_stats();
+  ASSERT_TRUE(ss.ok());
+  EXPECT_EQ((*ss)[0].used_bytes, 0u);
+}
+
+TEST(Runtime, RejectsBadAccessesWithClearErrors) {
+  auto rt = open_or_die(local_options());
+  ASSERT_TRUE(rt);
+  auto r = *rt->allocate(1000);
+  std::vector<std::byte> unregistered(64);
+  EXPECT_EQ(rt->read(r.addr, unregistered).code(), StatusCode::kInvalidArgument);
+  auto buf = rt->local_buffer();
+  EXPECT_EQ(rt->read(FarAddr{}, buf.first(8)).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(rt->read(r.addr + (4u << 20), buf.first(8)).code(), StatusCode::kOutOfRange);
+  EXPECT_EQ(rt->read(r.addr, buf.first(0)).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(rt->free(r).ok());
+  EXPECT_EQ(rt->free(r).code(), StatusCode::kInvalidArgument);  // double free
+  EXPECT_EQ(rt->read(r.addr, buf.first(8)).code(), StatusCode::kOutOfRange);  // freed slab
+  EXPECT_EQ(rt->allocate(0).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Runtime, RegisteredUserMemoryWorksAndOverlapsAreRefused) {
+  auto rt = open_or_die(local_options());
+  ASSERT_TRUE(rt);
+  std::vector<std::byte> mine(8192, std::byte{3});
+  ASSERT_TRUE(rt->register_memory(mine).ok());
+  EXPECT_EQ(rt->register_memory(std::span(mine).subspan(100, 10)).code(),
+            StatusCode::kInvalidArgument);
+  auto r = *rt->allocate(8192);
+  ASSERT_TRUE(rt->write(r.addr, mine).ok());
+  std::vector<std::byte> back(8192);
+  ASSERT_TRUE(rt->register_memory(back).ok());
+  ASSERT_TRUE(rt->read(r.addr, back).ok());
+  EXPECT_EQ(back, mine);
+  ASSERT_TRUE(rt->unregister_memory(mine).ok());
+  EXPECT_EQ(rt->write(r.addr, mine).code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Runtime, BatchesReadAndWriteManyRanges) {
+  auto rt = open_or_die(local_options());
+  ASSERT_TRUE(rt);
+  auto buf = rt->local_buffer();
+  constexpr int kN = 512;
+  constexpr std::size_t kLen = 4096;
+  std::vector<FarRange> ranges;
+  IoBatch batch;
+  for (int i = 0; i < kN; ++i) {
+    ranges.push_back(*rt->allocate(kLen));
+    std::memset(buf.data() + i * kLen, i & 0xFF, kLen);
+    batch.write(ranges.back().addr, buf.subspan(i * kLen, kLen));
+  }
+  ASSERT_TRUE(rt->submit(batch).ok());
+  ASSERT_TRUE(rt->wait(batch).ok());
+  std::memset(buf.data(), 0xAA, kN * kLen);
+  batch.clear();
+  for (int i = kN - 1; i >= 0; --i) batch.read(ranges[i].addr, buf.subspan(i * kLen, kLen));
+  ASSERT_TRUE(rt->submit(batch).ok());
+  ASSERT_TRUE(rt->wait(batch).ok());
+  for (int i = 0; i < kN; ++i) ASSERT_EQ(buf[i * kLen + 17], std::byte(i & 0xFF)) << i;
+  EXPECT_EQ(rt->stats().reads, static_cast<std::uint64_t>(kN));
+}
+
+TEST(Runtime, RefusesBadOptionsAndUnreachableServers) {
+  auto o = local_options();
+  o.servers = {};
+  EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kInvalidArgument);
+  o.servers = {"carrier-pigeon://x:1"};
+  EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kInvalidArgument);
+  o.servers = {"local"};
+  o.auth_token = std::string(100, 'x');
+  EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kInvalidArgument);
+
+  auto server = std::move(TestServer::start("tcp")).value();
+  o = local_options();
+  o.servers = {server->url()};
+  o.auth_token = "not-the-token";
+  auto denied = Runtime::open(o);
+  EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied)
+      << denied.status().to_string();
+  const auto port = server->url().substr(server->url().rfind(':') + 1);
+  server.reset();  // nobody listens there any more
+  o.auth_token = kToken;
+  o.servers = {"tcp://127.0.0.1:" + port};
+  EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kUnavailable);
+}
+
+TEST(Runtime, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {
+  memserver::CoreOptions small;
+  small.capacity_bytes = 8u << 20;  // two 4 MiB slabs each
+  auto a = std::move(TestServer::start("tcp", small)).value();
+  auto b = std::move(TestServer::start("tcp", small)).value();
+  auto o = local_options();
+  o.servers = {a->url(), b->url()};
+  auto rt = open_or_die(o);
+  ASSERT_TRUE(rt);
+  std::vector<FarRange> got;
+  for (int i = 0; i < 4; ++i) {
+    auto r = rt->allocate(4u << 20);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().to_string();
+    got.push_back(*r);
+  }
+  EXPECT_EQ(a->core().stats().slabs, 2u);
+  EXPECT_EQ(b->core().stats().slabs, 2u);
+  auto full = rt->allocate(4u << 20);
+  EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(full.status().message().find(a->url().substr(6)), std::string::npos)
+      << full.status().to_string();
+  // Data lands on the right server: write all four, read all back.
+  auto buf = rt->local_buffer();
+  for (int i = 0; i < 4; ++i) {
+    std::memset(buf.data(), 'a' + i, buf.size());
+    ASSERT_TRUE(rt->write(got[i].addr, buf).ok());
+  }
+  for (int i = 0; i < 4; ++i) {
+    ASSERT_TRUE(rt->read(got[i].addr, buf).ok());
+    EXPECT_EQ(buf[buf.size() - 1], std::byte('a' + i));
+  }
+}
+
+class RuntimeVerbs : public ::testing::Test {};
+
+TEST_F(RuntimeVerbs, WritesAndReadsThroughRdma) {
+  FARMEM_REQUIRE_RDMA_OR_SKIP();
+  auto server = TestServer::start("verbs");
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  auto o = local_options();
+  o.servers = {(*server)->url()};
+  auto rt = open_or_die(o);
+  ASSERT_TRUE(rt);
+  EXPECT_EQ(rt->transports(), std::vector<std::string>{"verbs"});
+  auto r = rt->allocate(16u << 20);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  auto buf = rt->local_buffer();
+  std::mt19937_64 rng(3);
+  std::vector<std::byte> shadow(16u << 20);
+  for (auto& b : shadow) b = std::byte(rng());
+  for (std::size_t off = 0; off < shadow.size(); off += buf.size()) {
+    std::memcpy(buf.data(), shadow.data() + off, buf.size());
+    ASSERT_TRUE(rt->write(r->addr + off, buf).ok());
+  }
+  for (std::size_t off = 0; off < shadow.size(); off += buf.size()) {
+    ASSERT_TRUE(rt->read(r->addr + off, buf).ok());
+    ASSERT_EQ(std::memcmp(buf.data(), shadow.data() + off, buf.size()), 0) << off;
+  }
+}
+
+}  // namespace
+}  // namespace farmem::test

@@ -1,0 +1,78 @@
+// Frame encoding, decoding and validation, without any transport.
+#include <gtest/gtest.h>
+
+#include "transport/proto/wire.h"
+#include "transport/transport.h"
+
+namespace farmem::proto {
+namespace {
+
+TEST(Wire, RoundTripsAMessage) {
+  auto m = Message::of(MsgType::kAllocSlab, AllocSlab{12345});
+  m.req_id = 77;
+  auto bytes = encode(m);
+  ASSERT_EQ(bytes.size(), sizeof(FrameHeader) + sizeof(AllocSlab));
+  auto back = decode(bytes);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->type, MsgType::kAllocSlab);
+  EXPECT_EQ(back->req_id, 77u);
+  auto body = back->as<AllocSlab>();
+  ASSERT_TRUE(body.ok());
+  EXPECT_EQ(body->bytes, 12345u);
+}
+
+TEST(Wire, RejectsBadMagicVersionAndLength) {
+  auto bytes = encode(Message::of(MsgType::kFreeSlab, FreeSlab{1}));
+  auto bad = bytes;
+  bad[0] = std::byte{0};
+  EXPECT_EQ(decode(bad).status().code(), StatusCode::kProtocolError);
+
+  FrameHeader h = make_header(MsgType::kStats, 1, 0);
+  h.version = kVersion + 1;
+  EXPECT_EQ(validate_header(h).code(), StatusCode::kProtocolError);
+  EXPECT_NE(validate_header(h).message().find("version"), std::string::npos);
+
+  h = make_header(MsgType::kStats, 1, kMaxControlPayload + 1);
+  EXPECT_EQ(validate_header(h).code(), StatusCode::kProtocolError);
+  h = make_header(MsgType::kWrite, 1, kMaxControlPayload + 1);  // data frames may be large
+  EXPECT_TRUE(validate_header(h).ok());
+}
+
+TEST(Wire, RejectsTruncatedFramesAndWrongPayloadSizes) {
+  auto bytes = encode(Message::of(MsgType::kAllocSlab, AllocSlab{1}));
+  bytes.pop_back();
+  auto r = decode(bytes);
+  EXPECT_EQ(r.status().code(), StatusCode::kProtocolError);
+  EXPECT_NE(r.status().message().find("truncated"), std::string::npos);
+  EXPECT_EQ(decode(std::span(bytes).first(10)).status().code(), StatusCode::kProtocolError);
+
+  auto m = Message::of(MsgType::kAllocSlab, AllocSlab{1});
+  EXPECT_EQ(m.as<SlabInfo>().status().code(), StatusCode::kProtocolError);
+}
+
+TEST(Wire, ErrorMessagesCarryTheirCode) {
+  auto e = Message::error(StatusCode::kResourceExhausted, "full", 9);
+  auto back = decode(encode(e));
+  ASSERT_TRUE(back.ok());
+  auto st = back->error_status();
+  EXPECT_EQ(st.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(st.message().find("full"), std::string::npos);
+}
+
+TEST(Endpoint, ParsesUrlsAndRejectsBadOnes) {
+  auto e = transport::parse_endpoint("rdma://10.0.0.1:7471");
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(e->scheme, "rdma");
+  EXPECT_EQ(e->host, "10.0.0.1");
+  EXPECT_EQ(e->port, 7471);
+  EXPECT_TRUE(transport::parse_endpoint("local").ok());
+  EXPECT_EQ(transport::parse_endpoint("tcp://[::1]:80")->host, "::1");
+  for (const char* bad : {"10.0.0.1:1", "udp://h:1", "tcp://h", "tcp://h:0", "tcp://h:70000",
+                          "tcp://:5", "tcp://h:5x"}) {
+    EXPECT_EQ(transport::parse_endpoint(bad).status().code(), StatusCode::kInvalidArgument)
+        << bad;
+  }
+}
+
+}  // namespace
+}  // namespace farmem::proto

@@ -1,0 +1,114 @@
+// Peers that die: a client killed mid-run (its slabs must return to the pool) and a memserver
+// stopped under a client (its next operations must fail clearly, without hanging). For the
+// network backends; verbs instances run in the soft-RoCE VM.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include "test/support/test_server.h"
+
+namespace farmem::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class PeerFailure : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+    auto s = TestServer::start(GetParam());
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    server_ = std::move(s).value();
+  }
+  std::unique_ptr<TestServer> server_;
+};
+
+// Runs farmem_test_client and returns its pid once it printed "ready".
+pid_t spawn_client(const std::string& url, int slabs, FILE** out) {
+  int fds[2];
+  if (pipe(fds) != 0) return -1;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], STDOUT_FILENO);
+    close(fds[0]);
+    const std::string n = std::to_string(slabs);
+    execl(FARMEM_TEST_CLIENT, FARMEM_TEST_CLIENT, url.c_str(), kToken, n.c_str(), nullptr);
+    _exit(127);
+  }
+  close(fds[1]);
+  *out = fdopen(fds[0], "r");
+  return pid;
+}
+
+TEST_P(PeerFailure, KilledClientsSlabsReturnToThePool) {
+  constexpr int kSlabs = 3;
+  FILE* out = nullptr;
+  const pid_t pid = spawn_client(server_->url(), kSlabs, &out);
+  ASSERT_GT(pid, 0);
+  char line[64] = {};
+  ASSERT_NE(std::fgets(line, sizeof line, out), nullptr) << "client died before ready";
+  ASSERT_STREQ(line, "ready\n");
+  auto st = server_->core().stats();
+  EXPECT_EQ(st.slabs, static_cast<std::uint64_t>(kSlabs));
+  EXPECT_EQ(st.sessions, 1u);
+  EXPECT_GT(st.used_bytes, 0u);
+
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int wstatus = 0;
+  waitpid(pid, &wstatus, 0);
+  std::fclose(out);
+  // The server notices the dead peer and reclaims; give it a bounded while.
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (server_->core().stats().slabs != 0 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  st = server_->core().stats();
+  EXPECT_EQ(st.slabs, 0u);
+  EXPECT_EQ(st.used_bytes, 0u);
+  EXPECT_EQ(st.sessions, 0u);
+  EXPECT_EQ(st.slabs_reclaimed, static_cast<std::uint64_t>(kSlabs));
+}
+
+TEST_P(PeerFailure, StoppedServerFailsTheClientsNextOpsWithoutHanging) {
+  auto conn = server_->connect();
+  ASSERT_TRUE(conn.ok()) << conn.status().to_string();
+  auto slab = transport::alloc_slab(**conn, 1 << 20, std::chrono::seconds(10));
+  ASSERT_TRUE(slab.ok());
+  std::vector<std::byte> buf(4096);
+  auto reg = (*conn)->register_memory(buf.data(), buf.size());
+  ASSERT_TRUE(reg.ok());
+  transport::Op r{transport::OpKind::kRead, 4096, buf.data(), (*reg)->lkey(), slab->rkey,
+                  slab->addr};
+  ASSERT_TRUE((*conn)->execute(r, std::chrono::seconds(10)).ok());
+
+  server_.reset();  // the memserver goes away under the client
+  const auto t0 = Clock::now();
+  Status st;
+  // The first op may race the disconnect; within a few tries every op must fail.
+  for (int i = 0; i < 50 && st.ok(); ++i) {
+    st = (*conn)->execute(r, std::chrono::seconds(5));
+    if (st.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(st.ok()) << "ops kept succeeding after the memserver stopped";
+  EXPECT_TRUE(st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kIoError ||
+              st.code() == StatusCode::kTimedOut)
+      << st.to_string();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(12));
+  auto ctl = transport::server_stats(**conn, std::chrono::seconds(5));
+  EXPECT_FALSE(ctl.ok());
+}
+
+std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
+  return info.param == "tcp" ? "Tcp" : "Verbs";
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "verbs"),
+                         backend_name);
+
+}  // namespace
+}  // namespace farmem::test
