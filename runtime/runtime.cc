@@ -6,8 +6,11 @@
 #include <mutex>
 #include <shared_mutex>
 
+#include "cache/budget.h"
+#include "cache/page_cache.h"
 #include "common/log.h"
-#include "farmem/runtime.h"
+#include "farmem/far_ptr.h"
+#include "heap/far_heap.h"
 #include "pool/far_pool.h"
 #include "transport/connect.h"
 
@@ -79,6 +82,13 @@ struct Runtime::Impl {
   mutable std::shared_mutex regions_mu;
   std::map<std::uintptr_t, LocalRegion> regions;  ///< keyed by start address
   std::atomic<std::uint64_t> reads{0}, writes{0}, bytes_read{0}, bytes_written{0};
+  std::unique_ptr<cache::Budget> budget;  ///< shared by the page cache and regions
+  // The page cache and heap are made on first use: a runtime used only for raw reads and
+  // writes never pays for the arena (which RDMA registration would pin) or its threads.
+  std::once_flag cache_once;
+  Status cache_error;
+  std::unique_ptr<detail::PageCache> cache;
+  std::unique_ptr<heap::FarHeap> heap;
 
   std::chrono::nanoseconds timeout() const { return options.op_timeout; }
   Result<std::uint32_t> lkey_for(const std::byte* p, std::uint64_t n, std::size_t conn) const;
@@ -131,18 +141,29 @@ Status Runtime::Impl::append_ops(transport::OpKind kind, FarAddr far, std::byte*
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Runtime::~Runtime() {
-  // The pool returns slabs over the connections, then registrations go before connections.
   if (!impl_) return;
-  std::vector<std::unique_ptr<transport::Connection>> none;
+  // The cache uses the heap's memory and the pool's connections; the pool goes last (it
+  // returns slabs over its connections), and registrations before their connections.
+  impl_->cache.reset();
+  impl_->heap.reset();
   impl_->regions.clear();
   impl_->pool.reset();
 }
+
+namespace {
+Status ensure_cache(Runtime& rt, Runtime::Impl& impl);
+}  // namespace
 
 Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   if (options.servers.empty()) return InvalidArgument("RuntimeOptions.servers is empty");
   if (options.local_buffer_bytes == 0) return InvalidArgument("local_buffer_bytes is 0");
   if (options.slab_bytes == 0 || options.slab_bytes > pool::kMaxSlabBytes) {
     return InvalidArgument("slab_bytes must be in 1.." + std::to_string(pool::kMaxSlabBytes));
+  }
+  const auto pb = options.page_bytes;
+  if (pb < 4096 || pb > (2u << 20) || (pb & (pb - 1)) != 0 || options.slab_bytes % pb != 0) {
+    return InvalidArgument("page_bytes must be a power of two from 4 KiB to 2 MiB dividing "
+                           "slab_bytes (got " + std::to_string(pb) + ")");
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
@@ -166,6 +187,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   po.slab_bytes = options.slab_bytes;
   po.control_timeout = options.op_timeout;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), po);
+  impl->budget = std::make_unique<cache::Budget>(options.cache_budget_bytes);
   impl->buffer = std::make_unique<AlignedBuffer>(options.local_buffer_bytes);
   if (impl->buffer->p == nullptr) return ResourceExhausted("cannot allocate the local buffer");
   auto rt = std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
@@ -271,6 +293,78 @@ Status Runtime::wait(IoBatch& batch) {
   b.in_flight = 0;
   b.submit_error = Status::Ok();
   return first;
+}
+
+namespace {
+Status ensure_cache(Runtime& rt, Runtime::Impl& impl) {
+  std::call_once(impl.cache_once, [&] {
+    detail::CacheOptions co;
+    co.page_bytes = impl.options.page_bytes;
+    co.arena_bytes = impl.options.cache_budget_bytes;
+    co.prefetch = impl.options.prefetch;
+    co.max_prefetch_pages = impl.options.max_prefetch_pages;
+    co.timeout = impl.options.op_timeout;
+    pool::FarPool* pool = impl.pool.get();
+    co.slab_bytes = [pool](std::uint64_t slab) { return pool->slab_bytes(slab); };
+    auto c = detail::PageCache::create(rt, *impl.budget, std::move(co));
+    if (!c.ok()) {
+      impl.cache_error = c.status().with_context("page cache");
+      return;
+    }
+    impl.cache = std::move(c).value();
+    impl.heap = std::make_unique<heap::FarHeap>(rt, impl.options.page_bytes,
+                                                impl.options.slab_bytes);
+  });
+  return impl.cache_error;
+}
+}  // namespace
+
+const detail::CacheView& Runtime::cache_view() {
+  if (auto st = ensure_cache(*this, *impl_); !st.ok()) detail::deref_failed(st);
+  return impl_->cache->view();
+}
+
+Result<FarAddr> Runtime::allocate_object(std::size_t bytes, std::size_t align) {
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*this, *impl_));
+  return impl_->heap->allocate(bytes, align);
+}
+
+Status Runtime::free_object(FarAddr addr) {
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*this, *impl_));
+  return impl_->heap->free(addr);
+}
+
+Result<FarAddr> Runtime::allocate_pages(std::uint64_t pages) {
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*this, *impl_));
+  return impl_->heap->allocate_pages(pages);
+}
+
+Status Runtime::free_pages(FarAddr addr, std::uint64_t pages) {
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*this, *impl_));
+  return impl_->heap->free_pages(addr, pages);
+}
+
+std::uint32_t Runtime::page_bytes() const { return impl_->options.page_bytes; }
+
+Status Runtime::flush() {
+  if (!impl_->cache) return Status::Ok();  // nothing was ever cached
+  return impl_->cache->flush();
+}
+
+Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*this, *impl_));
+  return impl_->cache->advise(addr, bytes, advice);
+}
+
+CacheStats Runtime::cache_stats() const {
+  CacheStats s;
+  if (impl_->cache) s = impl_->cache->stats();
+  s.budget_bytes = impl_->budget->limit();
+  return s;
+}
+
+std::uint64_t Runtime::cache_frames_in_use() const {
+  return impl_->cache ? impl_->cache->frames_in_use() : 0;
 }
 
 RuntimeStats Runtime::stats() const {

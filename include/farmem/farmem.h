@@ -1,8 +1,12 @@
 // farmem/farmem.h: the whole public API.
 #pragma once
 
+#include "farmem/far_hash_map.h"
+#include "farmem/far_ptr.h"
+#include "farmem/far_vector.h"
 #include "farmem/options.h"
 #include "farmem/runtime.h"
+#include "farmem/stats.h"
 #include "farmem/status.h"
 
 namespace farmem {

@@ -9,6 +9,15 @@
 
 namespace farmem {
 
+/// How an application expects to use a range of far memory (madvise-like).
+enum class Advice : std::uint8_t {
+  kNormal,      ///< detect access trends and prefetch along them
+  kSequential,  ///< prefetch ahead at full depth
+  kRandom,      ///< do not prefetch
+  kWillNeed,    ///< fetch the range now, in the background
+  kDontNeed,    ///< write the range back if dirty and drop it from local memory
+};
+
 /// Options of Runtime::open. Every field has a usable default: a default-constructed
 /// RuntimeOptions opens a runtime on an embedded in-process memserver.
 struct RuntimeOptions {
@@ -26,6 +35,14 @@ struct RuntimeOptions {
   std::uint64_t local_server_capacity = 1ull << 30;
   /// Deadline of one read, write or batch; past it the operation fails with kTimedOut.
   std::chrono::milliseconds op_timeout{10'000};
+  /// Local memory for cached far pages (far_ptr, containers) and mapped regions together.
+  std::uint64_t cache_budget_bytes = 256u << 20;
+  /// Page size of the far_ptr cache: a power of two from 4 KiB to 2 MiB, dividing slab_bytes.
+  std::uint32_t page_bytes = 4096;
+  /// Trend-driven prefetch for the far_ptr cache.
+  bool prefetch = true;
+  /// Most pages one stream prefetches ahead.
+  std::uint32_t max_prefetch_pages = 32;
   /// Deadline of connecting to one memserver (address resolution + handshake).
   std::chrono::milliseconds connect_timeout{5'000};
 };

@@ -10,9 +10,16 @@
 #include <vector>
 
 #include "farmem/options.h"
+#include "farmem/stats.h"
 #include "farmem/status.h"
 
 namespace farmem {
+
+template <typename T>
+class far_ptr;
+namespace detail {
+struct CacheView;
+}  // namespace detail
 
 /// An address in far memory. Opaque: names a slab and an offset, independent of which
 /// memserver holds the slab. The default value is null.
@@ -105,6 +112,34 @@ class Runtime {
   Status submit(IoBatch& batch);
   /// Waits for a submitted batch; returns its first error. Must follow every submit.
   Status wait(IoBatch& batch);
+
+  // ---- Far objects through the page cache (see far_ptr.h, far_vector.h) ----
+
+  /// Allocates a T in far memory and constructs it there.
+  template <typename T, typename... Args>
+  Result<far_ptr<T>> make_far(Args&&... args);
+  /// Frees the object and nulls `ptr`.
+  template <typename T>
+  Status destroy(far_ptr<T>& ptr);
+  /// Raw object allocation from the far heap's size classes (bytes <= page_bytes()).
+  Result<FarAddr> allocate_object(std::size_t bytes, std::size_t align);
+  Status free_object(FarAddr addr);
+  /// `pages` contiguous page-aligned cache pages (for containers).
+  Result<FarAddr> allocate_pages(std::uint64_t pages);
+  Status free_pages(FarAddr addr, std::uint64_t pages);
+  std::uint32_t page_bytes() const;
+
+  /// Writes every dirty cached page back; ok means all of them are durable on the memservers.
+  Status flush();
+  /// Application hint for the page cache: kWillNeed prefetches the range, kDontNeed writes it
+  /// back and drops it; kSequential / kRandom / kNormal steer the calling thread's prefetcher.
+  Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
+  /// The page cache's counters.
+  CacheStats cache_stats() const;
+  /// Pages of the far_ptr cache holding data now (its own accounting).
+  std::uint64_t cache_frames_in_use() const;
+  /// For DerefScope: creates the page cache on first use.
+  const detail::CacheView& cache_view();
 
   RuntimeStats stats() const;
   /// Asks every memserver for its statistics.

@@ -113,6 +113,11 @@ Result<RemoteTarget> FarPool::resolve(FarAddr addr, std::uint64_t len) const {
   return RemoteTarget{s.conn, s.remote_addr + off, s.rkey};
 }
 
+std::uint64_t FarPool::slab_bytes(std::uint64_t index) const {
+  std::shared_lock lock(mu_);
+  return index < slabs_.size() && slabs_[index].live ? slabs_[index].bytes : 0;
+}
+
 std::uint64_t FarPool::slabs() const {
   std::shared_lock lock(mu_);
   std::uint64_t n = 0;

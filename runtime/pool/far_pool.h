@@ -45,6 +45,8 @@ class FarPool {
   std::size_t connection_count() const { return conns_.size(); }
   transport::Connection& connection(std::size_t i) const { return *conns_[i]; }
 
+  /// Size of live slab `index` (a FarAddr's slab), 0 when there is none.
+  std::uint64_t slab_bytes(std::uint64_t index) const;
   std::uint64_t slabs() const;
   std::uint64_t leased_bytes() const;
   std::uint64_t allocated_bytes() const;

@@ -10,10 +10,10 @@ SlabAllocator::SlabAllocator(std::uint64_t slab_bytes) : slab_bytes_(slab_bytes)
   if (slab_bytes_ > 0) free_.emplace(0, slab_bytes_);
 }
 
-std::optional<std::uint64_t> SlabAllocator::allocate(std::uint64_t bytes) {
+std::optional<std::uint64_t> SlabAllocator::allocate(std::uint64_t bytes, std::uint64_t align) {
   if (bytes == 0 || bytes > slab_bytes_) return std::nullopt;
   const std::uint64_t len = round_up(bytes, kMinAlignment);
-  const std::uint64_t align = alignment_for(bytes);
+  align = std::max(align, kMinAlignment);
   for (auto it = free_.begin(); it != free_.end(); ++it) {
     const auto [start, extent] = *it;
     const std::uint64_t at = round_up(start, align);

@@ -21,9 +21,13 @@ class SlabAllocator {
  public:
   explicit SlabAllocator(std::uint64_t slab_bytes);
 
-  /// The offset of a new block of `bytes` (rounded up to kMinAlignment), or nullopt when no
-  /// free extent fits.
-  std::optional<std::uint64_t> allocate(std::uint64_t bytes);
+  /// The offset of a new block of `bytes` (rounded up to kMinAlignment), aligned to
+  /// alignment_for(bytes), or nullopt when no free extent fits.
+  std::optional<std::uint64_t> allocate(std::uint64_t bytes) {
+    return allocate(bytes, alignment_for(bytes));
+  }
+  /// The same with an explicit alignment (a power of two >= kMinAlignment).
+  std::optional<std::uint64_t> allocate(std::uint64_t bytes, std::uint64_t align);
   /// Frees the block at `offset`; false when no block starts there (double free, bad offset).
   bool free(std::uint64_t offset);
 

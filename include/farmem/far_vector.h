@@ -1,0 +1,186 @@
+// farmem/far_vector.h: a growable array in far memory.
+//
+// Elements never straddle a page: a page holds page_bytes / sizeof(T) of them. Storage is a
+// table of segments of kSegmentPages pages each, so growth never copies elements. Access goes
+// through a DerefScope like far_ptr; iterating in order is a sequential page stream, which the
+// cache's trend detector recognises and prefetches ahead of.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <type_traits>
+#include <vector>
+
+#include "farmem/far_ptr.h"
+
+namespace farmem {
+
+template <typename T>
+class far_vector {
+  static_assert(std::is_trivially_copyable_v<T>, "far elements move as bytes");
+
+ public:
+  /// Pages per segment: 16 pages (64 KiB at 4 KiB pages) amortise allocation while a small
+  /// vector wastes at most one segment.
+  static constexpr std::uint64_t kSegmentPages = 16;
+
+  explicit far_vector(Runtime& rt)
+      : rt_(&rt),
+        page_(rt.page_bytes()),
+        per_page_(page_ / sizeof(T)),
+        per_segment_(per_page_ * kSegmentPages) {
+    static_assert(sizeof(T) <= 4096, "elements must fit the smallest page");
+  }
+  ~far_vector() { release(); }
+  far_vector(const far_vector&) = delete;
+  far_vector& operator=(const far_vector&) = delete;
+  far_vector(far_vector&& o) noexcept { *this = std::move(o); }
+  far_vector& operator=(far_vector&& o) noexcept {
+    if (this != &o) {
+      release();
+      rt_ = o.rt_;
+      page_ = o.page_;
+      per_page_ = o.per_page_;
+      per_segment_ = o.per_segment_;
+      segments_ = std::move(o.segments_);
+      size_ = o.size_;
+      o.segments_.clear();
+      o.size_ = 0;
+    }
+    return *this;
+  }
+
+  std::size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  std::size_t capacity() const { return segments_.size() * per_segment_; }
+
+  /// The far address of element i (i < capacity()).
+  FarAddr addr_of(std::size_t i) const {
+    const std::size_t seg = i / per_segment_;
+    const std::size_t in = i % per_segment_;
+    return segments_[seg] + (in / per_page_) * page_ + (in % per_page_) * sizeof(T);
+  }
+
+  const T& get(std::size_t i, DerefScope& scope) const { return *ptr(i, scope, false); }
+  T& get_mut(std::size_t i, DerefScope& scope) { return *ptr(i, scope, true); }
+
+  /// Copies element i out (its own scope); the fetch error if its page cannot be fetched.
+  Result<T> load(std::size_t i) const {
+    DerefScope scope(*rt_);
+    std::byte* p = scope.translate(addr_of(i), false);
+    if (p == nullptr) return scope.error();
+    T out;
+    std::memcpy(&out, p, sizeof(T));
+    return out;
+  }
+  Status store(std::size_t i, const T& value) {
+    DerefScope scope(*rt_);
+    std::byte* p = scope.translate(addr_of(i), true);
+    if (p == nullptr) return scope.error();
+    std::memcpy(p, &value, sizeof(T));
+    return Status::Ok();
+  }
+
+  Status reserve(std::size_t n) {
+    while (capacity() < n) {
+      auto seg = rt_->allocate_pages(kSegmentPages);
+      if (!seg.ok()) return seg.status();
+      segments_.push_back(*seg);
+    }
+    return Status::Ok();
+  }
+  Status push_back(const T& value) {
+    if (auto st = reserve(size_ + 1); !st.ok()) return st;
+    if (auto st = store(size_, value); !st.ok()) return st;
+    ++size_;
+    return Status::Ok();
+  }
+  /// Grows with value-initialised elements, or shrinks.
+  Status resize(std::size_t n) {
+    if (auto st = reserve(n); !st.ok()) return st;
+    for (std::size_t i = size_; i < n; ++i) {
+      if (auto st = store(i, T{}); !st.ok()) return st;
+    }
+    size_ = n;
+    return Status::Ok();
+  }
+
+  /// Calls fn(index, const T&) for every element in order, in a fresh DerefScope per page:
+  /// the way to scan a vector larger than the cache (the reference is valid during the call).
+  template <typename Fn>
+  Status for_each(Fn&& fn) const {
+    for (std::size_t i = 0; i < size_;) {
+      DerefScope scope(*rt_);
+      const std::size_t page_end = std::min(size_, (i / per_page_ + 1) * per_page_);
+      for (; i < page_end; ++i) {
+        std::byte* p = scope.translate(addr_of(i), false);
+        if (p == nullptr) return scope.error();
+        fn(i, *std::launder(reinterpret_cast<const T*>(p)));
+      }
+    }
+    return Status::Ok();
+  }
+
+  /// A random-access iterator reading elements within `scope`. Every page it visits stays
+  /// resident until the scope ends, so one scope can only iterate over what fits the cache;
+  /// use for_each() for larger scans.
+  class const_iterator {
+   public:
+    using iterator_category = std::random_access_iterator_tag;
+    using value_type = T;
+    using difference_type = std::ptrdiff_t;
+    using pointer = const T*;
+    using reference = const T&;
+
+    const_iterator() = default;
+    const_iterator(const far_vector* v, std::size_t i, DerefScope* s) : v_(v), i_(i), s_(s) {}
+    reference operator*() const { return v_->get(i_, *s_); }
+    pointer operator->() const { return &**this; }
+    reference operator[](difference_type n) const { return v_->get(i_ + n, *s_); }
+    const_iterator& operator++() { ++i_; return *this; }
+    const_iterator operator++(int) { auto t = *this; ++i_; return t; }
+    const_iterator& operator--() { --i_; return *this; }
+    const_iterator operator--(int) { auto t = *this; --i_; return t; }
+    const_iterator& operator+=(difference_type n) { i_ += n; return *this; }
+    const_iterator& operator-=(difference_type n) { i_ -= n; return *this; }
+    friend const_iterator operator+(const_iterator a, difference_type n) { return a += n; }
+    friend const_iterator operator-(const_iterator a, difference_type n) { return a -= n; }
+    friend difference_type operator-(const const_iterator& a, const const_iterator& b) {
+      return static_cast<difference_type>(a.i_) - static_cast<difference_type>(b.i_);
+    }
+    friend bool operator==(const const_iterator& a, const const_iterator& b) { return a.i_ == b.i_; }
+    friend auto operator<=>(const const_iterator& a, const const_iterator& b) { return a.i_ <=> b.i_; }
+
+   private:
+    const far_vector* v_ = nullptr;
+    std::size_t i_ = 0;
+    DerefScope* s_ = nullptr;
+  };
+
+  const_iterator begin(DerefScope& scope) const { return {this, 0, &scope}; }
+  const_iterator end(DerefScope& scope) const { return {this, size_, &scope}; }
+
+ private:
+  T* ptr(std::size_t i, DerefScope& scope, bool write) const {
+    std::byte* p = scope.translate(addr_of(i), write);
+    if (p == nullptr) [[unlikely]] detail::deref_failed(scope.error());
+    return std::launder(reinterpret_cast<T*>(p));
+  }
+  void release() {
+    for (FarAddr s : segments_) (void)rt_->free_pages(s, kSegmentPages);
+    segments_.clear();
+    size_ = 0;
+  }
+
+  Runtime* rt_ = nullptr;
+  std::size_t page_ = 0;
+  std::size_t per_page_ = 0;
+  std::size_t per_segment_ = 0;
+  std::vector<FarAddr> segments_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace farmem

@@ -1,0 +1,84 @@
+// The local-memory budget shared by everything that holds far data locally: the page cache's
+// frames and the resident pages of mapped regions. One budget, many consumers; a consumer
+// that cannot charge asks the others (and itself) to give memory back.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <vector>
+
+namespace farmem::cache {
+
+/// Something that holds budgeted memory and can give some back (evict).
+class Reclaimer {
+ public:
+  virtual ~Reclaimer() = default;
+  /// Tries to release about `bytes` (uncharging them from the budget); returns bytes released.
+  /// Must not call Budget::charge. May be called from any thread.
+  virtual std::uint64_t reclaim(std::uint64_t bytes) = 0;
+};
+
+class Budget {
+ public:
+  explicit Budget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
+
+  std::uint64_t limit() const { return limit_.load(std::memory_order_relaxed); }
+  std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
+  /// Highest `used` ever seen: tests check the budget was never exceeded.
+  std::uint64_t peak() const { return peak_.load(std::memory_order_relaxed); }
+
+  /// Charges `bytes` if that stays within the limit; never overshoots, even under races.
+  bool try_charge(std::uint64_t bytes) {
+    std::uint64_t u = used_.load(std::memory_order_relaxed);
+    do {
+      if (u + bytes > limit()) return false;
+    } while (!used_.compare_exchange_weak(u, u + bytes, std::memory_order_relaxed));
+    std::uint64_t p = peak_.load(std::memory_order_relaxed);
+    while (u + bytes > p && !peak_.compare_exchange_weak(p, u + bytes)) {
+    }
+    return true;
+  }
+  void uncharge(std::uint64_t bytes) { used_.fetch_sub(bytes, std::memory_order_relaxed); }
+
+  /// Charges `bytes`, asking reclaimers for room first when needed (bounded number of
+  /// rounds); false when nothing more could be reclaimed.
+  bool charge(std::uint64_t bytes) {
+    constexpr int kRounds = 8;  // each round asks every reclaimer once
+    for (int round = 0; round < kRounds; ++round) {
+      if (try_charge(bytes)) return true;
+      std::uint64_t freed = 0;
+      for (Reclaimer* r : reclaimers_snapshot()) {
+        freed += r->reclaim(bytes);
+        if (try_charge(bytes)) return true;
+      }
+      if (freed == 0) break;
+    }
+    return try_charge(bytes);
+  }
+
+  void add_reclaimer(Reclaimer* r) {
+    std::lock_guard lock(mu_);
+    reclaimers_.push_back(r);
+  }
+  void remove_reclaimer(Reclaimer* r) {
+    std::lock_guard lock(mu_);
+    std::erase(reclaimers_, r);
+  }
+
+ private:
+  std::vector<Reclaimer*> reclaimers_snapshot() {
+    std::lock_guard lock(mu_);
+    return reclaimers_;
+  }
+
+  std::atomic<std::uint64_t> limit_;
+  std::atomic<std::uint64_t> used_{0};
+  std::atomic<std::uint64_t> peak_{0};
+  /// Guards reclaimers_ (registration is rare; charge() copies the list).
+  std::mutex mu_;
+  std::vector<Reclaimer*> reclaimers_;
+};
+
+}  // namespace farmem::cache

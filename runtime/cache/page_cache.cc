@@ -1,0 +1,491 @@
+// PageCache: construction, the page table, thread slots, the miss path and frame handling.
+// Eviction, write-back, flush and the background threads are in evictor.cc.
+#include "cache/page_cache.h"
+
+#include <sys/mman.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace farmem::detail {
+
+namespace {
+
+constexpr std::uint64_t kNoKey = ~std::uint64_t{0};
+constexpr unsigned kFarOffsetBits = 40;  // see runtime/pool/far_addr.h
+constexpr std::uint32_t kMaxThreads = 256;  // slots: threads that ever use one cache at once
+// A spinning waiter yields after this many polls: a fetch takes microseconds (RDMA) to tens
+// of microseconds (TCP), so a short spin catches most and yielding keeps 2 cores usable.
+constexpr int kSpinsBeforeYield = 64;
+
+std::atomic<std::uint64_t> g_next_cache_id{1};
+
+// Threads release their slots when they exit; caches that died first must not be touched,
+// so releases go through this registry of live caches.
+std::mutex g_live_mu;
+std::vector<std::uint64_t>& live_caches() {
+  static std::vector<std::uint64_t> ids;
+  return ids;
+}
+
+struct SlotReleaser {
+  std::vector<std::pair<std::uint64_t, ThreadSlot*>> held;
+  ~SlotReleaser() {
+    std::lock_guard lock(g_live_mu);
+    for (auto [id, slot] : held) {
+      if (std::find(live_caches().begin(), live_caches().end(), id) != live_caches().end()) {
+        slot->in_use.store(false, std::memory_order_release);
+      }
+    }
+  }
+};
+thread_local SlotReleaser t_releaser;
+
+void relax(int& spins) {
+  if (++spins < kSpinsBeforeYield) {
+    __builtin_ia32_pause();
+  } else {
+    std::this_thread::yield();
+  }
+}
+
+}  // namespace
+
+PageCache::PageCache(Runtime& rt, cache::Budget& budget, CacheOptions options,
+                     std::uint32_t frames)
+    : rt_(rt), budget_(budget), options_(std::move(options)), frames_(frames), ref_(frames),
+      clock_(frames) {}
+
+Result<std::unique_ptr<PageCache>> PageCache::create(Runtime& rt, cache::Budget& budget,
+                                                     CacheOptions options) {
+  const auto pb = options.page_bytes;
+  if (pb < 4096 || pb > (2u << 20) || !std::has_single_bit(pb)) {
+    return InvalidArgument("page_bytes must be a power of two from 4 KiB to 2 MiB, got " +
+                           std::to_string(pb));
+  }
+  const std::uint64_t frames = options.arena_bytes / pb;
+  if (frames < 4 || frames > (1ull << 31)) {
+    return InvalidArgument("cache budget of " + std::to_string(options.arena_bytes) +
+                           " bytes holds " + std::to_string(frames) +
+                           " pages; it needs at least 4");
+  }
+  if (!options.slab_bytes) return InvalidArgument("CacheOptions.slab_bytes not set");
+  auto c = std::unique_ptr<PageCache>(
+      new PageCache(rt, budget, std::move(options), static_cast<std::uint32_t>(frames)));
+  FARMEM_RETURN_IF_ERROR(c->init());
+  return c;
+}
+
+Status PageCache::init() {
+  arena_len_ = std::uint64_t{frames_} * options_.page_bytes;
+  void* p = mmap(nullptr, arena_len_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return ResourceExhausted(std::string("cache arena: ") + strerror(errno));
+  arena_ = static_cast<std::byte*>(p);
+  madvise(arena_, arena_len_, MADV_HUGEPAGE);  // huge pages where the kernel has them
+  // Registered once: fetches land in frames directly, write-backs leave from them.
+  FARMEM_RETURN_IF_ERROR(rt_.register_memory({arena_, arena_len_}));
+
+  dirty_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
+  prefetched_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
+  frame_key_ = std::make_unique<std::atomic<std::uint64_t>[]>(frames_);
+  prefetch_owner_ = std::make_unique<std::uint32_t[]>(frames_);
+  wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(kMaxThreads);
+  fault_hist_ = std::make_unique<std::atomic<std::uint64_t>[]>(LatencyHistogram::kBuckets);
+  free_.reserve(frames_);
+  for (std::uint32_t f = frames_; f-- > 0;) {
+    frame_key_[f].store(kNoKey, std::memory_order_relaxed);
+    free_.push_back(f);
+  }
+  dir_ = std::make_unique<std::atomic<DirBlock*>[]>(kDirSize);
+  slots_ = std::make_unique<ThreadSlot[]>(kMaxThreads);
+  for (std::uint32_t i = 0; i < kMaxThreads; ++i) slots_[i].index = i;
+  const std::uint32_t max_depth = options_.prefetch ? options_.max_prefetch_pages : 1;
+  streams_ = std::make_unique<cache::StreamPrefetcher[]>(kMaxThreads);
+  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+    streams_[i] = cache::StreamPrefetcher(cache::PrefetchDepth(
+        1, std::min<std::uint32_t>(4, max_depth), max_depth));
+  }
+  // Keep ~1/64 of the frames free, and at least two full prefetch batches (prefetch never
+  // evicts in line, so without free frames it stops), but never more than a quarter.
+  reserve_ = options_.reserve_frames != 0
+                 ? options_.reserve_frames
+                 : std::max<std::uint32_t>(frames_ / 64, 2 * max_depth);
+  reserve_ = std::clamp<std::uint32_t>(reserve_, 2, frames_ / 4);
+
+  view_.cache = this;
+  view_.id = g_next_cache_id.fetch_add(1);
+  view_.dir = dir_.get();
+  view_.frames = arena_;
+  view_.ref = ref_.data();
+  view_.dirty = dirty_.get();
+  view_.prefetched = prefetched_.get();
+  view_.page_shift = static_cast<unsigned>(std::countr_zero(options_.page_bytes));
+  view_.slab_page_bits = kFarOffsetBits - view_.page_shift;
+  {
+    std::lock_guard lock(g_live_mu);
+    live_caches().push_back(view_.id);
+  }
+  budget_.add_reclaimer(this);
+  evictor_ = std::thread([this] { evictor_loop(); });
+  if (options_.prefetch) prefetcher_ = std::thread([this] { prefetch_loop(); });
+  return Status::Ok();
+}
+
+PageCache::~PageCache() {
+  if (view_.id != 0) {
+    std::lock_guard lock(g_live_mu);
+    std::erase(live_caches(), view_.id);
+  }
+  {
+    std::lock_guard lock(prefetch_mu_);
+    stopping_ = true;
+  }
+  prefetch_cv_.notify_all();
+  evict_cv_.notify_all();
+  if (prefetcher_.joinable()) prefetcher_.join();
+  if (evictor_.joinable()) evictor_.join();
+  budget_.remove_reclaimer(this);
+  budget_.uncharge(frames_in_use() * options_.page_bytes);
+  if (arena_ != nullptr) {
+    (void)rt_.unregister_memory({arena_, arena_len_});
+    munmap(arena_, arena_len_);
+  }
+}
+
+ThreadSlot* PageCache::thread_slot() {
+  for (auto [id, slot] : t_releaser.held) {
+    if (id == view_.id) return slot;
+  }
+  std::lock_guard lock(slots_mu_);
+  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+    bool expected = false;
+    if (slots_[i].in_use.compare_exchange_strong(expected, true)) {
+      slots_[i].depth = 0;
+      slots_[i].waiting.store(0);
+      streams_[i] = cache::StreamPrefetcher(streams_[i].depth());  // a new thread, a new stream
+      wasted_pending_[i].store(0, std::memory_order_relaxed);
+      t_releaser.held.emplace_back(view_.id, &slots_[i]);
+      return &slots_[i];
+    }
+  }
+  log().error("more than {} threads use one farmem cache at once", kMaxThreads);
+  std::abort();
+}
+
+std::atomic<std::uint64_t>* PageCache::entry(std::uint64_t key) {
+  const std::uint64_t slab = (key >> view_.slab_page_bits) - 1;
+  if ((slab >> (2 * kDirBits)) != 0) return nullptr;
+  DirBlock* blk = dir_[slab >> kDirBits].load(std::memory_order_acquire);
+  if (blk == nullptr) return nullptr;
+  Leaf* leaf = blk->leaf[slab & kDirMask].load(std::memory_order_acquire);
+  const std::uint64_t page = key & ((std::uint64_t{1} << view_.slab_page_bits) - 1);
+  if (leaf == nullptr || page >= leaf->pages) return nullptr;
+  return &leaf->pte[page];
+}
+
+std::atomic<std::uint64_t>* PageCache::ensure_entry(std::uint64_t key, Status* error) {
+  if (auto* e = entry(key)) return e;
+  const std::uint64_t slab = (key >> view_.slab_page_bits) - 1;
+  const std::uint64_t page = key & ((std::uint64_t{1} << view_.slab_page_bits) - 1);
+  const std::uint64_t slab_bytes = (slab >> (2 * kDirBits)) == 0 ? options_.slab_bytes(slab) : 0;
+  if (slab_bytes == 0 || page >= slab_bytes / options_.page_bytes) {
+    *error = OutOfRange("far address is in no live slab (null, freed or corrupt far_ptr?)");
+    return nullptr;
+  }
+  std::lock_guard lock(table_mu_);
+  DirBlock* blk = dir_[slab >> kDirBits].load(std::memory_order_acquire);
+  if (blk == nullptr) {
+    blocks_.push_back(std::make_unique<DirBlock>());
+    blk = blocks_.back().get();
+    dir_[slab >> kDirBits].store(blk, std::memory_order_release);
+  }
+  if (blk->leaf[slab & kDirMask].load(std::memory_order_acquire) == nullptr) {
+    auto leaf = std::make_unique<Leaf>();
+    leaf->pages = slab_bytes / options_.page_bytes;
+    leaf->pte = std::make_unique<std::atomic<std::uint64_t>[]>(leaf->pages);
+    blk->leaf[slab & kDirMask].store(leaf.get(), std::memory_order_release);
+    leaves_.push_back(std::move(leaf));
+  }
+  return entry(key);
+}
+
+std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write,
+                                   Status* error) {
+  std::atomic<std::uint64_t>* e = ensure_entry(key, error);
+  if (e == nullptr) return nullptr;
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  int spins = 0;
+  for (;;) {
+    // Leaving the waiting state (seq_cst) before reading the entry: see await_grace.
+    if (slot->waiting.load(std::memory_order_relaxed) != 0) {
+      slot->waiting.store(0, std::memory_order_seq_cst);
+    }
+    std::uint64_t pte = e->load(std::memory_order_seq_cst);
+    switch (pte_state(pte)) {
+      case kPtePresent: {
+        const std::uint32_t f = pte_frame(pte);
+        ref_.mark(f);
+        if (write) dirty_[f].store(1, std::memory_order_relaxed);
+        if (prefetched_[f].load(std::memory_order_relaxed) != 0) {
+          prefetch_hit_on_app(slot, key, f);
+        }
+        note_touched(slot, key);
+        return frame_addr(f);
+      }
+      case kPteAbsent:
+        if (e->compare_exchange_strong(pte, kPteFetching)) {
+          return fetch_on_app(slot, *e, key, write, error);
+        }
+        break;
+      default:  // another thread fetches it, or the evictor takes it: wait
+        if (std::chrono::steady_clock::now() > deadline) {
+          *error = TimedOut("page busy (fetch or eviction) for longer than the deadline");
+          return nullptr;
+        }
+        // The fetcher may need an eviction, whose grace period must not wait for us: while
+        // we spin, we touch nothing beyond our list.
+        slot->waiting.store(1, std::memory_order_seq_cst);
+        relax(spins);
+    }
+  }
+}
+
+std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e,
+                                   std::uint64_t key, bool write, Status* error) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto frame = take_frame(slot);
+  if (!frame.ok()) {
+    e.store(kPteAbsent, std::memory_order_release);
+    *error = frame.status();
+    return nullptr;
+  }
+  const std::uint32_t f = *frame;
+  // Read-around: pages the stream's trend predicts travel in the same batch as the miss, so a
+  // scan never waits for the prefetch thread to catch up.
+  thread_local IoBatch batch;
+  thread_local std::vector<Pending> extra;
+  batch.clear();
+  extra.clear();
+  batch.read(far_of(key), {frame_addr(f), options_.page_bytes});
+  if (options_.prefetch) add_read_around_on_app(slot, key, batch, extra);
+  Status st = rt_.submit(batch);
+  if (st.ok()) st = rt_.wait(batch);
+  if (!st.ok()) {
+    release_frame(f);
+    e.store(kPteAbsent, std::memory_order_release);
+    abandon(extra);
+    *error = st.with_context("fetching a far page");
+    return nullptr;
+  }
+  misses_.fetch_add(1, std::memory_order_relaxed);
+  bytes_read_.fetch_add(options_.page_bytes * (1 + extra.size()), std::memory_order_relaxed);
+  install(e, f, key, write, false);
+  for (const Pending& p : extra) install(*p.e, p.frame, p.key, false, true);
+  prefetch_issued_.fetch_add(extra.size(), std::memory_order_relaxed);
+  const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now() - t0).count());
+  fault_hist_[LatencyHistogram::bucket_of(ns)].fetch_add(1, std::memory_order_relaxed);
+  note_touched(slot, key);
+  return frame_addr(f);
+}
+
+void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBatch& batch,
+                                       std::vector<Pending>& extra) {
+  thread_local std::vector<std::int64_t> want;
+  want.clear();
+  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  if (stream.on_access(static_cast<std::int64_t>(key), want) == 0) {
+    // The stream believes these pages were asked for, but we missed: an earlier prefetch
+    // found no frame. Read around along the trend anyway (resident pages are skipped).
+    const auto stride = stream.current_stride();
+    if (!stride) return;
+    for (std::uint32_t i = 1; i <= stream.depth().depth(); ++i) {
+      want.push_back(static_cast<std::int64_t>(key) + *stride * static_cast<std::int64_t>(i));
+    }
+  }
+  if (free_frames() < want.size()) {
+    // Prefetch never evicts for itself in the background; on a miss with a trend, make room
+    // now (quiescent: the evictor spares what this thread touched).
+    Status err;
+    slot->waiting.store(1, std::memory_order_seq_cst);
+    evict(want.size(), &err);
+    slot->waiting.store(0, std::memory_order_seq_cst);
+  }
+  for (std::int64_t k : want) {
+    auto pending = claim_for_prefetch(static_cast<std::uint64_t>(k), slot->index);
+    if (!pending) break;  // no free frame: the rest would not fit either
+    if (pending->e == nullptr) continue;  // resident, in flight, or past the slab
+    batch.read(far_of(pending->key), {frame_addr(pending->frame), options_.page_bytes});
+    extra.push_back(*pending);
+  }
+}
+
+std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t key,
+                                                                std::uint32_t slot) {
+  Status err;
+  auto* e = ensure_entry(key, &err);
+  std::uint64_t expected = kPteAbsent;
+  if (e == nullptr || !e->compare_exchange_strong(expected, kPteFetching)) {
+    return Pending{nullptr, 0, key};
+  }
+  std::uint32_t f = 0;
+  if (!try_take_free_frame(&f)) {  // prefetch never evicts in line
+    e->store(kPteAbsent, std::memory_order_release);
+    evict_cv_.notify_one();
+    return std::nullopt;
+  }
+  prefetch_owner_[f] = slot;
+  return Pending{e, f, key};
+}
+
+void PageCache::abandon(const std::vector<Pending>& pending) {
+  for (const Pending& p : pending) {
+    release_frame(p.frame);
+    p.e->store(kPteAbsent, std::memory_order_release);
+  }
+}
+
+void PageCache::install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key,
+                        bool dirty, bool prefetched) {
+  frame_key_[f].store(key, std::memory_order_relaxed);
+  dirty_[f].store(dirty ? 1 : 0, std::memory_order_relaxed);
+  prefetched_[f].store(prefetched ? 1 : 0, std::memory_order_relaxed);
+  ref_.mark(f);  // a fresh page gets one sweep of grace
+  e.store(make_pte(f, kPtePresent), std::memory_order_release);
+}
+
+bool PageCache::try_take_free_frame(std::uint32_t* frame) {
+  {
+    std::lock_guard lock(free_mu_);
+    if (free_.empty()) return false;
+    if (!budget_.try_charge(options_.page_bytes)) return false;
+    *frame = free_.back();
+    free_.pop_back();
+  }
+  if (free_frames() < reserve_) evict_cv_.notify_one();
+  return true;
+}
+
+void PageCache::release_frame(std::uint32_t f) {
+  frame_key_[f].store(kNoKey, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(free_mu_);
+    free_.push_back(f);
+  }
+  budget_.uncharge(options_.page_bytes);
+  free_cv_.notify_all();
+}
+
+Result<std::uint32_t> PageCache::take_frame(ThreadSlot* slot) {
+  // While this thread waits, the evictor may take anything but the pages it touched.
+  slot->waiting.store(1, std::memory_order_seq_cst);
+  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  Status last;
+  std::uint32_t f = 0;
+  bool got = false;
+  while (!got && std::chrono::steady_clock::now() < deadline) {
+    if (try_take_free_frame(&f)) {
+      got = true;
+      break;
+    }
+    // No free frame, or the budget is held by others (regions): make room ourselves.
+    Status err;
+    if (evict(8, &err) == 0) {
+      if (!err.ok()) last = err;
+      // Others' budget: ask every reclaimer (regions, and us) through the budget.
+      if (budget_.charge(options_.page_bytes)) {
+        budget_.uncharge(options_.page_bytes);
+        continue;
+      }
+      std::unique_lock lock(free_mu_);
+      free_cv_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+  }
+  slot->waiting.store(0, std::memory_order_seq_cst);
+  if (got) return f;
+  return ResourceExhausted(
+      "no cache frame could be freed before the deadline (pages held by long DerefScopes, or "
+      "write-back failing" + (last.ok() ? std::string(")") : ": " + last.to_string() + ")"));
+}
+
+std::uint64_t PageCache::free_frames() const {
+  std::lock_guard lock(free_mu_);
+  return free_.size();
+}
+
+std::uint64_t PageCache::frames_in_use() const { return frames_ - free_frames(); }
+
+void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t f) {
+  if (prefetched_[f].exchange(0, std::memory_order_relaxed) == 0) return;
+  prefetch_used_.fetch_add(1, std::memory_order_relaxed);
+  streams_[slot->index].on_prefetched_page_used();
+  if (options_.prefetch) prefetch_after_access_on_app(slot, key);
+}
+
+cache::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
+  cache::StreamPrefetcher& stream = streams_[slot->index];
+  // Pages the evictor found unused since the last access shrink this stream's depth.
+  for (auto n = wasted_pending_[slot->index].exchange(0, std::memory_order_relaxed); n > 0; --n) {
+    stream.on_prefetched_page_wasted();
+  }
+  return stream;
+}
+
+void PageCache::prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key) {
+  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  thread_local std::vector<std::int64_t> want;
+  want.clear();
+  if (stream.on_access(static_cast<std::int64_t>(key), want) > 0) {
+    post_prefetch(want, slot->index);
+  }
+}
+
+CacheStats PageCache::stats() const {
+  CacheStats s;
+  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+    s.hits += slots_[i].hits.load(std::memory_order_relaxed);
+  }
+  s.misses = misses_.load(std::memory_order_relaxed);
+  s.prefetches_issued = prefetch_issued_.load(std::memory_order_relaxed);
+  s.prefetches_used = prefetch_used_.load(std::memory_order_relaxed);
+  s.prefetches_wasted = prefetch_wasted_.load(std::memory_order_relaxed);
+  s.evictions = evictions_.load(std::memory_order_relaxed);
+  s.writebacks = writebacks_.load(std::memory_order_relaxed);
+  s.bytes_read = bytes_read_.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  s.resident_bytes = frames_in_use() * options_.page_bytes;
+  s.budget_bytes = budget_.limit();
+  for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
+    s.fault_latency.counts[b] = fault_hist_[b].load(std::memory_order_relaxed);
+  }
+  return s;
+}
+
+Status PageCache::background_error() const {
+  std::lock_guard lock(error_mu_);
+  return background_error_;
+}
+
+// ---- the out-of-line entry points of include/farmem/detail/cache_view.h ----
+
+std::byte* cache_fault(PageCache* cache, ThreadSlot* slot, std::uint64_t key, bool write,
+                       void* scope_error) {
+  return cache->fault_on_app(slot, key, write, static_cast<Status*>(scope_error));
+}
+void cache_prefetch_hit(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
+                        std::uint32_t frame) {
+  cache->prefetch_hit_on_app(slot, key, frame);
+}
+ThreadSlot* cache_thread_slot(PageCache* cache) { return cache->thread_slot(); }
+CacheView cache_view(PageCache* cache) { return cache->view(); }
+
+[[noreturn]] void deref_failed(const Status& error) {
+  log().critical("far_ptr deref failed: {} (use try_deref to handle this)", error.to_string());
+  std::abort();
+}
+
+}  // namespace farmem::detail

@@ -1,0 +1,414 @@
+// The page cache through far_ptr, far_vector and far_hash_map, on every backend (verbs in the
+// soft-RoCE VM): randomized reads and writes against shadow copies at 1 %, 10 % and 50 %
+// budgets with 4 threads, the budget bound, eviction safety under DerefScopes, single fetch
+// per missed page, write-back of dirty pages only, prefetch accuracy and failure reporting.
+#include <gtest/gtest.h>
+
+#include <barrier>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "farmem/farmem.h"
+#include "test/support/test_server.h"
+
+namespace farmem::test {
+namespace {
+
+struct Rec {
+  std::uint64_t id;
+  std::uint64_t v[7];  // 64 bytes: 64 records a 4 KiB page
+};
+
+constexpr std::uint64_t kFarBytes = 8u << 20;  // 8 MiB of records
+constexpr std::uint64_t kRecords = kFarBytes / sizeof(Rec);
+
+class CacheTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+    if (GetParam() != "local") {
+      memserver::CoreOptions co;
+      co.capacity_bytes = 512u << 20;
+      auto s = TestServer::start(GetParam(), co);
+      ASSERT_TRUE(s.ok()) << s.status().to_string();
+      server_ = std::move(s).value();
+    }
+  }
+  std::unique_ptr<Runtime> open(std::uint64_t budget, bool prefetch = true,
+                                std::uint32_t page = 4096) {
+    RuntimeOptions o;
+    o.servers = {server_ ? server_->url() : "local"};
+    o.auth_token = kToken;
+    o.local_buffer_bytes = 1u << 20;
+    o.slab_bytes = 4u << 20;
+    o.local_server_capacity = 512u << 20;
+    o.cache_budget_bytes = budget;
+    o.page_bytes = page;
+    o.prefetch = prefetch;
+    o.op_timeout = std::chrono::seconds(20);
+    auto rt = Runtime::open(o);
+    EXPECT_TRUE(rt.ok()) << rt.status().to_string();
+    return rt.ok() ? std::move(rt).value() : nullptr;
+  }
+  std::unique_ptr<TestServer> server_;
+};
+
+// Reads the far bytes of a record around the cache (like a fresh cache would).
+Rec read_raw(Runtime& rt, FarAddr a) {
+  auto buf = rt.local_buffer().first(sizeof(Rec));
+  EXPECT_TRUE(rt.read(a, buf).ok());
+  Rec r;
+  std::memcpy(&r, buf.data(), sizeof r);
+  return r;
+}
+
+void far_ptr_shadow_run(Runtime& rt, std::uint64_t budget) {
+  std::vector<far_ptr<Rec>> ptrs;
+  std::vector<Rec> shadow(kRecords);
+  for (std::uint64_t i = 0; i < kRecords; ++i) {
+    shadow[i] = Rec{i, {i, i * 3, 0, 0, 0, 0, 0}};
+    auto p = rt.make_far<Rec>(shadow[i]);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    ptrs.push_back(*p);
+  }
+  constexpr int kThreads = 4;
+  std::atomic<int> bad{0};
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> max_frames{0};
+  const std::uint64_t frames = budget / rt.page_bytes();
+  std::thread monitor([&] {  // samples the cache's own accounting while threads run
+    while (!done) {
+      max_frames = std::max<std::uint64_t>(max_frames, rt.cache_frames_in_use());
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 1);
+      for (int op = 0; op < 4000 && bad == 0; ++op) {
+        // Thread t owns records with i % kThreads == t: the shadow needs no lock.
+        const std::uint64_t i = (rng() % (kRecords / kThreads)) * kThreads + t;
+        DerefScope scope(rt);
+        if (rng() % 3 == 0) {
+          Rec& r = ptrs[i].deref_mut(scope);
+          r.v[2 + rng() % 5] = rng();
+          std::memcpy(&shadow[i], &r, sizeof(Rec));
+        } else if (std::memcmp(&ptrs[i].deref(scope), &shadow[i], sizeof(Rec)) != 0) {
+          ++bad;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  done = true;
+  monitor.join();
+  ASSERT_EQ(bad.load(), 0) << "a far_ptr read disagreed with the shadow copy";
+  EXPECT_LE(max_frames.load(), frames);
+  EXPECT_LE(rt.cache_stats().resident_bytes, budget);
+  ASSERT_TRUE(rt.flush().ok());
+  for (std::uint64_t i = 0; i < kRecords; i += 7) {
+    const Rec r = read_raw(rt, ptrs[i].addr());
+    ASSERT_EQ(std::memcmp(&r, &shadow[i], sizeof r), 0) << "far memory lost record " << i;
+  }
+}
+
+TEST_P(CacheTest, FarPtrShadowAtOnePercentBudget) {
+  auto rt = open(kFarBytes / 100);
+  ASSERT_TRUE(rt);
+  far_ptr_shadow_run(*rt, kFarBytes / 100);
+  EXPECT_GT(rt->cache_stats().evictions, 0u);
+  EXPECT_GT(rt->cache_stats().writebacks, 0u);
+}
+
+TEST_P(CacheTest, FarPtrShadowAtTenPercentBudget) {
+  auto rt = open(kFarBytes / 10);
+  ASSERT_TRUE(rt);
+  far_ptr_shadow_run(*rt, kFarBytes / 10);
+}
+
+TEST_P(CacheTest, FarPtrShadowAtHalfBudget) {
+  auto rt = open(kFarBytes / 2);
+  ASSERT_TRUE(rt);
+  far_ptr_shadow_run(*rt, kFarBytes / 2);
+}
+
+TEST_P(CacheTest, FarVectorShadowWithLargePages) {
+  auto rt = open(256u << 10, true, 16384);  // 16 KiB pages, 16 frames
+  ASSERT_TRUE(rt);
+  far_vector<std::uint64_t> v(*rt);
+  constexpr std::size_t kN = 1u << 20;  // 8 MiB: 32x the budget
+  for (std::size_t i = 0; i < kN; ++i) ASSERT_TRUE(v.push_back(i * 7).ok());
+  std::vector<std::uint64_t> shadow(kN);
+  for (std::size_t i = 0; i < kN; ++i) shadow[i] = i * 7;
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      for (int op = 0; op < 20000; ++op) {
+        const std::size_t i = (rng() % (kN / 4)) * 4 + t;
+        DerefScope s(*rt);
+        if (op % 4 == 0) {
+          v.get_mut(i, s) = shadow[i] = rng();
+        } else if (v.get(i, s) != shadow[i]) {
+          ++bad;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  std::size_t mismatches = 0, seen = 0;
+  ASSERT_TRUE(v.for_each([&](std::size_t i, const std::uint64_t& x) {
+    mismatches += x != shadow[i];
+    ++seen;
+  }).ok());
+  EXPECT_EQ(seen, kN);
+  EXPECT_EQ(mismatches, 0u);
+  // Iterators within one scope, over a stretch that fits the cache.
+  DerefScope s(*rt);
+  auto first = v.begin(s) + 1000;
+  EXPECT_EQ(*first, shadow[1000]);
+  EXPECT_EQ(first[7], shadow[1007]);
+  EXPECT_EQ(std::count_if(first, first + 100, [](std::uint64_t) { return true; }), 100);
+}
+
+TEST_P(CacheTest, HashMapShadowWithFourThreads) {
+  auto rt = open(kFarBytes / 10);
+  ASSERT_TRUE(rt);
+  struct Value {
+    char bytes[48];
+  };
+  far_hash_map<std::uint64_t, Value> map(*rt, 64);
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 10);
+      std::unordered_map<std::uint64_t, Value> shadow;
+      for (int op = 0; op < 6000; ++op) {
+        const std::uint64_t k = (rng() % 4000) * 4 + t;  // disjoint keys per thread
+        const int what = static_cast<int>(rng() % 10);
+        if (what < 5) {
+          Value v;
+          std::memset(v.bytes, static_cast<int>(rng()), sizeof v.bytes);
+          if (!map.put(k, v).ok()) ++bad;
+          shadow[k] = v;
+        } else if (what < 7) {
+          if (map.erase(k) != (shadow.erase(k) == 1)) ++bad;
+        } else {
+          auto got = map.get(k);
+          auto it = shadow.find(k);
+          if (got.has_value() != (it != shadow.end())) ++bad;
+          else if (got && std::memcmp(got->bytes, it->second.bytes, sizeof(Value)) != 0) ++bad;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST_P(CacheTest, EvictionNeverTakesAPageInUseUnderADerefScope) {
+  auto rt = open(64u << 10);  // 16 frames: constant eviction
+  ASSERT_TRUE(rt);
+  constexpr int kPinned = 4;
+  std::vector<far_ptr<Rec>> pinned, churn;
+  for (int i = 0; i < kPinned; ++i) pinned.push_back(*rt->make_far<Rec>(Rec{1000u + i, {}}));
+  for (int i = 0; i < 4096; ++i) churn.push_back(*rt->make_far<Rec>(Rec{static_cast<std::uint64_t>(i), {}}));
+  std::atomic<bool> stop{false};
+  std::atomic<int> bad{0};
+  std::vector<std::thread> churners;
+  for (int t = 0; t < 2; ++t) {
+    churners.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      while (!stop) {
+        DerefScope s(*rt);
+        const auto i = rng() % churn.size();
+        if (churn[i].deref(s).id != i) ++bad;
+      }
+    });
+  }
+  std::uint64_t round = 0;
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  // Until the churners have forced plenty of evictions (bounded in time).
+  for (; round < 100000000 && (rt->cache_stats().evictions < 2000 ||
+                            round < 300) && std::chrono::steady_clock::now() < until; ++round) {
+    DerefScope s(*rt);
+    // Hold references to every pinned record across many of the churners' evictions.
+    std::vector<Rec*> refs;
+    for (auto& p : pinned) refs.push_back(&p.deref_mut(s));
+    for (int k = 0; k < 200; ++k) {
+      for (int i = 0; i < kPinned; ++i) {
+        if (refs[i]->id != 1000u + i) ++bad;      // the frame was reused under us
+        refs[i]->v[0] = round;
+      }
+    }
+  }
+  stop = true;
+  for (auto& th : churners) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_GE(rt->cache_stats().evictions, 2000u);
+  const std::uint64_t last = round - 1;
+  // The writes made under the scope survived eviction (dirty pages were written back).
+  for (auto& p : pinned) {
+    for (auto& c : churn) { DerefScope s(*rt); (void)c.deref(s); }  // push pinned out
+    DerefScope s(*rt);
+    EXPECT_EQ(p.deref(s).v[0], last);
+  }
+}
+
+TEST_P(CacheTest, ThreadsMissingTheSamePageFetchItOnce) {
+  auto rt = open(1u << 20, /*prefetch=*/false);
+  ASSERT_TRUE(rt);
+  std::vector<far_ptr<Rec>> objs;
+  for (int i = 0; i < 64 * 40; ++i) objs.push_back(*rt->make_far<Rec>(Rec{static_cast<std::uint64_t>(i), {}}));
+  ASSERT_TRUE(rt->flush().ok());
+  // Drop everything so every page is cold again.
+  ASSERT_TRUE(rt->advise(objs.front().addr(), objs.back().addr().raw - objs.front().addr().raw + 64,
+                         Advice::kDontNeed).ok());
+  for (int page = 0; page < 20; ++page) {
+    const auto before = rt->cache_stats();
+    std::barrier sync(4);
+    std::vector<std::thread> th;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < 4; ++t) {
+      th.emplace_back([&, t] {
+        sync.arrive_and_wait();
+        DerefScope s(*rt);
+        const int i = page * 64 + t;  // same page, different records
+        if (objs[i].deref(s).id != static_cast<std::uint64_t>(i)) ++bad;
+      });
+    }
+    for (auto& x : th) x.join();
+    EXPECT_EQ(bad.load(), 0);
+    const auto after = rt->cache_stats();
+    EXPECT_EQ(after.misses - before.misses, 1u) << "page " << page;
+    EXPECT_EQ(after.bytes_read - before.bytes_read, rt->page_bytes());
+  }
+}
+
+TEST_P(CacheTest, OnlyDirtyPagesAreWrittenBack) {
+  auto rt = open(256u << 10, /*prefetch=*/false);
+  ASSERT_TRUE(rt);
+  far_vector<std::uint64_t> v(*rt);
+  ASSERT_TRUE(v.resize(1u << 20).ok());  // 8 MiB, 32x the budget
+  ASSERT_TRUE(rt->flush().ok());
+  const auto base = rt->cache_stats().writebacks;
+  for (std::size_t i = 0; i < v.size(); i += 512) {  // read-only pass, evicting all along
+    DerefScope s(*rt);
+    ASSERT_EQ(v.get(i, s), 0u);
+  }
+  const auto ro = rt->cache_stats();
+  EXPECT_GT(ro.evictions, 100u);
+  EXPECT_EQ(ro.writebacks, base) << "clean pages were written back";
+  for (std::size_t i = 0; i < v.size(); i += 512) {  // one write per page
+    DerefScope s(*rt);
+    v.get_mut(i, s) = i;
+  }
+  ASSERT_TRUE(rt->flush().ok());
+  EXPECT_GE(rt->cache_stats().writebacks - base, v.size() / 512);
+  EXPECT_LE(rt->cache_stats().writebacks - base, v.size() / 512 + 64);
+}
+
+TEST_P(CacheTest, PrefetchIsAccurateOnScansAndQuietOnRandomAccess) {
+  auto rt = open(1u << 20);  // 256 frames; the vector is 16x that
+  ASSERT_TRUE(rt);
+  far_vector<std::uint64_t> v(*rt);
+  const std::size_t per_page = rt->page_bytes() / sizeof(std::uint64_t);
+  // Long scans, so that the few pages prefetched past the end weigh little.
+  const std::size_t pages = 16 * 256;
+  ASSERT_TRUE(v.resize(pages * per_page).ok());
+  ASSERT_TRUE(rt->flush().ok());
+  ASSERT_TRUE(rt->advise(v.addr_of(0), pages * rt->page_bytes(), Advice::kDontNeed).ok());
+
+  auto scan = [&](std::size_t stride_pages) {
+    const auto before = rt->cache_stats();
+    for (std::size_t p = 0; p < pages; p += stride_pages) {
+      DerefScope s(*rt);
+      EXPECT_EQ(v.get(p * per_page, s), 0u);
+    }
+    // Let in-flight prefetches land before counting.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const auto after = rt->cache_stats();
+    CacheStats d;
+    d.prefetches_issued = after.prefetches_issued - before.prefetches_issued;
+    d.prefetches_used = after.prefetches_used - before.prefetches_used;
+    d.misses = after.misses - before.misses;
+    return d;
+  };
+  const auto seq = scan(1);
+  EXPECT_GT(seq.prefetches_issued, pages / 4) << "prefetch should cover much of a scan; misses " << seq.misses << " used " << seq.prefetches_used;
+  EXPECT_GE(seq.prefetch_accuracy(), 0.9) << seq.prefetches_used << "/" << seq.prefetches_issued;
+  ASSERT_TRUE(rt->advise(v.addr_of(0), pages * rt->page_bytes(), Advice::kDontNeed).ok());
+  const auto strided = scan(3);
+  EXPECT_GT(strided.prefetches_issued, pages / 12) << "prefetch should cover much of a scan";
+  EXPECT_GE(strided.prefetch_accuracy(), 0.9)
+      << strided.prefetches_used << "/" << strided.prefetches_issued;
+
+  ASSERT_TRUE(rt->advise(v.addr_of(0), pages * rt->page_bytes(), Advice::kDontNeed).ok());
+  const auto before = rt->cache_stats();
+  constexpr int kAccesses = 2000;
+  std::thread([&] {  // a thread of its own: a fresh stream, no trend history
+    std::mt19937_64 rng(5);
+    for (int i = 0; i < kAccesses; ++i) {
+      DerefScope s(*rt);
+      (void)v.get((rng() % pages) * per_page, s);
+    }
+  }).join();
+  const auto issued = rt->cache_stats().prefetches_issued - before.prefetches_issued;
+  EXPECT_LT(issued, kAccesses / 50u) << "random access should prefetch almost nothing";
+}
+
+TEST_P(CacheTest, WriteBackFailureReachesTheApplication) {
+  if (GetParam() == "local") GTEST_SKIP() << "needs a memserver that can be stopped";
+  auto rt = open(256u << 10, false);
+  ASSERT_TRUE(rt);
+  std::vector<far_ptr<Rec>> objs;
+  for (int i = 0; i < 256; ++i) objs.push_back(*rt->make_far<Rec>(Rec{static_cast<std::uint64_t>(i), {}}));
+  ASSERT_TRUE(rt->flush().ok());
+  {
+    DerefScope s(*rt);
+    objs[0].deref_mut(s).v[0] = 42;  // dirty, and only in the cache
+  }
+  const auto wb = rt->cache_stats().writebacks;
+  server_.reset();  // the memserver dies with a dirty page unwritten
+  auto st = rt->flush();
+  EXPECT_FALSE(st.ok()) << "flush claimed success with the memserver gone";
+  EXPECT_EQ(rt->cache_stats().writebacks, wb) << "a failed write-back was counted as written";
+  // The page is still dirty and resident: the data is not silently dropped.
+  DerefScope s(*rt);
+  EXPECT_EQ(objs[0].deref(s).v[0], 42u);
+}
+
+std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string n = info.param;
+  n[0] = static_cast<char>(std::toupper(n[0]));
+  return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, CacheTest, ::testing::Values("local", "tcp", "verbs"),
+                         backend_name);
+
+TEST(FarPtr, RejectsObjectsLargerThanAPageAndDoubleFrees) {
+  RuntimeOptions o;
+  o.cache_budget_bytes = 1u << 20;
+  auto rt = std::move(Runtime::open(o)).value();
+  struct Big {
+    char b[4097];
+  };
+  EXPECT_EQ(rt->make_far<Big>().status().code(), StatusCode::kInvalidArgument);
+  auto p = rt->make_far<std::uint64_t>(7u);
+  ASSERT_TRUE(p.ok());
+  auto copy = *p;
+  ASSERT_TRUE(rt->destroy(*p).ok());
+  EXPECT_TRUE(p->is_null());
+  EXPECT_EQ(rt->destroy(copy).code(), StatusCode::kInvalidArgument);
+  DerefScope s(*rt);
+  EXPECT_FALSE(far_ptr<int>().try_deref(s).ok());  // null far_ptr: an error, not a crash
+}
+
+}  // namespace
+}  // namespace farmem::test
