@@ -1,0 +1,250 @@
+// farmem_bench_tcp: what farmem's tcp transport costs over a plain socket, on loopback.
+//
+//   plain_rr_4k       a blocking client sends a 16-byte request, a blocking server thread
+//                     answers 4096 bytes: the least any TCP request/reply of a page can cost
+//   farmem_read_4k    a synchronous 4 KiB execute() READ from a slab of an in-process
+//                     memserver (Core + TcpListener on 127.0.0.1:0)
+//   farmem_write_4k   the same for a WRITE
+//   farmem_batch_read a post() of 32 x 4 KiB READs and one wait()
+//
+// Each case runs kRepetitions times; the per-iteration real times are captured by a reporter
+// and the medians go into the last stdout line, one JSON object:
+//   {"tcp_plain_rr_4k_us": x, "tcp_farmem_read_4k_us": y, "tcp_ratio": y/x, ...}
+#include <benchmark/benchmark.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "memserver/core.h"
+#include "memserver/tcp_listener.h"
+#include "transport/tcp/socket.h"
+#include "transport/tcp/tcp.h"
+
+namespace {
+
+using namespace farmem;
+
+constexpr std::size_t kPage = 4096;
+// The baseline request is as big as farmem's READ request body (a DataOp).
+constexpr std::size_t kRequestBytes = sizeof(proto::DataOp);
+// Pages per batch in the throughput case: a typical prefetch window.
+constexpr int kBatchOps = 32;
+// Repetitions per case; the median damps the noise of a shared 2-core VM.
+constexpr int kRepetitions = 5;
+constexpr double kMinTimeSeconds = 0.3;
+constexpr auto kOpTimeout = std::chrono::seconds(5);
+// One 2 MiB slab (one memserver chunk) holds every page the benchmark touches.
+constexpr std::uint64_t kSlabBytes = 2ull << 20;
+constexpr std::uint64_t kCapacityBytes = 64ull << 20;
+
+[[noreturn]] void die(const char* what, const Status& st) {
+  std::fprintf(stderr, "farmem_bench_tcp: %s: %s\n", what, st.to_string().c_str());
+  std::exit(1);
+}
+
+// ---- the plain-socket baseline ----
+
+bool recv_exact(int fd, void* buf, std::size_t n) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    const ssize_t r = ::recv(fd, p, n, 0);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+bool send_exact(int fd, const void* buf, std::size_t n) {
+  auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    const ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (r <= 0) return false;
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+  return true;
+}
+
+/// Answers every 16-byte request on one connection with 4096 bytes, until EOF.
+class PlainServer {
+ public:
+  PlainServer() {
+    auto l = net::listen_on("127.0.0.1", 0);
+    if (!l.ok()) die("plain listen", l.status());
+    port_ = l->port;
+    listen_ = std::move(l->fd);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~PlainServer() { thread_.join(); }  // the client closes first; serve() then sees EOF
+  std::uint16_t port() const { return port_; }
+
+ private:
+  void serve() {
+    auto fd = net::accept_from(listen_.get(), nullptr);
+    if (!fd.ok()) die("plain accept", fd.status());
+    char req[kRequestBytes];
+    std::vector<char> page(kPage, 'x');
+    while (recv_exact(fd->get(), req, sizeof req) && send_exact(fd->get(), page.data(), kPage)) {
+    }
+  }
+  net::UniqueFd listen_;
+  std::uint16_t port_ = 0;
+  std::thread thread_;
+};
+
+net::UniqueFd plain_connect(std::uint16_t port) {
+  auto fd = net::connect_to("127.0.0.1", port, net::deadline_after(kOpTimeout));
+  if (!fd.ok()) die("plain connect", fd.status());
+  if (Status st = net::set_blocking(fd->get(), true); !st.ok()) die("plain blocking", st);
+  return std::move(fd).value();
+}
+
+void BM_PlainRR4K(benchmark::State& state, int fd) {
+  char req[kRequestBytes] = {};
+  std::vector<char> page(kPage);
+  for (auto _ : state) {
+    if (!send_exact(fd, req, sizeof req) || !recv_exact(fd, page.data(), kPage)) {
+      state.SkipWithError("plain socket failed");
+      break;
+    }
+    benchmark::DoNotOptimize(page.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPage));
+}
+
+// ---- farmem's tcp transport ----
+
+struct FarmemEnv {
+  std::unique_ptr<memserver::Core> core;
+  std::unique_ptr<memserver::TcpListener> listener;
+  std::unique_ptr<transport::Connection> conn;
+  std::vector<std::byte> buf = std::vector<std::byte>(kBatchOps * kPage);
+  std::unique_ptr<transport::MemoryRegistration> mr;
+  proto::SlabInfo slab{};
+
+  transport::Op op(transport::OpKind kind, int page) {
+    return transport::Op{kind, kPage, buf.data() + page * kPage, mr->lkey(), slab.rkey,
+                         slab.addr + static_cast<std::uint64_t>(page) * kPage};
+  }
+};
+
+std::unique_ptr<FarmemEnv> start_farmem() {
+  auto env = std::make_unique<FarmemEnv>();
+  memserver::CoreOptions co;
+  co.capacity_bytes = kCapacityBytes;
+  co.token = "bench";
+  env->core = std::make_unique<memserver::Core>(co);
+  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0);
+  if (!l.ok()) die("memserver listen", l.status());
+  env->listener = std::move(l).value();
+  transport::ConnectOptions opts;
+  opts.token = "bench";
+  auto c = transport::connect_tcp({"tcp", "127.0.0.1", env->listener->port()}, opts);
+  if (!c.ok()) die("connect", c.status());
+  env->conn = std::move(c).value();
+  auto mr = env->conn->register_memory(env->buf.data(), env->buf.size());
+  if (!mr.ok()) die("register", mr.status());
+  env->mr = std::move(mr).value();
+  auto slab = transport::alloc_slab(*env->conn, kSlabBytes, kOpTimeout);
+  if (!slab.ok()) die("alloc slab", slab.status());
+  env->slab = *slab;
+  return env;
+}
+
+void BM_FarmemSync4K(benchmark::State& state, FarmemEnv* env, transport::OpKind kind) {
+  const transport::Op op = env->op(kind, 0);
+  for (auto _ : state) {
+    const Status st = env->conn->execute(op, kOpTimeout);
+    if (!st.ok()) {
+      state.SkipWithError(st.to_string().c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(env->buf.data());
+  }
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPage));
+}
+
+void BM_FarmemBatchRead(benchmark::State& state, FarmemEnv* env) {
+  std::vector<transport::Op> ops;
+  for (int i = 0; i < kBatchOps; ++i) ops.push_back(env->op(transport::OpKind::kRead, i));
+  for (auto _ : state) {
+    transport::Completion done;
+    Status st = env->conn->post(ops, done);
+    if (st.ok()) st = env->conn->wait(done, kOpTimeout);
+    if (!st.ok()) {
+      state.SkipWithError(st.to_string().c_str());
+      break;
+    }
+  }
+  state.SetBytesProcessed(state.iterations() * kBatchOps * static_cast<std::int64_t>(kPage));
+}
+
+// ---- reporting ----
+
+/// Prints like the console reporter and keeps each repetition's real time per iteration.
+class CapturingReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    for (const Run& r : runs) {
+      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
+      const double us = r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit) * 1e6;
+      samples_[r.run_name.function_name].push_back(us);
+    }
+    ConsoleReporter::ReportRuns(runs);
+  }
+  /// Median microseconds per iteration of a case; -1 when it did not run.
+  double median_us(const std::string& name) const {
+    auto it = samples_.find(name);
+    if (it == samples_.end() || it->second.empty()) return -1;
+    std::vector<double> v = it->second;
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  }
+
+ private:
+  std::map<std::string, std::vector<double>> samples_;
+};
+
+void configure(benchmark::internal::Benchmark* b) {
+  b->UseRealTime()->Unit(benchmark::kMicrosecond)->Repetitions(kRepetitions)
+      ->MinTime(kMinTimeSeconds);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  PlainServer plain;
+  const net::UniqueFd plain_fd = plain_connect(plain.port());
+  auto env = start_farmem();
+
+  configure(benchmark::RegisterBenchmark("plain_rr_4k", BM_PlainRR4K, plain_fd.get()));
+  configure(benchmark::RegisterBenchmark("farmem_read_4k", BM_FarmemSync4K, env.get(),
+                                         transport::OpKind::kRead));
+  configure(benchmark::RegisterBenchmark("farmem_write_4k", BM_FarmemSync4K, env.get(),
+                                         transport::OpKind::kWrite));
+  configure(benchmark::RegisterBenchmark("farmem_batch_read_32x4k", BM_FarmemBatchRead,
+                                         env.get()));
+  CapturingReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  benchmark::Shutdown();
+
+  const double plain_us = reporter.median_us("plain_rr_4k");
+  const double read_us = reporter.median_us("farmem_read_4k");
+  const double write_us = reporter.median_us("farmem_write_4k");
+  const double batch_us = reporter.median_us("farmem_batch_read_32x4k");
+  const double gib_s = batch_us > 0 ? kBatchOps * kPage / (batch_us * 1e-6) / (1u << 30) : -1;
+  std::printf(
+      "{\"tcp_plain_rr_4k_us\": %.3f, \"tcp_farmem_read_4k_us\": %.3f, \"tcp_ratio\": %.3f, "
+      "\"tcp_farmem_write_4k_us\": %.3f, \"tcp_farmem_batch_read_32x4k_us\": %.3f, "
+      "\"tcp_farmem_batch_read_gib_s\": %.3f}\n",
+      plain_us, read_us, plain_us > 0 ? read_us / plain_us : -1, write_us, batch_us, gib_s);
+  return 0;
+}
