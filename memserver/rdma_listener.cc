@@ -6,6 +6,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -40,6 +41,30 @@ std::string peer_of(rdma_cm_id* id) {
     port = ntohs(in6->sin6_port);
   }
   return "rdma://" + std::string(host) + ":" + std::to_string(port);
+}
+
+sockaddr_storage to_storage(const sockaddr* sa, socklen_t len) {
+  sockaddr_storage ss{};
+  std::memcpy(&ss, sa, std::min<std::size_t>(len, sizeof ss));
+  return ss;
+}
+
+bool is_wildcard(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) {
+    return reinterpret_cast<const sockaddr_in&>(ss).sin_addr.s_addr == htonl(INADDR_ANY);
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto& a = reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr;
+    return std::memcmp(&a, &in6addr_any, sizeof a) == 0;
+  }
+  return false;
+}
+
+bool any_rdma_device() {
+  int n = 0;
+  ibv_context** devs = rdma_get_devices(&n);
+  if (devs != nullptr) rdma_free_devices(devs);
+  return n > 0;
 }
 
 void reject(rdma_cm_id* id, StatusCode code) {
@@ -88,9 +113,12 @@ Status RdmaListenerImpl::start(const std::string& host, std::uint16_t port) {
   }
   const int rc = rdma_bind_addr(listen_id_.get(), ai->ai_addr);
   const int err = errno;
+  const sockaddr_storage bound = to_storage(ai->ai_addr, ai->ai_addrlen);
   freeaddrinfo(ai);
   if (rc != 0) return Unavailable("rdma_bind_addr(" + host + "): " + ibv::errno_text(err));
-  if (listen_id_->verbs == nullptr) {
+  // A specific address binds to the device serving it; a wildcard binds to none and
+  // accepts on every device, so it only needs some device to exist.
+  if (listen_id_->verbs == nullptr && !(is_wildcard(bound) && any_rdma_device())) {
     return Unavailable("no RDMA device serves " + host + " (bind it to the IPv4 address of "
                        "an RDMA netdev, see `rdma link`)");
   }
@@ -140,7 +168,8 @@ void RdmaListenerImpl::wait_and_dispatch_on_event_thread() {
     if ((fds[i + 2].revents & POLLIN) == 0) continue;
     auto it = sessions_.find(owners[i]);
     if (it != sessions_.end() && !it->second->on_completion_event()) {
-      log().warn("{}: control channel failed; dropping the client", it->second->peer());
+      // E.g. the client's access error moved both QPs to error: that client is done.
+      log().info("{}: queue pair in error; dropping the client", it->second->peer());
       sessions_.erase(it);
     }
   }

@@ -4,6 +4,8 @@
 #include <hwloc/openfabrics-verbs.h>
 #include <netdb.h>
 
+#include <cctype>
+#include <filesystem>
 #include <memory>
 
 #include "common/log.h"
@@ -34,6 +36,19 @@ ibv_device* device_of_address(const std::string& host, ibv::CmId& id) {
   freeaddrinfo(ai);
   if (rc != 0 || id->verbs == nullptr) return nullptr;
   return id->verbs->device;
+}
+
+/// NUMA nodes the kernel knows, from sysfs: far cheaper than loading an hwloc topology
+/// (hundreds of ms in a VM), and enough to skip hwloc on the common single-node machine.
+int sysfs_numa_nodes() {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  int n = 0;
+  for (const auto& e : fs::directory_iterator("/sys/devices/system/node", ec)) {
+    const auto name = e.path().filename().string();
+    if (name.size() > 4 && name.starts_with("node") && std::isdigit(name[4])) ++n;
+  }
+  return n;
 }
 
 /// First NUMA node near `dev`; -1 when the machine has one node or the device is near all.
@@ -67,7 +82,7 @@ int numa_node_of_rdma_address(const std::string& host) {
     log().debug("no RDMA device serves {}: slab memory stays unbound", host);
     return -1;
   }
-  const int node = node_of_device(dev);
+  const int node = sysfs_numa_nodes() > 1 ? node_of_device(dev) : -1;
   log().info("RDMA device {} serves {}; NUMA node {}", ibv_get_device_name(dev), host, node);
   return node;
 }

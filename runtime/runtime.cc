@@ -12,6 +12,7 @@
 #include "farmem/far_ptr.h"
 #include "heap/far_heap.h"
 #include "pool/far_pool.h"
+#include "region/region.h"
 #include "transport/connect.h"
 
 namespace farmem {
@@ -365,6 +366,26 @@ CacheStats Runtime::cache_stats() const {
 
 std::uint64_t Runtime::cache_frames_in_use() const {
   return impl_->cache ? impl_->cache->frames_in_use() : 0;
+}
+
+Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes) {
+  if (bytes == 0) return InvalidArgument("map of 0 bytes");
+  constexpr std::uint64_t kRegionPage = 4096;  // UFFDIO_COPY works in base pages
+  FARMEM_ASSIGN_OR_RETURN(FarRange far,
+                          allocate((bytes + kRegionPage - 1) / kRegionPage * kRegionPage));
+  region::RegionOptions ro;
+  ro.prefetch = impl_->options.prefetch;
+  ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
+  auto r = region::make_region(*this, *impl_->budget, far, ro);
+  if (!r.ok()) (void)free(far);
+  return r;
+}
+
+Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far) {
+  region::RegionOptions ro;
+  ro.prefetch = impl_->options.prefetch;
+  ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
+  return region::make_region(*this, *impl_->budget, far, ro);
 }
 
 RuntimeStats Runtime::stats() const {

@@ -5,6 +5,7 @@
 #include "farmem/far_ptr.h"
 #include "farmem/far_vector.h"
 #include "farmem/options.h"
+#include "farmem/region.h"
 #include "farmem/runtime.h"
 #include "farmem/stats.h"
 #include "farmem/status.h"

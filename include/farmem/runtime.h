@@ -17,6 +17,7 @@ namespace farmem {
 
 template <typename T>
 class far_ptr;
+class Region;
 namespace detail {
 struct CacheView;
 }  // namespace detail
@@ -140,6 +141,16 @@ class Runtime {
   std::uint64_t cache_frames_in_use() const;
   /// For DerefScope: creates the page cache on first use.
   const detail::CacheView& cache_view();
+
+  // ---- Mapped regions (see region.h) ----
+
+  /// Allocates `bytes` of far memory (rounded up to whole 4 KiB pages) and maps it: plain
+  /// loads and stores fault pages in through userfaultfd, under the same local budget as the
+  /// page cache. Needs Linux >= 5.7 and the right to use userfaultfd.
+  Result<std::unique_ptr<Region>> map(std::uint64_t bytes);
+  /// Maps an existing far range again (e.g. one a flushed, destroyed Region used). The
+  /// caller keeps owning the range: free() it once no region maps it.
+  Result<std::unique_ptr<Region>> open_region(FarRange far);
 
   RuntimeStats stats() const;
   /// Asks every memserver for its statistics.

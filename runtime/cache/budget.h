@@ -3,7 +3,9 @@
 // that cannot charge asks the others (and itself) to give memory back.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -50,7 +52,7 @@ class Budget {
       if (try_charge(bytes)) return true;
       std::uint64_t freed = 0;
       for (Reclaimer* r : reclaimers_snapshot()) {
-        freed += r->reclaim(bytes);
+        freed += call_reclaim(r, bytes);
         if (try_charge(bytes)) return true;
       }
       if (freed == 0) break;
@@ -62,9 +64,12 @@ class Budget {
     std::lock_guard lock(mu_);
     reclaimers_.push_back(r);
   }
+  /// Unregisters `r` and waits until no charge() is still inside r->reclaim(), so `r` may be
+  /// destroyed as soon as this returns. Must not be called from inside a reclaim().
   void remove_reclaimer(Reclaimer* r) {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
     std::erase(reclaimers_, r);
+    idle_.wait(lock, [&] { return std::count(busy_.begin(), busy_.end(), r) == 0; });
   }
 
  private:
@@ -73,12 +78,30 @@ class Budget {
     return reclaimers_;
   }
 
+  // Calls r->reclaim unless r was removed meanwhile; remove_reclaimer waits for the call.
+  std::uint64_t call_reclaim(Reclaimer* r, std::uint64_t bytes) {
+    {
+      std::lock_guard lock(mu_);
+      if (std::find(reclaimers_.begin(), reclaimers_.end(), r) == reclaimers_.end()) return 0;
+      busy_.push_back(r);
+    }
+    const std::uint64_t freed = r->reclaim(bytes);
+    {
+      std::lock_guard lock(mu_);
+      busy_.erase(std::find(busy_.begin(), busy_.end(), r));
+    }
+    idle_.notify_all();
+    return freed;
+  }
+
   std::atomic<std::uint64_t> limit_;
   std::atomic<std::uint64_t> used_{0};
   std::atomic<std::uint64_t> peak_{0};
-  /// Guards reclaimers_ (registration is rare; charge() copies the list).
+  /// Guards reclaimers_ and busy_ (registration is rare; charge() copies the list).
   std::mutex mu_;
+  std::condition_variable idle_;  ///< signalled when a reclaim call ends
   std::vector<Reclaimer*> reclaimers_;
+  std::vector<Reclaimer*> busy_;  ///< reclaimers inside reclaim() now (one entry per call)
 };
 
 }  // namespace farmem::cache

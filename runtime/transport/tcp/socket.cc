@@ -65,21 +65,18 @@ Result<AddrInfoPtr> resolve(const std::string& host, std::uint16_t port, bool pa
   return AddrInfoPtr(res);
 }
 
-int ms_until(Deadline deadline) {
-  if (deadline == kNoDeadline) return -1;
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
-  return static_cast<int>(std::clamp<std::int64_t>(left.count(), 0, INT_MAX));
-}
-
-Status connect_one(const addrinfo* ai, Deadline deadline, UniqueFd* out) {
+Status connect_one(const addrinfo* ai, Deadline deadline, std::string_view target,
+                   UniqueFd* out) {
   UniqueFd fd(socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
                      ai->ai_protocol));
-  const std::string target = sockaddr_text(ai->ai_addr);
   if (!fd.valid()) return errno_status(errno, "socket", target);
   if (::connect(fd.get(), ai->ai_addr, ai->ai_addrlen) != 0) {
     if (errno != EINPROGRESS) return errno_status(errno, "connect", target);
     auto ready = wait_ready(fd.get(), POLLOUT, deadline, target);
-    if (!ready.ok()) return ready.status().with_context("connect");
+    if (!ready.ok()) {
+      if (ready.status().code() != StatusCode::kTimedOut) return ready.status();
+      return TimedOut(with_peer(target, "connect: no answer before the deadline"));
+    }
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
@@ -87,6 +84,27 @@ Status connect_one(const addrinfo* ai, Deadline deadline, UniqueFd* out) {
   }
   FARMEM_RETURN_IF_ERROR(set_nodelay(fd.get()));
   *out = std::move(fd);
+  return Status::Ok();
+}
+
+// Sends every byte of iov by `deadline`; a non-zero `renew` pushes the deadline to now + renew
+// whenever bytes move (a stall timeout rather than a total one).
+Status send_iov(int fd, std::span<iovec> iov, Deadline deadline, std::chrono::nanoseconds renew,
+                std::string_view peer) {
+  while (!iov.empty() && iov.front().iov_len == 0) iov = iov.subspan(1);
+  // Bounded by the deadline: every round moves bytes or waits at most until then.
+  while (!iov.empty()) {
+    FARMEM_ASSIGN_OR_RETURN(IoResult r, send_some(fd, iov, false, peer));
+    if (r.bytes > 0) {
+      iov = advance_iov(iov, r.bytes);
+      if (renew.count() > 0) deadline = deadline_after(renew);
+      continue;
+    }
+    FARMEM_ASSIGN_OR_RETURN(short ev, wait_ready(fd, POLLOUT, deadline, peer));
+    if ((ev & (POLLERR | POLLHUP)) != 0 && (ev & POLLOUT) == 0) {
+      return Unavailable(with_peer(peer, "connection closed while sending"));
+    }
+  }
   return Status::Ok();
 }
 
@@ -176,12 +194,15 @@ Result<UniqueFd> accept_from(int listen_fd, std::string* peer) {
   return fd;
 }
 
-Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadline deadline) {
-  FARMEM_ASSIGN_OR_RETURN(AddrInfoPtr ai, resolve(host, port, /*passive=*/false));
-  Status last = Unavailable("no address for " + host);
-  for (const addrinfo* a = ai.get(); a != nullptr; a = a->ai_next) {
+Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadline deadline,
+                            std::string_view peer) {
+  const std::string target = peer.empty() ? host + ":" + std::to_string(port) : std::string(peer);
+  auto ai = resolve(host, port, /*passive=*/false);
+  if (!ai.ok()) return Status(ai.status().code(), with_peer(target, ai.status().message()));
+  Status last = Unavailable(with_peer(target, "no address"));
+  for (const addrinfo* a = ai->get(); a != nullptr; a = a->ai_next) {
     UniqueFd fd;
-    last = connect_one(a, deadline, &fd);
+    last = connect_one(a, deadline, target, &fd);
     if (last.ok()) return fd;
   }
   return last;
@@ -273,19 +294,12 @@ Status write_full(int fd, const void* buf, std::size_t n, Deadline deadline,
 }
 
 Status writev_full(int fd, std::span<iovec> iov, Deadline deadline, std::string_view peer) {
-  while (!iov.empty() && iov.front().iov_len == 0) iov = iov.subspan(1);
-  // Bounded by the deadline: every round moves bytes or waits at most until then.
-  while (!iov.empty()) {
-    FARMEM_ASSIGN_OR_RETURN(IoResult r, send_some(fd, iov, false, peer));
-    iov = advance_iov(iov, r.bytes);
-    if (r.would_block) {
-      FARMEM_ASSIGN_OR_RETURN(short ev, wait_ready(fd, POLLOUT, deadline, peer));
-      if ((ev & (POLLERR | POLLHUP)) != 0 && (ev & POLLOUT) == 0) {
-        return Unavailable(with_peer(peer, "connection closed while sending"));
-      }
-    }
-  }
-  return Status::Ok();
+  return send_iov(fd, iov, deadline, Clock::duration::zero(), peer);
+}
+
+Status writev_unless_stalled(int fd, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
+                             std::string_view peer) {
+  return send_iov(fd, iov, deadline_after(stall_timeout), stall_timeout, peer);
 }
 
 }  // namespace farmem::net

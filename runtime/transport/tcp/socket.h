@@ -69,7 +69,9 @@ Result<UniqueFd> accept_from(int listen_fd, std::string* peer);
 
 /// Connects to host:port within the deadline. The returned fd is non-blocking, has
 /// TCP_NODELAY set (small request frames must not wait for Nagle) and is close-on-exec.
-Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadline deadline);
+/// Errors name `peer` ("host:port" when empty).
+Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadline deadline,
+                            std::string_view peer = {});
 
 /// "host:port" of the socket's peer ("?" when unknown).
 std::string peer_name(int fd);
@@ -105,6 +107,11 @@ Status write_full(int fd, const void* buf, std::size_t n, Deadline deadline,
                   std::string_view peer);
 /// Writes every byte of `iov` (which is consumed in place), IOV_MAX entries per syscall.
 Status writev_full(int fd, std::span<iovec> iov, Deadline deadline, std::string_view peer);
+
+/// Like writev_full, but gives up only when no byte could be sent for `stall_timeout`: for
+/// large transfers whose total duration is unknown but whose progress is not.
+Status writev_unless_stalled(int fd, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
+                             std::string_view peer);
 
 /// A Status for a failed socket call: peer-gone errors map to kUnavailable, ETIMEDOUT to
 /// kTimedOut, anything else to kIoError. "<peer>: <what>: <strerror>".

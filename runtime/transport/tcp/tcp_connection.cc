@@ -87,11 +87,10 @@ Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
   }
   const std::string peer = endpoint.to_string();
   const auto deadline = net::deadline_after(options.connect_timeout);
-  auto fd = net::connect_to(endpoint.host, endpoint.port, deadline);
-  if (!fd.ok()) return fd.status().with_context(peer);
-  FARMEM_RETURN_IF_ERROR(say_hello(fd->get(), options, deadline, peer));
-  return std::unique_ptr<Connection>(
-      new TcpConnection(std::move(fd).value(), peer, kHelloReqId + 1));
+  FARMEM_ASSIGN_OR_RETURN(net::UniqueFd fd,
+                          net::connect_to(endpoint.host, endpoint.port, deadline, peer));
+  FARMEM_RETURN_IF_ERROR(say_hello(fd.get(), options, deadline, peer));
+  return std::unique_ptr<Connection>(new TcpConnection(std::move(fd), peer, kHelloReqId + 1));
 }
 
 TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id)

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
@@ -105,7 +106,7 @@ class VerbsConnection final : public Connection {
   void watch_cm_events();
 
   // ---- data path ----
-  bool acquire_chunk_credit(std::chrono::steady_clock::time_point deadline);
+  bool acquire_chunk_credit();
   Status post_chunk(std::span<const Op> ops, Completion& done);
   /// Polls the CQ once; caller holds poll_mu_. Returns the CQEs handled.
   int poll_cq_locked();

@@ -10,9 +10,28 @@ namespace farmem::transport::verbs {
 using Clock = std::chrono::steady_clock;
 
 namespace {
-/// Spins between deadline checks: reading the clock every spin would cost more than a
-/// poll of an empty CQ.
-constexpr std::uint32_t kSpinsPerClockCheck = 64;
+/// Spins between deadline checks. The hot path reads no clock at all: with some clock
+/// sources (hpet, as in VMs) a read costs as much as a whole RDMA op. A deadline therefore
+/// starts at the first check, kSpinsPerClockCheck spins (~0.05-1 ms) after the wait began.
+constexpr std::uint32_t kSpinsPerClockCheck = 1024;
+
+/// Deadline bookkeeping for spin loops: call tick() once per spin; true once expired.
+class SpinDeadline {
+ public:
+  explicit SpinDeadline(std::chrono::nanoseconds timeout) : timeout_(timeout) {}
+  bool tick() {
+    if (++spins_ % kSpinsPerClockCheck != 0) return false;
+    const auto now = Clock::now();
+    if (deadline_ == Clock::time_point{}) deadline_ = now + timeout_;
+    return now > deadline_;
+  }
+  std::uint32_t spins() const { return spins_; }
+
+ private:
+  const std::chrono::nanoseconds timeout_;
+  Clock::time_point deadline_{};
+  std::uint32_t spins_ = 0;
+};
 /// After this many fruitless spins a waiting call() starts to sleep a little: control
 /// replies take a memserver round trip (mmap, registration) and are off the data path.
 constexpr std::uint32_t kControlSpinsBeforeSleep = 4096;
@@ -35,11 +54,10 @@ Status VerbsConnection::post(std::span<const Op> ops, Completion& done) {
   if (broken()) return broken_status();
   const auto chunks = static_cast<std::uint32_t>((ops.size() + kChunkOps - 1) / kChunkOps);
   done.arm(chunks);
-  const auto deadline = Clock::now() + kCreditWaitLimit;
   for (std::uint32_t i = 0; i < chunks; ++i) {
     const auto first = static_cast<std::size_t>(i) * kChunkOps;
     const auto chunk = ops.subspan(first, std::min<std::size_t>(kChunkOps, ops.size() - first));
-    Status s = acquire_chunk_credit(deadline) ? post_chunk(chunk, done) : broken_status();
+    Status s = acquire_chunk_credit() ? post_chunk(chunk, done) : broken_status();
     if (!s.ok()) {
       // Chains already posted complete (or flush) on their own; the rest end here.
       for (std::uint32_t j = i; j < chunks; ++j) done.finish_part(s);
@@ -49,15 +67,16 @@ Status VerbsConnection::post(std::span<const Op> ops, Completion& done) {
   return Status::Ok();
 }
 
-bool VerbsConnection::acquire_chunk_credit(Clock::time_point deadline) {
-  for (std::uint32_t spins = 1;; ++spins) {
+bool VerbsConnection::acquire_chunk_credit() {
+  SpinDeadline deadline(kCreditWaitLimit);
+  for (;;) {
     auto c = chunk_credits_.load(std::memory_order_relaxed);
     while (c > 0) {
       if (chunk_credits_.compare_exchange_weak(c, c - 1, std::memory_order_acquire)) return true;
     }
     if (broken()) return false;
     drive_progress();
-    if (spins % kSpinsPerClockCheck == 0 && Clock::now() > deadline) {
+    if (deadline.tick()) {
       mark_broken(TimedOut("send queue stayed full for " +
                            std::to_string(kCreditWaitLimit.count()) + " s"));
       return false;
@@ -143,6 +162,7 @@ void VerbsConnection::handle_data_wc_locked(const ibv_wc& wc) {
   if (wc.status == IBV_WC_SUCCESS) {
     // Only signaled WRs complete successfully with a CQE.
     chunk_credits_.fetch_add(1, std::memory_order_release);
+    if (chain_errors_.empty()) return c->finish_part_ok();
     auto it = chain_errors_.find(c);
     if (it == chain_errors_.end()) return c->finish_part_ok();
     Status s = std::move(it->second);
@@ -197,23 +217,23 @@ void VerbsConnection::handle_control_wc_locked(const ibv_wc& wc) {
 // ------------------------------------------------------------------------------------------
 
 Status VerbsConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
-  if (done.done()) return done.status();
-  const auto deadline = Clock::now() + timeout;
-  for (std::uint32_t spins = 1;; ++spins) {
+  SpinDeadline deadline(timeout);
+  while (!done.done()) {
     if (poll_mu_.try_lock()) {
       poll_cq_locked();
       poll_mu_.unlock();
     } else {
       std::this_thread::yield();
     }
-    if (done.done()) return done.status();
-    if (spins % kSpinsPerClockCheck == 0 && Clock::now() > deadline) break;
+    if (deadline.tick() && !done.done()) {
+      Status s = TimedOut(peer_ + ": batch not complete after " +
+                          std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             timeout).count()) + " ms");
+      mark_broken(s);  // the batch flushes and completes later; `done` must stay alive
+      return s;
+    }
   }
-  Status s = TimedOut(peer_ + ": batch not complete after " +
-                      std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                         timeout).count()) + " ms");
-  mark_broken(s);  // the batch flushes and completes later; `done` must stay alive until then
-  return s;
+  return done.status();
 }
 
 // ------------------------------------------------------------------------------------------
@@ -256,16 +276,16 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
     return s;
   }
 
-  const auto deadline = Clock::now() + timeout;
-  for (std::uint32_t spins = 1;; ++spins) {
+  SpinDeadline deadline(timeout);
+  for (;;) {
     if (reply_ready_.load(std::memory_order_acquire) &&
         send_done_.load(std::memory_order_acquire)) {
       break;
     }
     if (broken()) return broken_status();
     drive_progress();
-    if (spins > kControlSpinsBeforeSleep) std::this_thread::sleep_for(kControlSleep);
-    if (spins % kSpinsPerClockCheck == 0 && Clock::now() > deadline) {
+    if (deadline.spins() > kControlSpinsBeforeSleep) std::this_thread::sleep_for(kControlSleep);
+    if (deadline.tick()) {
       Status s = TimedOut(peer_ + ": no reply to " + std::string(proto::to_string(request.type)) +
                           " within " +
                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(

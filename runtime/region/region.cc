@@ -1,0 +1,226 @@
+// Region: the public facade, the factory, setup and teardown, and the API calls that run on
+// application threads (flush, advise, pull order, stats).
+#include "region/region.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "common/log.h"
+#include "region/region_constants.h"
+
+namespace farmem::region {
+
+Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, FarRange far,
+                                            RegionOptions options) {
+  if (far.bytes == 0 || far.addr.is_null()) return InvalidArgument("region of an empty far range");
+  if (far.bytes / kPageSize >= (std::uint64_t{1} << 32)) {
+    return InvalidArgument("region larger than 2^32 pages (16 TiB)");  // page indices are u32
+  }
+  if (options.max_prefetch_pages > kMaxPrefetchPagesLimit) {
+    return InvalidArgument("max_prefetch_pages above " + std::to_string(kMaxPrefetchPagesLimit));
+  }
+  auto impl = std::make_unique<Region::Impl>(rt, budget, far, options);
+  FARMEM_RETURN_IF_ERROR(impl->start());
+  return std::make_unique<Region>(std::move(impl));
+}
+
+}  // namespace farmem::region
+
+namespace farmem {
+
+using region::kPageSize;
+
+// ---- Region: forwards to Impl; a moved-from Region answers like an empty one ----
+
+Region::Region(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Region::~Region() = default;
+Region::Region(Region&&) noexcept = default;
+Region& Region::operator=(Region&&) noexcept = default;
+
+std::byte* Region::data() const { return impl_ ? impl_->mem.data() : nullptr; }
+std::size_t Region::size() const { return impl_ ? impl_->far.bytes : 0; }
+FarRange Region::far() const { return impl_ ? impl_->far : FarRange{}; }
+Status Region::flush() { return impl_ ? impl_->flush() : InvalidArgument("moved-from Region"); }
+Status Region::advise(std::size_t offset, std::size_t length, Advice advice) {
+  return impl_ ? impl_->advise(offset, length, advice) : InvalidArgument("moved-from Region");
+}
+Status Region::set_pull_order(std::vector<std::size_t> page_indices) {
+  return impl_ ? impl_->set_pull_order(std::move(page_indices))
+               : InvalidArgument("moved-from Region");
+}
+CacheStats Region::stats() const { return impl_ ? impl_->stats() : CacheStats{}; }
+
+// ---- setup and teardown ----
+
+Region::Impl::Impl(Runtime& runtime, cache::Budget& b, FarRange range,
+                   region::RegionOptions opts)
+    : rt(runtime),
+      budget(b),
+      far(range),
+      options(opts),
+      pages((range.bytes + kPageSize - 1) / kPageSize),
+      table(pages),
+      prefetcher(cache::PrefetchDepth(cache::PrefetchDepth::kDefaultMinDepth,
+                                      cache::PrefetchDepth::kDefaultInitialDepth,
+                                      std::max<std::uint32_t>(opts.max_prefetch_pages, 1))) {}
+
+Status Region::Impl::start() {
+  FARMEM_ASSIGN_OR_RETURN(mem, region::Mapping::anonymous(pages * kPageSize));
+  FARMEM_ASSIGN_OR_RETURN(uffd, region::Uffd::open(UFFD_FEATURE_PAGEFAULT_FLAG_WP,
+                                                   UFFD_FEATURE_THREAD_ID));
+  constexpr std::uint64_t kNeeded =
+      (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_WRITEPROTECT) | (1ull << _UFFDIO_WAKE);
+  FARMEM_RETURN_IF_ERROR(uffd.register_range(
+      mem.data(), mem.size(), UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP, kNeeded));
+  wake_fd = region::UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake_fd.valid()) return Internal("eventfd for a region handler failed");
+
+  const std::size_t fetch_pages = 1 + std::max<std::size_t>(options.max_prefetch_pages,
+                                                            region::kPullBatchPages);
+  const std::size_t wb_pages = region::kWriteBackBatchPages;
+  FARMEM_ASSIGN_OR_RETURN(staging,
+                          region::Mapping::anonymous((fetch_pages + wb_pages) * kPageSize));
+  fetch_staging = staging.span().first(fetch_pages * kPageSize);
+  wb_staging = staging.span().subspan(fetch_pages * kPageSize);
+  FARMEM_RETURN_IF_ERROR(rt.register_memory(staging.span()).with_context("region staging"));
+  staging_registered = true;
+
+  budget.add_reclaimer(this);
+  reclaimer_registered = true;
+  handler = std::thread([this] { run_on_handler(); });
+  return Status::Ok();
+}
+
+Region::Impl::~Impl() {
+  if (reclaimer_registered) {
+    budget.remove_reclaimer(this);
+    // A charge() that copied the reclaimer list just before may still be inside reclaim().
+    while (reclaims_in_flight.load(std::memory_order_acquire) > 0) std::this_thread::yield();
+  }
+  if (handler.joinable()) {
+    // Flush while the handler still runs: a thread writing concurrently needs it.
+    if (Status st = flush(); !st.ok()) {
+      log().error("region of {} bytes at far 0x{:x}: dirty pages NOT written back at unmap: {}",
+                  far.bytes, far.addr.raw, st.to_string());
+    }
+    stop.store(true, std::memory_order_release);
+    wake_handler();
+    handler.join();
+  }
+  const std::uint64_t resident_bytes = table.resident_pages() * kPageSize;
+  mem = region::Mapping{};  // unmap before uncharging: the budget covers mapped memory
+  budget.uncharge(resident_bytes);
+  if (staging_registered) {
+    if (Status st = rt.unregister_memory(staging.span()); !st.ok()) {
+      log().warn("region: unregistering staging memory: {}", st.to_string());
+    }
+  }
+}
+
+std::size_t Region::Impl::page_bytes(std::size_t p) const {
+  const std::uint64_t start = static_cast<std::uint64_t>(p) * kPageSize;
+  return static_cast<std::size_t>(std::min<std::uint64_t>(kPageSize, far.bytes - start));
+}
+
+std::size_t Region::Impl::page_of(std::uint64_t address) const {
+  return static_cast<std::size_t>((address - reinterpret_cast<std::uintptr_t>(mem.data())) /
+                                  kPageSize);
+}
+
+void Region::Impl::wake_handler() {
+  const std::uint64_t one = 1;
+  // A full eventfd counter (never, in practice) still leaves it readable: nothing is lost.
+  [[maybe_unused]] const ssize_t n = ::write(wake_fd.get(), &one, sizeof one);
+}
+
+// ---- application-thread API ----
+
+Status Region::Impl::flush() {
+  std::vector<std::uint32_t> dirty;
+  {
+    std::lock_guard lock(page_mu_);
+    for (std::size_t p = 0; p < pages; ++p) {
+      if (table.has(p, region::kDirty)) dirty.push_back(static_cast<std::uint32_t>(p));
+    }
+  }
+  // In chunks, so reclaimers and faults get page_mu_ between round trips.
+  std::vector<std::uint32_t> chunk;
+  for (std::size_t i = 0; i < dirty.size(); i += region::kWriteBackBatchPages) {
+    const std::size_t end = std::min(dirty.size(), i + region::kWriteBackBatchPages);
+    std::lock_guard lock(page_mu_);
+    chunk.clear();
+    for (std::size_t k = i; k < end; ++k) {
+      if (table.has(dirty[k], region::kDirty)) chunk.push_back(dirty[k]);  // not evicted since
+    }
+    if (chunk.empty()) continue;
+    FARMEM_RETURN_IF_ERROR(write_back_locked(chunk).with_context("flush"));
+  }
+  return Status::Ok();
+}
+
+Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advice) {
+  if (offset > far.bytes || length > far.bytes - offset) {
+    return OutOfRange("advise range beyond the region's " + std::to_string(far.bytes) + " bytes");
+  }
+  const std::size_t first = offset / kPageSize;
+  const std::size_t end = (offset + length + kPageSize - 1) / kPageSize;
+  switch (advice) {
+    case Advice::kNormal: wanted_hint.store(cache::Hint::kNormal); return Status::Ok();
+    case Advice::kSequential: wanted_hint.store(cache::Hint::kSequential); return Status::Ok();
+    case Advice::kRandom: wanted_hint.store(cache::Hint::kRandom); return Status::Ok();
+    case Advice::kWillNeed: {
+      std::lock_guard lock(pull_mu_);
+      for (std::size_t p = end; p > first; --p) {
+        pull_queue.push_front(static_cast<std::uint32_t>(p - 1));
+      }
+      wake_handler();
+      return Status::Ok();
+    }
+    case Advice::kDontNeed: return drop_range(first, end);
+  }
+  return InvalidArgument("unknown Advice");
+}
+
+Status Region::Impl::drop_range(std::size_t first, std::size_t end) {
+  std::vector<std::uint32_t> resident, dirty;
+  for (std::size_t i = first; i < end; i += region::kWriteBackBatchPages) {
+    std::lock_guard lock(page_mu_);
+    resident.clear();
+    dirty.clear();
+    for (std::size_t p = i; p < std::min(end, i + region::kWriteBackBatchPages); ++p) {
+      if (table.has(p, region::kResident)) resident.push_back(static_cast<std::uint32_t>(p));
+      if (table.has(p, region::kDirty)) dirty.push_back(static_cast<std::uint32_t>(p));
+    }
+    if (!dirty.empty()) FARMEM_RETURN_IF_ERROR(write_back_locked(dirty).with_context("DontNeed"));
+    drop_locked(resident);
+  }
+  return Status::Ok();
+}
+
+Status Region::Impl::set_pull_order(std::vector<std::size_t> order) {
+  std::deque<std::uint32_t> queue;
+  for (std::size_t p : order) {
+    if (p >= pages) {
+      return OutOfRange("pull order names page " + std::to_string(p) + " of a " +
+                        std::to_string(pages) + "-page region");
+    }
+    queue.push_back(static_cast<std::uint32_t>(p));
+  }
+  {
+    std::lock_guard lock(pull_mu_);
+    pull_queue.swap(queue);
+  }
+  wake_handler();
+  return Status::Ok();
+}
+
+CacheStats Region::Impl::stats() const {
+  CacheStats s = counters.snapshot();
+  s.resident_bytes = table.resident_pages() * kPageSize;
+  s.budget_bytes = budget.limit();
+  return s;
+}
+
+}  // namespace farmem

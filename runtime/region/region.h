@@ -1,0 +1,180 @@
+// Mapped regions, internal side: options, the factory Runtime::map/open_region call, and the
+// Region::Impl that runs them.
+//
+// Threads and locks of one region:
+//
+//   application threads ──fault──► kernel ──uffd msg──► handler thread (one per region)
+//        │ flush/advise                                   │ MISSING: charge, fetch, COPY(+WP)
+//        ▼                                                │ WP:      mark dirty, un-protect
+//   page_mu_ ◄────────────── reclaim() from any thread ───┘ pull:    background fetches
+//   (page table, FIFO, write-back staging, protection changes, drops)
+//
+// Invariants that make the races benign:
+//  1. Only the handler thread maps pages (UFFDIO_COPY) and removes write protection; other
+//     threads only add protection and drop pages, always under page_mu_.
+//  2. A dirty page is write-protected before it is copied for write-back, and it is dropped
+//     (MADV_DONTNEED) only after the write-back completed, all under page_mu_; a fault on it
+//     is served only after page_mu_ is released, so it re-reads what was written.
+//  3. page_mu_ is never held while charging the budget (charge may call any reclaimer,
+//     including this region's, which takes page_mu_), so reclaimers cannot deadlock.
+//  4. Budget: charged before a page is mapped, uncharged after it is unmapped.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "cache/budget.h"
+#include "cache/trend.h"
+#include "farmem/region.h"
+#include "farmem/runtime.h"
+#include "region/page_table.h"
+#include "region/region_stats.h"
+#include "region/uffd.h"
+
+namespace farmem::region {
+
+struct RegionOptions {
+  /// Fault-driven prefetching along detected strides (Advice::kRandom/kSequential override).
+  bool prefetch = true;
+  /// Deepest prefetch of one stream, in pages (128 KiB: Linux's default readahead).
+  std::uint32_t max_prefetch_pages = 32;
+  /// How long a demand fetch (or charge) that keeps failing is retried before the faulting
+  /// thread gets SIGBUS; zero retries forever (like an NFS hard mount).
+  std::chrono::milliseconds fault_retry_deadline{30'000};
+  /// Longest sleep of an idle handler thread. Only a backstop: stop requests and new work
+  /// signal an eventfd, so nothing normally waits for this.
+  std::chrono::milliseconds idle_poll{200};
+};
+
+/// Maps `far` (an allocation of `rt`) as a region charging `budget`. Both must outlive it.
+Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, FarRange far,
+                                            RegionOptions options = {});
+
+}  // namespace farmem::region
+
+namespace farmem {
+
+struct Region::Impl final : cache::Reclaimer {
+  Impl(Runtime& rt, cache::Budget& budget, FarRange far, region::RegionOptions options);
+  ~Impl() override;  // see region.cc: remove reclaimer, flush, stop, unmap, uncharge
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  /// Maps, registers with userfaultfd and the runtime, starts the handler thread.
+  Status start();
+
+  // ---- public API, any thread (region.cc) ----
+  Status flush();
+  Status advise(std::size_t offset, std::size_t length, Advice advice);
+  Status set_pull_order(std::vector<std::size_t> pages);
+  /// Advice::kDontNeed on pages [first, end): write back what is dirty, then drop.
+  Status drop_range(std::size_t first, std::size_t end);
+  CacheStats stats() const;
+  /// Evicts about `bytes` (at least a small batch, to amortise write-back). Any thread.
+  std::uint64_t reclaim(std::uint64_t bytes) override;
+
+  // ---- geometry ----
+  std::byte* page_addr(std::size_t p) const { return mem.data() + p * region::kPageSize; }
+  /// Bytes of page p that belong to the far range (the last page may be partial).
+  std::size_t page_bytes(std::size_t p) const;
+  FarAddr page_far(std::size_t p) const { return far.addr + p * region::kPageSize; }
+  std::size_t page_of(std::uint64_t address) const;
+
+  // ---- handler thread (region_pager.cc) ----
+  void run_on_handler();
+  bool drain_faults_on_handler();
+  void handle_missing_on_handler(const uffd_msg& msg, std::chrono::steady_clock::time_point t0);
+  void handle_wp_on_handler(std::size_t page);
+  void serve_present_on_handler(std::size_t page);
+  void note_stream_progress_on_handler(std::size_t page, std::vector<std::int64_t>& suggested);
+  /// Fills `candidates` with absent pages worth prefetching after a fault on `page`.
+  void prefetch_candidates_on_handler(std::size_t page);
+  bool fetch_demand_on_handler(std::size_t page, const uffd_msg& msg);
+  /// Charges what it can of `candidates` into `charged` and queues their reads in
+  /// prefetch_batch.
+  void charge_prefetch_on_handler();
+  /// Waits for prefetch_batch (submitted with status `st`) and maps its pages.
+  void finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st);
+  bool retry_on_handler(const char* what, const Status& first, const uffd_msg& msg,
+                        Status (Impl::*attempt)(std::size_t), std::size_t page);
+  Status charge_one_on_handler(std::size_t page);
+  Status read_one_on_handler(std::size_t page);
+  void install_demand_on_handler(std::size_t page, bool write);
+  void install_run_on_handler(std::span<const std::uint32_t> pages, std::byte* staged,
+                              std::uint8_t bits);
+  void pull_some_on_handler();
+  bool pull_pending_on_handler();
+  void apply_hint_on_handler();
+  void mark_used_locked(std::size_t page);
+  void sleep_on_handler(std::chrono::milliseconds d);
+
+  // ---- eviction and write-back (region_evict.cc); callers hold page_mu_ ----
+  std::size_t evict_locked(std::size_t want);
+  Status write_back_locked(std::span<const std::uint32_t> sorted_dirty);
+  void drop_locked(std::span<const std::uint32_t> sorted_pages);
+  Status protect_runs_locked(std::span<const std::uint32_t> sorted_pages);
+  void wake_handler();
+
+  Runtime& rt;
+  cache::Budget& budget;
+  const FarRange far;
+  const region::RegionOptions options;
+  const std::size_t pages;
+
+  region::Mapping mem;
+  region::Uffd uffd;
+  region::UniqueFd wake_fd;  ///< eventfd: wakes the handler for stop and new pull work
+  region::Mapping staging;   ///< registered with rt: fetch part + write-back part
+  std::span<std::byte> fetch_staging;  ///< handler thread only
+  std::span<std::byte> wb_staging;     ///< under page_mu_
+  bool staging_registered = false;
+  bool reclaimer_registered = false;
+
+  /// Guards table mutations and the FIFO, every protection change and drop of the mapping,
+  /// wb_staging and wb_batch. Held across a write-back's network round trip (invariant 2).
+  mutable std::mutex page_mu_;
+  region::PageTable table;
+  IoBatch wb_batch;
+  std::vector<std::uint32_t> victims;      ///< eviction scratch (reused: no allocation)
+  std::vector<std::uint32_t> dirty_victims;
+  std::vector<std::uint32_t> unprotected;
+
+  // Handler-thread state.
+  std::thread handler;
+  std::atomic<bool> stop{false};
+  IoBatch fetch_batch;
+  IoBatch prefetch_batch;
+  cache::StreamPrefetcher prefetcher;
+  cache::Hint applied_hint = cache::Hint::kNormal;
+  std::int64_t last_fault_page = -1;
+  // Scratch vectors reused fault after fault (the fault path allocates nothing).
+  std::vector<std::int64_t> suggested;    ///< the prefetcher's output
+  std::vector<std::uint32_t> candidates;  ///< absent pages among `suggested`
+  std::vector<std::uint32_t> charged;     ///< candidates the budget took
+  std::vector<std::uint32_t> pull_pages;  ///< one background pull batch
+
+  /// Hint asked for by advise(), picked up by the handler at its next fault.
+  std::atomic<cache::Hint> wanted_hint{cache::Hint::kNormal};
+  /// Stream-prefetched pages evicted unused, not yet reported to the prefetcher (which only
+  /// the handler thread may touch).
+  std::atomic<std::uint32_t> stream_wasted_pending{0};
+
+  /// Guards pull_queue (the background pull order; WillNeed pages go to its front).
+  std::mutex pull_mu_;
+  std::deque<std::uint32_t> pull_queue;
+  std::chrono::steady_clock::time_point pull_blocked_until{};  ///< handler only
+
+  /// Reclaim calls in progress (the destructor waits for them after unregistering).
+  std::atomic<int> reclaims_in_flight{0};
+
+  region::RegionCounters counters;
+};
+
+}  // namespace farmem
