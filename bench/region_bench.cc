@@ -34,6 +34,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_report.h"
 #include "cache/budget.h"
 #include "farmem/region.h"
 #include "farmem/runtime.h"
@@ -186,30 +187,6 @@ void BM_RegionFault(benchmark::State& state, std::size_t budget_pages, bool pref
 
 // ---- reporting ----
 
-/// Prints like the console reporter and keeps each run's real time per iteration.
-class CapturingReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      const double us =
-          r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit) * 1e6;
-      samples_[r.run_name.function_name].push_back(us);
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  /// Median microseconds per iteration of a case; -1 when it did not run.
-  double median_us(const std::string& name) const {
-    auto it = samples_.find(name);
-    if (it == samples_.end() || it->second.empty()) return -1;
-    std::vector<double> v = it->second;
-    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-    return v[v.size() / 2];
-  }
-
- private:
-  std::map<std::string, std::vector<double>> samples_;
-};
 
 void configure(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(kMinTimeSeconds);
@@ -227,7 +204,7 @@ int main(int argc, char** argv) {
     configure(benchmark::RegisterBenchmark("region_touch_prefetch", BM_RegionFault, 2 * kPages,
                                            true));
   }
-  CapturingReporter reporter;
+  farmem::bench::CapturingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
 

@@ -130,7 +130,8 @@ Status RdmaListenerImpl::start(const std::string& host, std::uint16_t port) {
   if (wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
   thread_ = std::thread([this] { run_event_thread(); });
   log().info("RDMA listener on {}:{} ({})", host, port_,
-             ibv_get_device_name(listen_id_->verbs->device));
+             listen_id_->verbs != nullptr ? ibv_get_device_name(listen_id_->verbs->device)
+                                          : "every RDMA device");
   return Status::Ok();
 }
 

@@ -460,3 +460,53 @@ TEST(RegionPageTable, FifoGivesReferencedPagesASecondChance) {
 
 }  // namespace
 }  // namespace farmem::test
+
+namespace farmem::test {
+namespace {
+
+// ---- the same through Runtime::map on every backend (verbs in the soft-RoCE VM) ----
+
+class RegionTransports : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
+  if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+  std::unique_ptr<TestServer> server;
+  auto o = runtime_options();
+  if (GetParam() != "local") {
+    server = std::move(TestServer::start(GetParam())).value();
+    o.servers = {server->url()};
+  }
+  constexpr std::size_t kBytes = 8u << 20;
+  o.cache_budget_bytes = kBytes / 10;
+  auto rt = open_runtime(o);
+  ASSERT_TRUE(rt);
+  auto mapped = rt->map(kBytes);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
+  Region& r = **mapped;
+  std::vector<std::byte> shadow(kBytes, std::byte{0});  // fresh far memory reads as zeros
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      const std::size_t quarter = kBytes / 4;
+      random_ops(r.data(), shadow, t * quarter, (t + 1) * quarter, 3000, 20 + t);
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(std::memcmp(r.data(), shadow.data(), kBytes), 0);
+  EXPECT_LE(os_resident_pages(r), o.cache_budget_bytes / kPageSize);
+  EXPECT_GT(r.stats().evictions, 0u);
+  ASSERT_TRUE(r.flush().ok());
+  expect_far_equals(*rt, r.far(), shadow);
+}
+
+std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
+  std::string n = info.param;
+  n[0] = static_cast<char>(std::toupper(n[0]));
+  return n;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, RegionTransports,
+                         ::testing::Values("local", "tcp", "verbs"), backend_name);
+
+}  // namespace
+}  // namespace farmem::test
