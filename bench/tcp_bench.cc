@@ -12,6 +12,7 @@
 //   {"tcp_plain_rr_4k_us": x, "tcp_farmem_read_4k_us": y, "tcp_ratio": y/x, ...}
 #include <benchmark/benchmark.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -191,6 +192,9 @@ void BM_FarmemBatchRead(benchmark::State& state, FarmemEnv* env) {
 /// Prints like the console reporter and keeps each repetition's real time per iteration.
 class CapturingReporter : public benchmark::ConsoleReporter {
  public:
+  // Colors only on a terminal: escape codes would otherwise prefix the final JSON line.
+  CapturingReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
+
   void ReportRuns(const std::vector<Run>& runs) override {
     for (const Run& r : runs) {
       if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;

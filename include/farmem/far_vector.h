@@ -114,12 +114,12 @@ class far_vector {
   Status for_each(Fn&& fn) const {
     for (std::size_t i = 0; i < size_;) {
       DerefScope scope(*rt_);
+      // Elements of one page are contiguous: translate once, then walk them as an array.
+      std::byte* p = scope.translate(addr_of(i), false);
+      if (p == nullptr) return scope.error();
+      const T* elems = std::launder(reinterpret_cast<const T*>(p));
       const std::size_t page_end = std::min(size_, (i / per_page_ + 1) * per_page_);
-      for (; i < page_end; ++i) {
-        std::byte* p = scope.translate(addr_of(i), false);
-        if (p == nullptr) return scope.error();
-        fn(i, *std::launder(reinterpret_cast<const T*>(p)));
-      }
+      for (const std::size_t first = i; i < page_end; ++i) fn(i, elems[i - first]);
     }
     return Status::Ok();
   }

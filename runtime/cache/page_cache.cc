@@ -20,6 +20,8 @@ constexpr std::uint32_t kMaxThreads = 256;  // slots: threads that ever use one 
 // A spinning waiter yields after this many polls: a fetch takes microseconds (RDMA) to tens
 // of microseconds (TCP), so a short spin catches most and yielding keeps 2 cores usable.
 constexpr int kSpinsBeforeYield = 64;
+// Fault latencies are sampled, one fault in this many per thread (see fetch_on_app).
+constexpr std::uint32_t kLatencySampleEvery = 16;
 
 std::atomic<std::uint64_t> g_next_cache_id{1};
 
@@ -217,7 +219,8 @@ std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool wri
                                    Status* error) {
   std::atomic<std::uint64_t>* e = ensure_entry(key, error);
   if (e == nullptr) return nullptr;
-  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
+  // Clocks are read only once we have to wait: on VMs a clock read can cost microseconds.
+  std::optional<std::chrono::steady_clock::time_point> deadline;
   int spins = 0;
   for (;;) {
     // Leaving the waiting state (seq_cst) before reading the entry: see await_grace.
@@ -242,21 +245,31 @@ std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool wri
         }
         break;
       default:  // another thread fetches it, or the evictor takes it: wait
-        if (std::chrono::steady_clock::now() > deadline) {
+        if (!deadline) deadline = std::chrono::steady_clock::now() + options_.timeout;
+        if ((spins & 63) == 63 && std::chrono::steady_clock::now() > *deadline) {
           *error = TimedOut("page busy (fetch or eviction) for longer than the deadline");
           return nullptr;
         }
         // The fetcher may need an eviction, whose grace period must not wait for us: while
         // we spin, we touch nothing beyond our list.
         slot->waiting.store(1, std::memory_order_seq_cst);
-        relax(spins);
+        // Most likely the page is in a posted prefetch batch: complete that rather than spin.
+        if (complete_prefetch_on_app()) {
+          ++spins;
+        } else {
+          relax(spins);
+        }
     }
   }
 }
 
 std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e,
                                    std::uint64_t key, bool write, Status* error) {
-  const auto t0 = std::chrono::steady_clock::now();
+  // One fault in kLatencySampleEvery is timed: two clock reads per fault cost too much on
+  // VMs whose clock source traps (hpet), and a sample describes the distribution as well.
+  thread_local std::uint32_t fault_count = 0;
+  const bool timed = fault_count++ % kLatencySampleEvery == 0;
+  const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   auto frame = take_frame(slot);
   if (!frame.ok()) {
     e.store(kPteAbsent, std::memory_order_release);
@@ -286,9 +299,12 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   install(e, f, key, write, false);
   for (const Pending& p : extra) install(*p.e, p.frame, p.key, false, true);
   prefetch_issued_.fetch_add(extra.size(), std::memory_order_relaxed);
-  const auto ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now() - t0).count());
-  fault_hist_[LatencyHistogram::bucket_of(ns)].fetch_add(1, std::memory_order_relaxed);
+  if (timed) {
+    const auto ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count());
+    fault_hist_[LatencyHistogram::bucket_of(ns)].fetch_add(1, std::memory_order_relaxed);
+  }
   note_touched(slot, key);
   return frame_addr(f);
 }
@@ -381,11 +397,12 @@ void PageCache::release_frame(std::uint32_t f) {
 }
 
 Result<std::uint32_t> PageCache::take_frame(ThreadSlot* slot) {
+  std::uint32_t f = 0;
+  if (try_take_free_frame(&f)) return f;  // the common case: the evictor kept a reserve
   // While this thread waits, the evictor may take anything but the pages it touched.
   slot->waiting.store(1, std::memory_order_seq_cst);
   const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
   Status last;
-  std::uint32_t f = 0;
   bool got = false;
   while (!got && std::chrono::steady_clock::now() < deadline) {
     if (try_take_free_frame(&f)) {

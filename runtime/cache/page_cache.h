@@ -131,6 +131,12 @@ class PageCache final : public cache::Reclaimer {
   /// thread, which waits for it and installs the pages.
   void post_prefetch(const std::vector<std::int64_t>& keys, std::uint32_t slot);
   void prefetch_loop();
+  std::unique_ptr<InFlight> take_in_flight();
+  /// Waits for a posted prefetch batch and installs its pages (or gives them up on error).
+  void complete(InFlight& job);
+  /// An application thread waiting for a page completes the oldest posted batch itself;
+  /// false when none is posted.
+  bool complete_prefetch_on_app();
   void evictor_loop();
   std::uint64_t free_frames() const;
 

@@ -288,6 +288,25 @@ TEST_F(VerbsProtocolTest, ReadOutsideTheSlabFailsWithRemoteAccessError) {
   EXPECT_EQ(st.code(), StatusCode::kIoError) << st.to_string();
 }
 
+TEST_F(VerbsProtocolTest, WaitTimeoutBreaksTheConnection) {
+  auto a = client();
+  ASSERT_NE(a, nullptr);
+  auto slab = a->alloc();
+  ASSERT_TRUE(slab.ok());
+  // A batch that never completes. (A real slow batch cannot be staged on rxe: for loopback
+  // traffic it moves the data inside ibv_post_send itself.)
+  Completion never;
+  never.arm(1);
+  const auto t0 = Clock::now();
+  auto st = a->conn->wait(never, std::chrono::milliseconds(20));
+  EXPECT_EQ(st.code(), StatusCode::kTimedOut) << st.to_string();
+  EXPECT_NE(st.message().find(server_->url()), std::string::npos) << st.to_string();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+  // Broken now: data ops and control calls fail at once.
+  EXPECT_EQ(a->op(OpKind::kRead, slab->addr, slab->rkey, 64).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(a->alloc().status().code(), StatusCode::kUnavailable);
+}
+
 TEST_F(VerbsProtocolTest, GuessedRkeyFailsWithRemoteAccessError) {
   auto a = client();
   ASSERT_NE(a, nullptr);

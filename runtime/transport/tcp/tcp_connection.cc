@@ -62,8 +62,8 @@ Status say_hello(int fd, const ConnectOptions& options, net::Deadline deadline,
   proto::Message hello;
   hello.type = proto::MsgType::kHello;
   hello.req_id = kHelloReqId;
-  hello.payload.resize(options.token.size());
-  std::memcpy(hello.payload.data(), options.token.data(), options.token.size());
+  const auto* token = reinterpret_cast<const std::byte*>(options.token.data());
+  hello.payload.assign(token, token + options.token.size());
   const auto bytes = proto::encode(hello);
   FARMEM_RETURN_IF_ERROR(net::write_full(fd, bytes.data(), bytes.size(), deadline, peer));
   FARMEM_ASSIGN_OR_RETURN(proto::Message reply, read_frame(fd, deadline, peer));

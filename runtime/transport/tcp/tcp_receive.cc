@@ -13,6 +13,9 @@ namespace farmem::transport {
 namespace {
 
 constexpr std::size_t kHeaderBytes = sizeof(proto::FrameHeader);
+// First size of the pending ring: covers a typical prefetch window without growing; a power
+// of two, as the ring's index masking requires.
+constexpr std::size_t kInitialRingSlots = 64;
 
 StatusCode code_from_wire(std::uint32_t status) {
   // An out-of-range code from a newer or broken server still reads as an error.
@@ -30,7 +33,7 @@ StatusCode code_from_wire(std::uint32_t status) {
 void TcpConnection::PendingRing::push(Pending p) {
   if (size_ == slots_.size()) {
     // Doubling keeps growth rare; the ring settles at the deepest pipeline seen.
-    std::vector<Pending> bigger(std::max<std::size_t>(64, slots_.size() * 2));
+    std::vector<Pending> bigger(std::max(kInitialRingSlots, slots_.size() * 2));
     for (std::size_t i = 0; i < size_; ++i) bigger[i] = std::move(at(i));
     slots_ = std::move(bigger);
     head_ = 0;

@@ -141,12 +141,13 @@ Status VerbsConnection::create_resources() {
 
 Status VerbsConnection::establish(const ConnectOptions& options, Clock::time_point deadline) {
   FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(id_->verbs, id_->port_num));
-  std::byte priv[sizeof(proto::ConnectData) + proto::kMaxTokenBytes]{};
-  const proto::ConnectData cd{proto::kMagic, proto::kVersion,
-                              static_cast<std::uint16_t>(options.token.size())};
   if (options.token.size() > proto::kMaxTokenBytes) {
     return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes));
   }
+  // Private data: ConnectData, then the token (8 + 48 bytes: all an RC REQ carries).
+  std::byte priv[sizeof(proto::ConnectData) + proto::kMaxTokenBytes]{};
+  const proto::ConnectData cd{proto::kMagic, proto::kVersion,
+                              static_cast<std::uint16_t>(options.token.size())};
   std::memcpy(priv, &cd, sizeof cd);
   std::memcpy(priv + sizeof cd, options.token.data(), options.token.size());
   rdma_conn_param param{};
