@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_report.h"
 #include "memserver/core.h"
 #include "memserver/tcp_listener.h"
 #include "transport/tcp/socket.h"
@@ -189,32 +190,6 @@ void BM_FarmemBatchRead(benchmark::State& state, FarmemEnv* env) {
 
 // ---- reporting ----
 
-/// Prints like the console reporter and keeps each repetition's real time per iteration.
-class CapturingReporter : public benchmark::ConsoleReporter {
- public:
-  // Colors only on a terminal: escape codes would otherwise prefix the final JSON line.
-  CapturingReporter() : ConsoleReporter(isatty(STDOUT_FILENO) ? OO_ColorTabular : OO_Tabular) {}
-
-  void ReportRuns(const std::vector<Run>& runs) override {
-    for (const Run& r : runs) {
-      if (r.run_type != Run::RT_Iteration || r.error_occurred) continue;
-      const double us = r.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(r.time_unit) * 1e6;
-      samples_[r.run_name.function_name].push_back(us);
-    }
-    ConsoleReporter::ReportRuns(runs);
-  }
-  /// Median microseconds per iteration of a case; -1 when it did not run.
-  double median_us(const std::string& name) const {
-    auto it = samples_.find(name);
-    if (it == samples_.end() || it->second.empty()) return -1;
-    std::vector<double> v = it->second;
-    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-    return v[v.size() / 2];
-  }
-
- private:
-  std::map<std::string, std::vector<double>> samples_;
-};
 
 void configure(benchmark::internal::Benchmark* b) {
   b->UseRealTime()->Unit(benchmark::kMicrosecond)->Repetitions(kRepetitions)
@@ -236,7 +211,7 @@ int main(int argc, char** argv) {
                                          transport::OpKind::kWrite));
   configure(benchmark::RegisterBenchmark("farmem_batch_read_32x4k", BM_FarmemBatchRead,
                                          env.get()));
-  CapturingReporter reporter;
+  farmem::bench::CapturingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
 
