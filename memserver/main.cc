@@ -14,9 +14,12 @@ namespace {
 
 std::string read_token_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw CLI::ValidationError("--token-file", "cannot read " + path);
   std::string token;
-  std::getline(in, token);
+  if (!in || !std::getline(in, token) || token.empty()) {
+    std::fprintf(stderr, "farmem-memserver: --token-file %s: cannot read a token from it\n",
+                 path.c_str());
+    std::exit(2);
+  }
   return token;
 }
 

@@ -1,5 +1,5 @@
 // PageCache: eviction (CLOCK + grace period), write-back of dirty pages, flush, advice, and
-// the background evictor and prefetcher threads.
+// the background evictor thread.
 #include <algorithm>
 
 #include "cache/page_cache.h"
@@ -17,9 +17,6 @@ constexpr auto kGraceTimeout = std::chrono::milliseconds(20);
 constexpr std::size_t kEvictBatch = 32;
 // The background evictor also wakes on this period, to refill the reserve after bursts.
 constexpr auto kEvictorPeriod = std::chrono::milliseconds(5);
-// How long the prefetch thread leaves a posted batch to the application threads (see
-// prefetch_loop): about one far-memory round trip.
-constexpr auto kPrefetchHandoff = std::chrono::microseconds(200);
 }  // namespace
 
 std::size_t PageCache::mark_victims(std::vector<std::uint32_t>& frames,
@@ -221,72 +218,6 @@ Status PageCache::drop_range(std::uint64_t first, std::uint64_t last) {
     evictions_.fetch_add(1, std::memory_order_relaxed);
   }
   return st;
-}
-
-void PageCache::post_prefetch(const std::vector<std::int64_t>& keys, std::uint32_t slot) {
-  auto job = std::make_unique<InFlight>();
-  for (std::int64_t k : keys) {
-    auto p = claim_for_prefetch(static_cast<std::uint64_t>(k), slot);
-    if (!p) break;  // no free frame: the rest would not fit either
-    if (p->e == nullptr) continue;
-    job->batch.read(far_of(p->key), {frame_addr(p->frame), options_.page_bytes});
-    job->pages.push_back(*p);
-  }
-  if (job->pages.empty()) return;
-  if (Status st = rt_.submit(job->batch); !st.ok()) {
-    log().warn("posting a prefetch of {} page(s) failed: {}", job->pages.size(), st.to_string());
-    abandon(job->pages);
-    return;
-  }
-  {
-    std::lock_guard lock(prefetch_mu_);
-    in_flight_.push_back(std::move(job));
-  }
-  prefetch_cv_.notify_one();
-}
-
-std::unique_ptr<PageCache::InFlight> PageCache::take_in_flight() {
-  std::lock_guard lock(prefetch_mu_);
-  if (in_flight_.empty()) return nullptr;
-  auto job = std::move(in_flight_.front());
-  in_flight_.pop_front();
-  return job;
-}
-
-void PageCache::complete(InFlight& job) {
-  if (Status st = rt_.wait(job.batch); !st.ok()) {
-    log().warn("prefetch of {} page(s) failed: {}", job.pages.size(), st.to_string());
-    abandon(job.pages);
-    return;
-  }
-  for (const Pending& p : job.pages) install(*p.e, p.frame, p.key, false, true);
-  prefetch_issued_.fetch_add(job.pages.size(), std::memory_order_relaxed);
-  bytes_read_.fetch_add(job.pages.size() * options_.page_bytes, std::memory_order_relaxed);
-}
-
-bool PageCache::complete_prefetch_on_app() {
-  auto job = take_in_flight();
-  if (!job) return false;
-  complete(*job);
-  return true;
-}
-
-void PageCache::prefetch_loop() {
-  for (;;) {
-    {
-      std::unique_lock lock(prefetch_mu_);
-      prefetch_cv_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
-      if (in_flight_.empty()) return;  // stopping, and nothing left to complete
-      if (!stopping_) {
-        // Leave the batch a moment to an application thread that needs its pages: it then
-        // completes it itself instead of spinning while this thread polls (on few cores, two
-        // pollers starve the very software RDMA stack they wait for).
-        prefetch_cv_.wait_for(lock, kPrefetchHandoff, [&] { return stopping_; });
-      }
-    }
-    // Posted batches are always completed, even when stopping: their frames must return.
-    while (auto job = take_in_flight()) complete(*job);
-  }
 }
 
 void PageCache::evictor_loop() {

@@ -309,71 +309,6 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   return frame_addr(f);
 }
 
-void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBatch& batch,
-                                       std::vector<Pending>& extra) {
-  thread_local std::vector<std::int64_t> want;
-  want.clear();
-  cache::StreamPrefetcher& stream = stream_on_app(slot);
-  if (stream.on_access(static_cast<std::int64_t>(key), want) == 0) {
-    // The stream believes these pages were asked for, but we missed: an earlier prefetch
-    // found no frame. Read around along the trend anyway (resident pages are skipped).
-    const auto stride = stream.current_stride();
-    if (!stride) return;
-    for (std::uint32_t i = 1; i <= stream.depth().depth(); ++i) {
-      want.push_back(static_cast<std::int64_t>(key) + *stride * static_cast<std::int64_t>(i));
-    }
-  }
-  if (free_frames() < want.size()) {
-    // Prefetch never evicts for itself in the background; on a miss with a trend, make room
-    // now (quiescent: the evictor spares what this thread touched).
-    Status err;
-    slot->waiting.store(1, std::memory_order_seq_cst);
-    evict(want.size(), &err);
-    slot->waiting.store(0, std::memory_order_seq_cst);
-  }
-  for (std::int64_t k : want) {
-    auto pending = claim_for_prefetch(static_cast<std::uint64_t>(k), slot->index);
-    if (!pending) break;  // no free frame: the rest would not fit either
-    if (pending->e == nullptr) continue;  // resident, in flight, or past the slab
-    batch.read(far_of(pending->key), {frame_addr(pending->frame), options_.page_bytes});
-    extra.push_back(*pending);
-  }
-}
-
-std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t key,
-                                                                std::uint32_t slot) {
-  Status err;
-  auto* e = ensure_entry(key, &err);
-  std::uint64_t expected = kPteAbsent;
-  if (e == nullptr || !e->compare_exchange_strong(expected, kPteFetching)) {
-    return Pending{nullptr, 0, key};
-  }
-  std::uint32_t f = 0;
-  if (!try_take_free_frame(&f)) {  // prefetch never evicts in line
-    e->store(kPteAbsent, std::memory_order_release);
-    evict_cv_.notify_one();
-    return std::nullopt;
-  }
-  prefetch_owner_[f] = slot;
-  return Pending{e, f, key};
-}
-
-void PageCache::abandon(const std::vector<Pending>& pending) {
-  for (const Pending& p : pending) {
-    release_frame(p.frame);
-    p.e->store(kPteAbsent, std::memory_order_release);
-  }
-}
-
-void PageCache::install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key,
-                        bool dirty, bool prefetched) {
-  frame_key_[f].store(key, std::memory_order_relaxed);
-  dirty_[f].store(dirty ? 1 : 0, std::memory_order_relaxed);
-  prefetched_[f].store(prefetched ? 1 : 0, std::memory_order_relaxed);
-  ref_.mark(f);  // a fresh page gets one sweep of grace
-  e.store(make_pte(f, kPtePresent), std::memory_order_release);
-}
-
 bool PageCache::try_take_free_frame(std::uint32_t* frame) {
   {
     std::lock_guard lock(free_mu_);
@@ -435,31 +370,6 @@ std::uint64_t PageCache::free_frames() const {
 }
 
 std::uint64_t PageCache::frames_in_use() const { return frames_ - free_frames(); }
-
-void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t f) {
-  if (prefetched_[f].exchange(0, std::memory_order_relaxed) == 0) return;
-  prefetch_used_.fetch_add(1, std::memory_order_relaxed);
-  streams_[slot->index].on_prefetched_page_used();
-  if (options_.prefetch) prefetch_after_access_on_app(slot, key);
-}
-
-cache::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
-  cache::StreamPrefetcher& stream = streams_[slot->index];
-  // Pages the evictor found unused since the last access shrink this stream's depth.
-  for (auto n = wasted_pending_[slot->index].exchange(0, std::memory_order_relaxed); n > 0; --n) {
-    stream.on_prefetched_page_wasted();
-  }
-  return stream;
-}
-
-void PageCache::prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key) {
-  cache::StreamPrefetcher& stream = stream_on_app(slot);
-  thread_local std::vector<std::int64_t> want;
-  want.clear();
-  if (stream.on_access(static_cast<std::int64_t>(key), want) > 0) {
-    post_prefetch(want, slot->index);
-  }
-}
 
 CacheStats PageCache::stats() const {
   CacheStats s;

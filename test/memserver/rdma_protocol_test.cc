@@ -17,8 +17,6 @@
 #include "transport/connect.h"
 #include "transport/verbs/ibv.h"
 
-extern char** environ;
-
 namespace farmem::test {
 namespace {
 
@@ -32,9 +30,6 @@ constexpr auto kTimeout = std::chrono::seconds(10);
 constexpr std::uint64_t kChunk = 1u << 20;      // small slabs keep the VM's memory use low
 constexpr std::uint64_t kCapacity = 8 * kChunk;  // small enough to fill in a test
 constexpr std::size_t kLocalBytes = 1u << 20;
-/// Environment variable that turns this binary into the client that gets killed.
-constexpr const char* kChildUrlEnv = "FARMEM_VERBS_CHILD_URL";
-
 /// One client: a connection plus a registered local buffer.
 struct Client {
   std::unique_ptr<Connection> conn;
@@ -387,75 +382,6 @@ TEST_F(VerbsProtocolTest, PoolAtCapacityIsResourceExhausted) {
   EXPECT_TRUE(other->op(OpKind::kWrite, again->addr, again->rkey, 4096).ok());
 }
 
-// The role the killed client plays: run by a child process (this same binary) when
-// kChildUrlEnv is set. Not a "Verbs" suite: the VM's filter does not run it on its own.
-TEST(RdmaKilledClientRole, ConnectAllocateWriteAndDie) {
-  const char* url = std::getenv(kChildUrlEnv);
-  if (url == nullptr) GTEST_SKIP() << "helper of VerbsProtocolTest.ClientKilledMidRun";
-  transport::ConnectOptions co;
-  co.token = kToken;
-  auto conn = transport::connect(url, co);
-  if (!conn.ok()) std::_Exit(3);
-  std::vector<std::byte> buf(kChunk, std::byte{0x5A});
-  auto reg = (*conn)->register_memory(buf.data(), buf.size());
-  if (!reg.ok()) std::_Exit(4);
-  std::vector<Op> ops;
-  for (int i = 0; i < 2; ++i) {
-    auto slab = transport::alloc_slab(**conn, kChunk, kTimeout);
-    if (!slab.ok()) std::_Exit(5);
-    for (std::uint64_t off = 0; off < kChunk; off += 4096) {
-      ops.push_back(Op{OpKind::kWrite, 4096, buf.data() + off, (*reg)->lkey(), slab->rkey,
-                       slab->addr + off});
-    }
-  }
-  Completion done;
-  if (!(*conn)->post(ops, done).ok()) std::_Exit(6);
-  raise(SIGKILL);  // mid-run: the batch is in flight
-}
-
-TEST_F(VerbsProtocolTest, ClientKilledMidRunHasItsSlabsReclaimed) {
-  const auto before = server_->core().stats();
-  const std::string filter = "--gtest_filter=RdmaKilledClientRole.*";
-  const std::string env_url = std::string(kChildUrlEnv) + "=" + server_->url();
-  std::vector<char*> argv = {const_cast<char*>("farmem_tests"), const_cast<char*>(filter.c_str()),
-                             nullptr};
-  std::vector<char*> envp;
-  for (char** e = environ; *e != nullptr; ++e) envp.push_back(*e);
-  envp.push_back(const_cast<char*>(env_url.c_str()));
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t quiet;  // the child's gtest chatter would only confuse
-  posix_spawn_file_actions_init(&quiet);
-  posix_spawn_file_actions_addopen(&quiet, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  pid_t pid = 0;
-  const int rc = posix_spawn(&pid, "/proc/self/exe", &quiet, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&quiet);
-  ASSERT_EQ(rc, 0) << "posix_spawn: " << std::strerror(rc);
-
-  int wstatus = 0;
-  const bool exited = eventually([&] { return waitpid(pid, &wstatus, WNOHANG) == pid; },
-                                 std::chrono::seconds(60));
-  if (!exited) {
-    kill(pid, SIGKILL);
-    waitpid(pid, &wstatus, 0);
-    FAIL() << "the child client did not finish within 60 s";
-  }
-  ASSERT_TRUE(WIFSIGNALED(wstatus) && WTERMSIG(wstatus) == SIGKILL)
-      << "the child failed before dying (exit " << WEXITSTATUS(wstatus) << ")";
-  // Its two slabs come back once the kernel's DREQ for the dead process reaches the server.
-  const bool reclaimed = eventually(
-      [&] {
-        const auto st = server_->core().stats();
-        return st.sessions == before.sessions && st.slabs == before.slabs &&
-               st.slabs_reclaimed >= before.slabs_reclaimed + 2;
-      },
-      std::chrono::seconds(20));
-  const auto after = server_->core().stats();
-  EXPECT_TRUE(reclaimed) << "sessions " << after.sessions << " slabs " << after.slabs
-                         << " reclaimed " << after.slabs_reclaimed << " (before: "
-                         << before.sessions << "/" << before.slabs << "/"
-                         << before.slabs_reclaimed << ")";
-  EXPECT_EQ(after.used_bytes, before.used_bytes);
-}
 
 TEST(VerbsServerStop, ClientFailsFastWhenTheMemserverStops) {
   FARMEM_REQUIRE_RDMA_OR_SKIP();

@@ -1,16 +1,22 @@
-// farmem_test_client URL TOKEN SLABS: connects, leases SLABS slabs, writes to each, prints
-// "ready" and then waits to be killed (at most 60 s, so it never outlives a broken test).
+// farmem_test_client URL TOKEN SLABS [mid-batch]: connects, leases SLABS slabs, writes to
+// each, prints "ready" and then waits to be killed (at most 60 s, so it never outlives a broken
+// test). With mid-batch it instead posts a batch of writes over all its slabs and kills itself
+// (SIGKILL) while the batch is in flight.
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
+#include <string>
 #include <vector>
 
 #include "transport/connect.h"
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: farmem_test_client URL TOKEN SLABS\n");
+  const bool mid_batch = argc == 5 && std::string(argv[4]) == "mid-batch";
+  if (argc != 4 && !mid_batch) {
+    std::fprintf(stderr, "usage: farmem_test_client URL TOKEN SLABS [mid-batch]\n");
     return 2;
   }
   using namespace farmem;
@@ -25,6 +31,7 @@ int main(int argc, char** argv) {
   auto reg = (*conn)->register_memory(buf.data(), buf.size());
   if (!reg.ok()) return 1;
   const int slabs = std::atoi(argv[3]);
+  std::vector<transport::Op> batch;
   for (int i = 0; i < slabs; ++i) {
     auto s = transport::alloc_slab(**conn, 1 << 20, std::chrono::seconds(10));
     if (!s.ok()) {
@@ -33,6 +40,18 @@ int main(int argc, char** argv) {
     }
     transport::Op w{transport::OpKind::kWrite, 4096, buf.data(), (*reg)->lkey(), s->rkey, s->addr};
     if (!(*conn)->execute(w, std::chrono::seconds(10)).ok()) return 1;
+    for (std::uint64_t off = 0; off < s->bytes; off += 4096) {
+      batch.push_back({transport::OpKind::kWrite, 4096, buf.data(), (*reg)->lkey(), s->rkey,
+                       s->addr + off});
+    }
+  }
+  if (mid_batch) {
+    std::printf("ready\n");
+    std::fflush(stdout);
+    transport::Completion done;
+    const std::size_t n = std::min<std::size_t>(batch.size(), (*conn)->capabilities().max_batch_ops);
+    if (!(*conn)->post(std::span(batch).first(n), done).ok()) return 1;
+    raise(SIGKILL);  // with the batch in flight
   }
   std::printf("ready\n");
   std::fflush(stdout);

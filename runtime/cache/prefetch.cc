@@ -1,0 +1,171 @@
+// PageCache: prefetch. Read-around on misses (trend pages travel in the miss's batch),
+// batches posted on first use of prefetched pages, and their completion, by an application
+// thread that needs the pages or else by the prefetch thread.
+#include "cache/page_cache.h"
+#include "common/log.h"
+
+namespace farmem::detail {
+
+namespace {
+// How long the prefetch thread leaves a posted batch to the application threads (see
+// prefetch_loop): about one far-memory round trip.
+constexpr auto kPrefetchHandoff = std::chrono::microseconds(200);
+}  // namespace
+
+void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBatch& batch,
+                                       std::vector<Pending>& extra) {
+  thread_local std::vector<std::int64_t> want;
+  want.clear();
+  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  if (stream.on_access(static_cast<std::int64_t>(key), want) == 0) {
+    // The stream believes these pages were asked for, but we missed: an earlier prefetch
+    // found no frame. Read around along the trend anyway (resident pages are skipped).
+    const auto stride = stream.current_stride();
+    if (!stride) return;
+    for (std::uint32_t i = 1; i <= stream.depth().depth(); ++i) {
+      want.push_back(static_cast<std::int64_t>(key) + *stride * static_cast<std::int64_t>(i));
+    }
+  }
+  if (free_frames() < want.size()) {
+    // Prefetch never evicts for itself in the background; on a miss with a trend, make room
+    // now (quiescent: the evictor spares what this thread touched).
+    Status err;
+    slot->waiting.store(1, std::memory_order_seq_cst);
+    evict(want.size(), &err);
+    slot->waiting.store(0, std::memory_order_seq_cst);
+  }
+  for (std::int64_t k : want) {
+    auto pending = claim_for_prefetch(static_cast<std::uint64_t>(k), slot->index);
+    if (!pending) break;  // no free frame: the rest would not fit either
+    if (pending->e == nullptr) continue;  // resident, in flight, or past the slab
+    batch.read(far_of(pending->key), {frame_addr(pending->frame), options_.page_bytes});
+    extra.push_back(*pending);
+  }
+}
+
+std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t key,
+                                                                std::uint32_t slot) {
+  Status err;
+  auto* e = ensure_entry(key, &err);
+  std::uint64_t expected = kPteAbsent;
+  if (e == nullptr || !e->compare_exchange_strong(expected, kPteFetching)) {
+    return Pending{nullptr, 0, key};
+  }
+  std::uint32_t f = 0;
+  if (!try_take_free_frame(&f)) {  // prefetch never evicts in line
+    e->store(kPteAbsent, std::memory_order_release);
+    evict_cv_.notify_one();
+    return std::nullopt;
+  }
+  prefetch_owner_[f] = slot;
+  return Pending{e, f, key};
+}
+
+void PageCache::abandon(const std::vector<Pending>& pending) {
+  for (const Pending& p : pending) {
+    release_frame(p.frame);
+    p.e->store(kPteAbsent, std::memory_order_release);
+  }
+}
+
+void PageCache::install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key,
+                        bool dirty, bool prefetched) {
+  frame_key_[f].store(key, std::memory_order_relaxed);
+  dirty_[f].store(dirty ? 1 : 0, std::memory_order_relaxed);
+  prefetched_[f].store(prefetched ? 1 : 0, std::memory_order_relaxed);
+  ref_.mark(f);  // a fresh page gets one sweep of grace
+  e.store(make_pte(f, kPtePresent), std::memory_order_release);
+}
+
+void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t f) {
+  if (prefetched_[f].exchange(0, std::memory_order_relaxed) == 0) return;
+  prefetch_used_.fetch_add(1, std::memory_order_relaxed);
+  streams_[slot->index].on_prefetched_page_used();
+  if (options_.prefetch) prefetch_after_access_on_app(slot, key);
+}
+
+cache::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
+  cache::StreamPrefetcher& stream = streams_[slot->index];
+  // Pages the evictor found unused since the last access shrink this stream's depth.
+  for (auto n = wasted_pending_[slot->index].exchange(0, std::memory_order_relaxed); n > 0; --n) {
+    stream.on_prefetched_page_wasted();
+  }
+  return stream;
+}
+
+void PageCache::prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key) {
+  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  thread_local std::vector<std::int64_t> want;
+  want.clear();
+  if (stream.on_access(static_cast<std::int64_t>(key), want) > 0) {
+    post_prefetch(want, slot->index);
+  }
+}
+
+void PageCache::post_prefetch(const std::vector<std::int64_t>& keys, std::uint32_t slot) {
+  auto job = std::make_unique<InFlight>();
+  for (std::int64_t k : keys) {
+    auto p = claim_for_prefetch(static_cast<std::uint64_t>(k), slot);
+    if (!p) break;  // no free frame: the rest would not fit either
+    if (p->e == nullptr) continue;
+    job->batch.read(far_of(p->key), {frame_addr(p->frame), options_.page_bytes});
+    job->pages.push_back(*p);
+  }
+  if (job->pages.empty()) return;
+  if (Status st = rt_.submit(job->batch); !st.ok()) {
+    log().warn("posting a prefetch of {} page(s) failed: {}", job->pages.size(), st.to_string());
+    abandon(job->pages);
+    return;
+  }
+  {
+    std::lock_guard lock(prefetch_mu_);
+    in_flight_.push_back(std::move(job));
+  }
+  prefetch_cv_.notify_one();
+}
+
+std::unique_ptr<PageCache::InFlight> PageCache::take_in_flight() {
+  std::lock_guard lock(prefetch_mu_);
+  if (in_flight_.empty()) return nullptr;
+  auto job = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  return job;
+}
+
+void PageCache::complete(InFlight& job) {
+  if (Status st = rt_.wait(job.batch); !st.ok()) {
+    log().warn("prefetch of {} page(s) failed: {}", job.pages.size(), st.to_string());
+    abandon(job.pages);
+    return;
+  }
+  for (const Pending& p : job.pages) install(*p.e, p.frame, p.key, false, true);
+  prefetch_issued_.fetch_add(job.pages.size(), std::memory_order_relaxed);
+  bytes_read_.fetch_add(job.pages.size() * options_.page_bytes, std::memory_order_relaxed);
+}
+
+bool PageCache::complete_prefetch_on_app() {
+  auto job = take_in_flight();
+  if (!job) return false;
+  complete(*job);
+  return true;
+}
+
+void PageCache::prefetch_loop() {
+  for (;;) {
+    {
+      std::unique_lock lock(prefetch_mu_);
+      prefetch_cv_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+      if (in_flight_.empty()) return;  // stopping, and nothing left to complete
+      if (!stopping_) {
+        // Leave the batch a moment to an application thread that needs its pages: it then
+        // completes it itself instead of spinning while this thread polls (on few cores, two
+        // pollers starve the very software RDMA stack they wait for).
+        prefetch_cv_.wait_for(lock, kPrefetchHandoff, [&] { return stopping_; });
+      }
+    }
+    // Posted batches are always completed, even when stopping: their frames must return.
+    while (auto job = take_in_flight()) complete(*job);
+  }
+}
+
+}  // namespace farmem::detail
