@@ -42,6 +42,10 @@ class DerefScope {
     }
   }
   ~DerefScope() {
+    if (hits_ != 0) {  // one publication a scope, not one a hit
+      slot_->hits.store(slot_->hits.load(std::memory_order_relaxed) + hits_,
+                        std::memory_order_relaxed);
+    }
     if (--slot_->depth == 0) {
       slot_->state.store(slot_->state.load(std::memory_order_relaxed) + 1,
                          std::memory_order_release);
@@ -96,13 +100,15 @@ class DerefScope {
   }
 
   std::byte* hit(std::uint64_t key, std::uint32_t frame, bool write) {
-    v_.ref[frame].store(1, std::memory_order_relaxed);
+    // Stores only when the bit is clear: hot frames' lines stay clean and shared.
+    if (v_.ref[frame].load(std::memory_order_relaxed) == 0) {
+      v_.ref[frame].store(1, std::memory_order_relaxed);
+    }
     if (write) v_.dirty[frame].store(1, std::memory_order_relaxed);
     if (v_.prefetched[frame].load(std::memory_order_relaxed) != 0) {
       detail::cache_prefetch_hit(v_.cache, slot_, key, frame);
     }
-    slot_->hits.store(slot_->hits.load(std::memory_order_relaxed) + 1,
-                      std::memory_order_relaxed);
+    ++hits_;
     std::byte* base = v_.frames + (std::uint64_t{frame} << v_.page_shift);
     detail::note_touched(slot_, key);  // honoured by the evictor while we block in the cache
     remember(key, base, write);
@@ -121,6 +127,7 @@ class DerefScope {
   std::uint64_t tlb_key_ = ~std::uint64_t{0};
   std::byte* tlb_base_ = nullptr;
   bool tlb_writable_ = false;
+  std::uint64_t hits_ = 0;  ///< page-table hits of this scope, published at its end
   Status error_;
 };
 

@@ -310,14 +310,18 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
 }
 
 bool PageCache::try_take_free_frame(std::uint32_t* frame) {
+  std::size_t left = 0;
   {
     std::lock_guard lock(free_mu_);
     if (free_.empty()) return false;
     if (!budget_.try_charge(options_.page_bytes)) return false;
     *frame = free_.back();
     free_.pop_back();
+    left = free_.size();
   }
-  if (free_frames() < reserve_) evict_cv_.notify_one();
+  // Low watermark: wake the evictor when half the reserve is gone (it refills all of it),
+  // so a stream of misses costs one wake-up per reserve/2 frames, not one each.
+  if (left < reserve_ / 2) evict_cv_.notify_one();
   return true;
 }
 

@@ -385,16 +385,10 @@ TEST_P(CacheFailureTest, WriteBackFailureReachesTheApplication) {
   EXPECT_EQ(objs[0].deref(s).v[0], 42u);
 }
 
-std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string n = info.param;
-  n[0] = static_cast<char>(std::toupper(n[0]));
-  return n;
-}
-
 INSTANTIATE_TEST_SUITE_P(Transports, CacheTest, ::testing::Values("local", "tcp", "verbs"),
-                         backend_name);
+                         BackendName{});
 INSTANTIATE_TEST_SUITE_P(Transports, CacheFailureTest, ::testing::Values("tcp", "verbs"),
-                         backend_name);
+                         BackendName{});
 
 TEST(FarPtr, RejectsObjectsLargerThanAPageAndDoubleFrees) {
   RuntimeOptions o;

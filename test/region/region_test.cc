@@ -499,14 +499,8 @@ TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
   expect_far_equals(*rt, r.far(), shadow);
 }
 
-std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string n = info.param;
-  n[0] = static_cast<char>(std::toupper(n[0]));
-  return n;
-}
-
 INSTANTIATE_TEST_SUITE_P(Transports, RegionTransports,
-                         ::testing::Values("local", "tcp", "verbs"), backend_name);
+                         ::testing::Values("local", "tcp", "verbs"), BackendName{});
 
 }  // namespace
 }  // namespace farmem::test

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <memory>
+#include <gtest/gtest.h>
+
 #include <string>
 
 #include "memserver/server.h"
@@ -33,6 +35,16 @@ class TestServer {
   std::string url_;
   std::unique_ptr<memserver::Server> server_;
   std::shared_ptr<memserver::Core> local_core_;  // backend "local" only
+};
+
+/// Names a backend-parameterised test instance "Local", "Tcp" or "Verbs" (so that
+/// --gtest_filter='*Verbs*' picks exactly the RDMA instances).
+struct BackendName {
+  std::string operator()(const ::testing::TestParamInfo<std::string>& info) const {
+    std::string n = info.param;
+    if (!n.empty()) n[0] = static_cast<char>(n[0] - 'a' + 'A');
+    return n;
+  }
 };
 
 /// The IPv4 address of the netdev under the first RDMA device ("" when none).

@@ -190,14 +190,8 @@ TEST_P(Conformance, RejectsInvalidBatchesBeforeStartingThem) {
   EXPECT_TRUE(conn_->execute(op(OpKind::kRead, 0, 0, 4096), kTimeout).ok());
 }
 
-std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
-  std::string n = info.param;
-  n[0] = static_cast<char>(std::toupper(n[0]));
-  return n;
-}
-
 INSTANTIATE_TEST_SUITE_P(Transports, Conformance, ::testing::Values("local", "tcp", "verbs"),
-                         backend_name);
+                         BackendName{});
 
 }  // namespace
 }  // namespace farmem::test

@@ -141,12 +141,8 @@ TEST_P(PeerFailure, StoppedServerFailsTheClientsNextOpsWithoutHanging) {
   EXPECT_FALSE(ctl.ok());
 }
 
-std::string backend_name(const ::testing::TestParamInfo<std::string>& info) {
-  return info.param == "tcp" ? "Tcp" : "Verbs";
-}
-
 INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "verbs"),
-                         backend_name);
+                         BackendName{});
 
 }  // namespace
 }  // namespace farmem::test
