@@ -348,8 +348,8 @@ Status Runtime::free_pages(FarAddr addr, std::uint64_t pages) {
 std::uint32_t Runtime::page_bytes() const { return impl_->options.page_bytes; }
 
 Status Runtime::flush() {
-  if (!impl_->cache) return Status::Ok();  // nothing was ever cached
-  return impl_->cache->flush();
+  // Every holder of budgeted memory: the far_ptr cache and each live region.
+  return impl_->budget->flush_all();
 }
 
 Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {

@@ -130,7 +130,8 @@ class Runtime {
   Status free_pages(FarAddr addr, std::uint64_t pages);
   std::uint32_t page_bytes() const;
 
-  /// Writes every dirty cached page back; ok means all of them are durable on the memservers.
+  /// Writes every dirty page back, of the page cache and of every live Region; ok means all
+  /// of them are durable on the memservers.
   Status flush();
   /// Application hint for the page cache: kWillNeed prefetches the range, kDontNeed writes it
   /// back and drops it; kSequential / kRandom / kNormal steer the calling thread's prefetcher.

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <vector>
 
+#include "farmem/status.h"
+
 namespace farmem::cache {
 
 /// Something that holds budgeted memory and can give some back (evict).
@@ -20,6 +22,8 @@ class Reclaimer {
   /// Tries to release about `bytes` (uncharging them from the budget); returns bytes released.
   /// Must not call Budget::charge. May be called from any thread.
   virtual std::uint64_t reclaim(std::uint64_t bytes) = 0;
+  /// Writes back everything it holds dirty; Ok means it is durable in far memory.
+  virtual Status flush_dirty() = 0;
 };
 
 class Budget {
@@ -60,6 +64,17 @@ class Budget {
     return try_charge(bytes);
   }
 
+  /// Flushes every consumer; the first error, after trying them all.
+  Status flush_all() {
+    Status first;
+    for (Reclaimer* r : reclaimers_snapshot()) {
+      Status st;
+      call(r, [&] { st = r->flush_dirty(); });
+      if (!st.ok() && first.ok()) first = st;
+    }
+    return first;
+  }
+
   void add_reclaimer(Reclaimer* r) {
     std::lock_guard lock(mu_);
     reclaimers_.push_back(r);
@@ -78,19 +93,24 @@ class Budget {
     return reclaimers_;
   }
 
-  // Calls r->reclaim unless r was removed meanwhile; remove_reclaimer waits for the call.
-  std::uint64_t call_reclaim(Reclaimer* r, std::uint64_t bytes) {
+  // Runs fn (a call into r) unless r was removed meanwhile; remove_reclaimer waits for it.
+  template <typename Fn>
+  void call(Reclaimer* r, Fn&& fn) {
     {
       std::lock_guard lock(mu_);
-      if (std::find(reclaimers_.begin(), reclaimers_.end(), r) == reclaimers_.end()) return 0;
+      if (std::find(reclaimers_.begin(), reclaimers_.end(), r) == reclaimers_.end()) return;
       busy_.push_back(r);
     }
-    const std::uint64_t freed = r->reclaim(bytes);
+    fn();
     {
       std::lock_guard lock(mu_);
       busy_.erase(std::find(busy_.begin(), busy_.end(), r));
     }
     idle_.notify_all();
+  }
+  std::uint64_t call_reclaim(Reclaimer* r, std::uint64_t bytes) {
+    std::uint64_t freed = 0;
+    call(r, [&] { freed = r->reclaim(bytes); });
     return freed;
   }
 

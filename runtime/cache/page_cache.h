@@ -76,6 +76,8 @@ class PageCache final : public cache::Reclaimer {
 
   /// Reclaimer: evicts about `bytes` worth of pages for another budget consumer.
   std::uint64_t reclaim(std::uint64_t bytes) override;
+  /// Reclaimer: the same as flush().
+  Status flush_dirty() override { return flush(); }
 
  private:
   PageCache(Runtime& rt, cache::Budget& budget, CacheOptions options, std::uint32_t frames);

@@ -72,6 +72,8 @@ struct Region::Impl final : cache::Reclaimer {
 
   // ---- public API, any thread (region.cc) ----
   Status flush();
+  /// Reclaimer: Runtime::flush() reaches every live region through the shared budget.
+  Status flush_dirty() override { return flush(); }
   Status advise(std::size_t offset, std::size_t length, Advice advice);
   Status set_pull_order(std::vector<std::size_t> pages);
   /// Advice::kDontNeed on pages [first, end): write back what is dirty, then drop.

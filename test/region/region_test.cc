@@ -495,7 +495,8 @@ TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
   ASSERT_EQ(std::memcmp(r.data(), shadow.data(), kBytes), 0);
   EXPECT_LE(os_resident_pages(r), o.cache_budget_bytes / kPageSize);
   EXPECT_GT(r.stats().evictions, 0u);
-  ASSERT_TRUE(r.flush().ok());
+  ASSERT_TRUE(rt->flush().ok());  // the runtime's flush reaches its regions
+  EXPECT_GT(r.stats().writebacks, 0u);
   expect_far_equals(*rt, r.far(), shadow);
 }
 
