@@ -235,15 +235,24 @@ Status Runtime::unregister_memory(std::span<std::byte> memory) {
   return Status::Ok();
 }
 
+namespace {
+// The blocking calls reuse one batch a thread: no allocation per read or write once warm.
+IoBatch& sync_batch() {
+  thread_local IoBatch batch;
+  batch.clear();
+  return batch;
+}
+}  // namespace
+
 Status Runtime::read(FarAddr src, std::span<std::byte> dst) {
-  IoBatch batch;
+  IoBatch& batch = sync_batch();
   batch.read(src, dst);
   FARMEM_RETURN_IF_ERROR(submit(batch));
   return wait(batch);
 }
 
 Status Runtime::write(FarAddr dst, std::span<const std::byte> src) {
-  IoBatch batch;
+  IoBatch& batch = sync_batch();
   batch.write(dst, src);
   FARMEM_RETURN_IF_ERROR(submit(batch));
   return wait(batch);

@@ -69,7 +69,7 @@ void PageCache::unmark(Victim& v, bool still_dirty) {
   entry(v.key)->store(make_pte(v.frame, kPtePresent), std::memory_order_release);
 }
 
-Status PageCache::write_back(std::vector<Victim>& victims, bool keep_resident) {
+Status PageCache::write_back(std::vector<Victim>& victims) {
   IoBatch batch;
   std::vector<Victim*> written;
   for (Victim& v : victims) {
@@ -89,7 +89,6 @@ Status PageCache::write_back(std::vector<Victim>& victims, bool keep_resident) {
   writebacks_.fetch_add(written.size(), std::memory_order_relaxed);
   bytes_written_.fetch_add(written.size() * options_.page_bytes, std::memory_order_relaxed);
   for (Victim* v : written) dirty_[v->frame].store(0, std::memory_order_relaxed);
-  (void)keep_resident;
   return Status::Ok();
 }
 
@@ -109,14 +108,19 @@ std::size_t PageCache::evict(std::size_t want, Status* error) {
     for (Victim& v : victims) unmark(v, false);
     return 0;
   }
-  if (Status st = write_back(victims, false); !st.ok()) *error = st;
+  if (Status st = write_back(victims); !st.ok()) *error = st;
+  return drop_victims(victims, /*count_wasted=*/true);
+}
+
+std::size_t PageCache::drop_victims(std::vector<Victim>& victims, bool count_wasted) {
   std::size_t freed = 0;
   for (Victim& v : victims) {
     if (v.keep) {
       unmark(v, false);
       continue;
     }
-    if (prefetched_[v.frame].exchange(0, std::memory_order_relaxed) != 0) {
+    const bool unused_prefetch = prefetched_[v.frame].exchange(0, std::memory_order_relaxed) != 0;
+    if (unused_prefetch && count_wasted) {
       prefetch_wasted_.fetch_add(1, std::memory_order_relaxed);
       wasted_pending_[prefetch_owner_[v.frame]].fetch_add(1, std::memory_order_relaxed);
     }
@@ -157,7 +161,7 @@ Status PageCache::flush() {
       for (Victim& v : victims) unmark(v, false);
       continue;
     }
-    Status st = write_back(victims, true);
+    Status st = write_back(victims);
     for (Victim& v : victims) unmark(v, false);
     if (!st.ok()) return st.with_context("flush");
   }
@@ -205,18 +209,9 @@ Status PageCache::drop_range(std::uint64_t first, std::uint64_t last) {
     for (Victim& v : victims) unmark(v, false);
     return TimedOut("DontNeed: pages pinned by DerefScopes");
   }
-  Status st = write_back(victims, false);
-  for (Victim& v : victims) {
-    if (v.keep) {
-      unmark(v, false);
-      continue;
-    }
-    prefetched_[v.frame].store(0, std::memory_order_relaxed);
-    entry(v.key)->store(kPteAbsent, std::memory_order_release);
-    ref_.clear(v.frame);
-    release_frame(v.frame);
-    evictions_.fetch_add(1, std::memory_order_relaxed);
-  }
+  Status st = write_back(victims);
+  // Pages the application asked to drop are not counted as wasted prefetches.
+  drop_victims(victims, /*count_wasted=*/false);
   return st;
 }
 

@@ -118,7 +118,11 @@ class PageCache final : public cache::Reclaimer {
   std::size_t evict(std::size_t want, Status* error);
   std::size_t mark_victims(std::vector<std::uint32_t>& frames, std::vector<Victim>& out);
   bool await_grace(std::vector<Victim>& victims);
-  Status write_back(std::vector<Victim>& victims, bool keep_resident);
+  /// Writes the dirty, non-kept victims back in one batch; on failure marks them kept.
+  Status write_back(std::vector<Victim>& victims);
+  /// Frees every victim not kept (entry absent, frame released); kept ones become present
+  /// again. Returns the frames freed.
+  std::size_t drop_victims(std::vector<Victim>& victims, bool count_wasted);
   void unmark(Victim& v, bool still_dirty);
   Status drop_range(std::uint64_t first_key, std::uint64_t last_key);
 
