@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -61,6 +62,20 @@ inline Status ProtocolError(std::string m) { return {StatusCode::kProtocolError,
 inline Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
+/// Thrown by Result::value() (and `*`, `->`) when the Result holds an error: a program that
+/// did not check ok() first learns which error it ignored (what() is Status::to_string()),
+/// like std::expected's bad_expected_access. Uncaught, it terminates with that text.
+class BadResultAccess : public std::logic_error {
+ public:
+  explicit BadResultAccess(Status status)
+      : std::logic_error("farmem::Result::value() on an error: " + status.to_string()),
+        status_(std::move(status)) {}
+  const Status& status() const { return status_; }
+
+ private:
+  Status status_;
+};
+
 /// Either a value or a non-ok Status.
 template <typename T>
 class [[nodiscard]] Result {
@@ -74,15 +89,29 @@ class [[nodiscard]] Result {
   /// The error; Status::Ok() when a value is held.
   Status status() const { return ok() ? Status::Ok() : std::get<Status>(v_); }
 
-  T& value() & { return std::get<T>(v_); }
-  const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
+  /// The value; throws BadResultAccess (carrying the error) when there is none.
+  T& value() & {
+    check();
+    return *std::get_if<T>(&v_);
+  }
+  const T& value() const& {
+    check();
+    return *std::get_if<T>(&v_);
+  }
+  T&& value() && {
+    check();
+    return std::move(*std::get_if<T>(&v_));
+  }
   T& operator*() & { return value(); }
   const T& operator*() const& { return value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
 
  private:
+  void check() const {
+    if (!ok()) [[unlikely]] throw BadResultAccess(std::get<Status>(v_));
+  }
+
   std::variant<T, Status> v_;
 };
 

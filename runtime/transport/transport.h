@@ -41,7 +41,7 @@ struct Capabilities {
   std::uint32_t max_batch_ops = 0;  ///< largest span a single post() accepts
 };
 
-/// Completion of one posted batch. Caller-owned; must outlive the post until done().
+/// Completion of one posted batch. Caller-owned; must outlive the wait() on it.
 /// A batch completes once: when every op in it has finished, or the first error is known
 /// and nothing of the batch is still in flight.
 class Completion {
@@ -87,6 +87,33 @@ class MemoryRegistration {
 };
 
 /// A connection to one memserver session. Thread-safe: many threads may post and wait at once.
+///
+/// Failure contract (every backend agrees; test/transport/conformance_test.cc checks it):
+///
+///   failure                               code                 where        connection
+///   ------------------------------------  -------------------  -----------  ----------
+///   empty batch, op of 0 or > max bytes,  kInvalidArgument     post()       usable
+///     null local buffer, > max ops
+///   op outside every slab leased on this  kOutOfRange          wait()       usable
+///     session (or running past its end)
+///   op with the wrong rkey for its slab   kPermissionDenied    wait()       usable
+///   no completion within the timeout      kTimedOut            wait()       broken
+///   peer dead, disconnected or stopped    kUnavailable         post/wait/   broken
+///     answering; any op on a broken                            call()
+///     connection
+///   the transport failed an op otherwise  kIoError             wait()       broken
+///     (e.g. a NIC error)
+///   control request refused by the        its reply's code     call()       usable
+///     memserver (full pool, foreign slab)
+///
+/// A batch whose status is an error may have performed some of its other ops. Once broken, a
+/// connection stays broken: every later post() and call() fails with kUnavailable.
+///
+/// Lifetimes: a Completion and the local buffers of its ops belong to the connection from
+/// post() until the wait() on it returns, whatever it returns. wait() never returns while the
+/// connection may still touch either: on a timeout it breaks the connection and first makes
+/// every op of the batch finish (tcp: the receiving thread fails them once shutdown() wakes
+/// it; verbs: the QP goes to error and the batch's flush completions are polled).
 class Connection {
  public:
   virtual ~Connection() = default;
@@ -104,8 +131,9 @@ class Connection {
   virtual Status post(std::span<const Op> ops, Completion& done) = 0;
 
   /// Drives progress until `done` completes or `timeout` passes; returns done.status(), or
-  /// kTimedOut (the batch may then still complete later: keep `done` alive; a timed-out
-  /// connection is considered broken and fails later ops with kUnavailable).
+  /// kTimedOut, after which the connection is broken (later ops fail with kUnavailable).
+  /// Either way, once it returns nothing in the connection touches `done` or the batch's
+  /// buffers again: the caller may free them. Each posted batch is waited for exactly once.
   virtual Status wait(Completion& done, std::chrono::nanoseconds timeout) = 0;
 
   /// A control request/reply (hello is done by the factory). A kError reply comes back as

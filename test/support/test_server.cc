@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "transport/connect.h"
+#include "transport/fault/fault.h"
 
 namespace farmem::test {
 
@@ -64,7 +65,7 @@ Result<std::unique_ptr<TestServer>> TestServer::start(const std::string& backend
   }
   memserver::ServerOptions so;
   so.core = std::move(options);
-  if (backend == "tcp") {
+  if (backend == "tcp" || backend == "fault") {
     so.tcp = memserver::ListenAddress{"127.0.0.1", 0};
   } else if (backend == "verbs") {
     const auto addr = rdma_test_address();
@@ -74,7 +75,7 @@ Result<std::unique_ptr<TestServer>> TestServer::start(const std::string& backend
     return InvalidArgument("unknown backend " + backend);
   }
   FARMEM_ASSIGN_OR_RETURN(ts->server_, memserver::Server::start(std::move(so)));
-  if (backend == "tcp") {
+  if (backend == "tcp" || backend == "fault") {
     ts->url_ = "tcp://127.0.0.1:" + std::to_string(ts->server_->tcp_port());
   } else {
     ts->url_ = "rdma://" + rdma_test_address() + ":" + std::to_string(ts->server_->rdma_port());
@@ -92,7 +93,12 @@ Result<std::unique_ptr<transport::Connection>> TestServer::connect(
     const std::string& token) const {
   transport::ConnectOptions co;
   co.token = token;
-  return transport::connect(url_, co, local_core_);
+  FARMEM_ASSIGN_OR_RETURN(auto conn, transport::connect(url_, co, local_core_));
+  if (backend_ != "fault") return conn;
+  // No faults planned: the wrapper must pass the whole contract on its own; tests that
+  // inject faults change the plan through the FaultConnection.
+  return std::unique_ptr<transport::Connection>(
+      transport::wrap_with_faults(std::move(conn), transport::FaultPlan{}));
 }
 
 }  // namespace farmem::test

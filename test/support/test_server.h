@@ -16,7 +16,7 @@ inline constexpr const char* kToken = "test-token-0123456789";
 
 class TestServer {
  public:
-  /// Starts a memserver serving `backend` ("local": no listener; "tcp": 127.0.0.1:0;
+  /// Starts a memserver serving `backend` ("local": no listener; "tcp", "fault": 127.0.0.1:0;
   /// "verbs": rdma_cm on the first RDMA device's IPv4 address, port 0).
   static Result<std::unique_ptr<TestServer>> start(const std::string& backend,
                                                    memserver::CoreOptions options = {});

@@ -66,6 +66,15 @@ TEST_F(Fault, DroppedOpsTimeOut) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
 }
 
+TEST_F(Fault, ATimedOutWaitBreaksTheConnection) {
+  conn_->set_plan({.action = FaultPlan::Action::kDrop});
+  EXPECT_EQ(conn_->execute(write_op(0), std::chrono::milliseconds(50)).code(),
+            StatusCode::kTimedOut);
+  conn_->set_plan({});
+  EXPECT_EQ(conn_->execute(write_op(0), kTimeout).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(transport::server_stats(*conn_, kTimeout).status().code(), StatusCode::kUnavailable);
+}
+
 TEST_F(Fault, DelayedOpsStillComplete) {
   conn_->set_plan({.action = FaultPlan::Action::kDelay, .delay = std::chrono::milliseconds(30)});
   const auto t0 = std::chrono::steady_clock::now();

@@ -18,7 +18,8 @@ struct FaultPlan {
     kNone,
     kFail,   ///< a hit op is not performed; its batch completes with kIoError
     kDelay,  ///< a hit op's batch is posted only after `delay`
-    kDrop,   ///< a hit op is not performed and its batch never completes (wait times out)
+    kDrop,   ///< a hit op is not performed and its batch never completes (wait times out,
+             ///< which breaks the connection as a real timeout does)
   };
   Action action = Action::kNone;
   std::uint64_t after_ops = 0;  ///< the first `after_ops` data ops pass untouched
@@ -58,9 +59,11 @@ class FaultConnection final : public Connection {
   Capabilities caps_;
   std::atomic<std::uint64_t> ops_seen_{0};
   std::atomic<std::uint64_t> injected_{0};
-  /// Guards plan_ and pending_ (the state of each posted batch, keyed by its Completion).
+  /// Guards plan_, pending_ (the state of each posted batch, keyed by its Completion) and
+  /// broken_.
   mutable std::mutex mu_;
   FaultPlan plan_;
+  Status broken_;  ///< set by a timed-out wait: later ops and calls fail with it
   std::map<Completion*, std::unique_ptr<Pending>> pending_;
 };
 

@@ -42,6 +42,10 @@ bool FaultConnection::hit(std::uint64_t n, const FaultPlan& plan) const {
 
 Status FaultConnection::post(std::span<const Op> ops, Completion& done) {
   FARMEM_RETURN_IF_ERROR(validate_ops(ops, caps_));
+  {
+    std::lock_guard lock(mu_);
+    if (!broken_.ok()) return broken_;
+  }
   const FaultPlan plan = plan_snapshot();
   auto p = std::make_unique<Pending>();
   std::vector<Op> pass;
@@ -91,16 +95,26 @@ Status FaultConnection::wait(Completion& done, std::chrono::nanoseconds timeout)
     p = it->second.get();
   }
   Status st;
+  // The inner wait returns only once nothing touches p->inner or the ops' buffers.
   if (p->has_inner) st = inner_->wait(p->inner, timeout);
-  if (st.code() == StatusCode::kTimedOut) return st;
-  if (p->dropped) {
+  if (st.ok() && p->dropped) {
     // A dropped op never completes: the caller sees exactly what a lost reply looks like.
     std::this_thread::sleep_for(timeout);
-    return TimedOut("injected fault: op dropped, no completion within the deadline");
+    st = TimedOut(peer() + ": injected fault: op dropped, no completion within the deadline");
   }
-  done.finish_part(!p->injected.ok() ? p->injected : st);
-  std::lock_guard lock(mu_);
-  pending_.erase(&done);
+  std::unique_ptr<Pending> mine;
+  {
+    std::lock_guard lock(mu_);
+    auto it = pending_.find(&done);
+    mine = std::move(it->second);
+    pending_.erase(it);
+    // As on every backend, a timed-out connection is broken: later ops fail kUnavailable.
+    if (st.code() == StatusCode::kTimedOut && broken_.ok()) {
+      broken_ = Unavailable(peer() + ": connection broken: " + st.message());
+    }
+  }
+  if (st.code() == StatusCode::kTimedOut) return st;
+  done.finish_part(!mine->injected.ok() ? mine->injected : st);
   return done.status();
 }
 
@@ -111,6 +125,10 @@ Result<proto::Message> FaultConnection::call(proto::Message request,
     injected_.fetch_add(1, std::memory_order_relaxed);
     return IoError("injected fault: control call " +
                    std::string(proto::to_string(request.type)) + " failed");
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (!broken_.ok()) return broken_;
   }
   return inner_->call(std::move(request), timeout);
 }

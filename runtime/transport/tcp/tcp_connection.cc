@@ -30,6 +30,9 @@ constexpr auto kSendPollSlice = std::chrono::milliseconds(1);
 // Followers re-check their state at least this often even without a notification, so a
 // sleeping thread never depends on one wake-up alone.
 constexpr auto kFollowerNap = std::chrono::milliseconds(100);
+// Backstop on waiting for the leader to leave after the connection was shut down (it leaves
+// within a poll slice; see quiesce_locked).
+constexpr auto kQuiesceLimit = std::chrono::seconds(30);
 
 class TcpRegistration final : public MemoryRegistration {
  public:
@@ -253,6 +256,7 @@ Status TcpConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
       const Status why = TimedOut(peer_ + ": no reply within " + std::to_string(ms) + " ms");
       break_locked(why, /*as_leader=*/false);
+      quiesce_locked(lock, done);
       return why;
     }
     if (try_lead_locked()) {
@@ -267,6 +271,22 @@ Status TcpConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
     --waiters_;
   }
   return done.status();
+}
+
+void TcpConnection::quiesce_locked(std::unique_lock<std::mutex>& lock, Completion& done) {
+  // The connection is broken; a leader still receiving may write into this batch's buffers
+  // and will finish `done` once its receive returns (shutdown() wakes it at once). Only then
+  // may the caller free either. Bounded by kQuiesceLimit as a backstop: a leader leaves
+  // within one poll slice of shutdown().
+  const auto limit = Clock::now() + kQuiesceLimit;
+  while (!done.done() && leader_ && Clock::now() < limit) {
+    cv_.wait_until(lock, std::min(limit, Clock::now() + kFollowerNap));
+  }
+  if (!done.done() && !leader_) fail_all_locked();
+  if (!done.done()) {
+    log().critical("{}: a receive did not end {} s after shutdown; a timed-out batch may "
+                   "still be written", peer_, kQuiesceLimit.count());
+  }
 }
 
 void TcpConnection::break_locked(const Status& why, bool as_leader) {

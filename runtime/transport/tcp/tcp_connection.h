@@ -120,6 +120,9 @@ class TcpConnection final : public Connection {
   void stop_leading_locked(const Status& st);
   Status lead_until(Completion& done, net::Deadline deadline);
   void break_locked(const Status& why, bool as_leader);
+  /// After a timeout broke the connection: waits until no thread can touch `done` or its
+  /// buffers any more (the leader has failed every pending op).
+  void quiesce_locked(std::unique_lock<std::mutex>& lock, Completion& done);
   void fail_all_locked();
 
   // ---- receiving, leader only (tcp_receive.cc) ----

@@ -29,6 +29,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "transport/lease_table.h"
 #include "transport/transport.h"
 #include "transport/verbs/ibv.h"
 
@@ -72,6 +73,9 @@ inline constexpr std::uint8_t kRnrRetryCount = 7;
 /// Bound on waiting for send-queue space inside post(): chains complete or flush long before
 /// (retries end after ~2 s), so hitting this means the device stopped answering.
 inline constexpr std::chrono::seconds kCreditWaitLimit{60};
+/// Backstop on waiting for a timed-out batch to flush once the QP is in error (flushes are
+/// generated at once; this only bounds a device that stopped answering).
+inline constexpr std::chrono::seconds kDrainLimit{30};
 
 inline constexpr std::uint64_t kSignaledBit = 1;
 inline constexpr std::uint64_t kWriteBit = 2;
@@ -115,6 +119,9 @@ class VerbsConnection final : public Connection {
   /// One pass of progress for a thread that is waiting on something: polls if nobody else
   /// does, otherwise yields.
   void drive_progress();
+  /// After a timeout broke the connection: polls until `done` has flushed, so that nothing
+  /// touches it or its buffers once wait() returns.
+  void drain(Completion& done);
   Status wc_error(const ibv_wc& wc) const;
 
   // ---- broken state ----
@@ -142,6 +149,9 @@ class VerbsConnection final : public Connection {
   /// First error of a chain seen on an unsignaled WR, reported when its signaled WR
   /// (flushed after it) comes back. Touched only under poll_mu_.
   std::unordered_map<Completion*, Status> chain_errors_;
+
+  /// Slabs leased on this connection: ops are checked against them before posting.
+  LeaseTable leases_;
 
   /// Serializes call(): one control request in flight.
   std::mutex call_mu_;

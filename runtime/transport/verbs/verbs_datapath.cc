@@ -52,6 +52,13 @@ const char* op_name(std::uint64_t wr_id) {
 Status VerbsConnection::post(std::span<const Op> ops, Completion& done) {
   FARMEM_RETURN_IF_ERROR(validate_ops(ops, caps_));
   if (broken()) return broken_status();
+  if (Status bad = leases_.check(ops); !bad.ok()) {
+    // Reported like the memserver reports it on the other backends: through the completion,
+    // nothing of the batch performed, the connection intact.
+    done.arm(1);
+    done.finish_part(bad.with_context(peer_ + ": memserver"));
+    return Status::Ok();
+  }
   const auto chunks = static_cast<std::uint32_t>((ops.size() + kChunkOps - 1) / kChunkOps);
   done.arm(chunks);
   for (std::uint32_t i = 0; i < chunks; ++i) {
@@ -229,11 +236,27 @@ Status VerbsConnection::wait(Completion& done, std::chrono::nanoseconds timeout)
       Status s = TimedOut(peer_ + ": batch not complete after " +
                           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(
                                              timeout).count()) + " ms");
-      mark_broken(s);  // the batch flushes and completes later; `done` must stay alive
+      mark_broken(s);  // QP to error: every WR still in flight flushes
+      drain(done);
       return s;
     }
   }
   return done.status();
+}
+
+void VerbsConnection::drain(Completion& done) {
+  // Until the batch's flush CQEs are polled, the device may still DMA into its buffers and
+  // the poller would finish `done`: the caller may free neither before. Flushes arrive at
+  // once on a QP in error; kDrainLimit is only a backstop.
+  SpinDeadline deadline(kDrainLimit);
+  while (!done.done()) {
+    drive_progress();
+    if (deadline.tick()) {
+      log().critical("{}: batch not flushed {} s after the QP went to error", peer_,
+                     kDrainLimit.count());
+      return;
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -247,6 +270,11 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
   }
   std::lock_guard call_lock(call_mu_);
   if (broken()) return broken_status();
+  const proto::MsgType request_type = request.type;
+  std::uint64_t freed_slab = 0;
+  if (request_type == proto::MsgType::kFreeSlab) {
+    if (auto f = request.as<proto::FreeSlab>(); f.ok()) freed_slab = f->slab_id;
+  }
   {
     std::lock_guard lock(reply_mu_);
     request.req_id = next_req_id_++;
@@ -296,7 +324,8 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
   }
   std::lock_guard lock(reply_mu_);
   proto::Message reply = std::move(reply_);
-  if (Status s = reply.error_status(); !s.ok()) return s;
+  if (Status s = reply.error_status(); !s.ok()) return s.with_context(peer_);
+  leases_.observe(request_type, freed_slab, reply);
   return reply;
 }
 

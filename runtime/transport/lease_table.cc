@@ -1,0 +1,55 @@
+#include "transport/lease_table.h"
+
+#include <mutex>
+#include <string>
+
+namespace farmem::transport {
+
+void LeaseTable::add(const proto::SlabInfo& slab) {
+  std::unique_lock lock(mu_);
+  by_addr_[slab.addr] = slab;
+}
+
+void LeaseTable::remove(std::uint64_t slab_id) {
+  std::unique_lock lock(mu_);
+  for (auto it = by_addr_.begin(); it != by_addr_.end(); ++it) {
+    if (it->second.slab_id == slab_id) {
+      by_addr_.erase(it);
+      return;
+    }
+  }
+}
+
+Status LeaseTable::check(std::span<const Op> ops) const {
+  std::shared_lock lock(mu_);
+  for (const Op& op : ops) {
+    auto it = by_addr_.upper_bound(op.remote_addr);
+    if (it == by_addr_.begin()) {
+      return OutOfRange("address 0x" + std::to_string(op.remote_addr) +
+                        " is in no slab of this session");
+    }
+    --it;
+    const proto::SlabInfo& s = it->second;
+    const std::uint64_t off = op.remote_addr - s.addr;
+    if (off >= s.bytes || op.length > s.bytes - off) {
+      return OutOfRange("access of " + std::to_string(op.length) + " bytes at offset " +
+                        std::to_string(off) + " runs outside slab " + std::to_string(s.slab_id) +
+                        " of " + std::to_string(s.bytes) + " bytes");
+    }
+    if (s.rkey != op.rkey) {
+      return PermissionDenied("wrong rkey for slab " + std::to_string(s.slab_id));
+    }
+  }
+  return Status::Ok();
+}
+
+void LeaseTable::observe(proto::MsgType request_type, std::uint64_t freed_slab_id,
+                         const proto::Message& reply) {
+  if (request_type == proto::MsgType::kAllocSlab && reply.type == proto::MsgType::kSlabInfo) {
+    if (auto info = reply.as<proto::SlabInfo>(); info.ok()) add(*info);
+  } else if (request_type == proto::MsgType::kFreeSlab && reply.type == proto::MsgType::kFreeOk) {
+    remove(freed_slab_id);
+  }
+}
+
+}  // namespace farmem::transport
