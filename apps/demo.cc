@@ -73,7 +73,11 @@ int run_kv(farmem::Runtime& rt, std::uint64_t keys) {
   for (std::uint64_t i = 0; i < gets; ++i) {
     const std::uint64_t k = rng() % keys;
     auto v = kv.get(k * 2654435761u);
-    wrong += !v || v->key != k;
+    if (!v.ok()) {
+      std::fprintf(stderr, "farmem-demo: get failed: %s\n", v.status().to_string().c_str());
+      return 1;
+    }
+    wrong += !v->has_value() || (*v)->key != k;
   }
   const double get_s = seconds_since(t1);
   const auto cs = rt.cache_stats();

@@ -1,5 +1,6 @@
 // Runtime: connections to memservers, the far pool, local memory registrations, and the
 // read/write/batch entry points that turn far addresses into transport ops.
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -89,6 +90,7 @@ struct Runtime::Impl {
   std::once_flag cache_once;
   Status cache_error;
   std::unique_ptr<detail::PageCache> cache;
+  detail::CacheView failed_view;  ///< handed to DerefScope when the cache cannot be made
   std::unique_ptr<heap::FarHeap> heap;
 
   std::chrono::nanoseconds timeout() const { return options.op_timeout; }
@@ -155,17 +157,69 @@ namespace {
 Status ensure_cache(Runtime& rt, Runtime::Impl& impl);
 }  // namespace
 
+namespace {
+
+std::string mib(std::uint64_t bytes) {
+  return std::to_string(bytes) + " bytes";
+}
+
+/// Every option combination that would only fail later (at the first allocation, the first
+/// DerefScope, a fault), with what to change.
+Status check_options(const RuntimeOptions& o) {
+  if (o.servers.empty()) return InvalidArgument("RuntimeOptions.servers is empty");
+  if (o.auth_token.size() > proto::kMaxTokenBytes) {
+    return InvalidArgument("RuntimeOptions.auth_token is " + std::to_string(o.auth_token.size()) +
+                           " bytes; memservers accept at most " +
+                           std::to_string(proto::kMaxTokenBytes));
+  }
+  if (o.local_buffer_bytes == 0) return InvalidArgument("RuntimeOptions.local_buffer_bytes is 0");
+  if (o.slab_bytes == 0 || o.slab_bytes > pool::kMaxSlabBytes) {
+    return InvalidArgument("RuntimeOptions.slab_bytes must be in 1.." +
+                           std::to_string(pool::kMaxSlabBytes) + " (got " +
+                           std::to_string(o.slab_bytes) + ")");
+  }
+  const auto pb = o.page_bytes;
+  if (pb < 4096 || pb > (2u << 20) || (pb & (pb - 1)) != 0 || o.slab_bytes % pb != 0) {
+    return InvalidArgument("RuntimeOptions.page_bytes must be a power of two from 4 KiB to "
+                           "2 MiB dividing slab_bytes (got page_bytes " + std::to_string(pb) +
+                           ", slab_bytes " + std::to_string(o.slab_bytes) + ")");
+  }
+  const std::uint64_t min_budget = std::uint64_t{detail::kMinCacheFrames} * pb;
+  if (o.cache_budget_bytes < min_budget) {
+    return InvalidArgument("RuntimeOptions.cache_budget_bytes of " + mib(o.cache_budget_bytes) +
+                           " holds fewer than " + std::to_string(detail::kMinCacheFrames) +
+                           " pages of " + std::to_string(pb) + " bytes; raise it to at least " +
+                           std::to_string(min_budget) + " or lower page_bytes");
+  }
+  const bool has_local =
+      std::find(o.servers.begin(), o.servers.end(), std::string("local")) != o.servers.end();
+  if (has_local && o.local_server_capacity < o.slab_bytes) {
+    return InvalidArgument("RuntimeOptions.local_server_capacity of " +
+                           mib(o.local_server_capacity) + " is below one slab (slab_bytes " +
+                           std::to_string(o.slab_bytes) + "): raise it or lower slab_bytes");
+  }
+  if (o.op_timeout.count() <= 0) return InvalidArgument("RuntimeOptions.op_timeout must be > 0");
+  if (o.connect_timeout.count() <= 0) {
+    return InvalidArgument("RuntimeOptions.connect_timeout must be > 0");
+  }
+  if (o.max_prefetch_pages == 0 || o.max_prefetch_pages > detail::kMaxPrefetchPagesLimit) {
+    return InvalidArgument("RuntimeOptions.max_prefetch_pages must be in 1.." +
+                           std::to_string(detail::kMaxPrefetchPagesLimit) + " (got " +
+                           std::to_string(o.max_prefetch_pages) + "; turn prefetch off with "
+                           "prefetch = false)");
+  }
+  if (o.max_cache_threads == 0 || o.max_cache_threads > detail::kMaxCacheThreadsLimit) {
+    return InvalidArgument("RuntimeOptions.max_cache_threads must be in 1.." +
+                           std::to_string(detail::kMaxCacheThreadsLimit) + " (got " +
+                           std::to_string(o.max_cache_threads) + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
-  if (options.servers.empty()) return InvalidArgument("RuntimeOptions.servers is empty");
-  if (options.local_buffer_bytes == 0) return InvalidArgument("local_buffer_bytes is 0");
-  if (options.slab_bytes == 0 || options.slab_bytes > pool::kMaxSlabBytes) {
-    return InvalidArgument("slab_bytes must be in 1.." + std::to_string(pool::kMaxSlabBytes));
-  }
-  const auto pb = options.page_bytes;
-  if (pb < 4096 || pb > (2u << 20) || (pb & (pb - 1)) != 0 || options.slab_bytes % pb != 0) {
-    return InvalidArgument("page_bytes must be a power of two from 4 KiB to 2 MiB dividing "
-                           "slab_bytes (got " + std::to_string(pb) + ")");
-  }
+  FARMEM_RETURN_IF_ERROR(check_options(options));
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   transport::ConnectOptions co;
@@ -314,6 +368,7 @@ Status ensure_cache(Runtime& rt, Runtime::Impl& impl) {
     co.prefetch = impl.options.prefetch;
     co.max_prefetch_pages = impl.options.max_prefetch_pages;
     co.timeout = impl.options.op_timeout;
+    co.max_threads = impl.options.max_cache_threads;
     pool::FarPool* pool = impl.pool.get();
     co.slab_bytes = [pool](std::uint64_t slab) { return pool->slab_bytes(slab); };
     auto c = detail::PageCache::create(rt, *impl.budget, std::move(co));
@@ -330,7 +385,10 @@ Status ensure_cache(Runtime& rt, Runtime::Impl& impl) {
 }  // namespace
 
 const detail::CacheView& Runtime::cache_view() {
-  if (auto st = ensure_cache(*this, *impl_); !st.ok()) detail::deref_failed(st);
+  if (auto st = ensure_cache(*this, *impl_); !st.ok()) {
+    impl_->failed_view.error = &impl_->cache_error;  // DerefScope reports it per translation
+    return impl_->failed_view;
+  }
   return impl_->cache->view();
 }
 

@@ -1,7 +1,8 @@
 // farmem/far_hash_map.h: a hash map whose slots live in far memory (open addressing with
 // linear probing over a far_vector), enough for a key-value store. Keys and values are
 // trivially copyable (fixed-size records). Thread-safe: lookups share a lock, updates take it
-// exclusively (growth rehashes the whole table).
+// exclusively (growth rehashes the whole table). Every operation returns far-memory errors
+// (a page that cannot be fetched) instead of aborting.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +35,8 @@ class far_hash_map {
     return size_;
   }
 
-  /// Inserts or replaces.
+  /// Inserts or replaces. A page that cannot be fetched (far memory unreachable, cache
+  /// exhausted) returns its error; the map is then unchanged.
   Status put(const K& key, const V& value) {
     std::unique_lock lock(mu_);
     if (slots_.size() == 0) FARMEM_RETURN_IF_ERROR(rehash(initial_));
@@ -44,47 +46,50 @@ class far_hash_map {
     DerefScope scope(*rt_);
     std::size_t reuse = slots_.size();
     for (std::size_t i = start(key), n = 0; n < slots_.size(); i = next(i), ++n) {
-      Slot& s = slots_.get_mut(i, scope);
-      if (s.state == kFull && s.key == key) {
-        s.value = value;
+      FARMEM_ASSIGN_OR_RETURN(const Slot* s, slots_.try_get(i, scope));
+      if (s->state == kFull && s->key == key) {
+        FARMEM_ASSIGN_OR_RETURN(Slot* w, slots_.try_get_mut(i, scope));
+        w->value = value;
         return Status::Ok();
       }
-      if (s.state == kTombstone && reuse == slots_.size()) reuse = i;
-      if (s.state == kEmpty) {
+      if (s->state == kTombstone && reuse == slots_.size()) reuse = i;
+      if (s->state == kEmpty) {
         if (reuse == slots_.size()) reuse = i;
         break;
       }
     }
-    Slot& s = slots_.get_mut(reuse, scope);
-    if (s.state == kTombstone) --tombstones_;
-    s = Slot{kFull, key, value};
+    FARMEM_ASSIGN_OR_RETURN(Slot* s, slots_.try_get_mut(reuse, scope));
+    if (s->state == kTombstone) --tombstones_;
+    *s = Slot{kFull, key, value};
     ++size_;
     return Status::Ok();
   }
 
-  /// The value of `key`, nullopt when absent.
-  std::optional<V> get(const K& key) const {
+  /// The value of `key`, nullopt when absent, or the error of a page that cannot be fetched.
+  Result<std::optional<V>> get(const K& key) const {
     std::shared_lock lock(mu_);
-    if (slots_.size() == 0) return std::nullopt;
+    if (slots_.size() == 0) return std::optional<V>();
     DerefScope scope(*rt_);
     for (std::size_t i = start(key), n = 0; n < slots_.size(); i = next(i), ++n) {
-      const Slot& s = slots_.get(i, scope);
-      if (s.state == kEmpty) return std::nullopt;
-      if (s.state == kFull && s.key == key) return s.value;
+      FARMEM_ASSIGN_OR_RETURN(const Slot* s, slots_.try_get(i, scope));
+      if (s->state == kEmpty) return std::optional<V>();
+      if (s->state == kFull && s->key == key) return std::optional<V>(s->value);
     }
-    return std::nullopt;
+    return std::optional<V>();
   }
 
-  /// Removes `key`; false when it was absent.
-  bool erase(const K& key) {
+  /// Removes `key`: true when it was present, false when absent, or the error of a page
+  /// that cannot be fetched (the map is then unchanged).
+  Result<bool> erase(const K& key) {
     std::unique_lock lock(mu_);
     if (slots_.size() == 0) return false;
     DerefScope scope(*rt_);
     for (std::size_t i = start(key), n = 0; n < slots_.size(); i = next(i), ++n) {
-      Slot& s = slots_.get_mut(i, scope);
-      if (s.state == kEmpty) return false;
-      if (s.state == kFull && s.key == key) {
-        s.state = kTombstone;
+      FARMEM_ASSIGN_OR_RETURN(const Slot* s, slots_.try_get(i, scope));
+      if (s->state == kEmpty) return false;
+      if (s->state == kFull && s->key == key) {
+        FARMEM_ASSIGN_OR_RETURN(Slot* w, slots_.try_get_mut(i, scope));
+        w->state = kTombstone;
         --size_;
         ++tombstones_;
         return true;
@@ -109,11 +114,18 @@ class far_hash_map {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       // One short scope per entry: a table larger than the cache must not pin it all.
       DerefScope scope(*rt_);
-      const Slot s = slots_.get(i, scope);
+      FARMEM_ASSIGN_OR_RETURN(const Slot* from, slots_.try_get(i, scope));
+      const Slot s = *from;
       if (s.state != kFull) continue;
       std::size_t j = Hash{}(s.key) & (capacity - 1);
-      while (bigger.get(j, scope).state == kFull) j = (j + 1) & (capacity - 1);
-      bigger.get_mut(j, scope) = s;
+      for (;;) {  // bounded: the bigger table has free slots (load stays below kMaxLoad)
+        FARMEM_ASSIGN_OR_RETURN(Slot* to, bigger.try_get_mut(j, scope));
+        if (to->state != kFull) {
+          *to = s;
+          break;
+        }
+        j = (j + 1) & (capacity - 1);
+      }
     }
     slots_ = std::move(bigger);
     tombstones_ = 0;

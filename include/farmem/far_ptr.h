@@ -31,7 +31,17 @@ namespace detail {
 class DerefScope {
  public:
   explicit DerefScope(Runtime& rt) : v_(rt.cache_view()) {
+    if (v_.cache == nullptr) [[unlikely]] {
+      error_ = *v_.error;  // no page cache: every translation fails with its error
+      slot_ = nullptr;
+      return;
+    }
     slot_ = thread_slot(v_);
+    if (slot_ == nullptr) [[unlikely]] {
+      // More threads than RuntimeOptions.max_cache_threads: every translation fails.
+      detail::cache_no_slot_error(v_.cache, &error_);
+      return;
+    }
     if (slot_->depth++ == 0) {
       slot_->ntouched.store(0, std::memory_order_relaxed);
       slot_->state.store(slot_->state.load(std::memory_order_relaxed) + 1,
@@ -42,6 +52,7 @@ class DerefScope {
     }
   }
   ~DerefScope() {
+    if (slot_ == nullptr) [[unlikely]] return;
     if (hits_ != 0) {  // one publication a scope, not one a hit
       slot_->hits.store(slot_->hits.load(std::memory_order_relaxed) + hits_,
                         std::memory_order_relaxed);
@@ -72,7 +83,7 @@ class DerefScope {
     thread_local detail::PageCache* last_cache = nullptr;
     thread_local std::uint64_t last_id = 0;
     thread_local detail::ThreadSlot* last_slot = nullptr;
-    if (v.cache != last_cache || v.id != last_id) {
+    if (v.cache != last_cache || v.id != last_id || last_slot == nullptr) {
       last_slot = detail::cache_thread_slot(v.cache);
       last_cache = v.cache;
       last_id = v.id;
@@ -81,6 +92,7 @@ class DerefScope {
   }
 
   std::byte* lookup(std::uint64_t key, bool write) {
+    if (slot_ == nullptr) [[unlikely]] return nullptr;  // error_ says why
     const std::uint64_t slab = (key >> v_.slab_page_bits) - 1;
     const std::uint64_t page = key & ((std::uint64_t{1} << v_.slab_page_bits) - 1);
     detail::DirBlock* blk = v_.dir[(slab >> detail::kDirBits) & detail::kDirMask].load(

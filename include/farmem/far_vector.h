@@ -64,8 +64,20 @@ class far_vector {
     return segments_[seg] + (in / per_page_) * page_ + (in % per_page_) * sizeof(T);
   }
 
+  /// Element i within `scope`. Aborts with a clear message if its page cannot be fetched (a
+  /// reference cannot carry an error); try_get/try_get_mut return the error instead.
   const T& get(std::size_t i, DerefScope& scope) const { return *ptr(i, scope, false); }
   T& get_mut(std::size_t i, DerefScope& scope) { return *ptr(i, scope, true); }
+  Result<const T*> try_get(std::size_t i, DerefScope& scope) const {
+    std::byte* p = scope.translate(addr_of(i), false);
+    if (p == nullptr) return scope.error();
+    return std::launder(reinterpret_cast<const T*>(p));
+  }
+  Result<T*> try_get_mut(std::size_t i, DerefScope& scope) {
+    std::byte* p = scope.translate(addr_of(i), true);
+    if (p == nullptr) return scope.error();
+    return std::launder(reinterpret_cast<T*>(p));
+  }
 
   /// Copies element i out (its own scope); the fetch error if its page cannot be fetched.
   Result<T> load(std::size_t i) const {

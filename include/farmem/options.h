@@ -19,7 +19,8 @@ enum class Advice : std::uint8_t {
 };
 
 /// Options of Runtime::open. Every field has a usable default: a default-constructed
-/// RuntimeOptions opens a runtime on an embedded in-process memserver.
+/// RuntimeOptions opens a runtime on an embedded in-process memserver. Runtime::open checks
+/// every combination that could only fail later and says which field to change.
 struct RuntimeOptions {
   /// Memservers, as URLs: "rdma://host:port", "tcp://host:port", or "local" (an in-process
   /// memserver, for tests and single-host use). Slabs are placed round-robin across them.
@@ -45,6 +46,10 @@ struct RuntimeOptions {
   std::uint32_t max_prefetch_pages = 32;
   /// Deadline of connecting to one memserver (address resolution + handshake).
   std::chrono::milliseconds connect_timeout{5'000};
+  /// Threads that may be inside the far_ptr cache (a DerefScope) at once, 1..65536. Each
+  /// holds a slot the evictor scans; a thread beyond the limit gets kResourceExhausted from
+  /// every translation (far_ptr::try_deref, container calls) until another thread exits.
+  std::uint32_t max_cache_threads = 256;
 };
 
 }  // namespace farmem

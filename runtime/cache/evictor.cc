@@ -172,6 +172,8 @@ Status PageCache::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
   if (bytes == 0) return Status::Ok();
   const std::uint64_t first = addr.raw >> view_.page_shift;
   const std::uint64_t last = (addr.raw + bytes - 1) >> view_.page_shift;
+  ThreadSlot* slot = thread_slot();
+  if (slot == nullptr && advice != Advice::kDontNeed) return too_many_threads();
   switch (advice) {
     case Advice::kNormal:
     case Advice::kSequential:
@@ -179,13 +181,13 @@ Status PageCache::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
       const auto hint = advice == Advice::kSequential ? cache::Hint::kSequential
                         : advice == Advice::kRandom   ? cache::Hint::kRandom
                                                       : cache::Hint::kNormal;
-      streams_[thread_slot_index()].set_hint(hint);
+      streams_[slot->index].set_hint(hint);
       return Status::Ok();
     }
     case Advice::kWillNeed: {
       std::vector<std::int64_t> keys;
       for (std::uint64_t k = first; k <= last; ++k) keys.push_back(static_cast<std::int64_t>(k));
-      post_prefetch(keys, thread_slot_index());
+      post_prefetch(keys, slot->index);
       return Status::Ok();
     }
     case Advice::kDontNeed:

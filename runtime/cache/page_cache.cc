@@ -16,7 +16,6 @@ namespace {
 
 constexpr std::uint64_t kNoKey = ~std::uint64_t{0};
 constexpr unsigned kFarOffsetBits = 40;  // see runtime/pool/far_addr.h
-constexpr std::uint32_t kMaxThreads = 256;  // slots: threads that ever use one cache at once
 // A spinning waiter yields after this many polls: a fetch takes microseconds (RDMA) to tens
 // of microseconds (TCP), so a short spin catches most and yielding keeps 2 cores usable.
 constexpr int kSpinsBeforeYield = 64;
@@ -69,10 +68,14 @@ Result<std::unique_ptr<PageCache>> PageCache::create(Runtime& rt, cache::Budget&
                            std::to_string(pb));
   }
   const std::uint64_t frames = options.arena_bytes / pb;
-  if (frames < 4 || frames > (1ull << 31)) {
+  if (frames < kMinCacheFrames || frames > (1ull << 31)) {
     return InvalidArgument("cache budget of " + std::to_string(options.arena_bytes) +
-                           " bytes holds " + std::to_string(frames) +
-                           " pages; it needs at least 4");
+                           " bytes holds " + std::to_string(frames) + " pages; it needs at least " +
+                           std::to_string(kMinCacheFrames));
+  }
+  if (options.max_threads == 0 || options.max_threads > kMaxCacheThreadsLimit) {
+    return InvalidArgument("cache max_threads must be in 1.." +
+                           std::to_string(kMaxCacheThreadsLimit));
   }
   if (!options.slab_bytes) return InvalidArgument("CacheOptions.slab_bytes not set");
   auto c = std::unique_ptr<PageCache>(
@@ -95,7 +98,7 @@ Status PageCache::init() {
   prefetched_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
   frame_key_ = std::make_unique<std::atomic<std::uint64_t>[]>(frames_);
   prefetch_owner_ = std::make_unique<std::uint32_t[]>(frames_);
-  wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(kMaxThreads);
+  wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.max_threads);
   fault_hist_ = std::make_unique<std::atomic<std::uint64_t>[]>(LatencyHistogram::kBuckets);
   free_.reserve(frames_);
   for (std::uint32_t f = frames_; f-- > 0;) {
@@ -103,11 +106,11 @@ Status PageCache::init() {
     free_.push_back(f);
   }
   dir_ = std::make_unique<std::atomic<DirBlock*>[]>(kDirSize);
-  slots_ = std::make_unique<ThreadSlot[]>(kMaxThreads);
-  for (std::uint32_t i = 0; i < kMaxThreads; ++i) slots_[i].index = i;
+  slots_ = std::make_unique<ThreadSlot[]>(options_.max_threads);
+  for (std::uint32_t i = 0; i < options_.max_threads; ++i) slots_[i].index = i;
   const std::uint32_t max_depth = options_.prefetch ? options_.max_prefetch_pages : 1;
-  streams_ = std::make_unique<cache::StreamPrefetcher[]>(kMaxThreads);
-  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+  streams_ = std::make_unique<cache::StreamPrefetcher[]>(options_.max_threads);
+  for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
     streams_[i] = cache::StreamPrefetcher(cache::PrefetchDepth(
         1, std::min<std::uint32_t>(4, max_depth), max_depth));
   }
@@ -163,7 +166,7 @@ ThreadSlot* PageCache::thread_slot() {
     if (id == view_.id) return slot;
   }
   std::lock_guard lock(slots_mu_);
-  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+  for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
     bool expected = false;
     if (slots_[i].in_use.compare_exchange_strong(expected, true)) {
       slots_[i].depth = 0;
@@ -174,8 +177,14 @@ ThreadSlot* PageCache::thread_slot() {
       return &slots_[i];
     }
   }
-  log().error("more than {} threads use one farmem cache at once", kMaxThreads);
-  std::abort();
+  // DerefScope turns this into a kResourceExhausted error of its translations.
+  return nullptr;
+}
+
+Status PageCache::too_many_threads() const {
+  return ResourceExhausted("more than " + std::to_string(options_.max_threads) +
+                           " threads use the far_ptr cache at once (raise "
+                           "RuntimeOptions.max_cache_threads)");
 }
 
 std::atomic<std::uint64_t>* PageCache::entry(std::uint64_t key) {
@@ -377,7 +386,7 @@ std::uint64_t PageCache::frames_in_use() const { return frames_ - free_frames();
 
 CacheStats PageCache::stats() const {
   CacheStats s;
-  for (std::uint32_t i = 0; i < kMaxThreads; ++i) {
+  for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
     s.hits += slots_[i].hits.load(std::memory_order_relaxed);
   }
   s.misses = misses_.load(std::memory_order_relaxed);
@@ -412,6 +421,9 @@ void cache_prefetch_hit(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
   cache->prefetch_hit_on_app(slot, key, frame);
 }
 ThreadSlot* cache_thread_slot(PageCache* cache) { return cache->thread_slot(); }
+void cache_no_slot_error(PageCache* cache, void* scope_error) {
+  *static_cast<Status*>(scope_error) = cache->too_many_threads();
+}
 CacheView cache_view(PageCache* cache) { return cache->view(); }
 
 [[noreturn]] void deref_failed(const Status& error) {

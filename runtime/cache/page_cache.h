@@ -32,6 +32,15 @@
 
 namespace farmem::detail {
 
+/// Fewest frames the cache works with: the evictor's free reserve and a prefetch batch need
+/// room beside the pages a scope holds. Runtime::open checks the budget against it.
+inline constexpr std::uint32_t kMinCacheFrames = 4;
+/// Deepest prefetch a stream may ask for: 1024 pages is 4 MiB of 4 KiB pages, far past where
+/// deeper read-ahead pays (Linux caps read-ahead at a few hundred KiB by default).
+inline constexpr std::uint32_t kMaxPrefetchPagesLimit = 1024;
+/// Most thread slots one cache may have: the evictor scans every slot in a grace period.
+inline constexpr std::uint32_t kMaxCacheThreadsLimit = 65536;
+
 struct CacheOptions {
   std::uint32_t page_bytes = 4096;          ///< power of two, 4 KiB .. 2 MiB
   std::uint64_t arena_bytes = 256u << 20;   ///< frames = arena_bytes / page_bytes
@@ -39,6 +48,7 @@ struct CacheOptions {
   bool prefetch = true;
   std::uint32_t max_prefetch_pages = 32;
   std::chrono::nanoseconds timeout = std::chrono::seconds(10);  ///< fetch / frame wait
+  std::uint32_t max_threads = 256;  ///< threads inside the cache at once (one slot each)
   std::function<std::uint64_t(std::uint64_t slab_index)> slab_bytes;  ///< 0: no such slab
 };
 
@@ -55,8 +65,10 @@ class PageCache final : public cache::Reclaimer {
   std::uint32_t frame_count() const { return frames_; }
 
   /// The calling thread's slot (registered on first use, released when the thread exits).
+  /// The calling thread's slot; nullptr when options.max_threads threads hold one already.
   ThreadSlot* thread_slot();
-  std::uint32_t thread_slot_index() { return thread_slot()->index; }
+  /// The error of a thread that got no slot.
+  Status too_many_threads() const;
   /// The miss path (called from DerefScope::lookup on the application thread).
   std::byte* fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write, Status* error);
   /// First access of a prefetched frame (application thread).

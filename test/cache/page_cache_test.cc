@@ -197,9 +197,12 @@ TEST_P(CacheTest, HashMapShadowWithFourThreads) {
           if (!map.put(k, v).ok()) ++bad;
           shadow[k] = v;
         } else if (what < 7) {
-          if (map.erase(k) != (shadow.erase(k) == 1)) ++bad;
+          auto erased = map.erase(k);
+          if (!erased.ok() || *erased != (shadow.erase(k) == 1)) ++bad;
         } else {
-          auto got = map.get(k);
+          auto res = map.get(k);
+          if (!res.ok()) { ++bad; continue; }
+          const std::optional<Value>& got = *res;
           auto it = shadow.find(k);
           if (got.has_value() != (it != shadow.end())) ++bad;
           else if (got && std::memcmp(got->bytes, it->second.bytes, sizeof(Value)) != 0) ++bad;
@@ -383,6 +386,33 @@ TEST_P(CacheFailureTest, WriteBackFailureReachesTheApplication) {
   // The page is still dirty and resident: the data is not silently dropped.
   DerefScope s(*rt);
   EXPECT_EQ(objs[0].deref(s).v[0], 42u);
+}
+
+TEST_P(CacheFailureTest, HashMapReturnsFetchErrorsInsteadOfAborting) {
+  auto rt = open(64u << 10, false);  // 16 pages: the table below does not fit
+  ASSERT_TRUE(rt);
+  struct Value {
+    std::uint64_t v[64];
+  };
+  far_hash_map<std::uint64_t, Value> map(*rt, 1024);
+  for (std::uint64_t k = 0; k < 400; ++k) ASSERT_TRUE(map.put(k, Value{{k}}).ok()) << k;
+  ASSERT_TRUE(rt->flush().ok());
+  server_.reset();  // far memory goes away: pages not resident cannot be fetched
+  int put_errors = 0, get_errors = 0, erase_errors = 0;
+  for (std::uint64_t k = 0; k < 400; ++k) {
+    Status st = map.put(k, Value{{k + 1}});
+    if (!st.ok()) {
+      ++put_errors;
+      EXPECT_TRUE(st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut ||
+                  st.code() == StatusCode::kResourceExhausted)
+          << st.to_string();
+    }
+    if (!map.get(k).ok()) ++get_errors;
+    if (!map.erase(k + 1000).ok()) ++erase_errors;
+  }
+  EXPECT_GT(put_errors, 0);
+  EXPECT_GT(get_errors, 0);
+  EXPECT_GT(erase_errors, 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, CacheTest, ::testing::Values("local", "tcp", "verbs"),

@@ -3,6 +3,8 @@
 
 #include <cstring>
 #include <random>
+#include <thread>
+#include <atomic>
 
 #include "farmem/farmem.h"
 #include "test/support/test_server.h"
@@ -129,6 +131,96 @@ TEST(Runtime, RefusesBadOptionsAndUnreachableServers) {
   o.auth_token = kToken;
   o.servers = {"tcp://127.0.0.1:" + port};
   EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kUnavailable);
+}
+
+// Each option combination that could only fail later fails at open, naming the field.
+TEST(Runtime, ChecksOptionCombinationsAtOpen) {
+  struct Case {
+    const char* field;
+    void (*bad)(RuntimeOptions&);
+  };
+  const Case cases[] = {
+      {"cache_budget_bytes", [](RuntimeOptions& o) { o.cache_budget_bytes = 8192; }},
+      {"cache_budget_bytes", [](RuntimeOptions& o) { o.page_bytes = 1u << 20; o.cache_budget_bytes = 2u << 20; }},
+      {"local_server_capacity", [](RuntimeOptions& o) { o.local_server_capacity = 1u << 20; }},
+      {"page_bytes", [](RuntimeOptions& o) { o.page_bytes = 3000; }},
+      {"page_bytes", [](RuntimeOptions& o) { o.slab_bytes = 6u << 20; o.page_bytes = 4u << 20; }},
+      {"slab_bytes", [](RuntimeOptions& o) { o.slab_bytes = 0; }},
+      {"op_timeout", [](RuntimeOptions& o) { o.op_timeout = std::chrono::milliseconds(0); }},
+      {"connect_timeout", [](RuntimeOptions& o) { o.connect_timeout = std::chrono::milliseconds(-1); }},
+      {"max_prefetch_pages", [](RuntimeOptions& o) { o.max_prefetch_pages = 0; }},
+      {"max_cache_threads", [](RuntimeOptions& o) { o.max_cache_threads = 0; }},
+      {"auth_token", [](RuntimeOptions& o) { o.auth_token = std::string(49, 't'); }},
+      {"local_buffer_bytes", [](RuntimeOptions& o) { o.local_buffer_bytes = 0; }},
+  };
+  for (const Case& c : cases) {
+    auto o = local_options();
+    c.bad(o);
+    auto rt = Runtime::open(o);
+    ASSERT_FALSE(rt.ok()) << c.field;
+    EXPECT_EQ(rt.status().code(), StatusCode::kInvalidArgument) << c.field;
+    EXPECT_NE(rt.status().message().find(c.field), std::string::npos)
+        << "the error does not name " << c.field << ": " << rt.status().to_string();
+  }
+  // The smallest budget that passes works end to end.
+  auto o = local_options();
+  o.cache_budget_bytes = 4 * 4096;
+  auto rt = open_or_die(o);
+  ASSERT_TRUE(rt);
+  auto p = rt->make_far<std::uint64_t>(42u);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  DerefScope s(*rt);
+  EXPECT_EQ(p->deref(s), 42u);
+}
+
+TEST(Runtime, ValueOfAnErrorReportsTheError) {
+  Result<int> r = NotFound("no such thing");
+  try {
+    (void)r.value();
+    FAIL() << "value() of an error returned";
+  } catch (const BadResultAccess& e) {
+    EXPECT_EQ(e.status().code(), StatusCode::kNotFound);
+    EXPECT_NE(std::string(e.what()).find("not found: no such thing"), std::string::npos)
+        << e.what();
+  }
+  auto o = local_options();
+  o.cache_budget_bytes = 8192;
+  EXPECT_THROW((void)Runtime::open(o).value(), BadResultAccess);
+}
+
+TEST(Runtime, ThreadsPastTheCacheLimitGetAnErrorNotAnAbort) {
+  auto o = local_options();
+  o.max_cache_threads = 2;
+  auto rt = open_or_die(o);
+  ASSERT_TRUE(rt);
+  auto p = rt->make_far<std::uint64_t>(5u);  // this thread holds one slot from here on
+  ASSERT_TRUE(p.ok());
+  std::atomic<int> inside{0};
+  std::atomic<bool> release{false};
+  std::thread holder([&] {  // the second slot, held inside a scope
+    DerefScope s(*rt);
+    EXPECT_EQ(p->deref(s), 5u);
+    inside = 1;
+    for (int i = 0; i < 5000 && !release; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  for (int i = 0; i < 5000 && inside == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Status third;
+  std::thread([&] {
+    DerefScope s(*rt);
+    auto r = p->try_deref(s);
+    third = r.status();
+  }).join();
+  release = true;
+  holder.join();
+  EXPECT_EQ(third.code(), StatusCode::kResourceExhausted) << third.to_string();
+  EXPECT_NE(third.message().find("max_cache_threads"), std::string::npos) << third.to_string();
+  // Once the holder has exited, a new thread gets its slot.
+  Status again = Internal("not run");
+  std::thread([&] {
+    DerefScope s(*rt);
+    again = p->try_deref(s).status();
+  }).join();
+  EXPECT_TRUE(again.ok()) << again.to_string();
 }
 
 TEST(Runtime, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {

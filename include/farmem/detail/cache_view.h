@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "farmem/status.h"
+
 namespace farmem::detail {
 
 inline constexpr std::uint64_t kPteStateMask = 7;
@@ -101,6 +103,8 @@ struct CacheView {
   std::atomic<std::uint8_t>* prefetched = nullptr;
   unsigned page_shift = 12;
   unsigned slab_page_bits = 28;        ///< 40 (FarAddr offset bits) - page_shift
+  /// Set, with cache null, when the page cache could not be created: why.
+  const Status* error = nullptr;
 };
 
 /// Out of line (libfarmem): the miss path. Returns the local address of the page holding
@@ -110,8 +114,10 @@ std::byte* cache_fault(PageCache* cache, ThreadSlot* slot, std::uint64_t key, bo
 /// Out of line: first use of a prefetched page (feeds the trend detector).
 void cache_prefetch_hit(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
                         std::uint32_t frame);
-/// Out of line: this thread's slot in `cache` (registered on first use).
+/// Out of line: the calling thread's slot (registered on first use), nullptr when the cache has none left for it.
 ThreadSlot* cache_thread_slot(PageCache* cache);
+/// Sets *scope_error (a Status) to the error of a thread without a slot.
+void cache_no_slot_error(PageCache* cache, void* scope_error);
 CacheView cache_view(PageCache* cache);
 
 }  // namespace farmem::detail
