@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "farmem/far_addr.h"
+#include "farmem/io_batch.h"
 #include "farmem/options.h"
 #include "farmem/stats.h"
 #include "farmem/status.h"
@@ -21,21 +23,6 @@ class Region;
 namespace detail {
 struct CacheView;
 }  // namespace detail
-
-/// An address in far memory. Opaque: names a slab and an offset, independent of which
-/// memserver holds the slab. The default value is null.
-struct FarAddr {
-  std::uint64_t raw = 0;
-  bool is_null() const { return raw == 0; }
-  FarAddr operator+(std::uint64_t off) const { return FarAddr{raw + off}; }
-  friend bool operator==(FarAddr, FarAddr) = default;
-};
-
-/// A far allocation.
-struct FarRange {
-  FarAddr addr;
-  std::uint64_t bytes = 0;
-};
 
 /// Counters of one runtime (monotonic, except the *_bytes gauges).
 struct RuntimeStats {
@@ -56,30 +43,6 @@ struct ServerStats {
   std::uint64_t slabs = 0;
   std::uint64_t sessions = 0;
   std::uint64_t slabs_reclaimed = 0;
-};
-
-/// A batch of reads and writes submitted at once and completed together. Reusable:
-/// clear() keeps its buffers, so a steady stream of batches allocates nothing.
-class IoBatch {
- public:
-  IoBatch();
-  ~IoBatch();
-  IoBatch(IoBatch&&) noexcept;
-  IoBatch& operator=(IoBatch&&) noexcept;
-
-  /// Queues a read of far memory at `src` into `dst` (inside registered memory).
-  void read(FarAddr src, std::span<std::byte> dst);
-  /// Queues a write of `src` (inside registered memory) to far memory at `dst`.
-  void write(FarAddr dst, std::span<const std::byte> src);
-  /// Forgets the queued operations. Not allowed while the batch is in flight.
-  void clear();
-  std::size_t size() const;
-
-  struct Impl;
-
- private:
-  friend class Runtime;
-  std::unique_ptr<Impl> impl_;
 };
 
 class Runtime {

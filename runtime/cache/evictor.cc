@@ -78,8 +78,8 @@ Status PageCache::write_back(std::vector<Victim>& victims) {
     written.push_back(&v);
   }
   if (written.empty()) return Status::Ok();
-  Status st = rt_.submit(batch);
-  if (st.ok()) st = rt_.wait(batch);
+  Status st = io_.submit(batch);
+  if (st.ok()) st = io_.wait(batch);
   if (!st.ok()) {
     // We cannot tell which writes landed: every one stays dirty and resident.
     for (Victim* v : written) v->keep = true;

@@ -55,12 +55,12 @@ void relax(int& spins) {
 
 }  // namespace
 
-PageCache::PageCache(Runtime& rt, cache::Budget& budget, CacheOptions options,
+PageCache::PageCache(pool::IoService& io, cache::Budget& budget, CacheOptions options,
                      std::uint32_t frames)
-    : rt_(rt), budget_(budget), options_(std::move(options)), frames_(frames), ref_(frames),
+    : io_(io), budget_(budget), options_(std::move(options)), frames_(frames), ref_(frames),
       clock_(frames) {}
 
-Result<std::unique_ptr<PageCache>> PageCache::create(Runtime& rt, cache::Budget& budget,
+Result<std::unique_ptr<PageCache>> PageCache::create(pool::IoService& io, cache::Budget& budget,
                                                      CacheOptions options) {
   const auto pb = options.page_bytes;
   if (pb < 4096 || pb > (2u << 20) || !std::has_single_bit(pb)) {
@@ -79,7 +79,7 @@ Result<std::unique_ptr<PageCache>> PageCache::create(Runtime& rt, cache::Budget&
   }
   if (!options.slab_bytes) return InvalidArgument("CacheOptions.slab_bytes not set");
   auto c = std::unique_ptr<PageCache>(
-      new PageCache(rt, budget, std::move(options), static_cast<std::uint32_t>(frames)));
+      new PageCache(io, budget, std::move(options), static_cast<std::uint32_t>(frames)));
   FARMEM_RETURN_IF_ERROR(c->init());
   return c;
 }
@@ -92,7 +92,7 @@ Status PageCache::init() {
   arena_ = static_cast<std::byte*>(p);
   madvise(arena_, arena_len_, MADV_HUGEPAGE);  // huge pages where the kernel has them
   // Registered once: fetches land in frames directly, write-backs leave from them.
-  FARMEM_RETURN_IF_ERROR(rt_.register_memory({arena_, arena_len_}));
+  FARMEM_RETURN_IF_ERROR(io_.register_memory({arena_, arena_len_}));
 
   dirty_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
   prefetched_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
@@ -156,7 +156,7 @@ PageCache::~PageCache() {
   budget_.remove_reclaimer(this);
   budget_.uncharge(frames_in_use() * options_.page_bytes);
   if (arena_ != nullptr) {
-    (void)rt_.unregister_memory({arena_, arena_len_});
+    (void)io_.unregister_memory({arena_, arena_len_});
     munmap(arena_, arena_len_);
   }
 }
@@ -294,8 +294,8 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   extra.clear();
   batch.read(far_of(key), {frame_addr(f), options_.page_bytes});
   if (options_.prefetch) add_read_around_on_app(slot, key, batch, extra);
-  Status st = rt_.submit(batch);
-  if (st.ok()) st = rt_.wait(batch);
+  Status st = io_.submit(batch);
+  if (st.ok()) st = io_.wait(batch);
   if (!st.ok()) {
     release_frame(f);
     e.store(kPteAbsent, std::memory_order_release);

@@ -26,9 +26,11 @@
 #include "cache/clock.h"
 #include "cache/trend.h"
 #include "farmem/detail/cache_view.h"
+#include "farmem/far_addr.h"
+#include "farmem/io_batch.h"
 #include "farmem/options.h"
-#include "farmem/runtime.h"
 #include "farmem/stats.h"
+#include "pool/io_service.h"
 
 namespace farmem::detail {
 
@@ -54,7 +56,7 @@ struct CacheOptions {
 
 class PageCache final : public cache::Reclaimer {
  public:
-  static Result<std::unique_ptr<PageCache>> create(Runtime& rt, cache::Budget& budget,
+  static Result<std::unique_ptr<PageCache>> create(pool::IoService& io, cache::Budget& budget,
                                                    CacheOptions options);
   ~PageCache() override;
   PageCache(const PageCache&) = delete;
@@ -92,7 +94,7 @@ class PageCache final : public cache::Reclaimer {
   Status flush_dirty() override { return flush(); }
 
  private:
-  PageCache(Runtime& rt, cache::Budget& budget, CacheOptions options, std::uint32_t frames);
+  PageCache(pool::IoService& io, cache::Budget& budget, CacheOptions options, std::uint32_t frames);
   Status init();
   /// A page claimed for a prefetch read: entry kFetching, frame taken.
   struct Pending {
@@ -158,7 +160,7 @@ class PageCache final : public cache::Reclaimer {
   void evictor_loop();
   std::uint64_t free_frames() const;
 
-  Runtime& rt_;
+  pool::IoService& io_;  ///< far I/O (injected; outlives the cache)
   cache::Budget& budget_;
   const CacheOptions options_;
   const std::uint32_t frames_;

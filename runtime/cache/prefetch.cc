@@ -112,7 +112,7 @@ void PageCache::post_prefetch(const std::vector<std::int64_t>& keys, std::uint32
     job->pages.push_back(*p);
   }
   if (job->pages.empty()) return;
-  if (Status st = rt_.submit(job->batch); !st.ok()) {
+  if (Status st = io_.submit(job->batch); !st.ok()) {
     log().warn("posting a prefetch of {} page(s) failed: {}", job->pages.size(), st.to_string());
     abandon(job->pages);
     return;
@@ -133,7 +133,7 @@ std::unique_ptr<PageCache::InFlight> PageCache::take_in_flight() {
 }
 
 void PageCache::complete(InFlight& job) {
-  if (Status st = rt_.wait(job.batch); !st.ok()) {
+  if (Status st = io_.wait(job.batch); !st.ok()) {
     log().warn("prefetch of {} page(s) failed: {}", job.pages.size(), st.to_string());
     abandon(job.pages);
     return;

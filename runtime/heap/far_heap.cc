@@ -5,15 +5,15 @@
 
 namespace farmem::heap {
 
-FarHeap::FarHeap(Runtime& rt, std::uint32_t page_bytes, std::uint64_t arena_bytes)
-    : rt_(rt),
+FarHeap::FarHeap(pool::FarPool& pool, std::uint32_t page_bytes, std::uint64_t arena_bytes)
+    : pool_(pool),
       page_bytes_(page_bytes),
       page_shift_(static_cast<unsigned>(std::countr_zero(page_bytes))),
       arena_bytes_(arena_bytes),
       partial_(page_shift_ - kMinClassShift + 1) {}
 
 FarHeap::~FarHeap() {
-  for (auto& a : arenas_) (void)rt_.free(a->range);
+  for (auto& a : arenas_) (void)pool_.free(a->range);
 }
 
 std::uint32_t FarHeap::class_of(std::size_t bytes, std::size_t align) const {
@@ -30,10 +30,10 @@ Result<FarAddr> FarHeap::pages_locked(std::uint64_t pages) {
   for (auto& a : arenas_) {
     if (auto off = a->pages.allocate(bytes, page_bytes_)) return a->range.addr + *off;
   }
-  auto range = rt_.allocate(arena_bytes_);
+  auto range = pool_.allocate(arena_bytes_);
   if (!range.ok()) return range.status();
   if ((range->addr.raw & (page_bytes_ - 1)) != 0) {
-    (void)rt_.free(*range);
+    (void)pool_.free(*range);
     return Internal("arena not page-aligned: slab_bytes must be a multiple of page_bytes");
   }
   arenas_.push_back(std::make_unique<Arena>(Arena{*range, pool::SlabAllocator(arena_bytes_)}));

@@ -11,7 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "farmem/runtime.h"
+#include "farmem/far_addr.h"
+#include "farmem/status.h"
+#include "pool/far_pool.h"
 #include "pool/slab_allocator.h"
 
 namespace farmem::heap {
@@ -19,7 +21,7 @@ namespace farmem::heap {
 class FarHeap {
  public:
   /// `arena_bytes` is a multiple of `page_bytes`; each arena is one runtime allocation.
-  FarHeap(Runtime& rt, std::uint32_t page_bytes, std::uint64_t arena_bytes);
+  FarHeap(pool::FarPool& pool, std::uint32_t page_bytes, std::uint64_t arena_bytes);
   ~FarHeap();  // returns every arena to the runtime
   FarHeap(const FarHeap&) = delete;
   FarHeap& operator=(const FarHeap&) = delete;
@@ -55,7 +57,7 @@ class FarHeap {
   Status free_pages_locked(FarAddr addr, std::uint64_t pages);
   Result<Run*> new_run_locked(std::uint32_t cls);
 
-  Runtime& rt_;
+  pool::FarPool& pool_;  ///< where arenas come from (injected; outlives the heap)
   const std::uint32_t page_bytes_;
   const unsigned page_shift_;
   const std::uint64_t arena_bytes_;

@@ -13,7 +13,7 @@
 
 #include <cstdint>
 
-#include "farmem/runtime.h"
+#include "farmem/far_addr.h"
 
 namespace farmem::pool {
 

@@ -8,7 +8,7 @@
 #include <shared_mutex>
 #include <vector>
 
-#include "farmem/runtime.h"
+#include "farmem/far_addr.h"
 #include "pool/far_addr.h"
 #include "pool/slab_allocator.h"
 #include "transport/transport.h"

@@ -1,0 +1,200 @@
+#include "pool/io_service.h"
+
+#include <algorithm>
+#include <mutex>
+
+namespace farmem {
+
+struct IoBatch::Impl {
+  struct Request {
+    transport::OpKind kind;
+    FarAddr far;
+    std::byte* local;
+    std::uint64_t bytes;
+  };
+  std::vector<Request> requests;
+  std::vector<std::vector<transport::Op>> per_conn;  ///< ops grouped by connection
+  struct Posted {
+    std::size_t conn;
+    std::unique_ptr<transport::Completion> done;
+  };
+  std::vector<Posted> posted;  ///< completions reused across submits
+  std::size_t in_flight = 0;   ///< entries of `posted` used by the current submit
+  Status submit_error;
+};
+
+IoBatch::IoBatch() : impl_(std::make_unique<Impl>()) {}
+IoBatch::~IoBatch() = default;
+IoBatch::IoBatch(IoBatch&&) noexcept = default;
+IoBatch& IoBatch::operator=(IoBatch&&) noexcept = default;
+
+void IoBatch::read(FarAddr src, std::span<std::byte> dst) {
+  impl_->requests.push_back({transport::OpKind::kRead, src, dst.data(), dst.size()});
+}
+void IoBatch::write(FarAddr dst, std::span<const std::byte> src) {
+  impl_->requests.push_back(
+      {transport::OpKind::kWrite, dst, const_cast<std::byte*>(src.data()), src.size()});
+}
+void IoBatch::clear() { impl_->requests.clear(); }
+std::size_t IoBatch::size() const { return impl_->requests.size(); }
+
+namespace pool {
+
+IoService::IoService(FarPool& pool, std::chrono::nanoseconds timeout)
+    : pool_(pool), timeout_(timeout) {}
+
+// Registrations go before the connections that made them (the pool outlives the service).
+IoService::~IoService() = default;
+
+Result<std::uint32_t> IoService::lkey_for(const std::byte* p, std::uint64_t n,
+                                          std::size_t conn) const {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::shared_lock lock(ranges_mu_);
+  auto it = ranges_.upper_bound(a);
+  if (it != ranges_.begin()) {
+    --it;
+    if (a - it->first < it->second.length && n <= it->second.length - (a - it->first)) {
+      return it->second.regs[conn]->lkey();
+    }
+  }
+  return InvalidArgument("local buffer of " + std::to_string(n) +
+                         " bytes is not inside registered memory (use local_buffer() or "
+                         "register_memory())");
+}
+
+void IoService::count(transport::OpKind kind, std::uint64_t n) {
+  if (kind == transport::OpKind::kRead) {
+    reads_.fetch_add(1, std::memory_order_relaxed);
+    bytes_read_.fetch_add(n, std::memory_order_relaxed);
+  } else {
+    writes_.fetch_add(1, std::memory_order_relaxed);
+    bytes_written_.fetch_add(n, std::memory_order_relaxed);
+  }
+}
+
+Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* local,
+                             std::uint64_t n, std::vector<std::vector<transport::Op>>& out) {
+  if (n == 0) return InvalidArgument("read or write of 0 bytes");
+  FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(far, n));
+  FARMEM_ASSIGN_OR_RETURN(std::uint32_t lkey, lkey_for(local, n, t.conn));
+  const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
+  for (std::uint64_t done = 0; done < n;) {
+    const auto len = static_cast<std::uint32_t>(std::min(max, n - done));
+    out[t.conn].push_back({kind, len, local + done, lkey, t.rkey, t.remote_addr + done});
+    done += len;
+  }
+  count(kind, n);
+  return Status::Ok();
+}
+
+Status IoService::register_memory(std::span<std::byte> memory) {
+  if (memory.empty()) return InvalidArgument("registering empty memory");
+  LocalRange range;
+  range.length = memory.size();
+  for (std::size_t c = 0; c < pool_.connection_count(); ++c) {
+    auto reg = pool_.connection(c).register_memory(memory.data(), memory.size());
+    if (!reg.ok()) return reg.status().with_context("registering local memory");
+    range.regs.push_back(std::move(reg).value());
+  }
+  std::unique_lock lock(ranges_mu_);
+  const auto key = reinterpret_cast<std::uintptr_t>(memory.data());
+  auto next = ranges_.lower_bound(key);
+  const bool overlaps_next = next != ranges_.end() && next->first < key + memory.size();
+  const bool overlaps_prev = next != ranges_.begin() &&
+                             std::prev(next)->first + std::prev(next)->second.length > key;
+  if (overlaps_next || overlaps_prev) {
+    return InvalidArgument("memory overlaps a range registered already");
+  }
+  ranges_.emplace(key, std::move(range));
+  return Status::Ok();
+}
+
+Status IoService::unregister_memory(std::span<std::byte> memory) {
+  std::unique_lock lock(ranges_mu_);
+  auto it = ranges_.find(reinterpret_cast<std::uintptr_t>(memory.data()));
+  if (it == ranges_.end() || it->second.length != memory.size()) {
+    return NotFound("no registration of exactly that range");
+  }
+  ranges_.erase(it);
+  return Status::Ok();
+}
+
+namespace {
+// The blocking calls reuse one batch a thread: no allocation per read or write once warm.
+IoBatch& sync_batch() {
+  thread_local IoBatch batch;
+  batch.clear();
+  return batch;
+}
+}  // namespace
+
+Status IoService::read(FarAddr src, std::span<std::byte> dst) {
+  IoBatch& batch = sync_batch();
+  batch.read(src, dst);
+  FARMEM_RETURN_IF_ERROR(submit(batch));
+  return wait(batch);
+}
+
+Status IoService::write(FarAddr dst, std::span<const std::byte> src) {
+  IoBatch& batch = sync_batch();
+  batch.write(dst, src);
+  FARMEM_RETURN_IF_ERROR(submit(batch));
+  return wait(batch);
+}
+
+Status IoService::submit(IoBatch& batch) {
+  auto& b = *batch.impl_;
+  if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
+  const std::size_t nconn = pool_.connection_count();
+  b.per_conn.resize(nconn);
+  for (auto& v : b.per_conn) v.clear();
+  for (const auto& r : b.requests) {
+    FARMEM_RETURN_IF_ERROR(append_ops(r.kind, r.far, r.local, r.bytes, b.per_conn));
+  }
+  b.submit_error = Status::Ok();
+  for (std::size_t c = 0; c < nconn && b.submit_error.ok(); ++c) {
+    auto& conn = pool_.connection(c);
+    std::span<const transport::Op> ops = b.per_conn[c];
+    const std::size_t max = conn.capabilities().max_batch_ops;
+    for (std::size_t i = 0; i < ops.size(); i += max) {
+      if (b.in_flight == b.posted.size()) {
+        b.posted.push_back({c, std::make_unique<transport::Completion>()});
+      }
+      auto& slot = b.posted[b.in_flight];
+      slot.conn = c;
+      auto st = conn.post(ops.subspan(i, std::min(max, ops.size() - i)), *slot.done);
+      if (!st.ok()) {
+        b.submit_error = st.with_context(conn.peer());
+        break;
+      }
+      ++b.in_flight;
+    }
+  }
+  // What was posted must still be waited for; wait() reports submit_error then.
+  if (!b.submit_error.ok() && b.in_flight == 0) return b.submit_error;
+  return Status::Ok();
+}
+
+Status IoService::wait(IoBatch& batch) {
+  auto& b = *batch.impl_;
+  Status first = b.submit_error;
+  // Every posted part is waited for, even after an error: a part not waited for could
+  // still be written into once this returns.
+  for (std::size_t i = 0; i < b.in_flight; ++i) {
+    auto& slot = b.posted[i];
+    auto st = pool_.connection(slot.conn).wait(*slot.done, timeout_);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  b.in_flight = 0;
+  b.submit_error = Status::Ok();
+  return first;
+}
+
+IoCounters IoService::counters() const {
+  return {reads_.load(std::memory_order_relaxed), writes_.load(std::memory_order_relaxed),
+          bytes_read_.load(std::memory_order_relaxed),
+          bytes_written_.load(std::memory_order_relaxed)};
+}
+
+}  // namespace pool
+}  // namespace farmem

@@ -1,0 +1,81 @@
+// IoService: far I/O for every layer above the pool. It turns far addresses into transport
+// ops on the right connection, keeps local memory registered with every connection, and
+// submits and completes IoBatches. The page cache, the heap and regions get it injected by
+// the composition root (Runtime); none of them sees the Runtime.
+//
+// Lifetimes: a submitted IoBatch belongs to the service until wait() on it returns; wait()
+// returns only once no connection can touch the batch or its buffers (see transport.h).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <span>
+#include <vector>
+
+#include "farmem/far_addr.h"
+#include "farmem/io_batch.h"
+#include "farmem/status.h"
+#include "pool/far_pool.h"
+#include "transport/transport.h"
+
+namespace farmem::pool {
+
+/// Ops and bytes moved so far (monotonic).
+struct IoCounters {
+  std::uint64_t reads = 0;
+  std::uint64_t writes = 0;
+  std::uint64_t bytes_read = 0;
+  std::uint64_t bytes_written = 0;
+};
+
+class IoService {
+ public:
+  /// `pool` must outlive the service; `timeout` bounds each wait.
+  IoService(FarPool& pool, std::chrono::nanoseconds timeout);
+  ~IoService();
+  IoService(const IoService&) = delete;
+  IoService& operator=(const IoService&) = delete;
+
+  /// Registers `memory` with every connection; reads land in it and writes leave from it.
+  /// Ranges must not overlap.
+  Status register_memory(std::span<std::byte> memory);
+  /// Deregisters a range registered with exactly these bounds.
+  Status unregister_memory(std::span<std::byte> memory);
+
+  /// Starts every operation of `batch`; returns at once. An error return started nothing.
+  Status submit(IoBatch& batch);
+  /// Waits for a submitted batch; returns its first error. Must follow every ok submit.
+  Status wait(IoBatch& batch);
+  /// Blocking single read/write (a per-thread batch, no allocation once warm).
+  Status read(FarAddr src, std::span<std::byte> dst);
+  Status write(FarAddr dst, std::span<const std::byte> src);
+
+  IoCounters counters() const;
+  std::chrono::nanoseconds timeout() const { return timeout_; }
+  FarPool& pool() { return pool_; }
+
+ private:
+  /// One local range registered with every connection (index = connection index).
+  struct LocalRange {
+    std::size_t length = 0;
+    std::vector<std::unique_ptr<transport::MemoryRegistration>> regs;
+  };
+
+  Result<std::uint32_t> lkey_for(const std::byte* p, std::uint64_t n, std::size_t conn) const;
+  Status append_ops(transport::OpKind kind, FarAddr far, std::byte* local, std::uint64_t n,
+                    std::vector<std::vector<transport::Op>>& per_conn);
+  void count(transport::OpKind kind, std::uint64_t n);
+
+  FarPool& pool_;
+  const std::chrono::nanoseconds timeout_;
+  /// Guards ranges_: shared to look up lkeys, exclusive to (un)register.
+  mutable std::shared_mutex ranges_mu_;
+  std::map<std::uintptr_t, LocalRange> ranges_;  ///< keyed by start address
+  std::atomic<std::uint64_t> reads_{0}, writes_{0}, bytes_read_{0}, bytes_written_{0};
+};
+
+}  // namespace farmem::pool
