@@ -154,6 +154,10 @@ struct ConnectOptions {
   std::string token;                                   ///< auth token (<= kMaxTokenBytes)
   std::chrono::milliseconds connect_timeout{5000};     ///< for address resolution + handshake
   std::chrono::milliseconds control_timeout{5000};     ///< for control calls made by the factory
+  /// One-sided backends check every op against the slabs leased on the connection before
+  /// posting (see lease_table.h). Off only to test the memserver's own protection, as a
+  /// client that is not farmem would reach it.
+  bool check_leases = true;
 };
 
 /// Parsed "scheme://host:port" (or "local").

@@ -36,9 +36,11 @@ struct Client {
   std::vector<std::byte> local = std::vector<std::byte>(kLocalBytes);
   std::unique_ptr<transport::MemoryRegistration> reg;
 
-  static std::unique_ptr<Client> make(const TestServer& server) {
+  /// `checked`: false for a client that skips the verbs client's lease check, to reach the
+  /// memserver's own protection (per-client PDs, rkeys, slab bounds) as any client could.
+  static std::unique_ptr<Client> make(const TestServer& server, bool checked = true) {
     auto c = std::make_unique<Client>();
-    auto conn = server.connect();
+    auto conn = checked ? server.connect() : server.connect_unchecked();
     EXPECT_TRUE(conn.ok()) << conn.status().to_string();
     if (!conn.ok()) return nullptr;
     c->conn = std::move(conn).value();
@@ -175,6 +177,12 @@ class VerbsProtocolTest : public ::testing::Test {
     EXPECT_NE(c, nullptr);
     return c;
   }
+  /// A client without the lease check: its bad ops reach the memserver's NIC.
+  std::unique_ptr<Client> attacker() {
+    auto c = Client::make(*server_, /*checked=*/false);
+    EXPECT_NE(c, nullptr);
+    return c;
+  }
 
   static constexpr std::uint64_t kBystanderSeed = 42;
   std::unique_ptr<TestServer> server_;
@@ -257,8 +265,22 @@ TEST_F(VerbsProtocolTest, HelloOverTheControlChannelIsAnError) {
   EXPECT_TRUE(transport::server_stats(*a->conn, kTimeout).ok());
 }
 
-TEST_F(VerbsProtocolTest, ReadOutsideTheSlabFailsWithRemoteAccessError) {
+TEST_F(VerbsProtocolTest, ReadOutsideTheSlabIsOutOfRangeForAFarmemClient) {
+  // The client checks its leases before posting: same code as tcp, connection intact.
   auto a = client();
+  ASSERT_NE(a, nullptr);
+  auto slab = a->alloc();
+  ASSERT_TRUE(slab.ok());
+  auto st = a->op(OpKind::kRead, slab->addr + slab->bytes - 100, slab->rkey, 4096);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange) << st.to_string();
+  EXPECT_EQ(a->op(OpKind::kRead, slab->addr, slab->rkey ^ 1, 64).code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_TRUE(a->op(OpKind::kRead, slab->addr, slab->rkey, 4096).ok());
+}
+
+TEST_F(VerbsProtocolTest, ReadOutsideTheSlabFailsWithRemoteAccessError) {
+  // A client that posts it anyway meets the memserver's NIC.
+  auto a = attacker();
   ASSERT_NE(a, nullptr);
   auto slab = a->alloc();
   ASSERT_TRUE(slab.ok());
@@ -275,7 +297,7 @@ TEST_F(VerbsProtocolTest, ReadOutsideTheSlabFailsWithRemoteAccessError) {
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(1));
 
   // Entirely past the slab, on a fresh connection.
-  auto b = client();
+  auto b = attacker();
   ASSERT_NE(b, nullptr);
   auto slab_b = b->alloc();
   ASSERT_TRUE(slab_b.ok());
@@ -283,20 +305,31 @@ TEST_F(VerbsProtocolTest, ReadOutsideTheSlabFailsWithRemoteAccessError) {
   EXPECT_EQ(st.code(), StatusCode::kIoError) << st.to_string();
 }
 
-TEST_F(VerbsProtocolTest, WaitTimeoutBreaksTheConnection) {
+TEST_F(VerbsProtocolTest, WaitTimeoutBreaksTheConnectionAndReturnsOnlyOnceTheBatchIsDone) {
   auto a = client();
   ASSERT_NE(a, nullptr);
   auto slab = a->alloc();
   ASSERT_TRUE(slab.ok());
-  // A batch that never completes. (A real slow batch cannot be staged on rxe: for loopback
-  // traffic it moves the data inside ibv_post_send itself.)
-  Completion never;
-  never.arm(1);
+  // A batch that completes late. (A real slow batch cannot be staged on rxe: for loopback
+  // traffic it moves the data inside ibv_post_send itself.) Its "flush" arrives 300 ms after
+  // the 20 ms timeout: wait() must not return before it, or the caller would free a
+  // completion that is still written to.
+  Completion late;
+  late.arm(1);
+  std::thread flusher([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    late.finish_part(Unavailable("flushed"));
+  });
   const auto t0 = Clock::now();
-  auto st = a->conn->wait(never, std::chrono::milliseconds(20));
+  auto st = a->conn->wait(late, std::chrono::milliseconds(20));
+  const auto took = Clock::now() - t0;
+  const bool done_at_return = late.done();
+  flusher.join();
   EXPECT_EQ(st.code(), StatusCode::kTimedOut) << st.to_string();
   EXPECT_NE(st.message().find(server_->url()), std::string::npos) << st.to_string();
-  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(2));
+  EXPECT_TRUE(done_at_return) << "wait() returned while its batch was still outstanding";
+  EXPECT_GE(took, std::chrono::milliseconds(300));
+  EXPECT_LT(took, std::chrono::seconds(5));
   // Broken now: data ops and control calls fail at once.
   EXPECT_EQ(a->op(OpKind::kRead, slab->addr, slab->rkey, 64).code(), StatusCode::kUnavailable);
   EXPECT_EQ(a->alloc().status().code(), StatusCode::kUnavailable);
@@ -309,7 +342,7 @@ TEST_F(VerbsProtocolTest, GuessedRkeyFailsWithRemoteAccessError) {
   ASSERT_TRUE(slab.ok());
   // Another key index with the same low byte, and the same index with another key byte.
   for (std::uint32_t guess : {slab->rkey + 0x100, slab->rkey ^ 0x1}) {
-    auto c = client();
+    auto c = attacker();
     ASSERT_NE(c, nullptr);
     auto own = c->alloc();
     ASSERT_TRUE(own.ok());
@@ -328,7 +361,7 @@ TEST_F(VerbsProtocolTest, AnotherClientsExactAddressAndRkeyAreUseless) {
   a->fill(65536, 7);
   ASSERT_TRUE(a->op(OpKind::kWrite, slab_a->addr, slab_a->rkey, 65536).ok());
   for (OpKind kind : {OpKind::kRead, OpKind::kWrite}) {
-    auto b = client();
+    auto b = attacker();
     ASSERT_NE(b, nullptr);
     ASSERT_TRUE(b->alloc().ok());  // B has memory of its own registered on the server
     std::memset(b->local.data(), 0xAB, 65536);

@@ -89,6 +89,13 @@ Result<std::unique_ptr<transport::Connection>> TestServer::connect() const {
   return connect(kToken);
 }
 
+Result<std::unique_ptr<transport::Connection>> TestServer::connect_unchecked() const {
+  transport::ConnectOptions co;
+  co.token = kToken;
+  co.check_leases = false;
+  return transport::connect(url_, co, local_core_);
+}
+
 Result<std::unique_ptr<transport::Connection>> TestServer::connect(
     const std::string& token) const {
   transport::ConnectOptions co;

@@ -25,6 +25,9 @@ class TestServer {
   /// A new client session (token defaults to the server's).
   Result<std::unique_ptr<transport::Connection>> connect() const;
   Result<std::unique_ptr<transport::Connection>> connect(const std::string& token) const;
+  /// A client that posts whatever it is given (no lease check on one-sided backends): what a
+  /// hostile or buggy non-farmem client would send, to test the memserver's own protection.
+  Result<std::unique_ptr<transport::Connection>> connect_unchecked() const;
 
   memserver::Core& core() { return server_ ? server_->core() : *local_core_; }
   const std::string& url() const { return url_; }

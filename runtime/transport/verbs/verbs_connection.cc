@@ -75,6 +75,7 @@ Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& e
                                                                const ConnectOptions& options) {
   const auto deadline = Clock::now() + options.connect_timeout;
   std::unique_ptr<VerbsConnection> c(new VerbsConnection(ep.to_string()));
+  c->check_leases_ = options.check_leases;
   FARMEM_RETURN_IF_ERROR(c->resolve(ep, deadline));
   FARMEM_RETURN_IF_ERROR(c->create_resources());
   FARMEM_RETURN_IF_ERROR(c->establish(options, deadline));

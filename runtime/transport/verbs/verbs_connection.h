@@ -152,6 +152,7 @@ class VerbsConnection final : public Connection {
 
   /// Slabs leased on this connection: ops are checked against them before posting.
   LeaseTable leases_;
+  bool check_leases_ = true;  ///< ConnectOptions::check_leases
 
   /// Serializes call(): one control request in flight.
   std::mutex call_mu_;
