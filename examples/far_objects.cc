@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   farmem::RuntimeOptions opts;                     // servers default to {"local"}
   if (argc > 1) opts.servers.assign(argv + 1, argv + argc);
   if (const char* t = std::getenv("FARMEM_TOKEN")) opts.auth_token = t;
-  opts.cache_budget_bytes = 16 << 20;              // local memory for cached far pages
+  opts.cache_budget_bytes = 4 << 20;               // local memory for cached far pages
   auto rt = farmem::Runtime::open(opts).value();
 
   // Explicit far objects (AIFM-style): a hit is a plain load, no lock, no atomic RMW.
@@ -26,8 +26,9 @@ int main(int argc, char** argv) {
     farmem::DerefScope scope(*rt);                 // pages touched in it stay resident
     p.deref_mut(scope).count++;                    // until it ends; marks the page dirty
   }
-  farmem::far_vector<double> v(*rt);               // growable, 4x the cache budget here
-  for (int i = 0; i < (8 << 20); ++i) check(v.push_back(i));
+  const std::size_t n = 2 << 20;                   // 16 MiB of doubles: 4x the budget
+  farmem::far_vector<double> v(*rt);               // growable, with iterators
+  for (std::size_t i = 0; i < n; ++i) check(v.push_back(i));
   double sum = 0;                                  // for_each opens a scope per page
   check(v.for_each([&](std::size_t, const double& x) { sum += x; }));
   farmem::far_hash_map<std::uint64_t, Node> kv(*rt);
@@ -35,7 +36,7 @@ int main(int argc, char** argv) {
   check(rt->flush());                              // every dirty page durable on the memservers
 
   farmem::DerefScope scope(*rt);
-  const bool ok = p.deref(scope).count == 1 && sum == 8.0 * (1 << 20) * ((8 << 20) - 1) / 2 &&
+  const bool ok = p.deref(scope).count == 1 && sum == n * (n - 1) / 2.0 &&
                   kv.get(7).has_value() && kv.get(7)->count == 1;
   std::printf("far_objects: %s\n", ok ? "ok" : "WRONG DATA");
   return ok ? 0 : 1;
