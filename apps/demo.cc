@@ -130,6 +130,7 @@ int main(int argc, char** argv) {
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
   app.add_option("--kv-keys", kv_keys, "Keys in the far hash map phase (0: skip it)")
       ->capture_default_str();
+  app.set_version_flag("--version", std::string("farmem-demo ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
   if (!token_file.empty()) std::getline(std::ifstream(token_file), token);
   if (buffer_bytes < 4096 || block == 0 || far_bytes < buffer_bytes) {

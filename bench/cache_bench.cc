@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "bench/bench_report.h"
+#include "bench/version_flag.h"
 #include "farmem/farmem.h"
 
 namespace {
@@ -107,6 +108,7 @@ void BM_FarPtrScopeEach(benchmark::State& state) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  farmem::bench::handle_version_flag(argc, argv, "farmem_bench_cache");
   benchmark::Initialize(&argc, argv);
   using Fn = void (*)(benchmark::State&);
   const std::pair<const char*, Fn> cases[] = {{"raw_same_page", BM_RawSamePage},

@@ -113,6 +113,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-cache", skip_cache, "Skip the page-cache figures (fault latency, scans)");
   app.add_option("--far", far_bytes, "Far memory the reads spread over")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
+  app.set_version_flag("--version", std::string("farmem_bench_rdma ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
   if (!token_file.empty()) std::getline(std::ifstream(token_file), token);
 

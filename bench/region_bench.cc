@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "bench/bench_report.h"
+#include "bench/version_flag.h"
 #include "cache/budget.h"
 #include "farmem/region.h"
 #include "farmem/runtime.h"
@@ -195,6 +196,7 @@ void configure(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  farmem::bench::handle_version_flag(argc, argv, "farmem_bench_region");
   benchmark::Initialize(&argc, argv);
   for (int round = 0; round < kRounds; ++round) {  // interleaved: shared-host noise hits all
     configure(benchmark::RegisterBenchmark("bare_uffd_fault", BM_BareUffdFault));

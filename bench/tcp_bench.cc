@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bench/bench_report.h"
+#include "bench/version_flag.h"
 #include "memserver/core.h"
 #include "memserver/tcp_listener.h"
 #include "transport/tcp/socket.h"
@@ -199,6 +200,7 @@ void configure(benchmark::internal::Benchmark* b) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  farmem::bench::handle_version_flag(argc, argv, "farmem_bench_tcp");
   benchmark::Initialize(&argc, argv);
   PlainServer plain;
   const net::UniqueFd plain_fd = plain_connect(plain.port());

@@ -8,6 +8,7 @@
 #include <pthread.h>
 
 #include "common/log.h"
+#include "farmem/farmem.h"
 #include "memserver/server.h"
 
 namespace {
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
                  "none for TCP only)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  app.set_version_flag("--version", std::string("farmem-memserver ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
 
   if (!token_file.empty()) token = read_token_file(token_file);
