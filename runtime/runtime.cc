@@ -12,6 +12,7 @@
 #include "farmem/far_ptr.h"
 #include "heap/far_heap.h"
 #include "pool/far_pool.h"
+#include "region/in_farmem.h"
 #include "region/region.h"
 #include "transport/connect.h"
 
@@ -259,6 +260,7 @@ Status Runtime::write(FarAddr dst, std::span<const std::byte> src) {
 }
 
 Status Runtime::submit(IoBatch& batch) {
+  region::InFarmemScope in_farmem;  // a region fault in here is served by a helper
   auto& b = *batch.impl_;
   if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
   const std::size_t nconn = impl_->pool->connection_count();
@@ -292,6 +294,7 @@ Status Runtime::submit(IoBatch& batch) {
 }
 
 Status Runtime::wait(IoBatch& batch) {
+  region::InFarmemScope in_farmem;
   auto& b = *batch.impl_;
   Status first = b.submit_error;
   for (std::size_t i = 0; i < b.in_flight; ++i) {
@@ -378,22 +381,28 @@ std::uint64_t Runtime::cache_frames_in_use() const {
 }
 
 Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes) {
+  return map(bytes, RegionOptions{});
+}
+
+Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes, const RegionOptions& options) {
   if (bytes == 0) return InvalidArgument("map of 0 bytes");
   constexpr std::uint64_t kRegionPage = 4096;  // UFFDIO_COPY works in base pages
   FARMEM_ASSIGN_OR_RETURN(FarRange far,
                           allocate((bytes + kRegionPage - 1) / kRegionPage * kRegionPage));
-  region::RegionOptions ro;
-  ro.prefetch = impl_->options.prefetch;
-  ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
-  auto r = region::make_region(*this, *impl_->budget, far, ro);
+  auto r = open_region(far, options);
   if (!r.ok()) (void)free(far);
   return r;
 }
 
 Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far) {
+  return open_region(far, RegionOptions{});
+}
+
+Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far, const RegionOptions& options) {
   region::RegionOptions ro;
   ro.prefetch = impl_->options.prefetch;
   ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
+  ro.fault_mode = options.fault_mode;
   return region::make_region(*this, *impl_->budget, far, ro);
 }
 

@@ -18,6 +18,7 @@ namespace farmem {
 template <typename T>
 class far_ptr;
 class Region;
+struct RegionOptions;
 namespace detail {
 struct CacheView;
 }  // namespace detail
@@ -149,9 +150,12 @@ class Runtime {
   /// loads and stores fault pages in through userfaultfd, under the same local budget as the
   /// page cache. Needs Linux >= 5.7 and the right to use userfaultfd.
   Result<std::unique_ptr<Region>> map(std::uint64_t bytes);
+  /// map() with per-region options (the fault mode, see region.h).
+  Result<std::unique_ptr<Region>> map(std::uint64_t bytes, const RegionOptions& options);
   /// Maps an existing far range again (e.g. one a flushed, destroyed Region used). The
   /// caller keeps owning the range: free() it once no region maps it.
   Result<std::unique_ptr<Region>> open_region(FarRange far);
+  Result<std::unique_ptr<Region>> open_region(FarRange far, const RegionOptions& options);
 
   RuntimeStats stats() const;
   /// Asks every memserver for its statistics.

@@ -20,7 +20,9 @@
 //  4. Budget: charged before a page is mapped, uncharged after it is unmapped.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -35,7 +37,9 @@
 #include "farmem/region.h"
 #include "farmem/runtime.h"
 #include "region/page_table.h"
+#include "region/region_constants.h"
 #include "region/region_stats.h"
+#include "region/sigbus.h"
 #include "region/uffd.h"
 
 namespace farmem::region {
@@ -51,6 +55,8 @@ struct RegionOptions {
   /// Longest sleep of an idle handler thread. Only a backstop: stop requests and new work
   /// signal an eventfd, so nothing normally waits for this.
   std::chrono::milliseconds idle_poll{200};
+  /// Who serves faults (see farmem::FaultMode).
+  FaultMode fault_mode = FaultMode::kHandlerThread;
 };
 
 /// Maps `far` (an allocation of `rt`) as a region charging `budget`. Both must outlive it.
@@ -61,7 +67,29 @@ Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, 
 
 namespace farmem {
 
-struct Region::Impl final : cache::Reclaimer {
+namespace region {
+
+/// A fault handed from a faulting thread (in its SIGBUS handler) to the helper thread.
+/// state: kFree -> (faulter claims) kClaimed -> kPosted -> (helper serves) kDone -> kFree.
+/// The faulter futex-waits on `state` while it is kPosted.
+struct Handoff {
+  enum : std::uint32_t { kFree, kClaimed, kPosted, kDone };
+  std::atomic<std::uint32_t> state{kFree};
+  std::uintptr_t addr = 0;  ///< written by the faulter before kPosted
+  bool write = false;
+  bool ok = false;  ///< written by the helper before kDone
+};
+
+/// Registered staging a faulting thread fetches into on its own stack, with a batch reused
+/// fault after fault (warmed at start, so the signal path allocates nothing).
+struct FaulterSlot {
+  std::span<std::byte> staging;
+  IoBatch batch;
+};
+
+}  // namespace region
+
+struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   Impl(Runtime& rt, cache::Budget& budget, FarRange far, region::RegionOptions options);
   ~Impl() override;  // see region.cc: remove reclaimer, flush, stop, unmap, uncharge
   Impl(const Impl&) = delete;
@@ -79,6 +107,7 @@ struct Region::Impl final : cache::Reclaimer {
   /// Advice::kDontNeed on pages [first, end): write back what is dirty, then drop.
   Status drop_range(std::size_t first, std::size_t end);
   CacheStats stats() const;
+  Status prefault(std::size_t offset, std::size_t bytes);
   /// Evicts about `bytes` (at least a small batch, to amortise write-back). Any thread.
   std::uint64_t reclaim(std::uint64_t bytes) override;
 
@@ -91,6 +120,7 @@ struct Region::Impl final : cache::Reclaimer {
 
   // ---- handler thread (region_pager.cc) ----
   void run_on_handler();
+  void spin_after_fault_on_handler();
   bool drain_faults_on_handler();
   void handle_missing_on_handler(const uffd_msg& msg, std::chrono::steady_clock::time_point t0);
   void handle_wp_on_handler(std::size_t page);
@@ -116,6 +146,39 @@ struct Region::Impl final : cache::Reclaimer {
   void apply_hint_on_handler();
   void mark_used_locked(std::size_t page);
   void sleep_on_handler(std::chrono::milliseconds d);
+
+  // ---- the free reserve and its background evictor (region_reserve.cc) ----
+  std::uint64_t reserve_bytes() const;
+  std::uint64_t free_bytes() const;
+  /// After a charge: wakes the evictor once the reserve runs below half.
+  void note_charged();
+  /// Charges one faulted page: from free room if any, else evicting inline (counted).
+  bool charge_fault_page();
+  void run_on_evictor();
+  /// False when it could not free what the reserve lacks.
+  bool refill_reserve_on_evictor();
+  void stop_evictor();
+
+  // ---- faulting-thread mode (region_sigbus.cc) ----
+  Status start_faulting_mode();
+  /// FaultServer: runs in the SIGBUS handler of the faulting thread.
+  bool serve_sigbus(std::uintptr_t addr, bool write) override;
+  /// The fetch on the faulting thread; false when it must be handed off instead.
+  bool serve_on_faulter(std::size_t page, bool write);
+  /// Resolves a write to a resident, write-protected page (any thread). Takes page_mu_.
+  void unprotect_for_write(std::size_t page);
+  bool hand_off(std::uintptr_t addr, bool write);
+  /// Helper side: serves every posted hand-off.
+  void serve_handoffs_on_handler();
+  bool serve_handoff_on_handler(std::uintptr_t addr, bool write);
+  /// Fetches page (plus `ahead` pages after it, all charged already) through `batch` into
+  /// `staging_area` (registered) and maps them; writable and dirty when `write`. On failure
+  /// the charge is given back.
+  Status fetch_install(std::span<std::byte> staging_area, IoBatch& batch, std::size_t page,
+                       std::size_t ahead, bool write);
+  region::FaulterSlot* claim_slot();
+  void release_slot(region::FaulterSlot* slot);
+  Status prefault_faulting(std::size_t first, std::size_t end);
 
   // ---- eviction and write-back (region_evict.cc); callers hold page_mu_ ----
   std::size_t evict_locked(std::size_t want);
@@ -175,6 +238,24 @@ struct Region::Impl final : cache::Reclaimer {
 
   /// Reclaim calls in progress (the destructor waits for them after unregistering).
   std::atomic<int> reclaims_in_flight{0};
+
+  // Background evictor (region_reserve.cc).
+  std::thread evictor;
+  std::mutex evict_mu_;  ///< guards the evictor's sleep (pairs with evict_cv_)
+  std::condition_variable evict_cv_;
+  std::atomic<bool> evict_requested{false};
+  std::atomic<bool> evictor_stop{false};
+
+  // Faulting-thread mode (region_sigbus.cc).
+  bool sigbus_registered = false;
+  std::array<region::FaulterSlot, region::kFaulterSlots> faulter_slots;
+  std::atomic<std::uint32_t> free_slots{0};  ///< bit i: faulter_slots[i] is free
+  std::array<region::Handoff, region::kMailboxSlots> mailbox;
+  /// Last page a faulting thread fetched (sequential readahead detection), -1 none.
+  std::atomic<std::int64_t> last_faulter_page{-1};
+  /// Handler mode: the last missing fault or WP fault on a prefetched page was a store, so
+  /// prefetched pages are mapped writable and dirty (a write stream takes no WP faults).
+  bool writing_stream = false;
 
   region::RegionCounters counters;
 };

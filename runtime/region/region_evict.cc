@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "region/in_farmem.h"
 #include "region/region.h"
 #include "region/region_constants.h"
 #include "region/runs.h"
@@ -43,6 +44,7 @@ class InFlight {
 
 std::uint64_t Region::Impl::reclaim(std::uint64_t bytes) {
   InFlight guard(reclaims_in_flight);
+  region::InFarmemScope in_farmem;
   const std::size_t want =
       std::max<std::size_t>((bytes + kPageSize - 1) / kPageSize, region::kMinReclaimPages);
   std::lock_guard lock(page_mu_);

@@ -37,6 +37,7 @@ std::uint64_t ns_since(Clock::time_point t0) {
 }  // namespace
 
 void Region::Impl::run_on_handler() {
+  const bool faulting = options.fault_mode == FaultMode::kFaultingThread;
   while (!stop.load(std::memory_order_acquire)) {
     int timeout_ms = static_cast<int>(options.idle_poll.count());
     if (pull_pending_on_handler()) {
@@ -53,8 +54,22 @@ void Region::Impl::run_on_handler() {
       [[maybe_unused]] const ssize_t n = ::read(wake_fd.get(), &drained, sizeof drained);
     }
     if (stop.load(std::memory_order_acquire)) break;
-    if (drain_faults_on_handler()) continue;  // look for more faults before pulling
+    if (faulting) serve_handoffs_on_handler();
+    if (drain_faults_on_handler()) {
+      spin_after_fault_on_handler();
+      continue;  // look for more faults before pulling
+    }
     if (pull_pending_on_handler() && Clock::now() >= pull_blocked_until) pull_some_on_handler();
+  }
+}
+
+void Region::Impl::spin_after_fault_on_handler() {
+  // Busy-poll the uffd (a non-blocking read(2) a turn) while faults keep coming: the next
+  // fault of a thread touching page after page is read without waking this thread. The
+  // window restarts at every fault; once it passes quietly, back to sleeping in poll().
+  auto until = Clock::now() + region::kSpinAfterFault;
+  while (!stop.load(std::memory_order_acquire) && Clock::now() < until) {
+    if (drain_faults_on_handler()) until = Clock::now() + region::kSpinAfterFault;
   }
 }
 
@@ -80,8 +95,8 @@ bool Region::Impl::drain_faults_on_handler() {
       }
       if (stop.load(std::memory_order_acquire)) return any;
     }
-    // A short read means the queue was empty: back to poll() rather than a read(2) that
-    // would only say EAGAIN (one syscall less per isolated fault).
+    // A short read means the queue was empty: back to the caller (poll() or the spin) rather
+    // than a read(2) that would only say EAGAIN.
     if (*n < msgs.size()) return any;
   }
 }
@@ -99,6 +114,7 @@ void Region::Impl::handle_missing_on_handler(const uffd_msg& msg, Clock::time_po
   candidates.clear();
   if (options.prefetch) prefetch_candidates_on_handler(page);
   last_fault_page = static_cast<std::int64_t>(page);
+  writing_stream = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
   if (fetch_demand_on_handler(page, msg)) {
     counters.record_fault(ns_since(t0));
   } else {
@@ -127,12 +143,13 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
       return false;
     }
   }
-  charge_prefetch_on_handler();
-  const std::span<const std::uint32_t> pf = charged;
   fetch_batch.clear();
   fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
-  // Both batches in flight at once; the demand page is mapped (waking its thread) first.
+  // The demand read goes out first; the prefetch is charged (evicting only if the reserve
+  // is used up) while it is in flight. The demand page is mapped (waking its thread) first.
   Status demand = rt.submit(fetch_batch);
+  charge_prefetch_on_handler();
+  const std::span<const std::uint32_t> pf = charged;
   Status ahead = pf.empty() ? Status::Ok() : rt.submit(prefetch_batch);
   if (demand.ok()) demand = rt.wait(fetch_batch);
   const bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
@@ -148,12 +165,18 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
 }
 
 void Region::Impl::charge_prefetch_on_handler() {
-  // Prefetches may evict (as in Leap): a detected stream is worth more than the oldest page.
+  // Prefetches take free room (the reserve the evictor refills) and may evict, as in Leap,
+  // only once that is used up: a detected stream is worth more than the oldest page. This
+  // runs while the demand read is in flight.
   charged.clear();
   for (std::uint32_t c : candidates) {
-    if (!budget.charge(kPageSize)) break;
+    if (!budget.try_charge(kPageSize)) {
+      counters.add(counters.inline_evictions);
+      if (!budget.charge(kPageSize)) break;
+    }
     charged.push_back(c);
   }
+  if (!charged.empty()) note_charged();
   prefetch_batch.clear();
   for_each_run(charged, [&](std::size_t i, std::size_t n) {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
@@ -168,15 +191,18 @@ void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf,
     log().debug("region: prefetch of {} pages failed: {}", pf.size(), st.to_string());
     return;
   }
+  // A write stream gets its prefetched pages writable and dirty: no WP fault per page. They
+  // are written back even if never stored to (a wasted write, never a lost one).
+  const std::uint8_t bits = region::kPrefetched | region::kFromStream |
+                            (writing_stream ? region::kDirty : region::kWriteProtected);
   for_each_run(pf, [&](std::size_t i, std::size_t n) {
-    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize,
-                           region::kPrefetched | region::kFromStream);
+    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize, bits);
   });
   counters.add(counters.prefetches_issued, pf.size());
 }
 
 Status Region::Impl::charge_one_on_handler(std::size_t) {
-  if (budget.charge(kPageSize)) return Status::Ok();
+  if (charge_fault_page()) return Status::Ok();
   return ResourceExhausted("local memory budget of " + std::to_string(budget.limit()) +
                            " bytes is full and no reclaimer could free a page");
 }
@@ -254,14 +280,15 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
                 kPageSize - page_bytes(last));
   }
   std::lock_guard lock(page_mu_);
-  auto out = uffd.copy(page_addr(run.front()), staged, run.size() * kPageSize, true);
+  const bool protect = (bits & region::kDirty) == 0;
+  auto out = uffd.copy(page_addr(run.front()), staged, run.size() * kPageSize, protect);
   if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
     budget.uncharge(run.size() * kPageSize);
     log().warn("region: mapping {} prefetched pages at {} failed", run.size(), run.front());
     return;
   }
   for (std::uint32_t p : run) {
-    table.install(p, region::kWriteProtected | bits);
+    table.install(p, protect ? (region::kWriteProtected | bits) : bits);
     counters.add(counters.bytes_read, page_bytes(p));
   }
 }
@@ -275,6 +302,8 @@ void Region::Impl::handle_wp_on_handler(std::size_t page) {
     (void)uffd.wake(page_addr(page), kPageSize);
     return;
   }
+  // A store to a page prefetched for a stream: the stream writes, map its next pages dirty.
+  if (table.has(page, region::kPrefetched | region::kFromStream)) writing_stream = true;
   mark_used_locked(page);
   table.set(page, region::kDirty | region::kReferenced);  // dirty BEFORE the store can happen
   if (!table.has(page, region::kWriteProtected)) {
