@@ -53,10 +53,12 @@ inline constexpr std::uint32_t kMaxWasteReportsPerFault = 8;
 inline constexpr std::chrono::microseconds kSpinAfterFault{50};
 
 /// Free room the background evictor keeps in the budget, so that a fault charges its page
-/// without evicting on the fault path: up to 64 pages (two write-back batches, so a refill
-/// amortises its round trips), and at most 1/8 of the budget, so small budgets keep most of
-/// their pages in use. The evictor starts when free room falls below half the reserve.
-inline constexpr std::size_t kReservePagesMax = 64;
+/// without evicting on the fault path. The evictor starts when free room falls below half
+/// the reserve and drops at least that half in one MADV_DONTNEED pass: each pass is a TLB
+/// shootdown (an IPI to every CPU running the process), measured at ~36 % of a scan's time
+/// with 32-page drops in a VM, so refills must be large: up to 512 pages (2 MiB), and at
+/// most 1/8 of the budget, so small budgets keep most of their pages in use.
+inline constexpr std::size_t kReservePagesMax = 512;
 inline constexpr std::uint64_t kReserveShareOfBudget = 8;
 
 /// Longest sleep of an idle evictor: only a backstop, faults that eat into the reserve wake it.
@@ -65,6 +67,10 @@ inline constexpr std::chrono::milliseconds kEvictorIdleWait{100};
 }  // namespace farmem::region
 
 namespace farmem::region {
+
+/// Smallest sequential prefetch window that gets a pipelining marker page (see
+/// prefetch_candidates_on_handler): below 8 pages the extra fault costs more than waiting.
+inline constexpr std::size_t kMinPipelinedWindow = 8;
 
 /// Faulting-thread regions alive at once (the SIGBUS handler's range table is a fixed array:
 /// it cannot allocate). Each region costs one slot; 256 is far beyond any real use.

@@ -48,13 +48,10 @@ std::uint64_t Region::Impl::reclaim(std::uint64_t bytes) {
   const std::size_t want =
       std::max<std::size_t>((bytes + kPageSize - 1) / kPageSize, region::kMinReclaimPages);
   std::lock_guard lock(page_mu_);
-  std::size_t done = 0;
-  while (done < want) {
-    const std::size_t n = evict_locked(std::min(want - done, region::kWriteBackBatchPages));
-    if (n == 0) break;
-    done += n;
-  }
-  return done * kPageSize;
+  // One pick and one drop for the whole request: MADV_DONTNEED costs a TLB shootdown (an IPI
+  // to every CPU running this process's threads), so fewer, larger drops are much cheaper.
+  // Write-back still goes in batches of kWriteBackBatchPages (write_back_locked).
+  return evict_locked(want) * kPageSize;
 }
 
 std::size_t Region::Impl::evict_locked(std::size_t want) {

@@ -356,6 +356,14 @@ void Region::Impl::prefetch_candidates_on_handler(std::size_t page) {
       candidates.push_back(static_cast<std::uint32_t>(s));
     }
   }
+  // Pipelining: one page of a sequential window, 3/4 of the way in, is left unfetched. The
+  // stream faults on it with a quarter of the window still mapped ahead; that fault is served
+  // first and then posts the next window, which arrives while the stream reads the quarter,
+  // so the stream does not wait at the window's end.
+  const auto stride = prefetcher.current_stride();
+  if (stride && *stride == 1 && candidates.size() >= region::kMinPipelinedWindow) {
+    candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(candidates.size() * 3 / 4));
+  }
 }
 
 /// Reads of resident pages take no fault, so a stream reading its prefetched pages is
