@@ -31,7 +31,9 @@ enum class FaultMode : std::uint8_t {
   /// switch. Opt-in, because:
   ///  - the kernel's own accesses to a non-resident page fail with EFAULT instead of waiting:
   ///    call Region::prefault(offset, bytes) on memory before handing it to a system call
-  ///    (read, write, send, recv, io_uring, ...) or registering it with a NIC;
+  ///    (read, write, send, recv, io_uring, ...) or registering it with a NIC. That includes
+  ///    Runtime::read/write over the tcp transport (its send/recv are such system calls);
+  ///    the in-process transport copies in user space and needs no prefault;
   ///  - a thread that blocks SIGBUS cannot touch such a region: the kernel kills the process
   ///    on its first non-resident access;
   ///  - an application SIGBUS handler must be installed before the region is mapped (farmem
@@ -39,7 +41,9 @@ enum class FaultMode : std::uint8_t {
   ///    chain to the handler it replaced.
   /// Faults taken inside farmem's own calls (e.g. Runtime::write from an untouched region
   /// page on the in-process transport) are handed to the region's helper thread while the
-  /// faulting thread waits in the signal handler.
+  /// faulting thread waits in the signal handler. A fault that cannot be served (far memory
+  /// unreachable past the retry deadline) goes on to the previous SIGBUS disposition: the
+  /// application's handler, or the default action (the process dies of SIGBUS).
   kFaultingThread,
 };
 
@@ -107,8 +111,11 @@ class Region {
 
   /// Makes [offset, offset + bytes) resident (rounded out to whole pages), fetching what is
   /// not. Needed in FaultMode::kFaultingThread before the range is handed to a system call;
-  /// harmless (it just touches the pages) in the default mode. Fails if the budget cannot
-  /// hold the range at once, or with the fetch's error.
+  /// there the pages are mapped writable and counted dirty (the kernel's stores cannot be
+  /// tracked), so they are written back when evicted. In the default mode it just touches
+  /// the pages. Pages stay resident until evicted: prefault right before the system call, and
+  /// no more than the budget holds. Fails if the range exceeds the budget, when nothing can
+  /// be evicted to make room, or with the fetch's error.
   Status prefault(std::size_t offset, std::size_t bytes);
 
   /// Counters. Regions cannot see hits (a resident page is accessed without a fault), so

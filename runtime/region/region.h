@@ -3,21 +3,35 @@
 //
 // Threads and locks of one region:
 //
+//   handler-thread mode (default):
 //   application threads ──fault──► kernel ──uffd msg──► handler thread (one per region)
 //        │ flush/advise                                   │ MISSING: charge, fetch, COPY(+WP)
 //        ▼                                                │ WP:      mark dirty, un-protect
-//   page_mu_ ◄────────────── reclaim() from any thread ───┘ pull:    background fetches
-//   (page table, FIFO, write-back staging, protection changes, drops)
+//   page_mu_ ◄────────────── reclaim() from any thread ───┤ pull:    background fetches
+//   (page table, FIFO, write-back staging, protection     │ spins ~50 us after a fault before
+//    changes, drops)                                      │ sleeping in poll()
+//                                                         │
+//   faulting-thread mode (UFFD_FEATURE_SIGBUS):           │
+//   application thread ──fault──► SIGBUS handler on that thread (region_sigbus.cc):
+//        charge from free room, fetch into a faulter slot, COPY; or, inside a farmem call /
+//        no room / no slot / fetch failed: hand-off mailbox ──► handler thread (the helper)
+//
+//   evictor thread (one per region): keeps a free reserve in the budget (region_reserve.cc),
+//   so faults charge without evicting while the reserve holds.
 //
 // Invariants that make the races benign:
-//  1. Only the handler thread maps pages (UFFDIO_COPY) and removes write protection; other
-//     threads only add protection and drop pages, always under page_mu_.
+//  1. Only fault servers (the handler thread; in faulting-thread mode also faulting threads
+//     in their signal handler) map pages (UFFDIO_COPY) and remove write protection, under
+//     page_mu_; other threads only add protection and drop pages, always under page_mu_.
 //  2. A dirty page is write-protected before it is copied for write-back, and it is dropped
 //     (MADV_DONTNEED) only after the write-back completed, all under page_mu_; a fault on it
 //     is served only after page_mu_ is released, so it re-reads what was written.
 //  3. page_mu_ is never held while charging the budget (charge may call any reclaimer,
 //     including this region's, which takes page_mu_), so reclaimers cannot deadlock.
 //  4. Budget: charged before a page is mapped, uncharged after it is unmapped.
+//  5. No region page is touched while page_mu_ (or any region lock) is held by the toucher,
+//     except resident pages for reading; so a fault never interrupts a holder of page_mu_,
+//     and a SIGBUS handler may take it.
 #pragma once
 
 #include <array>

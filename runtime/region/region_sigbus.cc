@@ -16,6 +16,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "common/log.h"
@@ -51,9 +52,12 @@ Status Region::Impl::start_faulting_mode() {
   static_assert(region::kFaulterSlots <= 32, "free_slots is a 32-bit mask");
   // Warm each slot's batch with a real read, so its vectors have their capacity before the
   // signal path reuses them (the signal path must not allocate).
+  // The read is as large as the slot's largest (demand + readahead), so that it splits into
+  // as many transport ops as any later one.
+  const std::size_t warm_bytes = std::min<std::size_t>(faulter_slots[0].staging.size(), far.bytes);
   for (region::FaulterSlot& slot : faulter_slots) {
     slot.batch.clear();
-    slot.batch.read(page_far(0), slot.staging.first(page_bytes(0)));
+    slot.batch.read(page_far(0), slot.staging.first(warm_bytes));
     FARMEM_RETURN_IF_ERROR(rt.submit(slot.batch).with_context("warming a faulter slot"));
     FARMEM_RETURN_IF_ERROR(rt.wait(slot.batch).with_context("warming a faulter slot"));
     slot.batch.clear();
