@@ -241,6 +241,34 @@ TEST_P(RegionModes, SyscallsOnNonResidentPagesWorkInDefaultModeAndAfterPrefault)
   EXPECT_EQ(std::memcmp(got.data() + 2 * kPageSize, incoming.data(), incoming.size()), 0);
 }
 
+// A fault whose page cannot be fetched kills with SIGBUS (never maps zeros), in this mode by
+// passing the signal on to the default action.
+TEST(RegionFaultingThreadDeathTest, UnservableFaultEndsInSigbusNotZeros) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto server = TestServer::start("tcp");
+        RuntimeOptions o;
+        o.servers = {(*server)->url()};
+        o.auth_token = kToken;
+        o.local_buffer_bytes = 1u << 20;
+        o.slab_bytes = 64u << 20;
+        o.op_timeout = std::chrono::milliseconds(200);
+        auto rt = std::move(Runtime::open(o)).value();
+        const FarRange far = *rt->allocate(16 * kPageSize);
+        Budget budget(64 * kPageSize);
+        region::RegionOptions ro;
+        ro.fault_mode = FaultMode::kFaultingThread;
+        ro.fault_retry_deadline = std::chrono::milliseconds(300);
+        auto r = std::move(region::make_region(*rt, budget, far, ro)).value();
+        server->reset();
+        volatile std::byte b = r->data()[5 * kPageSize];  // cannot be fetched
+        (void)b;
+        std::_Exit(0);  // reached only if the fault was "served" with invented data
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, RegionModes,
                          ::testing::Values(FaultMode::kHandlerThread,
                                            FaultMode::kFaultingThread),
