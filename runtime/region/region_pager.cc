@@ -9,6 +9,7 @@
 // at the faulting address to the faulting thread, which is what the kernel does when the
 // backing store of a file mapping fails (abort() if the kernel cannot name the thread).
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,9 +68,15 @@ void Region::Impl::spin_after_fault_on_handler() {
   // Busy-poll the uffd (a non-blocking read(2) a turn) while faults keep coming: the next
   // fault of a thread touching page after page is read without waking this thread. The
   // window restarts at every fault; once it passes quietly, back to sleeping in poll().
+  // Each empty turn yields: on a CPU shared with the faulting thread (or anything else) the
+  // spin must not eat the time slice of whoever would fault next.
   auto until = Clock::now() + region::kSpinAfterFault;
   while (!stop.load(std::memory_order_acquire) && Clock::now() < until) {
-    if (drain_faults_on_handler()) until = Clock::now() + region::kSpinAfterFault;
+    if (drain_faults_on_handler()) {
+      until = Clock::now() + region::kSpinAfterFault;
+    } else {
+      ::sched_yield();
+    }
   }
 }
 
