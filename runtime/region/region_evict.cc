@@ -45,8 +45,11 @@ class InFlight {
 std::uint64_t Region::Impl::reclaim(std::uint64_t bytes) {
   InFlight guard(reclaims_in_flight);
   region::InFarmemScope in_farmem;
-  const std::size_t want =
-      std::max<std::size_t>((bytes + kPageSize - 1) / kPageSize, region::kMinReclaimPages);
+  // At least half the reserve: an eviction pass costs a TLB shootdown whatever its size, so
+  // a fault that had to evict inline leaves room for the next ones too.
+  const std::size_t want = std::max({static_cast<std::size_t>((bytes + kPageSize - 1) / kPageSize),
+                                     region::kMinReclaimPages,
+                                     static_cast<std::size_t>(reserve_bytes() / kPageSize / 2)});
   std::lock_guard lock(page_mu_);
   // One pick and one drop for the whole request: MADV_DONTNEED costs a TLB shootdown (an IPI
   // to every CPU running this process's threads), so fewer, larger drops are much cheaper.

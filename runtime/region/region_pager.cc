@@ -177,11 +177,16 @@ void Region::Impl::charge_prefetch_on_handler() {
   // runs while the demand read is in flight.
   charged.clear();
   for (std::uint32_t c : candidates) {
-    if (!budget.try_charge(kPageSize)) {
-      counters.add(counters.inline_evictions);
-      if (!budget.charge(kPageSize)) break;
-    }
+    if (!budget.try_charge(kPageSize)) break;
     charged.push_back(c);
+  }
+  if (const std::size_t rest = candidates.size() - charged.size(); rest > 0) {
+    // One charge for the whole rest: one eviction pass (one TLB shootdown), not one a page.
+    counters.add(counters.inline_evictions);
+    if (budget.charge(rest * kPageSize)) {
+      charged.insert(charged.end(), candidates.end() - static_cast<std::ptrdiff_t>(rest),
+                     candidates.end());
+    }
   }
   if (!charged.empty()) note_charged();
   prefetch_batch.clear();
