@@ -94,6 +94,26 @@ struct Handoff {
   bool ok = false;  ///< written by the helper before kDone
 };
 
+/// A readahead request in one word, so a signal handler can post it with one atomic store:
+///
+///   63  62                                    12 11           0
+///  +---+----------------------------------------+--------------+
+///  | W |  first page                             |  page count  |   W: map writable, dirty
+///  +---+----------------------------------------+--------------+
+inline std::uint64_t pack_readahead(std::uint64_t first, std::uint64_t count, bool write) {
+  return (write ? (1ull << 63) : 0) | (first << 12) | (count & 0xFFF);
+}
+struct Readahead {
+  std::size_t first;
+  std::size_t count;
+  bool write;
+};
+inline Readahead unpack_readahead(std::uint64_t r) {
+  return {static_cast<std::size_t>((r >> 12) & ((1ull << 51) - 1)),
+          static_cast<std::size_t>(r & 0xFFF), (r >> 63) != 0};
+}
+static_assert(kMaxPrefetchPagesLimit < 0xFFF, "a readahead count must fit 12 bits");
+
 /// Registered staging a faulting thread fetches into on its own stack, with a batch reused
 /// fault after fault (warmed at start, so the signal path allocates nothing).
 struct FaulterSlot {
@@ -182,6 +202,10 @@ struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   /// Resolves a write to a resident, write-protected page (any thread). Takes page_mu_.
   void unprotect_for_write(std::size_t page);
   bool hand_off(std::uintptr_t addr, bool write);
+  /// Posts the next readahead window of a faulting-thread stream to the helper (no wait).
+  void post_readahead(bool write);
+  /// Helper side: fetches and maps a posted readahead window.
+  void serve_readahead_on_handler();
   /// Helper side: serves every posted hand-off.
   void serve_handoffs_on_handler();
   bool serve_handoff_on_handler(std::uintptr_t addr, bool write);
@@ -267,6 +291,12 @@ struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   std::array<region::Handoff, region::kMailboxSlots> mailbox;
   /// Last page a faulting thread fetched (sequential readahead detection), -1 none.
   std::atomic<std::int64_t> last_faulter_page{-1};
+  /// Pipelined readahead of faulting-thread streams: the last page of the last window posted,
+  /// the page whose fault posts the next one, and the posted request (pack_readahead; 0 none,
+  /// a newer post replaces an unserved one).
+  std::atomic<std::int64_t> ra_window_end{-1};
+  std::atomic<std::int64_t> ra_marker{-1};
+  std::atomic<std::uint64_t> readahead_request{0};
   /// Handler mode: the last missing fault or WP fault on a prefetched page was a store, so
   /// prefetched pages are mapped writable and dirty (a write stream takes no WP faults).
   bool writing_stream = false;

@@ -55,7 +55,10 @@ void Region::Impl::run_on_handler() {
       [[maybe_unused]] const ssize_t n = ::read(wake_fd.get(), &drained, sizeof drained);
     }
     if (stop.load(std::memory_order_acquire)) break;
-    if (faulting) serve_handoffs_on_handler();
+    if (faulting) {
+      serve_handoffs_on_handler();
+      serve_readahead_on_handler();
+    }
     if (drain_faults_on_handler()) {
       spin_after_fault_on_handler();
       continue;  // look for more faults before pulling
@@ -293,15 +296,28 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
   }
   std::lock_guard lock(page_mu_);
   const bool protect = (bits & region::kDirty) == 0;
-  auto out = uffd.copy(page_addr(run.front()), staged, run.size() * kPageSize, protect);
-  if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
-    budget.uncharge(run.size() * kPageSize);
-    log().warn("region: mapping {} prefetched pages at {} failed", run.size(), run.front());
-    return;
-  }
-  for (std::uint32_t p : run) {
-    table.install(p, protect ? (region::kWriteProtected | bits) : bits);
-    counters.add(counters.bytes_read, page_bytes(p));
+  // In faulting-thread mode a faulting thread may have mapped some of these pages since they
+  // were chosen (every mapping happens under page_mu_, so the table is exact here): copy only
+  // the stretches still absent, so that no UFFDIO_COPY stops half-way on EEXIST.
+  for (std::size_t i = 0; i < run.size();) {
+    if (table.has(run[i], region::kResident)) {
+      budget.uncharge(kPageSize);
+      ++i;
+      continue;
+    }
+    std::size_t j = i + 1;
+    while (j < run.size() && !table.has(run[j], region::kResident)) ++j;
+    auto out = uffd.copy(page_addr(run[i]), staged + i * kPageSize, (j - i) * kPageSize, protect);
+    if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
+      budget.uncharge((j - i) * kPageSize);
+      log().warn("region: mapping {} prefetched pages at {} failed", j - i, run[i]);
+    } else {
+      for (std::size_t k = i; k < j; ++k) {
+        table.install(run[k], protect ? (region::kWriteProtected | bits) : bits);
+        counters.add(counters.bytes_read, page_bytes(run[k]));
+      }
+    }
+    i = j;
   }
 }
 

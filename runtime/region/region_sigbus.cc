@@ -23,6 +23,7 @@
 #include "region/in_farmem.h"
 #include "region/region.h"
 #include "region/region_constants.h"
+#include "region/runs.h"
 
 namespace farmem {
 
@@ -108,13 +109,19 @@ bool Region::Impl::serve_on_faulter(std::size_t page, bool write) {
     budget.uncharge(kPageSize);
     return false;
   }
-  // Sequential readahead: the previous fault ended just before this page.
+  const bool streaming = options.prefetch && options.max_prefetch_pages > 0 &&
+                         wanted_hint.load(std::memory_order_relaxed) != cache::Hint::kRandom;
+  // A stream reaching the marker page of the window the helper fetched: only this page is
+  // fetched here, and the next window is posted to the helper (pipelined readahead).
+  const bool at_marker =
+      streaming && ra_marker.load(std::memory_order_relaxed) == static_cast<std::int64_t>(page);
+  // A stream starting (the previous fault ended just before this page): a window is fetched
+  // here at once, and the next one posted.
+  const bool starting = streaming && !at_marker &&
+                        last_faulter_page.load(std::memory_order_relaxed) + 1 ==
+                            static_cast<std::int64_t>(page);
   std::size_t ahead = 0;
-  const bool sequential = options.prefetch &&
-                          wanted_hint.load(std::memory_order_relaxed) != cache::Hint::kRandom &&
-                          last_faulter_page.load(std::memory_order_relaxed) + 1 ==
-                              static_cast<std::int64_t>(page);
-  while (sequential && ahead < options.max_prefetch_pages && page + ahead + 1 < pages &&
+  while (starting && ahead < options.max_prefetch_pages && page + ahead + 1 < pages &&
          !table.has(page + ahead + 1, region::kResident) && budget.try_charge(kPageSize)) {
     ++ahead;
   }
@@ -123,9 +130,57 @@ bool Region::Impl::serve_on_faulter(std::size_t page, bool write) {
   release_slot(slot);
   if (!st.ok()) return false;  // the helper retries it with backoff
   last_faulter_page.store(static_cast<std::int64_t>(page + ahead), std::memory_order_relaxed);
+  if (starting) ra_window_end.store(static_cast<std::int64_t>(page + ahead));
+  if (starting || at_marker) post_readahead(write);
   counters.record_fault(static_cast<std::uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count()));
   return true;
+}
+
+void Region::Impl::post_readahead(bool write) {
+  // The window after the last one: the helper fetches all of it but its marker, 3/4 in. The
+  // stream's fault on the marker posts the following window while a quarter of this one is
+  // still ahead of it, so the stream never waits at a window boundary.
+  const std::int64_t first = ra_window_end.load() + 1;
+  const std::uint64_t count = options.max_prefetch_pages;
+  if (first <= 0 || static_cast<std::size_t>(first) >= pages) return;
+  ra_window_end.store(first + static_cast<std::int64_t>(count) - 1);
+  ra_marker.store(first + static_cast<std::int64_t>(count * 3 / 4));
+  readahead_request.store(region::pack_readahead(static_cast<std::uint64_t>(first), count, write),
+                          std::memory_order_release);
+  wake_handler();  // write(2) to an eventfd: async-signal-safe
+}
+
+void Region::Impl::serve_readahead_on_handler() {
+  const std::uint64_t req = readahead_request.exchange(0, std::memory_order_acq_rel);
+  if (req == 0) return;
+  const auto [first, count, write] = region::unpack_readahead(req);
+  const std::size_t marker = first + count * 3 / 4;
+  charged.clear();
+  for (std::size_t p = first; p < std::min<std::size_t>(pages, first + count); ++p) {
+    if (p == marker || table.has(p, region::kResident)) continue;
+    if (!budget.try_charge(kPageSize)) break;  // readahead never evicts
+    charged.push_back(static_cast<std::uint32_t>(p));
+  }
+  if (charged.empty()) return;
+  note_charged();
+  prefetch_batch.clear();
+  region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
+    const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
+    prefetch_batch.read(page_far(charged[i]), fetch_staging.subspan((1 + i) * kPageSize, bytes));
+  });
+  Status st = rt.submit(prefetch_batch);
+  if (st.ok()) st = rt.wait(prefetch_batch);
+  if (!st.ok()) {  // optional work: the stream faults the pages in itself
+    budget.uncharge(charged.size() * kPageSize);
+    return;
+  }
+  const std::uint8_t bits = region::kPrefetched | (write ? region::kDirty : 0);
+  region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
+    install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
+                           fetch_staging.data() + (1 + i) * kPageSize, bits);
+  });
+  counters.add(counters.prefetches_issued, charged.size());
 }
 
 Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& batch,

@@ -187,6 +187,27 @@ TEST_P(RegionModes, WriteStreamIsWrittenBackWhole) {
   EXPECT_LE(budget.peak(), budget.limit());
 }
 
+// A sequential read scan is served by readahead (pipelined in both modes): few demand faults.
+TEST_P(RegionModes, SequentialScanIsReadAheadWithFewFaults) {
+  auto rt = open_local_runtime();
+  ASSERT_TRUE(rt);
+  constexpr std::size_t kPages = 2048;
+  const FarRange far = *rt->allocate(kPages * kPageSize);
+  const auto pattern = fill_far(*rt, far, 13);
+  Budget budget(kPages * kPageSize / 4);
+  auto r = map_in(*rt, budget, far, GetParam());
+  ASSERT_TRUE(r);
+  for (std::size_t p = 0; p < kPages; ++p) {
+    ASSERT_EQ(std::memcmp(r->data() + p * kPageSize, pattern.data() + p * kPageSize, kPageSize),
+              0)
+        << "page " << p;
+  }
+  const CacheStats s = r->stats();
+  EXPECT_LT(s.misses, kPages / 4) << s.to_json();
+  EXPECT_GT(s.prefetches_issued, kPages / 2) << s.to_json();
+  EXPECT_LE(budget.peak(), budget.limit());
+}
+
 // ---- system calls on region memory ----
 
 /// read(2) from a pipe into `dst`, after writing `src` into it; returns read's result/errno.
