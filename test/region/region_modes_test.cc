@@ -293,8 +293,8 @@ TEST(RegionFaultingThreadDeathTest, UnservableFaultEndsInSigbusNotZeros) {
 INSTANTIATE_TEST_SUITE_P(Modes, RegionModes,
                          ::testing::Values(FaultMode::kHandlerThread,
                                            FaultMode::kFaultingThread),
-                         [](const auto& info) {
-                           return std::string(info.param == FaultMode::kHandlerThread
+                         [](const auto& param_info) {
+                           return std::string(param_info.param == FaultMode::kHandlerThread
                                                   ? "HandlerThread"
                                                   : "FaultingThread");
                          });

@@ -151,9 +151,9 @@ INSTANTIATE_TEST_SUITE_P(
     BudgetPercent, RegionShadow,
     ::testing::Combine(::testing::Values(1, 10, 50),
                        ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread)),
-    [](const auto& info) {
-      return std::to_string(std::get<0>(info.param)) + "Percent" +
-             mode_name(std::get<1>(info.param));
+    [](const auto& param_info) {
+      return std::to_string(std::get<0>(param_info.param)) + "Percent" +
+             mode_name(std::get<1>(param_info.param));
     });
 
 // ---- four threads at once ----
@@ -527,10 +527,10 @@ INSTANTIATE_TEST_SUITE_P(
     Transports, RegionTransports,
     ::testing::Combine(::testing::Values("local", "tcp", "verbs"),
                        ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread)),
-    [](const auto& info) {
-      std::string n = std::get<0>(info.param);
+    [](const auto& param_info) {
+      std::string n = std::get<0>(param_info.param);
       n[0] = static_cast<char>(n[0] - 'a' + 'A');
-      return n + mode_name(std::get<1>(info.param));
+      return n + mode_name(std::get<1>(param_info.param));
     });
 
 }  // namespace
