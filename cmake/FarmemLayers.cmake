@@ -42,11 +42,11 @@ set(FARMEM_POOL_ITEMS ${FARMEM_TRANSPORT_ITEMS} include/farmem/io_batch.h runtim
 set(FARMEM_CACHE_ITEMS ${FARMEM_POOL_ITEMS}
   include/farmem/options.h include/farmem/detail runtime/cache)
 set(FARMEM_HEAP_ITEMS ${FARMEM_POOL_ITEMS} runtime/heap)
-# Regions still take a Runtime& for their I/O (to be injected like the cache's): until then
-# they see the public API whole.
+# Regions get the IoService and the Budget injected; they share the cache's Budget and
+# trend detector, so they sit above the cache.
 set(FARMEM_REGION_ITEMS ${FARMEM_POOL_ITEMS}
-  include/farmem/options.h include/farmem/detail include/farmem/runtime.h
-  include/farmem/region.h runtime/cache runtime/region)
+  include/farmem/options.h include/farmem/detail include/farmem/region.h
+  runtime/cache runtime/region)
 # The memserver's listeners (not part of libfarmem): its core, the transport helpers they
 # share with the clients, and their own folder.
 set(FARMEM_MEMSERVER_NET_ITEMS

@@ -258,24 +258,32 @@ std::uint64_t Runtime::cache_frames_in_use() const {
 }
 
 Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes) {
+  return map(bytes, RegionOptions{});
+}
+
+Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes, const RegionOptions& options) {
   if (bytes == 0) return InvalidArgument("map of 0 bytes");
   constexpr std::uint64_t kRegionPage = 4096;  // UFFDIO_COPY works in base pages
   FARMEM_ASSIGN_OR_RETURN(FarRange far,
                           allocate((bytes + kRegionPage - 1) / kRegionPage * kRegionPage));
-  region::RegionOptions ro;
-  ro.prefetch = impl_->options.prefetch;
-  ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
-  auto r = region::make_region(*this, *impl_->budget, far, ro);
+  auto r = open_region(far, options);
   if (!r.ok()) (void)free(far);
   return r;
 }
 
 Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far) {
+  return open_region(far, RegionOptions{});
+}
+
+Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far, const RegionOptions& options) {
   region::RegionOptions ro;
   ro.prefetch = impl_->options.prefetch;
   ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
-  return region::make_region(*this, *impl_->budget, far, ro);
+  ro.fault_mode = options.fault_mode;
+  return region::make_region(*impl_->io, *impl_->budget, far, ro);
 }
+
+pool::IoService& detail::io_service(Runtime& rt) { return *rt.impl_->io; }
 
 RuntimeStats Runtime::stats() const {
   RuntimeStats s;

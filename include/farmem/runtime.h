@@ -20,6 +20,16 @@ namespace farmem {
 template <typename T>
 class far_ptr;
 class Region;
+class Runtime;
+namespace pool {
+class IoService;
+}  // namespace pool
+namespace detail {
+/// Internal (tests and benchmarks of this tree): the runtime's far I/O service, to build
+/// components by hand the way the runtime builds them.
+pool::IoService& io_service(Runtime& rt);
+}  // namespace detail
+struct RegionOptions;
 namespace detail {
 struct CacheView;
 }  // namespace detail
@@ -112,9 +122,12 @@ class Runtime {
   /// loads and stores fault pages in through userfaultfd, under the same local budget as the
   /// page cache. Needs Linux >= 5.7 and the right to use userfaultfd.
   Result<std::unique_ptr<Region>> map(std::uint64_t bytes);
+  /// map() with per-region options (the fault mode, see region.h).
+  Result<std::unique_ptr<Region>> map(std::uint64_t bytes, const RegionOptions& options);
   /// Maps an existing far range again (e.g. one a flushed, destroyed Region used). The
   /// caller keeps owning the range: free() it once no region maps it.
   Result<std::unique_ptr<Region>> open_region(FarRange far);
+  Result<std::unique_ptr<Region>> open_region(FarRange far, const RegionOptions& options);
 
   RuntimeStats stats() const;
   /// Asks every memserver for its statistics.
@@ -125,6 +138,7 @@ class Runtime {
   struct Impl;
 
  private:
+  friend pool::IoService& detail::io_service(Runtime& rt);
   explicit Runtime(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

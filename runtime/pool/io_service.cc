@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include "common/in_farmem.h"
+
 namespace farmem {
 
 struct IoBatch::Impl {
@@ -143,6 +145,7 @@ Status IoService::write(FarAddr dst, std::span<const std::byte> src) {
 }
 
 Status IoService::submit(IoBatch& batch) {
+  InFarmemScope in_farmem;  // a region fault in here is served by a region's helper thread
   auto& b = *batch.impl_;
   if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
   const std::size_t nconn = pool_.connection_count();
@@ -176,6 +179,7 @@ Status IoService::submit(IoBatch& batch) {
 }
 
 Status IoService::wait(IoBatch& batch) {
+  InFarmemScope in_farmem;
   auto& b = *batch.impl_;
   Status first = b.submit_error;
   // Every posted part is waited for, even after an error: a part not waited for could

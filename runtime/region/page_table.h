@@ -22,7 +22,6 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <vector>
 
@@ -47,7 +46,9 @@ enum PageBits : std::uint8_t {
 class PageTable {
  public:
   explicit PageTable(std::size_t pages)
-      : pages_(pages), flags_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)) {}
+      : pages_(pages),
+        flags_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)),
+        fifo_(std::make_unique<std::uint32_t[]>(pages)) {}
 
   std::size_t pages() const { return pages_; }
   std::uint8_t flags(std::size_t p) const { return flags_[p].load(std::memory_order_acquire); }
@@ -78,7 +79,8 @@ class PageTable {
   void enqueue(std::size_t p) {
     if (has(p, kQueued)) return;
     set(p, kQueued);
-    fifo_.push_back(static_cast<std::uint32_t>(p));
+    fifo_[(fifo_head_ + fifo_size_) % pages_] = static_cast<std::uint32_t>(p);
+    ++fifo_size_;
   }
 
   /// Appends up to `want` victims to `out`, oldest first. A referenced page loses R and goes
@@ -89,11 +91,12 @@ class PageTable {
   std::size_t pick_victims(std::size_t want, OnSecondChance&& on_second_chance,
                            std::vector<std::uint32_t>& out) {
     const std::size_t base = out.size();
-    for (std::size_t budget = 2 * fifo_.size(); budget > 0 && out.size() - base < want;
+    for (std::size_t budget = 2 * fifo_size_; budget > 0 && out.size() - base < want;
          --budget) {
-      if (fifo_.empty()) break;
-      const std::uint32_t p = fifo_.front();
-      fifo_.pop_front();
+      if (fifo_size_ == 0) break;
+      const std::uint32_t p = fifo_[fifo_head_];
+      fifo_head_ = (fifo_head_ + 1) % pages_;
+      --fifo_size_;
       clear(p, kQueued);
       if (!has(p, kResident)) continue;  // stale entry of a dropped page
       if (has(p, kReferenced)) {
@@ -111,7 +114,12 @@ class PageTable {
   std::size_t pages_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> flags_;
   std::atomic<std::size_t> resident_{0};
-  std::deque<std::uint32_t> fifo_;  ///< resident pages in arrival (or second-chance) order
+  /// Resident pages in arrival (or second-chance) order: a ring of one slot a page, which
+  /// cannot overflow (Q: a page is queued at most once) and never allocates after
+  /// construction, so a faulting thread may install pages from its SIGBUS handler.
+  std::unique_ptr<std::uint32_t[]> fifo_;
+  std::size_t fifo_head_ = 0;
+  std::size_t fifo_size_ = 0;
 };
 
 }  // namespace farmem::region

@@ -8,11 +8,12 @@
 #include <algorithm>
 
 #include "common/log.h"
+#include "common/in_farmem.h"
 #include "region/region_constants.h"
 
 namespace farmem::region {
 
-Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, FarRange far,
+Result<std::unique_ptr<Region>> make_region(pool::IoService& io, cache::Budget& budget, FarRange far,
                                             RegionOptions options) {
   if (far.bytes == 0 || far.addr.is_null()) return InvalidArgument("region of an empty far range");
   if (far.bytes / kPageSize >= (std::uint64_t{1} << 32)) {
@@ -21,7 +22,7 @@ Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, 
   if (options.max_prefetch_pages > kMaxPrefetchPagesLimit) {
     return InvalidArgument("max_prefetch_pages above " + std::to_string(kMaxPrefetchPagesLimit));
   }
-  auto impl = std::make_unique<Region::Impl>(rt, budget, far, options);
+  auto impl = std::make_unique<Region::Impl>(io, budget, far, options);
   FARMEM_RETURN_IF_ERROR(impl->start());
   return std::make_unique<Region>(std::move(impl));
 }
@@ -50,13 +51,16 @@ Status Region::set_pull_order(std::vector<std::size_t> page_indices) {
   return impl_ ? impl_->set_pull_order(std::move(page_indices))
                : InvalidArgument("moved-from Region");
 }
+Status Region::prefault(std::size_t offset, std::size_t bytes) {
+  return impl_ ? impl_->prefault(offset, bytes) : InvalidArgument("moved-from Region");
+}
 CacheStats Region::stats() const { return impl_ ? impl_->stats() : CacheStats{}; }
 
 // ---- setup and teardown ----
 
-Region::Impl::Impl(Runtime& runtime, cache::Budget& b, FarRange range,
+Region::Impl::Impl(pool::IoService& io_service, cache::Budget& b, FarRange range,
                    region::RegionOptions opts)
-    : rt(runtime),
+    : io(io_service),
       budget(b),
       far(range),
       options(opts),
@@ -68,8 +72,10 @@ Region::Impl::Impl(Runtime& runtime, cache::Budget& b, FarRange range,
 
 Status Region::Impl::start() {
   FARMEM_ASSIGN_OR_RETURN(mem, region::Mapping::anonymous(pages * kPageSize));
-  FARMEM_ASSIGN_OR_RETURN(uffd, region::Uffd::open(UFFD_FEATURE_PAGEFAULT_FLAG_WP,
-                                                   UFFD_FEATURE_THREAD_ID));
+  const bool faulting = options.fault_mode == FaultMode::kFaultingThread;
+  const std::uint64_t required =
+      UFFD_FEATURE_PAGEFAULT_FLAG_WP | (faulting ? UFFD_FEATURE_SIGBUS : 0);
+  FARMEM_ASSIGN_OR_RETURN(uffd, region::Uffd::open(required, UFFD_FEATURE_THREAD_ID));
   constexpr std::uint64_t kNeeded =
       (1ull << _UFFDIO_COPY) | (1ull << _UFFDIO_WRITEPROTECT) | (1ull << _UFFDIO_WAKE);
   FARMEM_RETURN_IF_ERROR(uffd.register_range(
@@ -80,16 +86,25 @@ Status Region::Impl::start() {
   const std::size_t fetch_pages = 1 + std::max<std::size_t>(options.max_prefetch_pages,
                                                             region::kPullBatchPages);
   const std::size_t wb_pages = region::kWriteBackBatchPages;
-  FARMEM_ASSIGN_OR_RETURN(staging,
-                          region::Mapping::anonymous((fetch_pages + wb_pages) * kPageSize));
+  const std::size_t slot_pages = 1 + options.max_prefetch_pages;
+  const std::size_t faulter_pages = faulting ? region::kFaulterSlots * slot_pages : 0;
+  FARMEM_ASSIGN_OR_RETURN(staging, region::Mapping::anonymous(
+                                       (fetch_pages + wb_pages + faulter_pages) * kPageSize));
   fetch_staging = staging.span().first(fetch_pages * kPageSize);
-  wb_staging = staging.span().subspan(fetch_pages * kPageSize);
-  FARMEM_RETURN_IF_ERROR(rt.register_memory(staging.span()).with_context("region staging"));
+  wb_staging = staging.span().subspan(fetch_pages * kPageSize, wb_pages * kPageSize);
+  for (std::size_t i = 0; faulting && i < region::kFaulterSlots; ++i) {
+    faulter_slots[i].staging =
+        staging.span().subspan((fetch_pages + wb_pages + i * slot_pages) * kPageSize,
+                               slot_pages * kPageSize);
+  }
+  FARMEM_RETURN_IF_ERROR(io.register_memory(staging.span()).with_context("region staging"));
   staging_registered = true;
 
   budget.add_reclaimer(this);
   reclaimer_registered = true;
   handler = std::thread([this] { run_on_handler(); });
+  evictor = std::thread([this] { run_on_evictor(); });
+  if (faulting) FARMEM_RETURN_IF_ERROR(start_faulting_mode());
   return Status::Ok();
 }
 
@@ -99,12 +114,15 @@ Region::Impl::~Impl() {
     // A charge() that copied the reclaimer list just before may still be inside reclaim().
     while (reclaims_in_flight.load(std::memory_order_acquire) > 0) std::this_thread::yield();
   }
+  stop_evictor();
   if (handler.joinable()) {
     // Flush while the handler still runs: a thread writing concurrently needs it.
     if (Status st = flush(); !st.ok()) {
       log().error("region of {} bytes at far 0x{:x}: dirty pages NOT written back at unmap: {}",
                   far.bytes, far.addr.raw, st.to_string());
     }
+    // Before the helper stops: a signal handler inside this region may wait for it.
+    if (sigbus_registered) region::unregister_sigbus_range(this);
     stop.store(true, std::memory_order_release);
     wake_handler();
     handler.join();
@@ -113,7 +131,7 @@ Region::Impl::~Impl() {
   mem = region::Mapping{};  // unmap before uncharging: the budget covers mapped memory
   budget.uncharge(resident_bytes);
   if (staging_registered) {
-    if (Status st = rt.unregister_memory(staging.span()); !st.ok()) {
+    if (Status st = io.unregister_memory(staging.span()); !st.ok()) {
       log().warn("region: unregistering staging memory: {}", st.to_string());
     }
   }
@@ -138,6 +156,7 @@ void Region::Impl::wake_handler() {
 // ---- application-thread API ----
 
 Status Region::Impl::flush() {
+  InFarmemScope in_farmem;
   std::vector<std::uint32_t> dirty;
   {
     std::lock_guard lock(page_mu_);
@@ -161,6 +180,7 @@ Status Region::Impl::flush() {
 }
 
 Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advice) {
+  InFarmemScope in_farmem;
   if (offset > far.bytes || length > far.bytes - offset) {
     return OutOfRange("advise range beyond the region's " + std::to_string(far.bytes) + " bytes");
   }
@@ -213,6 +233,26 @@ Status Region::Impl::set_pull_order(std::vector<std::size_t> order) {
     pull_queue.swap(queue);
   }
   wake_handler();
+  return Status::Ok();
+}
+
+Status Region::Impl::prefault(std::size_t offset, std::size_t bytes) {
+  if (offset > far.bytes || bytes > far.bytes - offset) {
+    return OutOfRange("prefault range beyond the region's " + std::to_string(far.bytes) +
+                      " bytes");
+  }
+  const std::size_t first = offset / kPageSize;
+  const std::size_t end = (offset + bytes + kPageSize - 1) / kPageSize;
+  if ((end - first) * kPageSize > budget.limit()) {
+    return InvalidArgument("prefault of " + std::to_string(end - first) +
+                           " pages cannot fit the local budget at once");
+  }
+  if (options.fault_mode == FaultMode::kFaultingThread) return prefault_faulting(first, end);
+  // Handler mode: touching is enough, the handler maps what is missing.
+  for (std::size_t p = first; p < end; ++p) {
+    const std::byte v = *reinterpret_cast<volatile const std::byte*>(page_addr(p));
+    (void)v;
+  }
   return Status::Ok();
 }
 

@@ -3,24 +3,40 @@
 //
 // Threads and locks of one region:
 //
+//   handler-thread mode (default):
 //   application threads ──fault──► kernel ──uffd msg──► handler thread (one per region)
 //        │ flush/advise                                   │ MISSING: charge, fetch, COPY(+WP)
 //        ▼                                                │ WP:      mark dirty, un-protect
-//   page_mu_ ◄────────────── reclaim() from any thread ───┘ pull:    background fetches
-//   (page table, FIFO, write-back staging, protection changes, drops)
+//   page_mu_ ◄────────────── reclaim() from any thread ───┤ pull:    background fetches
+//   (page table, FIFO, write-back staging, protection     │ spins ~50 us after a fault before
+//    changes, drops)                                      │ sleeping in poll()
+//                                                         │
+//   faulting-thread mode (UFFD_FEATURE_SIGBUS):           │
+//   application thread ──fault──► SIGBUS handler on that thread (region_sigbus.cc):
+//        charge from free room, fetch into a faulter slot, COPY; or, inside a farmem call /
+//        no room / no slot / fetch failed: hand-off mailbox ──► handler thread (the helper)
+//
+//   evictor thread (one per region): keeps a free reserve in the budget (region_reserve.cc),
+//   so faults charge without evicting while the reserve holds.
 //
 // Invariants that make the races benign:
-//  1. Only the handler thread maps pages (UFFDIO_COPY) and removes write protection; other
-//     threads only add protection and drop pages, always under page_mu_.
+//  1. Only fault servers (the handler thread; in faulting-thread mode also faulting threads
+//     in their signal handler) map pages (UFFDIO_COPY) and remove write protection, under
+//     page_mu_; other threads only add protection and drop pages, always under page_mu_.
 //  2. A dirty page is write-protected before it is copied for write-back, and it is dropped
 //     (MADV_DONTNEED) only after the write-back completed, all under page_mu_; a fault on it
 //     is served only after page_mu_ is released, so it re-reads what was written.
 //  3. page_mu_ is never held while charging the budget (charge may call any reclaimer,
 //     including this region's, which takes page_mu_), so reclaimers cannot deadlock.
 //  4. Budget: charged before a page is mapped, uncharged after it is unmapped.
+//  5. No region page is touched while page_mu_ (or any region lock) is held by the toucher,
+//     except resident pages for reading; so a fault never interrupts a holder of page_mu_,
+//     and a SIGBUS handler may take it.
 #pragma once
 
+#include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -33,9 +49,13 @@
 #include "cache/budget.h"
 #include "cache/trend.h"
 #include "farmem/region.h"
-#include "farmem/runtime.h"
+#include "farmem/far_addr.h"
+#include "farmem/io_batch.h"
+#include "pool/io_service.h"
 #include "region/page_table.h"
+#include "region/region_constants.h"
 #include "region/region_stats.h"
+#include "region/sigbus.h"
 #include "region/uffd.h"
 
 namespace farmem::region {
@@ -51,18 +71,63 @@ struct RegionOptions {
   /// Longest sleep of an idle handler thread. Only a backstop: stop requests and new work
   /// signal an eventfd, so nothing normally waits for this.
   std::chrono::milliseconds idle_poll{200};
+  /// Who serves faults (see farmem::FaultMode).
+  FaultMode fault_mode = FaultMode::kHandlerThread;
 };
 
-/// Maps `far` (an allocation of `rt`) as a region charging `budget`. Both must outlive it.
-Result<std::unique_ptr<Region>> make_region(Runtime& rt, cache::Budget& budget, FarRange far,
+/// Maps `far` as a region doing its far I/O through `io` and charging `budget`. Both must
+/// outlive it.
+Result<std::unique_ptr<Region>> make_region(pool::IoService& io, cache::Budget& budget, FarRange far,
                                             RegionOptions options = {});
 
 }  // namespace farmem::region
 
 namespace farmem {
 
-struct Region::Impl final : cache::Reclaimer {
-  Impl(Runtime& rt, cache::Budget& budget, FarRange far, region::RegionOptions options);
+namespace region {
+
+/// A fault handed from a faulting thread (in its SIGBUS handler) to the helper thread.
+/// state: kFree -> (faulter claims) kClaimed -> kPosted -> (helper serves) kDone -> kFree.
+/// The faulter futex-waits on `state` while it is kPosted.
+struct Handoff {
+  enum : std::uint32_t { kFree, kClaimed, kPosted, kDone };
+  std::atomic<std::uint32_t> state{kFree};
+  std::uintptr_t addr = 0;  ///< written by the faulter before kPosted
+  bool write = false;
+  bool ok = false;  ///< written by the helper before kDone
+};
+
+/// A readahead request in one word, so a signal handler can post it with one atomic store:
+///
+///   63  62                                    12 11           0
+///  +---+----------------------------------------+--------------+
+///  | W |  first page                             |  page count  |   W: map writable, dirty
+///  +---+----------------------------------------+--------------+
+inline std::uint64_t pack_readahead(std::uint64_t first, std::uint64_t count, bool write) {
+  return (write ? (1ull << 63) : 0) | (first << 12) | (count & 0xFFF);
+}
+struct Readahead {
+  std::size_t first;
+  std::size_t count;
+  bool write;
+};
+inline Readahead unpack_readahead(std::uint64_t r) {
+  return {static_cast<std::size_t>((r >> 12) & ((1ull << 51) - 1)),
+          static_cast<std::size_t>(r & 0xFFF), (r >> 63) != 0};
+}
+static_assert(kMaxPrefetchPagesLimit < 0xFFF, "a readahead count must fit 12 bits");
+
+/// Registered staging a faulting thread fetches into on its own stack, with a batch reused
+/// fault after fault (warmed at start, so the signal path allocates nothing).
+struct FaulterSlot {
+  std::span<std::byte> staging;
+  IoBatch batch;
+};
+
+}  // namespace region
+
+struct Region::Impl final : cache::Reclaimer, region::FaultServer {
+  Impl(pool::IoService& io, cache::Budget& budget, FarRange far, region::RegionOptions options);
   ~Impl() override;  // see region.cc: remove reclaimer, flush, stop, unmap, uncharge
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -79,6 +144,7 @@ struct Region::Impl final : cache::Reclaimer {
   /// Advice::kDontNeed on pages [first, end): write back what is dirty, then drop.
   Status drop_range(std::size_t first, std::size_t end);
   CacheStats stats() const;
+  Status prefault(std::size_t offset, std::size_t bytes);
   /// Evicts about `bytes` (at least a small batch, to amortise write-back). Any thread.
   std::uint64_t reclaim(std::uint64_t bytes) override;
 
@@ -91,6 +157,7 @@ struct Region::Impl final : cache::Reclaimer {
 
   // ---- handler thread (region_pager.cc) ----
   void run_on_handler();
+  void spin_after_fault_on_handler();
   bool drain_faults_on_handler();
   void handle_missing_on_handler(const uffd_msg& msg, std::chrono::steady_clock::time_point t0);
   void handle_wp_on_handler(std::size_t page);
@@ -117,6 +184,43 @@ struct Region::Impl final : cache::Reclaimer {
   void mark_used_locked(std::size_t page);
   void sleep_on_handler(std::chrono::milliseconds d);
 
+  // ---- the free reserve and its background evictor (region_reserve.cc) ----
+  std::uint64_t reserve_bytes() const;
+  std::uint64_t free_bytes() const;
+  /// After a charge: wakes the evictor once the reserve runs below half.
+  void note_charged();
+  /// Charges one faulted page: from free room if any, else evicting inline (counted).
+  bool charge_fault_page();
+  void run_on_evictor();
+  /// False when it could not free what the reserve lacks.
+  bool refill_reserve_on_evictor();
+  void stop_evictor();
+
+  // ---- faulting-thread mode (region_sigbus.cc) ----
+  Status start_faulting_mode();
+  /// FaultServer: runs in the SIGBUS handler of the faulting thread.
+  bool serve_sigbus(std::uintptr_t addr, bool write) override;
+  /// The fetch on the faulting thread; false when it must be handed off instead.
+  bool serve_on_faulter(std::size_t page, bool write);
+  /// Resolves a write to a resident, write-protected page (any thread). Takes page_mu_.
+  void unprotect_for_write(std::size_t page);
+  bool hand_off(std::uintptr_t addr, bool write);
+  /// Posts the next readahead window of a faulting-thread stream to the helper (no wait).
+  void post_readahead(bool write);
+  /// Helper side: fetches and maps a posted readahead window.
+  void serve_readahead_on_handler();
+  /// Helper side: serves every posted hand-off.
+  void serve_handoffs_on_handler();
+  bool serve_handoff_on_handler(std::uintptr_t addr, bool write);
+  /// Fetches page (plus `ahead` pages after it, all charged already) through `batch` into
+  /// `staging_area` (registered) and maps them; writable and dirty when `write`. On failure
+  /// the charge is given back.
+  Status fetch_install(std::span<std::byte> staging_area, IoBatch& batch, std::size_t page,
+                       std::size_t ahead, bool write);
+  region::FaulterSlot* claim_slot();
+  void release_slot(region::FaulterSlot* slot);
+  Status prefault_faulting(std::size_t first, std::size_t end);
+
   // ---- eviction and write-back (region_evict.cc); callers hold page_mu_ ----
   std::size_t evict_locked(std::size_t want);
   Status write_back_locked(std::span<const std::uint32_t> sorted_dirty);
@@ -124,7 +228,7 @@ struct Region::Impl final : cache::Reclaimer {
   Status protect_runs_locked(std::span<const std::uint32_t> sorted_pages);
   void wake_handler();
 
-  Runtime& rt;
+  pool::IoService& io;  ///< far I/O (injected by the composition root; outlives the region)
   cache::Budget& budget;
   const FarRange far;
   const region::RegionOptions options;
@@ -175,6 +279,30 @@ struct Region::Impl final : cache::Reclaimer {
 
   /// Reclaim calls in progress (the destructor waits for them after unregistering).
   std::atomic<int> reclaims_in_flight{0};
+
+  // Background evictor (region_reserve.cc).
+  std::thread evictor;
+  std::mutex evict_mu_;  ///< guards the evictor's sleep (pairs with evict_cv_)
+  std::condition_variable evict_cv_;
+  std::atomic<bool> evict_requested{false};
+  std::atomic<bool> evictor_stop{false};
+
+  // Faulting-thread mode (region_sigbus.cc).
+  bool sigbus_registered = false;
+  std::array<region::FaulterSlot, region::kFaulterSlots> faulter_slots;
+  std::atomic<std::uint32_t> free_slots{0};  ///< bit i: faulter_slots[i] is free
+  std::array<region::Handoff, region::kMailboxSlots> mailbox;
+  /// Last page a faulting thread fetched (sequential readahead detection), -1 none.
+  std::atomic<std::int64_t> last_faulter_page{-1};
+  /// Pipelined readahead of faulting-thread streams: the last page of the last window posted,
+  /// the page whose fault posts the next one, and the posted request (pack_readahead; 0 none,
+  /// a newer post replaces an unserved one).
+  std::atomic<std::int64_t> ra_window_end{-1};
+  std::atomic<std::int64_t> ra_marker{-1};
+  std::atomic<std::uint64_t> readahead_request{0};
+  /// Handler mode: the last missing fault or WP fault on a prefetched page was a store, so
+  /// prefetched pages are mapped writable and dirty (a write stream takes no WP faults).
+  bool writing_stream = false;
 
   region::RegionCounters counters;
 };

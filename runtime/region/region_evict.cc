@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/in_farmem.h"
 #include "region/region.h"
 #include "region/region_constants.h"
 #include "region/runs.h"
@@ -43,16 +44,17 @@ class InFlight {
 
 std::uint64_t Region::Impl::reclaim(std::uint64_t bytes) {
   InFlight guard(reclaims_in_flight);
-  const std::size_t want =
-      std::max<std::size_t>((bytes + kPageSize - 1) / kPageSize, region::kMinReclaimPages);
+  InFarmemScope in_farmem;
+  // At least half the reserve: an eviction pass costs a TLB shootdown whatever its size, so
+  // a fault that had to evict inline leaves room for the next ones too.
+  const std::size_t want = std::max({static_cast<std::size_t>((bytes + kPageSize - 1) / kPageSize),
+                                     region::kMinReclaimPages,
+                                     static_cast<std::size_t>(reserve_bytes() / kPageSize / 2)});
   std::lock_guard lock(page_mu_);
-  std::size_t done = 0;
-  while (done < want) {
-    const std::size_t n = evict_locked(std::min(want - done, region::kWriteBackBatchPages));
-    if (n == 0) break;
-    done += n;
-  }
-  return done * kPageSize;
+  // One pick and one drop for the whole request: MADV_DONTNEED costs a TLB shootdown (an IPI
+  // to every CPU running this process's threads), so fewer, larger drops are much cheaper.
+  // Write-back still goes in batches of kWriteBackBatchPages (write_back_locked).
+  return evict_locked(want) * kPageSize;
 }
 
 std::size_t Region::Impl::evict_locked(std::size_t want) {
@@ -115,8 +117,8 @@ Status Region::Impl::write_back_locked(std::span<const std::uint32_t> sorted_dir
       const std::size_t run_bytes = (n - 1) * kPageSize + page_bytes(chunk[i + n - 1]);
       wb_batch.write(page_far(chunk[i]), wb_staging.subspan(i * kPageSize, run_bytes));
     });
-    Status st = rt.submit(wb_batch);
-    if (st.ok()) st = rt.wait(wb_batch);
+    Status st = io.submit(wb_batch);
+    if (st.ok()) st = io.wait(wb_batch);
     if (!st.ok()) {
       counters.add(counters.writeback_errors);
       return st.with_context("writing back " + std::to_string(chunk.size()) + " dirty pages");

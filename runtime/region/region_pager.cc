@@ -9,6 +9,7 @@
 // at the faulting address to the faulting thread, which is what the kernel does when the
 // backing store of a file mapping fails (abort() if the kernel cannot name the thread).
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -37,6 +38,7 @@ std::uint64_t ns_since(Clock::time_point t0) {
 }  // namespace
 
 void Region::Impl::run_on_handler() {
+  const bool faulting = options.fault_mode == FaultMode::kFaultingThread;
   while (!stop.load(std::memory_order_acquire)) {
     int timeout_ms = static_cast<int>(options.idle_poll.count());
     if (pull_pending_on_handler()) {
@@ -53,8 +55,31 @@ void Region::Impl::run_on_handler() {
       [[maybe_unused]] const ssize_t n = ::read(wake_fd.get(), &drained, sizeof drained);
     }
     if (stop.load(std::memory_order_acquire)) break;
-    if (drain_faults_on_handler()) continue;  // look for more faults before pulling
+    if (faulting) {
+      serve_handoffs_on_handler();
+      serve_readahead_on_handler();
+    }
+    if (drain_faults_on_handler()) {
+      spin_after_fault_on_handler();
+      continue;  // look for more faults before pulling
+    }
     if (pull_pending_on_handler() && Clock::now() >= pull_blocked_until) pull_some_on_handler();
+  }
+}
+
+void Region::Impl::spin_after_fault_on_handler() {
+  // Busy-poll the uffd (a non-blocking read(2) a turn) while faults keep coming: the next
+  // fault of a thread touching page after page is read without waking this thread. The
+  // window restarts at every fault; once it passes quietly, back to sleeping in poll().
+  // Each empty turn yields: on a CPU shared with the faulting thread (or anything else) the
+  // spin must not eat the time slice of whoever would fault next.
+  auto until = Clock::now() + region::kSpinAfterFault;
+  while (!stop.load(std::memory_order_acquire) && Clock::now() < until) {
+    if (drain_faults_on_handler()) {
+      until = Clock::now() + region::kSpinAfterFault;
+    } else {
+      ::sched_yield();
+    }
   }
 }
 
@@ -80,8 +105,8 @@ bool Region::Impl::drain_faults_on_handler() {
       }
       if (stop.load(std::memory_order_acquire)) return any;
     }
-    // A short read means the queue was empty: back to poll() rather than a read(2) that
-    // would only say EAGAIN (one syscall less per isolated fault).
+    // A short read means the queue was empty: back to the caller (poll() or the spin) rather
+    // than a read(2) that would only say EAGAIN.
     if (*n < msgs.size()) return any;
   }
 }
@@ -99,6 +124,7 @@ void Region::Impl::handle_missing_on_handler(const uffd_msg& msg, Clock::time_po
   candidates.clear();
   if (options.prefetch) prefetch_candidates_on_handler(page);
   last_fault_page = static_cast<std::int64_t>(page);
+  writing_stream = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
   if (fetch_demand_on_handler(page, msg)) {
     counters.record_fault(ns_since(t0));
   } else {
@@ -127,14 +153,15 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
       return false;
     }
   }
-  charge_prefetch_on_handler();
-  const std::span<const std::uint32_t> pf = charged;
   fetch_batch.clear();
   fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
-  // Both batches in flight at once; the demand page is mapped (waking its thread) first.
-  Status demand = rt.submit(fetch_batch);
-  Status ahead = pf.empty() ? Status::Ok() : rt.submit(prefetch_batch);
-  if (demand.ok()) demand = rt.wait(fetch_batch);
+  // The demand read goes out first; the prefetch is charged (evicting only if the reserve
+  // is used up) while it is in flight. The demand page is mapped (waking its thread) first.
+  Status demand = io.submit(fetch_batch);
+  charge_prefetch_on_handler();
+  const std::span<const std::uint32_t> pf = charged;
+  Status ahead = pf.empty() ? Status::Ok() : io.submit(prefetch_batch);
+  if (demand.ok()) demand = io.wait(fetch_batch);
   const bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
   if (demand.ok()) install_demand_on_handler(page, write);
   if (!pf.empty()) finish_prefetch_on_handler(pf, ahead);
@@ -148,12 +175,23 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
 }
 
 void Region::Impl::charge_prefetch_on_handler() {
-  // Prefetches may evict (as in Leap): a detected stream is worth more than the oldest page.
+  // Prefetches take free room (the reserve the evictor refills) and may evict, as in Leap,
+  // only once that is used up: a detected stream is worth more than the oldest page. This
+  // runs while the demand read is in flight.
   charged.clear();
   for (std::uint32_t c : candidates) {
-    if (!budget.charge(kPageSize)) break;
+    if (!budget.try_charge(kPageSize)) break;
     charged.push_back(c);
   }
+  if (const std::size_t rest = candidates.size() - charged.size(); rest > 0) {
+    // One charge for the whole rest: one eviction pass (one TLB shootdown), not one a page.
+    counters.add(counters.inline_evictions);
+    if (budget.charge(rest * kPageSize)) {
+      charged.insert(charged.end(), candidates.end() - static_cast<std::ptrdiff_t>(rest),
+                     candidates.end());
+    }
+  }
+  if (!charged.empty()) note_charged();
   prefetch_batch.clear();
   for_each_run(charged, [&](std::size_t i, std::size_t n) {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
@@ -162,21 +200,24 @@ void Region::Impl::charge_prefetch_on_handler() {
 }
 
 void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st) {
-  if (st.ok()) st = rt.wait(prefetch_batch);
+  if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // prefetching is optional: forget it, the pages fault in on demand
     budget.uncharge(pf.size() * kPageSize);
     log().debug("region: prefetch of {} pages failed: {}", pf.size(), st.to_string());
     return;
   }
+  // A write stream gets its prefetched pages writable and dirty: no WP fault per page. They
+  // are written back even if never stored to (a wasted write, never a lost one).
+  const std::uint8_t bits = region::kPrefetched | region::kFromStream |
+                            (writing_stream ? region::kDirty : region::kWriteProtected);
   for_each_run(pf, [&](std::size_t i, std::size_t n) {
-    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize,
-                           region::kPrefetched | region::kFromStream);
+    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize, bits);
   });
   counters.add(counters.prefetches_issued, pf.size());
 }
 
 Status Region::Impl::charge_one_on_handler(std::size_t) {
-  if (budget.charge(kPageSize)) return Status::Ok();
+  if (charge_fault_page()) return Status::Ok();
   return ResourceExhausted("local memory budget of " + std::to_string(budget.limit()) +
                            " bytes is full and no reclaimer could free a page");
 }
@@ -184,8 +225,8 @@ Status Region::Impl::charge_one_on_handler(std::size_t) {
 Status Region::Impl::read_one_on_handler(std::size_t page) {
   fetch_batch.clear();
   fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
-  FARMEM_RETURN_IF_ERROR(rt.submit(fetch_batch));
-  return rt.wait(fetch_batch);
+  FARMEM_RETURN_IF_ERROR(io.submit(fetch_batch));
+  return io.wait(fetch_batch);
 }
 
 bool Region::Impl::retry_on_handler(const char* what, const Status& first, const uffd_msg& msg,
@@ -254,15 +295,29 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
                 kPageSize - page_bytes(last));
   }
   std::lock_guard lock(page_mu_);
-  auto out = uffd.copy(page_addr(run.front()), staged, run.size() * kPageSize, true);
-  if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
-    budget.uncharge(run.size() * kPageSize);
-    log().warn("region: mapping {} prefetched pages at {} failed", run.size(), run.front());
-    return;
-  }
-  for (std::uint32_t p : run) {
-    table.install(p, region::kWriteProtected | bits);
-    counters.add(counters.bytes_read, page_bytes(p));
+  const bool protect = (bits & region::kDirty) == 0;
+  // In faulting-thread mode a faulting thread may have mapped some of these pages since they
+  // were chosen (every mapping happens under page_mu_, so the table is exact here): copy only
+  // the stretches still absent, so that no UFFDIO_COPY stops half-way on EEXIST.
+  for (std::size_t i = 0; i < run.size();) {
+    if (table.has(run[i], region::kResident)) {
+      budget.uncharge(kPageSize);
+      ++i;
+      continue;
+    }
+    std::size_t j = i + 1;
+    while (j < run.size() && !table.has(run[j], region::kResident)) ++j;
+    auto out = uffd.copy(page_addr(run[i]), staged + i * kPageSize, (j - i) * kPageSize, protect);
+    if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
+      budget.uncharge((j - i) * kPageSize);
+      log().warn("region: mapping {} prefetched pages at {} failed", j - i, run[i]);
+    } else {
+      for (std::size_t k = i; k < j; ++k) {
+        table.install(run[k], protect ? (region::kWriteProtected | bits) : bits);
+        counters.add(counters.bytes_read, page_bytes(run[k]));
+      }
+    }
+    i = j;
   }
 }
 
@@ -275,6 +330,8 @@ void Region::Impl::handle_wp_on_handler(std::size_t page) {
     (void)uffd.wake(page_addr(page), kPageSize);
     return;
   }
+  // A store to a page prefetched for a stream: the stream writes, map its next pages dirty.
+  if (table.has(page, region::kPrefetched | region::kFromStream)) writing_stream = true;
   mark_used_locked(page);
   table.set(page, region::kDirty | region::kReferenced);  // dirty BEFORE the store can happen
   if (!table.has(page, region::kWriteProtected)) {
@@ -326,6 +383,14 @@ void Region::Impl::prefetch_candidates_on_handler(std::size_t page) {
     if (!table.has(static_cast<std::size_t>(s), region::kResident)) {
       candidates.push_back(static_cast<std::uint32_t>(s));
     }
+  }
+  // Pipelining: one page of a sequential window, 3/4 of the way in, is left unfetched. The
+  // stream faults on it with a quarter of the window still mapped ahead; that fault is served
+  // first and then posts the next window, which arrives while the stream reads the quarter,
+  // so the stream does not wait at the window's end.
+  const auto stride = prefetcher.current_stride();
+  if (stride && *stride == 1 && candidates.size() >= region::kMinPipelinedWindow) {
+    candidates.erase(candidates.begin() + static_cast<std::ptrdiff_t>(candidates.size() * 3 / 4));
   }
 }
 
@@ -384,8 +449,8 @@ void Region::Impl::pull_some_on_handler() {
     prefetch_batch.read(page_far(batch[i]),
                         fetch_staging.subspan((1 + i) * kPageSize, page_bytes(batch[i])));
   }
-  Status st = rt.submit(prefetch_batch);
-  if (st.ok()) st = rt.wait(prefetch_batch);
+  Status st = io.submit(prefetch_batch);
+  if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // best effort: those pages will be fetched on demand instead
     budget.uncharge(batch.size() * kPageSize);
     counters.add(counters.fetch_errors);

@@ -20,6 +20,7 @@ struct RegionCounters {
   std::atomic<std::uint64_t> bytes_written{0};
   std::atomic<std::uint64_t> fetch_errors{0};       ///< failed far reads (each retried)
   std::atomic<std::uint64_t> writeback_errors{0};   ///< failed write-back batches
+  std::atomic<std::uint64_t> inline_evictions{0};   ///< faults that found the reserve empty
 
   void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);

@@ -41,9 +41,20 @@ std::unique_ptr<Runtime> open_runtime(RuntimeOptions o = runtime_options()) {
 }
 
 std::unique_ptr<Region> map(Runtime& rt, Budget& budget, FarRange far, RegionOptions o = {}) {
-  auto r = region::make_region(rt, budget, far, o);
+  auto r = region::make_region(detail::io_service(rt), budget, far, o);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return r.ok() ? std::move(r).value() : nullptr;
+}
+
+/// Internal region options with the given fault mode.
+RegionOptions in_mode(FaultMode mode) {
+  RegionOptions o;
+  o.fault_mode = mode;
+  return o;
+}
+
+const char* mode_name(FaultMode m) {
+  return m == FaultMode::kHandlerThread ? "HandlerThread" : "FaultingThread";
 }
 
 /// Pages of the region the kernel has mapped right now (mincore(2)): the OS's view.
@@ -108,7 +119,7 @@ void random_ops(std::byte* mem, std::vector<std::byte>& shadow, std::size_t lo, 
 
 // ---- single thread against a shadow, at 1 %, 10 %, 50 % of the region in budget ----
 
-class RegionShadow : public ::testing::TestWithParam<int> {};
+class RegionShadow : public ::testing::TestWithParam<std::tuple<int, FaultMode>> {};
 
 TEST_P(RegionShadow, PlainAccessesMatchShadowAndBudgetHolds) {
   constexpr std::size_t kBytes = 16u << 20;  // 4096 pages: 1 % is 40 pages
@@ -116,9 +127,9 @@ TEST_P(RegionShadow, PlainAccessesMatchShadowAndBudgetHolds) {
   ASSERT_TRUE(rt);
   const FarRange far = *rt->allocate(kBytes);
   auto shadow = fill_far(*rt, far, 7);
-  Budget budget(kBytes * GetParam() / 100);
+  Budget budget(kBytes * std::get<0>(GetParam()) / 100);
   const std::size_t limit_pages = budget.limit() / kPageSize;
-  auto r = map(*rt, budget, far);
+  auto r = map(*rt, budget, far, in_mode(std::get<1>(GetParam())));
   ASSERT_TRUE(r);
   random_ops(r->data(), shadow, 0, kBytes, 20'000, 11, [&](int) {
     ASSERT_LE(os_resident_pages(*r), limit_pages);  // the kernel agrees with the budget
@@ -136,7 +147,14 @@ TEST_P(RegionShadow, PlainAccessesMatchShadowAndBudgetHolds) {
   expect_far_equals(*rt, far, shadow);  // every byte durable in far memory
 }
 
-INSTANTIATE_TEST_SUITE_P(BudgetPercent, RegionShadow, ::testing::Values(1, 10, 50));
+INSTANTIATE_TEST_SUITE_P(
+    BudgetPercent, RegionShadow,
+    ::testing::Combine(::testing::Values(1, 10, 50),
+                       ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread)),
+    [](const auto& param_info) {
+      return std::to_string(std::get<0>(param_info.param)) + "Percent" +
+             mode_name(std::get<1>(param_info.param));
+    });
 
 // ---- four threads at once ----
 
@@ -289,7 +307,8 @@ TEST(Region, MemserverLossMakesFlushFailAndKeepsDirtyData) {
   ASSERT_TRUE(rt);
   constexpr std::size_t kPages = 64;
   const FarRange far = *rt->allocate(kPages * kPageSize);
-  Budget budget(kPages * kPageSize);  // exactly full once every page is resident
+  // Room for every page plus the free reserve: nothing is evicted before the memserver goes.
+  Budget budget(2 * kPages * kPageSize);
   auto r = map(*rt, budget, far);
   ASSERT_TRUE(r);
   std::vector<std::byte> shadow(far.bytes);
@@ -299,7 +318,7 @@ TEST(Region, MemserverLossMakesFlushFailAndKeepsDirtyData) {
   EXPECT_FALSE(st.ok()) << "flush claimed success with its memserver gone";
   EXPECT_EQ(r->stats().writebacks, 0u);
   // Another consumer needs memory: eviction must fail to write back and drop nothing.
-  EXPECT_FALSE(budget.charge(kPageSize));
+  EXPECT_FALSE(budget.charge(budget.limit() - budget.used() + kPageSize));
   EXPECT_EQ(r->stats().evictions, 0u);
   EXPECT_EQ(std::memcmp(r->data(), shadow.data(), far.bytes), 0);  // still all here
   EXPECT_EQ(os_resident_pages(*r), kPages);
@@ -318,7 +337,7 @@ TEST(RegionDeathTest, FaultThatCannotBeServedRaisesSigbusNotZeros) {
         Budget budget(16 * kPageSize);
         RegionOptions ro;
         ro.fault_retry_deadline = std::chrono::milliseconds(300);
-        auto r = std::move(region::make_region(*rt, budget, far, ro)).value();
+        auto r = std::move(region::make_region(detail::io_service(*rt), budget, far, ro)).value();
         server->reset();
         volatile std::byte b = r->data()[5 * kPageSize];  // cannot be fetched
         (void)b;
@@ -436,7 +455,7 @@ TEST(Region, RejectsEmptyRanges) {
   auto rt = open_runtime();
   ASSERT_TRUE(rt);
   Budget budget(1u << 20);
-  EXPECT_EQ(region::make_region(*rt, budget, FarRange{}).status().code(),
+  EXPECT_EQ(region::make_region(detail::io_service(*rt), budget, FarRange{}).status().code(),
             StatusCode::kInvalidArgument);
 }
 
@@ -466,21 +485,25 @@ namespace {
 
 // ---- the same through Runtime::map on every backend (verbs in the soft-RoCE VM) ----
 
-class RegionTransports : public ::testing::TestWithParam<std::string> {};
+class RegionTransports
+    : public ::testing::TestWithParam<std::tuple<std::string, FaultMode>> {};
 
 TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
-  if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+  const std::string backend = std::get<0>(GetParam());
+  if (backend == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
   std::unique_ptr<TestServer> server;
   auto o = runtime_options();
-  if (GetParam() != "local") {
-    server = std::move(TestServer::start(GetParam())).value();
+  if (backend != "local") {
+    server = std::move(TestServer::start(backend)).value();
     o.servers = {server->url()};
   }
   constexpr std::size_t kBytes = 8u << 20;
   o.cache_budget_bytes = kBytes / 10;
   auto rt = open_runtime(o);
   ASSERT_TRUE(rt);
-  auto mapped = rt->map(kBytes);
+  farmem::RegionOptions ro;
+  ro.fault_mode = std::get<1>(GetParam());
+  auto mapped = rt->map(kBytes, ro);
   ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
   Region& r = **mapped;
   std::vector<std::byte> shadow(kBytes, std::byte{0});  // fresh far memory reads as zeros
@@ -500,8 +523,15 @@ TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
   expect_far_equals(*rt, r.far(), shadow);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, RegionTransports,
-                         ::testing::Values("local", "tcp", "verbs"), BackendName{});
+INSTANTIATE_TEST_SUITE_P(
+    Transports, RegionTransports,
+    ::testing::Combine(::testing::Values("local", "tcp", "verbs"),
+                       ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread)),
+    [](const auto& param_info) {
+      std::string n = std::get<0>(param_info.param);
+      n[0] = static_cast<char>(n[0] - 'a' + 'A');
+      return n + mode_name(std::get<1>(param_info.param));
+    });
 
 }  // namespace
 }  // namespace farmem::test
