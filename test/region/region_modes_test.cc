@@ -17,6 +17,7 @@
 #include "farmem/farmem.h"
 #include "farmem/region.h"
 #include "region/region.h"
+#include "test/region/region_support.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -43,32 +44,6 @@ std::unique_ptr<Region> map_in(Runtime& rt, Budget& budget, FarRange far, FaultM
   auto r = region::make_region(detail::io_service(rt), budget, far, o);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return r.ok() ? std::move(r).value() : nullptr;
-}
-
-/// Writes a pseudo-random pattern to `far` (bypassing any region) and returns it.
-std::vector<std::byte> fill_far(Runtime& rt, FarRange far, std::uint32_t seed) {
-  std::vector<std::byte> pattern(far.bytes);
-  std::mt19937 rng(seed);
-  for (auto& b : pattern) b = std::byte(rng());
-  auto buf = rt.local_buffer();
-  for (std::size_t off = 0; off < far.bytes; off += buf.size()) {
-    const std::size_t n = std::min(buf.size(), far.bytes - off);
-    std::memcpy(buf.data(), pattern.data() + off, n);
-    EXPECT_TRUE(rt.write(far.addr + off, buf.first(n)).ok());
-  }
-  return pattern;
-}
-
-/// Far memory read directly, without any region.
-std::vector<std::byte> read_far(Runtime& rt, FarRange far) {
-  std::vector<std::byte> out(far.bytes);
-  auto buf = rt.local_buffer();
-  for (std::size_t off = 0; off < far.bytes; off += buf.size()) {
-    const std::size_t n = std::min(buf.size(), far.bytes - off);
-    EXPECT_TRUE(rt.read(far.addr + off, buf.first(n)).ok());
-    std::memcpy(out.data() + off, buf.data(), n);
-  }
-  return out;
 }
 
 bool os_resident(const Region& r, std::size_t page) {

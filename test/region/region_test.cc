@@ -15,6 +15,7 @@
 #include "farmem/region.h"
 #include "region/page_table.h"
 #include "region/region.h"
+#include "test/region/region_support.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -71,20 +72,6 @@ bool os_resident(const Region& r, std::size_t page) {
   unsigned char v = 0;
   EXPECT_EQ(::mincore(r.data() + page * kPageSize, kPageSize, &v), 0);
   return (v & 1u) != 0;
-}
-
-/// A far allocation filled with a pseudo-random pattern; returns the pattern (the shadow).
-std::vector<std::byte> fill_far(Runtime& rt, FarRange far, std::uint32_t seed) {
-  std::vector<std::byte> shadow(far.bytes);
-  std::mt19937 rng(seed);
-  for (auto& b : shadow) b = std::byte(rng());
-  auto buf = rt.local_buffer();
-  for (std::size_t off = 0; off < far.bytes; off += buf.size()) {
-    const std::size_t n = std::min(buf.size(), far.bytes - off);
-    std::memcpy(buf.data(), shadow.data() + off, n);
-    EXPECT_TRUE(rt.write(far.addr + off, buf.first(n)).ok());
-  }
-  return shadow;
 }
 
 /// Reads the far range directly (no region involved) and compares it with `expected`.
