@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
   CLI::App app{"farmem_bench_rdma: 4 KiB read latency and bandwidth through the Runtime API"};
   std::string server = "local", token, token_file;
   int lat_iters = 10000, bw_iters = 50000, warmup = 1000, fault_iters = 3000;
-  bool skip_cache = false;
+  bool skip_cache = false, region_fault_only = false;
   std::uint64_t far_bytes = 64u << 20;
   app.add_option("--server", server, "rdma://host:port, tcp://host:port or local")
       ->capture_default_str();
@@ -157,11 +157,22 @@ int main(int argc, char** argv) {
   app.add_option("--fault-iters", fault_iters, "Random far_ptr derefs for the fault latency")
       ->capture_default_str();
   app.add_flag("--no-cache", skip_cache, "Skip the page-cache figures (fault latency, scans)");
+  app.add_flag("--region-fault-only", region_fault_only,
+               "Measure only the region fault latency (ci/bench-rxe --contended runs this "
+               "under a CPU hog)");
   app.add_option("--far", far_bytes, "Far memory the reads spread over")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
   app.set_version_flag("--version", std::string("farmem_bench_rdma ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
   if (!token_file.empty()) std::getline(std::ifstream(token_file), token);
+  if (region_fault_only) {
+    auto rfault = region_fault_latency(server, token, fault_iters);
+    if (!rfault.ok()) return fail("region fault latency", rfault.status());
+    nlohmann::json only;
+    only["farmem_region_fault_lat_4k_us"] = *rfault;
+    std::printf("%s\n", only.dump().c_str());
+    return 0;
+  }
 
   farmem::RuntimeOptions opts;
   opts.servers = {server};
