@@ -24,21 +24,12 @@ Result<std::byte*> Session::resolve_locked(std::uint64_t addr, std::uint32_t rke
                                            std::uint64_t len) const {
   if (closed_) return Unavailable("session closed");
   auto it = slabs_.upper_bound(addr);
-  if (it == slabs_.begin()) {
-    return OutOfRange("address 0x" + std::to_string(addr) + " is in no slab of this session");
-  }
+  if (it == slabs_.begin()) return proto::check_access(nullptr, addr, len, rkey);
   --it;
   const Slab& slab = it->second;
   const std::uint64_t base = it->first;
-  if (addr - base >= slab.memory.bytes() || len > slab.memory.bytes() - (addr - base)) {
-    return OutOfRange("access of " + std::to_string(len) + " bytes at offset " +
-                      std::to_string(addr - base) + " runs outside slab " +
-                      std::to_string(slab.id) + " of " + std::to_string(slab.memory.bytes()) +
-                      " bytes");
-  }
-  if (slab.rkey != rkey) {
-    return PermissionDenied("wrong rkey for slab " + std::to_string(slab.id));
-  }
+  const proto::SlabBounds bounds{slab.id, base, slab.memory.bytes(), slab.rkey};
+  FARMEM_RETURN_IF_ERROR(proto::check_access(&bounds, addr, len, rkey));
   return slab.memory.base() + (addr - base);
 }
 

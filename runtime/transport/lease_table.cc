@@ -1,5 +1,6 @@
 #include "transport/lease_table.h"
 
+#include <iterator>
 #include <mutex>
 #include <string>
 
@@ -25,20 +26,11 @@ Status LeaseTable::check(std::span<const Op> ops) const {
   for (const Op& op : ops) {
     auto it = by_addr_.upper_bound(op.remote_addr);
     if (it == by_addr_.begin()) {
-      return OutOfRange("address 0x" + std::to_string(op.remote_addr) +
-                        " is in no slab of this session");
+      return proto::check_access(nullptr, op.remote_addr, op.length, op.rkey);
     }
-    --it;
-    const proto::SlabInfo& s = it->second;
-    const std::uint64_t off = op.remote_addr - s.addr;
-    if (off >= s.bytes || op.length > s.bytes - off) {
-      return OutOfRange("access of " + std::to_string(op.length) + " bytes at offset " +
-                        std::to_string(off) + " runs outside slab " + std::to_string(s.slab_id) +
-                        " of " + std::to_string(s.bytes) + " bytes");
-    }
-    if (s.rkey != op.rkey) {
-      return PermissionDenied("wrong rkey for slab " + std::to_string(s.slab_id));
-    }
+    const proto::SlabInfo& s = std::prev(it)->second;
+    const proto::SlabBounds bounds{s.slab_id, s.addr, s.bytes, s.rkey};
+    FARMEM_RETURN_IF_ERROR(proto::check_access(&bounds, op.remote_addr, op.length, op.rkey));
   }
   return Status::Ok();
 }

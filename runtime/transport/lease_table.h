@@ -25,7 +25,7 @@ class LeaseTable {
   /// Forgets a slab released by FREE_SLAB (no-op for an unknown id).
   void remove(std::uint64_t slab_id);
   /// Ok when every op lies inside one leased slab and carries its rkey; otherwise the first
-  /// op's error, worded as the memserver words it.
+  /// bad op's error, from proto::check_access (the memserver's own rule).
   Status check(std::span<const Op> ops) const;
   /// Learns from one control exchange: a granted ALLOC_SLAB adds, a FREE_SLAB that
   /// succeeded removes.

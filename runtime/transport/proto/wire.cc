@@ -114,4 +114,22 @@ Result<Message> decode(std::span<const std::byte> frame) {
   return m;
 }
 
+Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t len,
+                    std::uint32_t rkey) {
+  if (slab == nullptr) {
+    return OutOfRange("address 0x" + std::to_string(addr) + " is in no slab of this session");
+  }
+  const std::uint64_t off = addr - slab->base;
+  if (off >= slab->bytes || len > slab->bytes - off) {
+    return OutOfRange("access of " + std::to_string(len) + " bytes at offset " +
+                      std::to_string(off) + " runs outside slab " +
+                      std::to_string(slab->slab_id) + " of " + std::to_string(slab->bytes) +
+                      " bytes");
+  }
+  if (slab->rkey != rkey) {
+    return PermissionDenied("wrong rkey for slab " + std::to_string(slab->slab_id));
+  }
+  return Status::Ok();
+}
+
 }  // namespace farmem::proto

@@ -166,6 +166,21 @@ struct Message {
   Status error_status() const;
 };
 
+/// The slab a one-sided access falls in, as whoever checks the access knows it.
+struct SlabBounds {
+  std::uint64_t slab_id;
+  std::uint64_t base;   ///< remote address of the slab's first byte
+  std::uint64_t bytes;
+  std::uint32_t rkey;
+};
+/// The one rule for a one-sided access of `len` bytes at `addr` with `rkey`, checked by the
+/// memserver (tcp, local) and by the verbs client before posting, so that every backend gives
+/// the same codes and words: kOutOfRange when `slab` (the session's slab at or below `addr`,
+/// null when there is none) does not hold the whole range, kPermissionDenied for a wrong
+/// rkey.
+Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t len,
+                    std::uint32_t rkey);
+
 FrameHeader make_header(MsgType type, std::uint64_t req_id, std::uint32_t length,
                         StatusCode status = StatusCode::kOk);
 /// Checks magic, version and, for control types, the length bound.
