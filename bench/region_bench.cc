@@ -148,8 +148,9 @@ class BareUffd {
   std::thread handler_;
 };
 
-void BM_BareUffdFault(benchmark::State& state, bool spin) {
-  BareUffd bare(spin);
+// Touches fresh pages of a bare baseline's mapping (base(), reset() empties it, untimed).
+template <typename Bare>
+void bare_fault_loop(benchmark::State& state, Bare& bare) {
   std::size_t p = 0;
   for (auto _ : state) {
     if (p == kPages) {
@@ -160,6 +161,11 @@ void BM_BareUffdFault(benchmark::State& state, bool spin) {
     }
     touch(bare.base(), p++);
   }
+}
+
+void BM_BareUffdFault(benchmark::State& state, bool spin) {
+  BareUffd bare(spin);
+  bare_fault_loop(state, bare);
 }
 
 // ---- the bare faulting-thread baseline: UFFD_FEATURE_SIGBUS + UFFDIO_COPY in the handler ----
@@ -217,16 +223,7 @@ class BareSigbus {
 
 void BM_BareSigbusFault(benchmark::State& state) {
   BareSigbus bare;
-  std::size_t p = 0;
-  for (auto _ : state) {
-    if (p == kPages) {
-      state.PauseTiming();
-      bare.reset();
-      p = 0;
-      state.ResumeTiming();
-    }
-    touch(bare.base(), p++);
-  }
+  bare_fault_loop(state, bare);
 }
 
 // ---- regions ----

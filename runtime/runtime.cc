@@ -69,10 +69,6 @@ Runtime::~Runtime() {
 
 namespace {
 
-std::string mib(std::uint64_t bytes) {
-  return std::to_string(bytes) + " bytes";
-}
-
 /// Every option combination that would only fail later (at the first allocation, the first
 /// DerefScope, a fault), with what to change.
 Status check_options(const RuntimeOptions& o) {
@@ -96,7 +92,7 @@ Status check_options(const RuntimeOptions& o) {
   }
   const std::uint64_t min_budget = std::uint64_t{detail::kMinCacheFrames} * pb;
   if (o.cache_budget_bytes < min_budget) {
-    return InvalidArgument("RuntimeOptions.cache_budget_bytes of " + mib(o.cache_budget_bytes) +
+    return InvalidArgument("RuntimeOptions.cache_budget_bytes of " + std::to_string(o.cache_budget_bytes) + " bytes" +
                            " holds fewer than " + std::to_string(detail::kMinCacheFrames) +
                            " pages of " + std::to_string(pb) + " bytes; raise it to at least " +
                            std::to_string(min_budget) + " or lower page_bytes");
@@ -105,7 +101,7 @@ Status check_options(const RuntimeOptions& o) {
       std::find(o.servers.begin(), o.servers.end(), std::string("local")) != o.servers.end();
   if (has_local && o.local_server_capacity < o.slab_bytes) {
     return InvalidArgument("RuntimeOptions.local_server_capacity of " +
-                           mib(o.local_server_capacity) + " is below one slab (slab_bytes " +
+                           std::to_string(o.local_server_capacity) + " bytes" + " is below one slab (slab_bytes " +
                            std::to_string(o.slab_bytes) + "): raise it or lower slab_bytes");
   }
   if (o.op_timeout.count() <= 0) return InvalidArgument("RuntimeOptions.op_timeout must be > 0");

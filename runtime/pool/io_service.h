@@ -55,8 +55,6 @@ class IoService {
   Status write(FarAddr dst, std::span<const std::byte> src);
 
   IoCounters counters() const;
-  std::chrono::nanoseconds timeout() const { return timeout_; }
-  FarPool& pool() { return pool_; }
 
  private:
   /// One local range registered with every connection (index = connection index).

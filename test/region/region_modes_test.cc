@@ -237,10 +237,14 @@ TEST_P(RegionModes, SyscallsOnNonResidentPagesWorkInDefaultModeAndAfterPrefault)
   EXPECT_EQ(std::memcmp(got.data() + 2 * kPageSize, incoming.data(), incoming.size()), 0);
 }
 
-// A fault whose page cannot be fetched kills with SIGBUS (never maps zeros), in this mode by
-// passing the signal on to the default action.
-TEST(RegionFaultingThreadDeathTest, UnservableFaultEndsInSigbusNotZeros) {
+// A fault whose page cannot be fetched kills with SIGBUS (never maps zeros): the handler
+// thread raises it after its retry deadline; the faulting-thread mode passes the signal on
+// to the default action.
+class RegionDeathTest : public ::testing::TestWithParam<FaultMode> {};
+
+TEST_P(RegionDeathTest, UnservableFaultEndsInSigbusNotZeros) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
+  const FaultMode mode = GetParam();
   EXPECT_EXIT(
       {
         auto server = TestServer::start("tcp");
@@ -254,7 +258,7 @@ TEST(RegionFaultingThreadDeathTest, UnservableFaultEndsInSigbusNotZeros) {
         const FarRange far = *rt->allocate(16 * kPageSize);
         Budget budget(64 * kPageSize);
         region::RegionOptions ro;
-        ro.fault_mode = FaultMode::kFaultingThread;
+        ro.fault_mode = mode;
         ro.fault_retry_deadline = std::chrono::milliseconds(300);
         auto r = std::move(region::make_region(detail::io_service(*rt), budget, far, ro)).value();
         server->reset();
@@ -265,14 +269,16 @@ TEST(RegionFaultingThreadDeathTest, UnservableFaultEndsInSigbusNotZeros) {
       ::testing::KilledBySignal(SIGBUS), "");
 }
 
+std::string ModeName(const ::testing::TestParamInfo<FaultMode>& info) {
+  return info.param == FaultMode::kHandlerThread ? "HandlerThread" : "FaultingThread";
+}
+
 INSTANTIATE_TEST_SUITE_P(Modes, RegionModes,
-                         ::testing::Values(FaultMode::kHandlerThread,
-                                           FaultMode::kFaultingThread),
-                         [](const auto& param_info) {
-                           return std::string(param_info.param == FaultMode::kHandlerThread
-                                                  ? "HandlerThread"
-                                                  : "FaultingThread");
-                         });
+                         ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread),
+                         ModeName);
+INSTANTIATE_TEST_SUITE_P(Modes, RegionDeathTest,
+                         ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread),
+                         ModeName);
 
 }  // namespace
 }  // namespace farmem::test

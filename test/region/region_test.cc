@@ -312,27 +312,6 @@ TEST(Region, MemserverLossMakesFlushFailAndKeepsDirtyData) {
   EXPECT_LE(budget.peak(), budget.limit());
 }
 
-TEST(RegionDeathTest, FaultThatCannotBeServedRaisesSigbusNotZeros) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        auto server = TestServer::start("tcp");
-        RuntimeOptions o = runtime_options((*server)->url());
-        o.op_timeout = std::chrono::milliseconds(200);
-        auto rt = std::move(Runtime::open(o)).value();
-        const FarRange far = *rt->allocate(16 * kPageSize);
-        Budget budget(16 * kPageSize);
-        RegionOptions ro;
-        ro.fault_retry_deadline = std::chrono::milliseconds(300);
-        auto r = std::move(region::make_region(detail::io_service(*rt), budget, far, ro)).value();
-        server->reset();
-        volatile std::byte b = r->data()[5 * kPageSize];  // cannot be fetched
-        (void)b;
-        std::_Exit(0);  // reached only if the fault was "served" with invented data
-      },
-      ::testing::KilledBySignal(SIGBUS), "");
-}
-
 // ---- hints, pull order, prefetch ----
 
 template <typename Pred>
