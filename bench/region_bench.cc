@@ -52,7 +52,7 @@
 #include "bench/bench_report.h"
 #include "bench/version_flag.h"
 #include "farmem/far_vector.h"
-#include "cache/budget.h"
+#include "paging/budget.h"
 #include "memserver/core.h"
 #include "pool/far_pool.h"
 #include "pool/io_service.h"
@@ -263,7 +263,7 @@ RegionEnv& region_env() {
 void BM_RegionFault(benchmark::State& state, std::size_t budget_pages, bool prefetch,
                     FaultMode mode) {
   RegionEnv& env = region_env();
-  cache::Budget budget(budget_pages * kPage);
+  paging::Budget budget(budget_pages * kPage);
   region::RegionOptions ro;
   ro.prefetch = prefetch;
   ro.fault_mode = mode;
@@ -292,7 +292,7 @@ void BM_RegionFault(benchmark::State& state, std::size_t budget_pages, bool pref
 /// word. Write and read streams use disjoint far ranges, so neither evicts the other's pages.
 void BM_RegionStream(benchmark::State& state, bool write) {
   RegionEnv& env = region_env();
-  cache::Budget budget(kStreamBudget);
+  paging::Budget budget(kStreamBudget);
   const FarRange range{env.far.addr + (write ? 0 : kStreamBytes), kStreamBytes};
   auto r = region::make_region(*env.io, budget, range);
   if (!r.ok()) die("make_region", r.status().to_string());

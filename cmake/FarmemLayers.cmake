@@ -39,20 +39,22 @@ set(FARMEM_TRANSPORT_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
   runtime/common runtime/transport memserver/core.h memserver/slab_pool.h)
 set(FARMEM_POOL_ITEMS ${FARMEM_TRANSPORT_ITEMS} include/farmem/io_batch.h runtime/pool)
-set(FARMEM_CACHE_ITEMS ${FARMEM_POOL_ITEMS}
+# The paging core: frames, budget, CLOCK, the background evictor, write-back, prefetch
+# feedback; shared by the cache and regions, which both sit on it.
+set(FARMEM_PAGING_ITEMS ${FARMEM_POOL_ITEMS} runtime/paging)
+set(FARMEM_CACHE_ITEMS ${FARMEM_PAGING_ITEMS}
   include/farmem/options.h include/farmem/detail runtime/cache)
 set(FARMEM_HEAP_ITEMS ${FARMEM_POOL_ITEMS} runtime/heap)
-# Regions get the IoService and the Budget injected; they share the cache's Budget and
-# trend detector, so they sit above the cache.
-set(FARMEM_REGION_ITEMS ${FARMEM_POOL_ITEMS}
-  include/farmem/options.h include/farmem/detail include/farmem/region.h
-  runtime/cache runtime/region)
+# Regions get the IoService and the Budget injected and page through the paging core, beside
+# the cache (neither sees the other).
+set(FARMEM_REGION_ITEMS ${FARMEM_PAGING_ITEMS}
+  include/farmem/options.h include/farmem/detail include/farmem/region.h runtime/region)
 # The memserver's listeners (not part of libfarmem): its core, the transport helpers they
 # share with the clients, and their own folder.
 set(FARMEM_MEMSERVER_NET_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
   runtime/common runtime/transport memserver)
 
-foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL CACHE HEAP REGION MEMSERVER_NET)
+foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION MEMSERVER_NET)
   farmem_layer_farm(${layer} ${FARMEM_${layer}_ITEMS})
 endforeach()

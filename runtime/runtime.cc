@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <mutex>
 
-#include "cache/budget.h"
+#include "paging/budget.h"
 #include "cache/page_cache.h"
 #include "common/log.h"
 #include "farmem/far_ptr.h"
@@ -43,7 +43,7 @@ struct Runtime::Impl {
   std::unique_ptr<pool::FarPool> pool;
   std::unique_ptr<pool::IoService> io;  ///< far I/O for the runtime, cache, heap, regions
   std::unique_ptr<AlignedBuffer> buffer;
-  std::unique_ptr<cache::Budget> budget;  ///< shared by the page cache and regions
+  std::unique_ptr<paging::Budget> budget;  ///< shared by the page cache and regions
   // The page cache and heap are made on first use: a runtime used only for raw reads and
   // writes never pays for the arena (which RDMA registration would pin) or its threads.
   std::once_flag cache_once;
@@ -149,7 +149,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   po.control_timeout = options.op_timeout;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), po);
   impl->io = std::make_unique<pool::IoService>(*impl->pool, options.op_timeout);
-  impl->budget = std::make_unique<cache::Budget>(options.cache_budget_bytes);
+  impl->budget = std::make_unique<paging::Budget>(options.cache_budget_bytes);
   impl->buffer = std::make_unique<AlignedBuffer>(options.local_buffer_bytes);
   if (impl->buffer->p == nullptr) return ResourceExhausted("cannot allocate the local buffer");
   auto rt = std::unique_ptr<Runtime>(new Runtime(std::move(impl)));

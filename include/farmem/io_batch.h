@@ -11,6 +11,7 @@ namespace farmem {
 
 namespace pool {
 class IoService;
+class FarIo;
 }  // namespace pool
 
 /// A batch of reads and writes submitted at once (Runtime::submit) and completed together
@@ -36,6 +37,7 @@ class IoBatch {
 
  private:
   friend class pool::IoService;
+  friend class pool::FarIo;  // lets FarIo implementations (test fakes) read the ops
   std::unique_ptr<Impl> impl_;
 };
 

@@ -178,9 +178,9 @@ Status PageCache::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
     case Advice::kNormal:
     case Advice::kSequential:
     case Advice::kRandom: {
-      const auto hint = advice == Advice::kSequential ? cache::Hint::kSequential
-                        : advice == Advice::kRandom   ? cache::Hint::kRandom
-                                                      : cache::Hint::kNormal;
+      const auto hint = advice == Advice::kSequential ? paging::Hint::kSequential
+                        : advice == Advice::kRandom   ? paging::Hint::kRandom
+                                                      : paging::Hint::kNormal;
       streams_[slot->index].set_hint(hint);
       return Status::Ok();
     }

@@ -55,12 +55,12 @@ void relax(int& spins) {
 
 }  // namespace
 
-PageCache::PageCache(pool::IoService& io, cache::Budget& budget, CacheOptions options,
+PageCache::PageCache(pool::IoService& io, paging::Budget& budget, CacheOptions options,
                      std::uint32_t frames)
     : io_(io), budget_(budget), options_(std::move(options)), frames_(frames), ref_(frames),
       clock_(frames) {}
 
-Result<std::unique_ptr<PageCache>> PageCache::create(pool::IoService& io, cache::Budget& budget,
+Result<std::unique_ptr<PageCache>> PageCache::create(pool::IoService& io, paging::Budget& budget,
                                                      CacheOptions options) {
   const auto pb = options.page_bytes;
   if (pb < 4096 || pb > (2u << 20) || !std::has_single_bit(pb)) {
@@ -109,9 +109,9 @@ Status PageCache::init() {
   slots_ = std::make_unique<ThreadSlot[]>(options_.max_threads);
   for (std::uint32_t i = 0; i < options_.max_threads; ++i) slots_[i].index = i;
   const std::uint32_t max_depth = options_.prefetch ? options_.max_prefetch_pages : 1;
-  streams_ = std::make_unique<cache::StreamPrefetcher[]>(options_.max_threads);
+  streams_ = std::make_unique<paging::StreamPrefetcher[]>(options_.max_threads);
   for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
-    streams_[i] = cache::StreamPrefetcher(cache::PrefetchDepth(
+    streams_[i] = paging::StreamPrefetcher(paging::PrefetchDepth(
         1, std::min<std::uint32_t>(4, max_depth), max_depth));
   }
   // Keep ~1/64 of the frames free, and at least two full prefetch batches (prefetch never
@@ -171,7 +171,7 @@ ThreadSlot* PageCache::thread_slot() {
     if (slots_[i].in_use.compare_exchange_strong(expected, true)) {
       slots_[i].depth = 0;
       slots_[i].waiting.store(0);
-      streams_[i] = cache::StreamPrefetcher(streams_[i].depth());  // a new thread, a new stream
+      streams_[i] = paging::StreamPrefetcher(streams_[i].depth());  // a new thread, a new stream
       wasted_pending_[i].store(0, std::memory_order_relaxed);
       t_releaser.held.emplace_back(view_.id, &slots_[i]);
       return &slots_[i];

@@ -22,9 +22,9 @@
 #include <thread>
 #include <vector>
 
-#include "cache/budget.h"
-#include "cache/clock.h"
-#include "cache/trend.h"
+#include "paging/budget.h"
+#include "paging/clock.h"
+#include "paging/trend.h"
 #include "farmem/detail/cache_view.h"
 #include "farmem/far_addr.h"
 #include "farmem/io_batch.h"
@@ -54,9 +54,9 @@ struct CacheOptions {
   std::function<std::uint64_t(std::uint64_t slab_index)> slab_bytes;  ///< 0: no such slab
 };
 
-class PageCache final : public cache::Reclaimer {
+class PageCache final : public paging::Reclaimer {
  public:
-  static Result<std::unique_ptr<PageCache>> create(pool::IoService& io, cache::Budget& budget,
+  static Result<std::unique_ptr<PageCache>> create(pool::IoService& io, paging::Budget& budget,
                                                    CacheOptions options);
   ~PageCache() override;
   PageCache(const PageCache&) = delete;
@@ -94,7 +94,7 @@ class PageCache final : public cache::Reclaimer {
   Status flush_dirty() override { return flush(); }
 
  private:
-  PageCache(pool::IoService& io, cache::Budget& budget, CacheOptions options, std::uint32_t frames);
+  PageCache(pool::IoService& io, paging::Budget& budget, CacheOptions options, std::uint32_t frames);
   Status init();
   /// A page claimed for a prefetch read: entry kFetching, frame taken.
   struct Pending {
@@ -141,7 +141,7 @@ class PageCache final : public cache::Reclaimer {
   Status drop_range(std::uint64_t first_key, std::uint64_t last_key);
 
   void prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key);
-  cache::StreamPrefetcher& stream_on_app(ThreadSlot* slot);
+  paging::StreamPrefetcher& stream_on_app(ThreadSlot* slot);
   void add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBatch& batch,
                               std::vector<Pending>& extra);
   /// nullopt: no free frame; Pending{nullptr}: the page needs no prefetch.
@@ -161,7 +161,7 @@ class PageCache final : public cache::Reclaimer {
   std::uint64_t free_frames() const;
 
   pool::IoService& io_;  ///< far I/O (injected; outlives the cache)
-  cache::Budget& budget_;
+  paging::Budget& budget_;
   const CacheOptions options_;
   const std::uint32_t frames_;
   std::uint32_t reserve_ = 0;
@@ -170,7 +170,7 @@ class PageCache final : public cache::Reclaimer {
   // Frame arena and per-frame state (indexed by frame).
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
-  cache::ReferenceBits ref_;
+  paging::ReferenceBits ref_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> dirty_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> prefetched_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> frame_key_;  ///< kNoKey when unused
@@ -192,12 +192,12 @@ class PageCache final : public cache::Reclaimer {
 
   // Eviction (one evictor at a time: CLOCK hand + grace periods).
   std::mutex evict_mu_;  ///< guards clock_ and the eviction protocol
-  cache::Clock clock_;
+  paging::Clock clock_;
   mutable std::mutex error_mu_;  ///< guards background_error_
   Status background_error_;
 
   // Prefetch: per-slot streams (owner thread only) and the queue for the prefetch thread.
-  std::unique_ptr<cache::StreamPrefetcher[]> streams_;
+  std::unique_ptr<paging::StreamPrefetcher[]> streams_;
   std::mutex prefetch_mu_;  ///< guards in_flight_ and stopping_
   std::condition_variable prefetch_cv_;
   std::deque<std::unique_ptr<InFlight>> in_flight_;

@@ -16,7 +16,7 @@ void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBa
                                        std::vector<Pending>& extra) {
   thread_local std::vector<std::int64_t> want;
   want.clear();
-  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  paging::StreamPrefetcher& stream = stream_on_app(slot);
   if (stream.on_access(static_cast<std::int64_t>(key), want) == 0) {
     // The stream believes these pages were asked for, but we missed: an earlier prefetch
     // found no frame. Read around along the trend anyway (resident pages are skipped).
@@ -84,8 +84,8 @@ void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::ui
   if (options_.prefetch) prefetch_after_access_on_app(slot, key);
 }
 
-cache::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
-  cache::StreamPrefetcher& stream = streams_[slot->index];
+paging::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
+  paging::StreamPrefetcher& stream = streams_[slot->index];
   // Pages the evictor found unused since the last access shrink this stream's depth.
   for (auto n = wasted_pending_[slot->index].exchange(0, std::memory_order_relaxed); n > 0; --n) {
     stream.on_prefetched_page_wasted();
@@ -94,7 +94,7 @@ cache::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
 }
 
 void PageCache::prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key) {
-  cache::StreamPrefetcher& stream = stream_on_app(slot);
+  paging::StreamPrefetcher& stream = stream_on_app(slot);
   thread_local std::vector<std::int64_t> want;
   want.clear();
   if (stream.on_access(static_cast<std::int64_t>(key), want) > 0) {

@@ -42,6 +42,15 @@ std::size_t IoBatch::size() const { return impl_->requests.size(); }
 
 namespace pool {
 
+std::vector<FarIo::BatchOp> FarIo::ops_of(const IoBatch& batch) {
+  std::vector<BatchOp> out;
+  out.reserve(batch.impl_->requests.size());
+  for (const auto& r : batch.impl_->requests) {
+    out.push_back({r.kind == transport::OpKind::kWrite, r.far, r.local, r.bytes});
+  }
+  return out;
+}
+
 IoService::IoService(FarPool& pool, std::chrono::nanoseconds timeout)
     : pool_(pool), timeout_(timeout) {}
 

@@ -19,6 +19,7 @@
 #include "farmem/far_addr.h"
 #include "farmem/io_batch.h"
 #include "farmem/status.h"
+#include "pool/far_io.h"
 #include "pool/far_pool.h"
 #include "transport/transport.h"
 
@@ -32,24 +33,24 @@ struct IoCounters {
   std::uint64_t bytes_written = 0;
 };
 
-class IoService {
+class IoService final : public FarIo {
  public:
   /// `pool` must outlive the service; `timeout` bounds each wait.
   IoService(FarPool& pool, std::chrono::nanoseconds timeout);
-  ~IoService();
+  ~IoService() override;
   IoService(const IoService&) = delete;
   IoService& operator=(const IoService&) = delete;
 
   /// Registers `memory` with every connection; reads land in it and writes leave from it.
   /// Ranges must not overlap.
-  Status register_memory(std::span<std::byte> memory);
+  Status register_memory(std::span<std::byte> memory) override;
   /// Deregisters a range registered with exactly these bounds.
-  Status unregister_memory(std::span<std::byte> memory);
+  Status unregister_memory(std::span<std::byte> memory) override;
 
   /// Starts every operation of `batch`; returns at once. An error return started nothing.
-  Status submit(IoBatch& batch);
+  Status submit(IoBatch& batch) override;
   /// Waits for a submitted batch; returns its first error. Must follow every ok submit.
-  Status wait(IoBatch& batch);
+  Status wait(IoBatch& batch) override;
   /// Blocking single read/write (a per-thread batch, no allocation once warm).
   Status read(FarAddr src, std::span<std::byte> dst);
   Status write(FarAddr dst, std::span<const std::byte> src);

@@ -13,7 +13,7 @@
 
 namespace farmem::region {
 
-Result<std::unique_ptr<Region>> make_region(pool::IoService& io, cache::Budget& budget, FarRange far,
+Result<std::unique_ptr<Region>> make_region(pool::IoService& io, paging::Budget& budget, FarRange far,
                                             RegionOptions options) {
   if (far.bytes == 0 || far.addr.is_null()) return InvalidArgument("region of an empty far range");
   if (far.bytes / kPageSize >= (std::uint64_t{1} << 32)) {
@@ -58,7 +58,7 @@ CacheStats Region::stats() const { return impl_ ? impl_->stats() : CacheStats{};
 
 // ---- setup and teardown ----
 
-Region::Impl::Impl(pool::IoService& io_service, cache::Budget& b, FarRange range,
+Region::Impl::Impl(pool::IoService& io_service, paging::Budget& b, FarRange range,
                    region::RegionOptions opts)
     : io(io_service),
       budget(b),
@@ -66,8 +66,8 @@ Region::Impl::Impl(pool::IoService& io_service, cache::Budget& b, FarRange range
       options(opts),
       pages((range.bytes + kPageSize - 1) / kPageSize),
       table(pages),
-      prefetcher(cache::PrefetchDepth(cache::PrefetchDepth::kDefaultMinDepth,
-                                      cache::PrefetchDepth::kDefaultInitialDepth,
+      prefetcher(paging::PrefetchDepth(paging::PrefetchDepth::kDefaultMinDepth,
+                                      paging::PrefetchDepth::kDefaultInitialDepth,
                                       std::max<std::uint32_t>(opts.max_prefetch_pages, 1))) {}
 
 Status Region::Impl::start() {
@@ -187,9 +187,9 @@ Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advic
   const std::size_t first = offset / kPageSize;
   const std::size_t end = (offset + length + kPageSize - 1) / kPageSize;
   switch (advice) {
-    case Advice::kNormal: wanted_hint.store(cache::Hint::kNormal); return Status::Ok();
-    case Advice::kSequential: wanted_hint.store(cache::Hint::kSequential); return Status::Ok();
-    case Advice::kRandom: wanted_hint.store(cache::Hint::kRandom); return Status::Ok();
+    case Advice::kNormal: wanted_hint.store(paging::Hint::kNormal); return Status::Ok();
+    case Advice::kSequential: wanted_hint.store(paging::Hint::kSequential); return Status::Ok();
+    case Advice::kRandom: wanted_hint.store(paging::Hint::kRandom); return Status::Ok();
     case Advice::kWillNeed: {
       std::lock_guard lock(pull_mu_);
       for (std::size_t p = end; p > first; --p) {

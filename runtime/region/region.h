@@ -46,8 +46,8 @@
 #include <thread>
 #include <vector>
 
-#include "cache/budget.h"
-#include "cache/trend.h"
+#include "paging/budget.h"
+#include "paging/trend.h"
 #include "farmem/region.h"
 #include "farmem/far_addr.h"
 #include "farmem/io_batch.h"
@@ -77,7 +77,7 @@ struct RegionOptions {
 
 /// Maps `far` as a region doing its far I/O through `io` and charging `budget`. Both must
 /// outlive it.
-Result<std::unique_ptr<Region>> make_region(pool::IoService& io, cache::Budget& budget, FarRange far,
+Result<std::unique_ptr<Region>> make_region(pool::IoService& io, paging::Budget& budget, FarRange far,
                                             RegionOptions options = {});
 
 }  // namespace farmem::region
@@ -126,8 +126,8 @@ struct FaulterSlot {
 
 }  // namespace region
 
-struct Region::Impl final : cache::Reclaimer, region::FaultServer {
-  Impl(pool::IoService& io, cache::Budget& budget, FarRange far, region::RegionOptions options);
+struct Region::Impl final : paging::Reclaimer, region::FaultServer {
+  Impl(pool::IoService& io, paging::Budget& budget, FarRange far, region::RegionOptions options);
   ~Impl() override;  // see region.cc: remove reclaimer, flush, stop, unmap, uncharge
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -229,7 +229,7 @@ struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   void wake_handler();
 
   pool::IoService& io;  ///< far I/O (injected by the composition root; outlives the region)
-  cache::Budget& budget;
+  paging::Budget& budget;
   const FarRange far;
   const region::RegionOptions options;
   const std::size_t pages;
@@ -257,8 +257,8 @@ struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   std::atomic<bool> stop{false};
   IoBatch fetch_batch;
   IoBatch prefetch_batch;
-  cache::StreamPrefetcher prefetcher;
-  cache::Hint applied_hint = cache::Hint::kNormal;
+  paging::StreamPrefetcher prefetcher;
+  paging::Hint applied_hint = paging::Hint::kNormal;
   std::int64_t last_fault_page = -1;
   // Scratch vectors reused fault after fault (the fault path allocates nothing).
   std::vector<std::int64_t> suggested;    ///< the prefetcher's output
@@ -267,7 +267,7 @@ struct Region::Impl final : cache::Reclaimer, region::FaultServer {
   std::vector<std::uint32_t> pull_pages;  ///< one background pull batch
 
   /// Hint asked for by advise(), picked up by the handler at its next fault.
-  std::atomic<cache::Hint> wanted_hint{cache::Hint::kNormal};
+  std::atomic<paging::Hint> wanted_hint{paging::Hint::kNormal};
   /// Stream-prefetched pages evicted unused, not yet reported to the prefetcher (which only
   /// the handler thread may touch).
   std::atomic<std::uint32_t> stream_wasted_pending{0};

@@ -356,7 +356,7 @@ void Region::Impl::mark_used_locked(std::size_t page) {
 }
 
 void Region::Impl::apply_hint_on_handler() {
-  const cache::Hint h = wanted_hint.load(std::memory_order_relaxed);
+  const paging::Hint h = wanted_hint.load(std::memory_order_relaxed);
   if (h != applied_hint) {
     prefetcher.set_hint(h);
     applied_hint = h;

@@ -110,7 +110,7 @@ bool Region::Impl::serve_on_faulter(std::size_t page, bool write) {
     return false;
   }
   const bool streaming = options.prefetch && options.max_prefetch_pages > 0 &&
-                         wanted_hint.load(std::memory_order_relaxed) != cache::Hint::kRandom;
+                         wanted_hint.load(std::memory_order_relaxed) != paging::Hint::kRandom;
   // A stream reaching the marker page of the window the helper fetched: only this page is
   // fetched here, and the next window is posted to the helper (pipelined readahead).
   const bool at_marker =

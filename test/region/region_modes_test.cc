@@ -13,7 +13,7 @@
 #include <cstring>
 #include <random>
 
-#include "cache/budget.h"
+#include "paging/budget.h"
 #include "farmem/farmem.h"
 #include "farmem/region.h"
 #include "region/region.h"
@@ -23,7 +23,7 @@
 namespace farmem::test {
 namespace {
 
-using cache::Budget;
+using paging::Budget;
 using region::kPageSize;
 
 std::unique_ptr<Runtime> open_local_runtime() {

@@ -10,7 +10,7 @@
 #include <random>
 #include <thread>
 
-#include "cache/budget.h"
+#include "paging/budget.h"
 #include "farmem/farmem.h"
 #include "farmem/region.h"
 #include "region/page_table.h"
@@ -21,7 +21,7 @@
 namespace farmem::test {
 namespace {
 
-using cache::Budget;
+using paging::Budget;
 using region::kPageSize;
 using region::RegionOptions;
 

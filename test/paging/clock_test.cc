@@ -1,5 +1,5 @@
 // CLOCK eviction as pure logic: reference bits and the victim search, no frames behind them.
-#include "cache/clock.h"
+#include "paging/clock.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include <set>
 #include <vector>
 
-namespace farmem::cache {
+namespace farmem::paging {
 namespace {
 
 const auto kAll = [](std::uint32_t) { return true; };
@@ -175,4 +175,4 @@ TEST(Clock, RandomizedProperties) {
 }
 
 }  // namespace
-}  // namespace farmem::cache
+}  // namespace farmem::paging

@@ -1,6 +1,6 @@
 // Leap-style trend detection, adaptive prefetch depth and the per-stream prefetcher, as pure
 // logic: access sequences in, page numbers out.
-#include "cache/trend.h"
+#include "paging/trend.h"
 
 #include <gtest/gtest.h>
 
@@ -11,7 +11,7 @@
 #include <set>
 #include <vector>
 
-namespace farmem::cache {
+namespace farmem::paging {
 namespace {
 
 std::optional<std::int64_t> trend_of(const std::vector<std::int64_t>& pages) {
@@ -326,4 +326,4 @@ TEST(StreamPrefetcher, JumpBackStartsANewRun) {
 }
 
 }  // namespace
-}  // namespace farmem::cache
+}  // namespace farmem::paging

@@ -13,7 +13,7 @@
 
 #include "farmem/status.h"
 
-namespace farmem::cache {
+namespace farmem::paging {
 
 /// Something that holds budgeted memory and can give some back (evict).
 class Reclaimer {
@@ -124,4 +124,4 @@ class Budget {
   std::vector<Reclaimer*> busy_;  ///< reclaimers inside reclaim() now (one entry per call)
 };
 
-}  // namespace farmem::cache
+}  // namespace farmem::paging

@@ -21,7 +21,7 @@
 #include <optional>
 #include <vector>
 
-namespace farmem::cache {
+namespace farmem::paging {
 
 /// Detects the dominant stride in the most recent page deltas of one stream.
 class TrendDetector {
@@ -274,4 +274,4 @@ class StreamPrefetcher {
   bool has_frontier_ = false;
 };
 
-}  // namespace farmem::cache
+}  // namespace farmem::paging

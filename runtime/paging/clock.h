@@ -15,7 +15,7 @@
 #include <memory>
 #include <vector>
 
-namespace farmem::cache {
+namespace farmem::paging {
 
 /// One "recently used" byte per frame.
 ///
@@ -90,6 +90,13 @@ class Clock {
   template <class Evictable>
   std::size_t pick(std::size_t want, ReferenceBits& ref, Evictable&& evictable,
                    std::vector<std::uint32_t>& out) {
+    return pick(want, ref, evictable, [](std::uint32_t) {}, out);
+  }
+
+  /// As above; `on_second_chance(frame)` runs for every referenced frame passed over.
+  template <class Evictable, class OnSecondChance>
+  std::size_t pick(std::size_t want, ReferenceBits& ref, Evictable&& evictable,
+                   OnSecondChance&& on_second_chance, std::vector<std::uint32_t>& out) {
     const std::size_t base = out.size();
     // Index into out of the next victim of this call that the hand will meet again; victims
     // are met again in the order they were picked, one full sweep later.
@@ -102,7 +109,10 @@ class Clock {
         continue;
       }
       if (!evictable(frame)) continue;
-      if (ref.test_and_clear(frame)) continue;  // second chance
+      if (ref.test_and_clear(frame)) {  // second chance
+        on_second_chance(frame);
+        continue;
+      }
       out.push_back(frame);
     }
     return out.size() - base;
@@ -120,4 +130,4 @@ class Clock {
   std::uint32_t hand_ = 0;
 };
 
-}  // namespace farmem::cache
+}  // namespace farmem::paging

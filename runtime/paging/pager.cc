@@ -1,0 +1,413 @@
+// The paging core (see pager.h): frames, budget, CLOCK, the background evictor, batched
+// dirty-only write-back and prefetch feedback.
+#include "paging/pager.h"
+
+#include <algorithm>
+
+#include "common/log.h"
+
+namespace farmem::paging {
+
+namespace {
+// A thread that found no free frame and could not evict any waits this long for one to be
+// freed before it tries again (the evictor or another consumer may be mid-pass).
+constexpr auto kFrameRetryWait = std::chrono::milliseconds(1);
+// flush() retries a round whose pages the front end kept (the cache's grace period timed out
+// under a long DerefScope) this many times before it gives up.
+constexpr int kFlushRounds = 100;
+}  // namespace
+
+Pager::Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options)
+    : io_(io), budget_(budget), frontend_(frontend), options_(std::move(options)),
+      ref_(options_.frames), clock_(options_.frames) {}
+
+Result<std::unique_ptr<Pager>> Pager::create(pool::FarIo& io, Budget& budget, Frontend& frontend,
+                                             PagerOptions options) {
+  if (options.frames < kMinFrames) {
+    return InvalidArgument(options.name + ": " + std::to_string(options.frames) +
+                           " frames; the pager needs at least " + std::to_string(kMinFrames));
+  }
+  if (options.page_bytes == 0 || options.evict_batch == 0 || options.write_back_batch == 0 ||
+      options.streams == 0) {
+    return InvalidArgument(options.name +
+                           ": page_bytes, evict_batch, write_back_batch and streams must be > 0");
+  }
+  auto p = std::unique_ptr<Pager>(new Pager(io, budget, frontend, std::move(options)));
+  p->start();
+  return p;
+}
+
+void Pager::start() {
+  const std::uint32_t n = options_.frames;
+  reserve_ = std::clamp<std::uint32_t>(options_.reserve_frames, 1, std::max(1u, n / 4));
+  state_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+  key_ = std::make_unique<std::atomic<std::uint64_t>[]>(n);
+  dirty_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+  prefetched_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
+  prefetch_stream_ = std::make_unique<std::atomic<std::uint32_t>[]>(n);
+  wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.streams);
+  free_.reserve(n);
+  for (std::uint32_t f = n; f-- > 0;) {  // frame 0 is taken first
+    key_[f].store(kNoKey, std::memory_order_relaxed);
+    free_.push_back(f);
+  }
+  picked_.reserve(options_.evict_batch);
+  victims_.reserve(options_.evict_batch);
+  sources_.resize(options_.write_back_batch);
+  budget_.add_reclaimer(this);
+  registered_ = true;
+  if (options_.background_evictor) evictor_ = std::thread([this] { run_evictor(); });
+}
+
+void Pager::stop() {
+  {
+    std::lock_guard lock(evictor_mu_);
+    stopping_ = true;
+  }
+  evictor_cv_.notify_all();
+  if (evictor_.joinable()) evictor_.join();
+  if (registered_) {
+    budget_.remove_reclaimer(this);  // waits for a reclaim() in progress
+    registered_ = false;
+  }
+}
+
+Pager::~Pager() {
+  stop();
+  budget_.uncharge(std::uint64_t{in_use_.load()} * options_.page_bytes);
+}
+
+// ---- frames ----
+
+std::uint32_t Pager::free_slots() const {
+  std::lock_guard lock(free_mu_);
+  return static_cast<std::uint32_t>(free_.size());
+}
+
+std::uint32_t Pager::free_frames() const {
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(free_slots(), budget_room()));
+}
+
+std::uint32_t Pager::frames_in_use() const { return in_use_.load(std::memory_order_relaxed); }
+
+bool Pager::try_take_frame(std::uint32_t* frame) {
+  bool low = false;
+  bool got = false;
+  {
+    std::lock_guard lock(free_mu_);
+    if (!free_.empty() && budget_.try_charge(options_.page_bytes)) {
+      *frame = free_.back();
+      free_.pop_back();
+      got = true;
+      low = free_.size() < reserve_ / 2;
+      state_[*frame].store(static_cast<std::uint8_t>(FrameState::kLoading),
+                           std::memory_order_relaxed);
+      const std::uint32_t now = in_use_.fetch_add(1, std::memory_order_relaxed) + 1;
+      std::uint32_t peak = peak_in_use_.load(std::memory_order_relaxed);
+      while (now > peak && !peak_in_use_.compare_exchange_weak(peak, now)) {
+      }
+    }
+  }
+  // Low watermark: wake the evictor when half the reserve is gone (it refills all of it), so
+  // a stream of takes costs one wake-up per reserve / 2 frames, not one each.
+  if (!got || low || budget_room() < reserve_ / 2) wake_evictor();
+  return got;
+}
+
+std::uint64_t Pager::budget_room() const {
+  const std::uint64_t used = budget_.used();
+  const std::uint64_t limit = budget_.limit();
+  return used >= limit ? 0 : (limit - used) / options_.page_bytes;
+}
+
+Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point deadline) {
+  std::uint32_t f = 0;
+  if (try_take_frame(&f)) return f;  // the common case: the evictor kept a reserve
+  inline_evictions_.fetch_add(1, std::memory_order_relaxed);
+  Status last;
+  do {
+    if (try_take_frame(&f)) return f;
+    Status err;
+    if (evict(options_.evict_batch, &err) > 0) continue;
+    if (!err.ok()) last = err;
+    // Nothing of ours to evict: the room is held by the budget's other consumers.
+    if (budget_.charge(options_.page_bytes)) {
+      budget_.uncharge(options_.page_bytes);
+      continue;
+    }
+    std::unique_lock lock(free_mu_);
+    free_cv_.wait_for(lock, kFrameRetryWait);
+  } while (std::chrono::steady_clock::now() < deadline);
+  return ResourceExhausted(
+      options_.name + ": no frame could be freed before the deadline (every page in use, or "
+      "write-back failing" + (last.ok() ? std::string(")") : ": " + last.to_string() + ")"));
+}
+
+void Pager::give_back(std::uint32_t frame) { release(frame); }
+
+void Pager::install(std::uint32_t frame, std::uint64_t key, bool dirty, bool referenced,
+                    std::uint32_t prefetch_stream) {
+  key_[frame].store(key, std::memory_order_relaxed);
+  dirty_[frame].store(dirty ? 1 : 0, std::memory_order_relaxed);
+  if (referenced) {
+    ref_.mark(frame);
+  } else {
+    ref_.clear(frame);
+  }
+  const bool ahead = prefetch_stream != kDemand;
+  prefetch_stream_[frame].store(prefetch_stream, std::memory_order_relaxed);
+  prefetched_[frame].store(ahead ? 1 : 0, std::memory_order_relaxed);
+  state_[frame].store(static_cast<std::uint8_t>(FrameState::kPresent), std::memory_order_release);
+}
+
+void Pager::release(std::uint32_t frame) {
+  state_[frame].store(static_cast<std::uint8_t>(FrameState::kFree), std::memory_order_relaxed);
+  key_[frame].store(kNoKey, std::memory_order_relaxed);
+  ref_.clear(frame);
+  dirty_[frame].store(0, std::memory_order_relaxed);
+  prefetched_[frame].store(0, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(free_mu_);
+    free_.push_back(frame);
+    in_use_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  budget_.uncharge(options_.page_bytes);
+  free_cv_.notify_all();
+}
+
+std::uint32_t Pager::note_access(std::uint32_t frame) {
+  if (prefetched_[frame].load(std::memory_order_relaxed) == 0 ||
+      prefetched_[frame].exchange(0, std::memory_order_relaxed) == 0) {
+    return kDemand;
+  }
+  prefetch_used_.fetch_add(1, std::memory_order_relaxed);
+  return prefetch_stream_[frame].load(std::memory_order_relaxed);
+}
+
+std::uint32_t Pager::take_wasted(std::uint32_t stream) {
+  if (stream >= options_.streams) return 0;
+  if (wasted_pending_[stream].load(std::memory_order_relaxed) == 0) return 0;
+  return wasted_pending_[stream].exchange(0, std::memory_order_relaxed);
+}
+
+// ---- eviction and write-back ----
+
+std::size_t Pager::evict(std::size_t want, Status* error) {
+  std::lock_guard lock(evict_mu_);
+  frontend_.lock_pages();
+  picked_.clear();
+  clock_.pick(
+      want, ref_,
+      [&](std::uint32_t f) {
+        return state_[f].load(std::memory_order_acquire) ==
+               static_cast<std::uint8_t>(FrameState::kPresent);
+      },
+      [&](std::uint32_t f) { frontend_.on_second_chance(f, key_of(f)); }, picked_);
+  victims_.clear();
+  for (std::uint32_t f : picked_) victims_.push_back({f, key_of(f)});
+  std::size_t freed = 0;
+  Status st;
+  if (!victims_.empty()) st = pass_locked(victims_, /*for_flush=*/false, /*count_wasted=*/true, &freed);
+  frontend_.unlock_pages();
+  if (!st.ok() && error != nullptr) *error = st;
+  return freed;
+}
+
+Status Pager::pass_locked(std::vector<Victim>& victims, bool for_flush, bool count_wasted,
+                          std::size_t* freed) {
+  std::sort(victims.begin(), victims.end(),
+            [](const Victim& a, const Victim& b) { return a.key < b.key; });
+  frontend_.isolate(victims, for_flush);
+  Status st = write_back_locked(victims);
+  if (for_flush) {
+    frontend_.restore(victims);
+    return st;
+  }
+  // Victims that are clean now go; the rest stay.
+  std::vector<Victim>& going = going_;
+  std::vector<Victim>& staying = staying_;
+  going.clear();
+  staying.clear();
+  for (const Victim& v : victims) (v.keep ? staying : going).push_back(v);
+  if (!going.empty()) frontend_.drop(going);
+  std::size_t n = 0;
+  for (const Victim& v : going) {
+    if (v.keep) {
+      staying.push_back(v);
+      continue;
+    }
+    if (prefetched_[v.frame].load(std::memory_order_relaxed) != 0 && count_wasted) {
+      prefetch_wasted_.fetch_add(1, std::memory_order_relaxed);
+      const std::uint32_t s = prefetch_stream_[v.frame].load(std::memory_order_relaxed);
+      if (s < options_.streams) wasted_pending_[s].fetch_add(1, std::memory_order_relaxed);
+    }
+    release(v.frame);
+    ++n;
+  }
+  if (!staying.empty()) frontend_.restore(staying);
+  evictions_.fetch_add(n, std::memory_order_relaxed);
+  if (freed != nullptr) *freed = n;
+  return st;
+}
+
+Status Pager::write_back_locked(std::vector<Victim>& victims) {
+  std::vector<Victim*>& dirty = dirty_scratch_;
+  std::vector<Victim>& chunk = chunk_;
+  dirty.clear();
+  for (Victim& v : victims) {
+    if (!v.keep && this->dirty(v.frame)) dirty.push_back(&v);
+  }
+  const std::size_t per_batch = options_.write_back_batch;
+  for (std::size_t base = 0; base < dirty.size(); base += per_batch) {
+    const std::size_t n = std::min(per_batch, dirty.size() - base);
+    chunk.clear();
+    for (std::size_t i = 0; i < n; ++i) chunk.push_back(*dirty[base + i]);
+    frontend_.stage(chunk, std::span(sources_.data(), n));
+    // Pages adjacent both in far memory and in the staged bytes go as one operation.
+    wb_batch_.clear();
+    std::uint64_t bytes = 0;
+    for (std::size_t i = 0; i < n;) {
+      std::size_t j = i + 1;
+      std::size_t len = sources_[i].size();
+      const FarAddr far = frontend_.far_of(chunk[i].key);
+      while (j < n && sources_[j - 1].size() == options_.page_bytes &&
+             frontend_.far_of(chunk[j].key).raw == far.raw + len &&
+             sources_[j].data() == sources_[i].data() + len) {
+        len += sources_[j].size();
+        ++j;
+      }
+      wb_batch_.write(far, {sources_[i].data(), len});
+      bytes += len;
+      i = j;
+    }
+    Status st = io_.submit(wb_batch_);
+    if (st.ok()) st = io_.wait(wb_batch_);
+    if (!st.ok()) {
+      // We cannot tell which writes landed: every page not yet written stays dirty, resident.
+      for (std::size_t k = base; k < dirty.size(); ++k) dirty[k]->keep = true;
+      writeback_errors_.fetch_add(1, std::memory_order_relaxed);
+      log().error("{}: write-back of {} page(s) failed, they stay resident and dirty: {}",
+                  options_.name, dirty.size() - base, st.to_string());
+      return st.with_context("write-back");
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      dirty_[dirty[base + i]->frame].store(0, std::memory_order_relaxed);
+    }
+    writebacks_.fetch_add(n, std::memory_order_relaxed);
+    bytes_written_.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  return Status::Ok();
+}
+
+Status Pager::flush() {
+  std::lock_guard lock(evict_mu_);
+  for (int round = 0; round < kFlushRounds; ++round) {
+    frontend_.lock_pages();
+    std::vector<Victim> victims;
+    for (std::uint32_t f = 0; f < options_.frames; ++f) {
+      if (dirty(f) && state(f) == FrameState::kPresent) victims.push_back({f, key_of(f)});
+    }
+    if (victims.empty()) {
+      frontend_.unlock_pages();
+      std::lock_guard elock(error_mu_);
+      background_error_ = Status::Ok();  // everything is durable now
+      return Status::Ok();
+    }
+    Status st = pass_locked(victims, /*for_flush=*/true, false, nullptr);
+    frontend_.unlock_pages();
+    if (!st.ok()) return st.with_context("flush");
+  }
+  return TimedOut(options_.name + ": flush: dirty pages stayed in use; flush outside DerefScopes");
+}
+
+Status Pager::drop_frames(std::span<const std::uint32_t> frames) {
+  std::lock_guard lock(evict_mu_);
+  frontend_.lock_pages();
+  std::vector<Victim> victims;
+  for (std::uint32_t f : frames) {
+    if (f < options_.frames && state(f) == FrameState::kPresent) victims.push_back({f, key_of(f)});
+  }
+  std::size_t freed = 0;
+  Status st;
+  if (!victims.empty()) st = pass_locked(victims, false, /*count_wasted=*/false, &freed);
+  frontend_.unlock_pages();
+  if (st.ok() && freed < victims.size()) {
+    return TimedOut(options_.name + ": " + std::to_string(victims.size() - freed) +
+                    " page(s) stayed resident: in use");
+  }
+  return st;
+}
+
+std::uint64_t Pager::reclaim(std::uint64_t bytes) {
+  const std::size_t pages = (bytes + options_.page_bytes - 1) / options_.page_bytes;
+  Status err;
+  return evict(std::max<std::size_t>(pages, options_.evict_batch), &err) * options_.page_bytes;
+}
+
+// ---- the background evictor ----
+
+void Pager::wake_evictor() {
+  if (evict_requested_.exchange(true, std::memory_order_acq_rel)) return;  // already asked
+  {
+    std::lock_guard lock(evictor_mu_);  // pairs with the evictor's predicate check
+  }
+  evictor_cv_.notify_one();
+}
+
+void Pager::run_evictor() {
+  std::unique_lock lock(evictor_mu_);
+  bool stuck = false;
+  while (!stopping_) {
+    const bool asked = evictor_cv_.wait_for(lock, options_.evictor_period, [&] {
+      return stopping_ || evict_requested_.load(std::memory_order_acquire);
+    });
+    if (stopping_) break;
+    // The periodic look does not retry a refill that could not progress (write-backs to a
+    // dead memserver): only a new take asks again.
+    if (!asked && (stuck || free_frames() >= reserve_ / 2 + 1)) continue;
+    lock.unlock();
+    stuck = false;
+    while (free_frames() < reserve_) {
+      Status err;
+      const std::size_t n = evict(options_.evict_batch, &err);
+      background_passes_.fetch_add(1, std::memory_order_relaxed);
+      if (!err.ok()) {
+        std::lock_guard elock(error_mu_);
+        if (background_error_.ok()) background_error_ = err;
+      }
+      if (n == 0) {
+        stuck = true;
+        break;
+      }
+      std::lock_guard slock(evictor_mu_);
+      if (stopping_) break;
+    }
+    evict_requested_.store(false, std::memory_order_release);
+    lock.lock();
+  }
+}
+
+// ---- observation ----
+
+PagerStats Pager::stats() const {
+  PagerStats s;
+  s.evictions = evictions_.load(std::memory_order_relaxed);
+  s.writebacks = writebacks_.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  s.writeback_errors = writeback_errors_.load(std::memory_order_relaxed);
+  s.inline_evictions = inline_evictions_.load(std::memory_order_relaxed);
+  s.background_passes = background_passes_.load(std::memory_order_relaxed);
+  s.prefetches_issued = prefetch_issued_.load(std::memory_order_relaxed);
+  s.prefetches_used = prefetch_used_.load(std::memory_order_relaxed);
+  s.prefetches_wasted = prefetch_wasted_.load(std::memory_order_relaxed);
+  s.frames_in_use = in_use_.load(std::memory_order_relaxed);
+  s.peak_frames_in_use = peak_in_use_.load(std::memory_order_relaxed);
+  return s;
+}
+
+Status Pager::background_error() const {
+  std::lock_guard lock(error_mu_);
+  return background_error_;
+}
+
+}  // namespace farmem::paging

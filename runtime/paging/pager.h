@@ -1,0 +1,293 @@
+// The paging core: ONE implementation of what the far_ptr cache (runtime/cache) and mapped
+// regions (runtime/region) both need to hold far pages locally. It owns
+//
+//   - frame and budget accounting: a fixed set of frame slots, a free list, and the shared
+//     local-memory Budget charged for every frame in use;
+//   - CLOCK with reference bits over the frames (paging/clock.h);
+//   - a background evictor that keeps a free reserve, so that a fault takes a frame without
+//     evicting while the reserve holds (evictions on a fault path are counted);
+//   - batched write-back of dirty pages only (clean victims are just dropped), coalescing
+//     pages adjacent in far memory and in local memory into one operation;
+//   - prefetch feedback: issued / used / wasted pages, per prefetch stream, which the
+//     front end's StreamPrefetcher (paging/trend.h) turns into an adaptive depth.
+//
+// A front end (the cache, a region) differs only in how it learns of accesses and how it
+// installs and unmaps pages. It implements paging::Frontend; the pager calls it to isolate
+// victims from new accesses, to stage their bytes for write-back, and to drop them.
+//
+// A frame's life:
+//
+//   kFree ──take_frame──► kLoading ──install──► kPresent ──evict: victim──► (dropped) kFree
+//                              │                   ▲   │
+//                              └──give_back──► kFree   └── kept (pinned, write-back failed)
+//
+// Only kPresent frames are eviction candidates. A frame is charged to the Budget from
+// take_frame until it is free again.
+//
+// Locks, in the order they are taken:
+//   evict_mu_           one eviction / flush / drop pass at a time (the CLOCK hand);
+//   Frontend::lock_pages  the front end's own lock for a pass (a region's page lock);
+//   free_mu_            the free list (a leaf: nothing is called while it is held).
+// take_frame's fast path takes only free_mu_, and no code holding free_mu_ touches a region
+// page, so a region's SIGBUS handler may take a frame (see region/region.h, invariant 5).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "farmem/far_addr.h"
+#include "farmem/io_batch.h"
+#include "farmem/status.h"
+#include "paging/budget.h"
+#include "paging/clock.h"
+#include "pool/far_io.h"
+
+namespace farmem::paging {
+
+/// A frame's key when it holds no page.
+inline constexpr std::uint64_t kNoKey = ~std::uint64_t{0};
+/// The prefetch stream of a page that was fetched ahead but by no stream (a pull, a hint):
+/// its waste is counted but reported to no stream.
+inline constexpr std::uint32_t kNoStream = ~std::uint32_t{0};
+/// Fewest frames a pager works with: a reserve and a batch need room beside pinned pages.
+inline constexpr std::uint32_t kMinFrames = 4;
+
+enum class FrameState : std::uint8_t { kFree, kLoading, kPresent };
+
+struct PagerOptions {
+  std::uint32_t page_bytes = 4096;  ///< bytes a frame is charged (and written back at most)
+  std::uint32_t frames = 0;         ///< frame slots, at least kMinFrames
+  /// Free frames the background evictor keeps; clamped to 1 .. frames / 4.
+  std::uint32_t reserve_frames = 1;
+  /// Pages one eviction pass frees at least (background or inline): amortises a write-back
+  /// round trip and, for regions, a TLB shootdown.
+  std::uint32_t evict_batch = 32;
+  /// Dirty pages per write-back IoBatch; also the most Frontend::stage is asked for at once.
+  std::uint32_t write_back_batch = 32;
+  /// Prefetch streams that get waste reports (stream ids 0 .. streams - 1).
+  std::uint32_t streams = 1;
+  /// The background evictor also looks at the reserve this often (a backstop: takes that
+  /// run the reserve below half of it wake the evictor at once).
+  std::chrono::milliseconds evictor_period{20};
+  /// Run a background evictor thread (tests may drive evict() by hand instead).
+  bool background_evictor = true;
+  std::string name = "pager";  ///< for logs
+};
+
+/// A page chosen for eviction, write-back or a drop.
+struct Victim {
+  std::uint32_t frame;
+  std::uint64_t key;
+  bool keep = false;  ///< set by the front end (pinned) or the pager (write-back failed)
+};
+
+/// What the pager needs from a front end. Calls come from the evictor thread, from a thread
+/// that evicts inline (a fault that found the reserve empty), from flush() and drop_keys().
+class Frontend {
+ public:
+  virtual ~Frontend() = default;
+  /// Held around a whole eviction / flush / drop pass (a region's page lock); the cache needs
+  /// none. Called with the pager's evict_mu_ held.
+  virtual void lock_pages() {}
+  virtual void unlock_pages() {}
+  /// The far address of a page.
+  virtual FarAddr far_of(std::uint64_t key) const = 0;
+  /// CLOCK passed over a referenced frame (its bit is now clear): a region re-protects a
+  /// dirty page here so that its next store is seen as an access again.
+  virtual void on_second_chance(std::uint32_t /*frame*/, std::uint64_t /*key*/) {}
+  /// Makes `victims` unreachable for new accesses, or stable for a flush (`for_flush`: they
+  /// stay resident), and sets `keep` on those that must stay as they are (in use). After it
+  /// returns, the dirty bit of a victim not kept does not change until restore() or drop().
+  virtual void isolate(std::span<Victim> victims, bool for_flush) = 0;
+  /// Where the write-back of each victim reads from: registered memory holding the page's
+  /// bytes now (a frame, or staging the front end copies into). `victims` are dirty, not
+  /// kept, sorted by key, at most write_back_batch of them; the spans stay valid until the
+  /// next stage() call or the end of the pass.
+  virtual void stage(std::span<const Victim> victims,
+                     std::span<std::span<const std::byte>> sources) = 0;
+  /// Unmaps victims (clean now: written back or never dirty), sorted by key. Sets `keep` on
+  /// any it could not unmap. The pager then frees the frames of the others.
+  virtual void drop(std::span<Victim> victims) = 0;
+  /// Victims that stay (kept by isolate or drop, or whose write-back failed; every victim of
+  /// a flush) become accessible again.
+  virtual void restore(std::span<Victim> victims) = 0;
+};
+
+struct PagerStats {
+  std::uint64_t evictions = 0;         ///< pages dropped
+  std::uint64_t writebacks = 0;        ///< dirty pages written back
+  std::uint64_t bytes_written = 0;
+  std::uint64_t writeback_errors = 0;  ///< failed write-back batches
+  std::uint64_t inline_evictions = 0;  ///< take_frame calls that had to evict (reserve empty)
+  std::uint64_t background_passes = 0; ///< eviction passes of the background evictor
+  std::uint64_t prefetches_issued = 0;
+  std::uint64_t prefetches_used = 0;
+  std::uint64_t prefetches_wasted = 0;
+  std::uint64_t frames_in_use = 0;
+  std::uint64_t peak_frames_in_use = 0;
+};
+
+class Pager final : public Reclaimer {
+ public:
+  /// `io`, `budget` and `frontend` must outlive the pager. Registers as a reclaimer of the
+  /// budget and starts the background evictor.
+  static Result<std::unique_ptr<Pager>> create(pool::FarIo& io, Budget& budget,
+                                               Frontend& frontend, PagerOptions options);
+  /// Stops the evictor, unregisters from the budget and uncharges every frame still in use.
+  /// The front end must have unmapped its pages (or be about to) and flushed what it wants.
+  ~Pager() override;
+  Pager(const Pager&) = delete;
+  Pager& operator=(const Pager&) = delete;
+
+  /// Stops the background evictor and leaves the budget's reclaimers (waiting for a reclaim
+  /// in progress), so no pager call reaches the front end any more. Idempotent.
+  void stop();
+
+  const PagerOptions& options() const { return options_; }
+  std::uint32_t frames() const { return options_.frames; }
+  std::uint32_t reserve_frames() const { return reserve_; }
+
+  // ---- frames (any thread) ----
+
+  /// A free frame, charged, in kLoading, without evicting. False when no frame is free or the
+  /// budget is full. Wakes the evictor when the reserve runs below half. Takes only free_mu_.
+  bool try_take_frame(std::uint32_t* frame);
+  /// Like try_take_frame, but when none is free evicts inline (counted) and asks the budget's
+  /// other consumers for room, until `deadline`. kResourceExhausted after it.
+  Result<std::uint32_t> take_frame(std::chrono::steady_clock::time_point deadline);
+  /// A kLoading frame whose page never arrived goes back to the free list (uncharged).
+  void give_back(std::uint32_t frame);
+  /// A kLoading frame now holds page `key`: kPresent. `dirty`: its far copy is stale.
+  /// `referenced`: it starts with its reference bit set. `prefetch_stream`: it was fetched
+  /// ahead by that stream (kNoStream: by no stream); pass `no_prefetch` for a demand page.
+  static constexpr std::uint32_t kDemand = kNoStream - 1;
+  void install(std::uint32_t frame, std::uint64_t key, bool dirty, bool referenced,
+               std::uint32_t prefetch_stream = kDemand);
+
+  // ---- accesses (any thread; lock-free) ----
+
+  void reference(std::uint32_t frame) { ref_.mark(frame); }
+  void mark_dirty(std::uint32_t frame) { dirty_[frame].store(1, std::memory_order_relaxed); }
+  bool dirty(std::uint32_t frame) const {
+    return dirty_[frame].load(std::memory_order_relaxed) != 0;
+  }
+  bool referenced(std::uint32_t frame) const { return ref_.is_set(frame); }
+  std::uint64_t key_of(std::uint32_t frame) const {
+    return key_[frame].load(std::memory_order_acquire);
+  }
+  FrameState state(std::uint32_t frame) const {
+    return static_cast<FrameState>(state_[frame].load(std::memory_order_acquire));
+  }
+  /// First access of a page: if it was prefetched and not used yet, counts it used and
+  /// returns its stream (kNoStream for a page fetched ahead by no stream); otherwise kDemand.
+  std::uint32_t note_access(std::uint32_t frame);
+  /// Prefetched pages of `stream` evicted unused since the last call (the stream's owner
+  /// feeds them to its StreamPrefetcher).
+  std::uint32_t take_wasted(std::uint32_t stream);
+
+  /// The raw per-frame bytes, for the cache's inline hit path (include/farmem/detail/
+  /// cache_view.h), which sets them with the same relaxed stores as reference()/mark_dirty().
+  std::atomic<std::uint8_t>* ref_bits() { return ref_.data(); }
+  std::atomic<std::uint8_t>* dirty_bits() { return dirty_.get(); }
+  std::atomic<std::uint8_t>* prefetched_bits() { return prefetched_.get(); }
+
+  // ---- eviction and write-back ----
+
+  /// One pass: CLOCK picks up to `want` victims, the front end isolates them, dirty ones are
+  /// written back in batches, then they are dropped and their frames freed. Returns frames
+  /// freed; a write-back error goes to `*error` (those pages stay resident and dirty).
+  std::size_t evict(std::size_t want, Status* error);
+  /// Writes every dirty page back; Ok means all are durable in far memory. Pages stay.
+  Status flush();
+  /// Writes back (if dirty) and drops the pages of `frames` (Advice::kDontNeed); pages the
+  /// front end keeps stay. Unused prefetched pages dropped so are not counted as wasted.
+  Status drop_frames(std::span<const std::uint32_t> frames);
+
+  /// Reclaimer: evicts about `bytes` (at least one batch) for any budget consumer.
+  std::uint64_t reclaim(std::uint64_t bytes) override;
+  Status flush_dirty() override { return flush(); }
+
+  // ---- observation ----
+
+  /// Frames ready to take now: free slots, limited by free room in the budget.
+  std::uint32_t free_frames() const;
+  std::uint32_t frames_in_use() const;
+  /// Counts `n` pages fetched ahead (issued).
+  void note_prefetch_issued(std::uint64_t n) {
+    prefetch_issued_.fetch_add(n, std::memory_order_relaxed);
+  }
+  PagerStats stats() const;
+  /// Sticky: the first write-back failure of the background evictor (Ok after a clean flush).
+  Status background_error() const;
+
+ private:
+  Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options);
+  void start();
+
+  std::uint32_t free_slots() const;
+  /// Pages' worth of free room in the budget.
+  std::uint64_t budget_room() const;
+  void release(std::uint32_t frame);
+  /// The pass of evict/flush/drop_frames over `victims`, with evict_mu_ and the front end's
+  /// lock held: isolate, write back, then drop (or restore, for a flush).
+  Status pass_locked(std::vector<Victim>& victims, bool for_flush, bool count_wasted,
+                     std::size_t* freed);
+  Status write_back_locked(std::vector<Victim>& victims);
+  void run_evictor();
+  void wake_evictor();
+
+  pool::FarIo& io_;
+  Budget& budget_;
+  Frontend& frontend_;
+  const PagerOptions options_;
+  std::uint32_t reserve_ = 1;
+
+  // Per-frame state (indexed by frame).
+  std::unique_ptr<std::atomic<std::uint8_t>[]> state_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> key_;
+  ReferenceBits ref_;
+  std::unique_ptr<std::atomic<std::uint8_t>[]> dirty_;
+  std::unique_ptr<std::atomic<std::uint8_t>[]> prefetched_;  ///< fetched ahead, not used yet
+  std::unique_ptr<std::atomic<std::uint32_t>[]> prefetch_stream_;
+  /// Per stream: prefetched pages evicted unused, not yet taken by take_wasted().
+  std::unique_ptr<std::atomic<std::uint32_t>[]> wasted_pending_;
+
+  mutable std::mutex free_mu_;  ///< guards free_ (a leaf lock)
+  std::condition_variable free_cv_;
+  std::vector<std::uint32_t> free_;
+  std::atomic<std::uint32_t> in_use_{0};
+  std::atomic<std::uint32_t> peak_in_use_{0};
+
+  std::mutex evict_mu_;  ///< one pass at a time; guards clock_ and the scratch vectors
+  Clock clock_;
+  std::vector<std::uint32_t> picked_;
+  std::vector<Victim> victims_;
+  IoBatch wb_batch_;
+  std::vector<std::span<const std::byte>> sources_;
+  std::vector<Victim> going_, staying_, chunk_;  ///< pass scratch
+  std::vector<Victim*> dirty_scratch_;
+
+  mutable std::mutex error_mu_;  ///< guards background_error_
+  Status background_error_;
+
+  std::mutex evictor_mu_;  ///< guards stopping_ and the evictor's sleep
+  std::condition_variable evictor_cv_;
+  bool stopping_ = false;
+  std::atomic<bool> evict_requested_{false};
+  bool registered_ = false;
+  std::thread evictor_;
+
+  std::atomic<std::uint64_t> evictions_{0}, writebacks_{0}, bytes_written_{0},
+      writeback_errors_{0}, inline_evictions_{0}, background_passes_{0}, prefetch_issued_{0},
+      prefetch_used_{0}, prefetch_wasted_{0};
+};
+
+}  // namespace farmem::paging
