@@ -29,6 +29,7 @@ struct CacheStats {
   std::uint64_t prefetches_wasted = 0;  ///< of those, pages evicted without an access
   std::uint64_t evictions = 0;          ///< pages dropped from local memory
   std::uint64_t writebacks = 0;         ///< dirty pages written back
+  std::uint64_t inline_evictions = 0;   ///< misses that had to evict (the free reserve was empty)
   std::uint64_t bytes_read = 0;         ///< bytes fetched from far memory
   std::uint64_t bytes_written = 0;      ///< bytes written back to far memory
   std::uint64_t resident_bytes = 0;     ///< local bytes in use now

@@ -14,13 +14,17 @@ namespace farmem::detail {
 
 namespace {
 
-constexpr std::uint64_t kNoKey = ~std::uint64_t{0};
 constexpr unsigned kFarOffsetBits = 40;  // see runtime/pool/far_addr.h
 // A spinning waiter yields after this many polls: a fetch takes microseconds (RDMA) to tens
 // of microseconds (TCP), so a short spin catches most and yielding keeps 2 cores usable.
 constexpr int kSpinsBeforeYield = 64;
 // Fault latencies are sampled, one fault in this many per thread (see fetch_on_app).
 constexpr std::uint32_t kLatencySampleEvery = 16;
+// Pages one eviction pass frees (and writes back at most, in one batch): enough to amortise
+// a write-back round trip, few enough to keep a pass (and its grace period) short.
+constexpr std::uint32_t kEvictBatch = 32;
+// The pager's evictor also looks at the reserve this often, to refill it after bursts.
+constexpr auto kEvictorPeriod = std::chrono::milliseconds(5);
 
 std::atomic<std::uint64_t> g_next_cache_id{1};
 
@@ -57,8 +61,7 @@ void relax(int& spins) {
 
 PageCache::PageCache(pool::IoService& io, paging::Budget& budget, CacheOptions options,
                      std::uint32_t frames)
-    : io_(io), budget_(budget), options_(std::move(options)), frames_(frames), ref_(frames),
-      clock_(frames) {}
+    : io_(io), budget_(budget), options_(std::move(options)), frames_(frames) {}
 
 Result<std::unique_ptr<PageCache>> PageCache::create(pool::IoService& io, paging::Budget& budget,
                                                      CacheOptions options) {
@@ -94,17 +97,7 @@ Status PageCache::init() {
   // Registered once: fetches land in frames directly, write-backs leave from them.
   FARMEM_RETURN_IF_ERROR(io_.register_memory({arena_, arena_len_}));
 
-  dirty_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
-  prefetched_ = std::make_unique<std::atomic<std::uint8_t>[]>(frames_);
-  frame_key_ = std::make_unique<std::atomic<std::uint64_t>[]>(frames_);
-  prefetch_owner_ = std::make_unique<std::uint32_t[]>(frames_);
-  wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.max_threads);
   fault_hist_ = std::make_unique<std::atomic<std::uint64_t>[]>(LatencyHistogram::kBuckets);
-  free_.reserve(frames_);
-  for (std::uint32_t f = frames_; f-- > 0;) {
-    frame_key_[f].store(kNoKey, std::memory_order_relaxed);
-    free_.push_back(f);
-  }
   dir_ = std::make_unique<std::atomic<DirBlock*>[]>(kDirSize);
   slots_ = std::make_unique<ThreadSlot[]>(options_.max_threads);
   for (std::uint32_t i = 0; i < options_.max_threads; ++i) slots_[i].index = i;
@@ -120,22 +113,31 @@ Status PageCache::init() {
                  ? options_.reserve_frames
                  : std::max<std::uint32_t>(frames_ / 64, 2 * max_depth);
   reserve_ = std::clamp<std::uint32_t>(reserve_, 2, frames_ / 4);
+  view_.page_shift = static_cast<unsigned>(std::countr_zero(options_.page_bytes));
+
+  paging::PagerOptions po;
+  po.page_bytes = options_.page_bytes;
+  po.frames = frames_;
+  po.reserve_frames = reserve_;
+  po.evict_batch = kEvictBatch;
+  po.write_back_batch = kEvictBatch;
+  po.streams = options_.max_threads;
+  po.evictor_period = kEvictorPeriod;
+  po.name = "far_ptr cache";
+  FARMEM_ASSIGN_OR_RETURN(pager_, paging::Pager::create(io_, budget_, *this, std::move(po)));
 
   view_.cache = this;
   view_.id = g_next_cache_id.fetch_add(1);
   view_.dir = dir_.get();
   view_.frames = arena_;
-  view_.ref = ref_.data();
-  view_.dirty = dirty_.get();
-  view_.prefetched = prefetched_.get();
-  view_.page_shift = static_cast<unsigned>(std::countr_zero(options_.page_bytes));
+  view_.ref = pager_->ref_bits();
+  view_.dirty = pager_->dirty_bits();
+  view_.prefetched = pager_->prefetched_bits();
   view_.slab_page_bits = kFarOffsetBits - view_.page_shift;
   {
     std::lock_guard lock(g_live_mu);
     live_caches().push_back(view_.id);
   }
-  budget_.add_reclaimer(this);
-  evictor_ = std::thread([this] { evictor_loop(); });
   if (options_.prefetch) prefetcher_ = std::thread([this] { prefetch_loop(); });
   return Status::Ok();
 }
@@ -150,11 +152,8 @@ PageCache::~PageCache() {
     stopping_ = true;
   }
   prefetch_cv_.notify_all();
-  evict_cv_.notify_all();
   if (prefetcher_.joinable()) prefetcher_.join();
-  if (evictor_.joinable()) evictor_.join();
-  budget_.remove_reclaimer(this);
-  budget_.uncharge(frames_in_use() * options_.page_bytes);
+  pager_.reset();  // stops its evictor, leaves the budget, uncharges the frames in use
   if (arena_ != nullptr) {
     (void)io_.unregister_memory({arena_, arena_len_});
     munmap(arena_, arena_len_);
@@ -172,7 +171,7 @@ ThreadSlot* PageCache::thread_slot() {
       slots_[i].depth = 0;
       slots_[i].waiting.store(0);
       streams_[i] = paging::StreamPrefetcher(streams_[i].depth());  // a new thread, a new stream
-      wasted_pending_[i].store(0, std::memory_order_relaxed);
+      (void)pager_->take_wasted(i);  // the previous thread's waste is not this one's
       t_releaser.held.emplace_back(view_.id, &slots_[i]);
       return &slots_[i];
     }
@@ -240,9 +239,9 @@ std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool wri
     switch (pte_state(pte)) {
       case kPtePresent: {
         const std::uint32_t f = pte_frame(pte);
-        ref_.mark(f);
-        if (write) dirty_[f].store(1, std::memory_order_relaxed);
-        if (prefetched_[f].load(std::memory_order_relaxed) != 0) {
+        pager_->reference(f);
+        if (write) pager_->mark_dirty(f);
+        if (view_.prefetched[f].load(std::memory_order_relaxed) != 0) {
           prefetch_hit_on_app(slot, key, f);
         }
         note_touched(slot, key);
@@ -297,7 +296,7 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   Status st = io_.submit(batch);
   if (st.ok()) st = io_.wait(batch);
   if (!st.ok()) {
-    release_frame(f);
+    pager_->give_back(f);
     e.store(kPteAbsent, std::memory_order_release);
     abandon(extra);
     *error = st.with_context("fetching a far page");
@@ -305,9 +304,9 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   }
   misses_.fetch_add(1, std::memory_order_relaxed);
   bytes_read_.fetch_add(options_.page_bytes * (1 + extra.size()), std::memory_order_relaxed);
-  install(e, f, key, write, false);
-  for (const Pending& p : extra) install(*p.e, p.frame, p.key, false, true);
-  prefetch_issued_.fetch_add(extra.size(), std::memory_order_relaxed);
+  install(e, f, key, write, paging::Pager::kDemand);
+  for (const Pending& p : extra) install(*p.e, p.frame, p.key, false, slot->index);
+  pager_->note_prefetch_issued(extra.size());
   if (timed) {
     const auto ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
@@ -318,85 +317,36 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   return frame_addr(f);
 }
 
-bool PageCache::try_take_free_frame(std::uint32_t* frame) {
-  std::size_t left = 0;
-  {
-    std::lock_guard lock(free_mu_);
-    if (free_.empty()) return false;
-    if (!budget_.try_charge(options_.page_bytes)) return false;
-    *frame = free_.back();
-    free_.pop_back();
-    left = free_.size();
-  }
-  // Low watermark: wake the evictor when half the reserve is gone (it refills all of it),
-  // so a stream of misses costs one wake-up per reserve/2 frames, not one each.
-  if (left < reserve_ / 2) evict_cv_.notify_one();
-  return true;
-}
-
-void PageCache::release_frame(std::uint32_t f) {
-  frame_key_[f].store(kNoKey, std::memory_order_relaxed);
-  {
-    std::lock_guard lock(free_mu_);
-    free_.push_back(f);
-  }
-  budget_.uncharge(options_.page_bytes);
-  free_cv_.notify_all();
-}
-
 Result<std::uint32_t> PageCache::take_frame(ThreadSlot* slot) {
   std::uint32_t f = 0;
-  if (try_take_free_frame(&f)) return f;  // the common case: the evictor kept a reserve
+  if (pager_->try_take_frame(&f)) return f;  // the common case: the evictor kept a reserve
   // While this thread waits, the evictor may take anything but the pages it touched.
   slot->waiting.store(1, std::memory_order_seq_cst);
-  const auto deadline = std::chrono::steady_clock::now() + options_.timeout;
-  Status last;
-  bool got = false;
-  while (!got && std::chrono::steady_clock::now() < deadline) {
-    if (try_take_free_frame(&f)) {
-      got = true;
-      break;
-    }
-    // No free frame, or the budget is held by others (regions): make room ourselves.
-    Status err;
-    if (evict(8, &err) == 0) {
-      if (!err.ok()) last = err;
-      // Others' budget: ask every reclaimer (regions, and us) through the budget.
-      if (budget_.charge(options_.page_bytes)) {
-        budget_.uncharge(options_.page_bytes);
-        continue;
-      }
-      std::unique_lock lock(free_mu_);
-      free_cv_.wait_for(lock, std::chrono::milliseconds(1));
-    }
-  }
+  auto frame = pager_->take_frame(std::chrono::steady_clock::now() + options_.timeout);
   slot->waiting.store(0, std::memory_order_seq_cst);
-  if (got) return f;
-  return ResourceExhausted(
-      "no cache frame could be freed before the deadline (pages held by long DerefScopes, or "
-      "write-back failing" + (last.ok() ? std::string(")") : ": " + last.to_string() + ")"));
+  if (!frame.ok()) {
+    return frame.status().with_context("far_ptr cache (pages held by long DerefScopes?)");
+  }
+  return frame;
 }
 
-std::uint64_t PageCache::free_frames() const {
-  std::lock_guard lock(free_mu_);
-  return free_.size();
-}
-
-std::uint64_t PageCache::frames_in_use() const { return frames_ - free_frames(); }
+std::uint64_t PageCache::frames_in_use() const { return pager_->frames_in_use(); }
 
 CacheStats PageCache::stats() const {
   CacheStats s;
   for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
     s.hits += slots_[i].hits.load(std::memory_order_relaxed);
   }
+  const paging::PagerStats p = pager_->stats();
   s.misses = misses_.load(std::memory_order_relaxed);
-  s.prefetches_issued = prefetch_issued_.load(std::memory_order_relaxed);
-  s.prefetches_used = prefetch_used_.load(std::memory_order_relaxed);
-  s.prefetches_wasted = prefetch_wasted_.load(std::memory_order_relaxed);
-  s.evictions = evictions_.load(std::memory_order_relaxed);
-  s.writebacks = writebacks_.load(std::memory_order_relaxed);
+  s.prefetches_issued = p.prefetches_issued;
+  s.prefetches_used = p.prefetches_used;
+  s.prefetches_wasted = p.prefetches_wasted;
+  s.evictions = p.evictions;
+  s.writebacks = p.writebacks;
   s.bytes_read = bytes_read_.load(std::memory_order_relaxed);
-  s.bytes_written = bytes_written_.load(std::memory_order_relaxed);
+  s.bytes_written = p.bytes_written;
+  s.inline_evictions = p.inline_evictions;
   s.resident_bytes = frames_in_use() * options_.page_bytes;
   s.budget_bytes = budget_.limit();
   for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
@@ -405,10 +355,7 @@ CacheStats PageCache::stats() const {
   return s;
 }
 
-Status PageCache::background_error() const {
-  std::lock_guard lock(error_mu_);
-  return background_error_;
-}
+Status PageCache::background_error() const { return pager_->background_error(); }
 
 // ---- the out-of-line entry points of include/farmem/detail/cache_view.h ----
 

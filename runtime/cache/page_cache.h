@@ -1,7 +1,9 @@
-// The page cache behind far_ptr and the containers: a bounded set of local frames (one
-// registered arena, so RDMA reads land in place), a radix page table keyed by far page, CLOCK
-// eviction with a background evictor, write-back of dirty pages only, and per-thread
-// trend-driven prefetch. The inline hit path is in include/farmem/far_ptr.h; the layout it
+// The page cache behind far_ptr and the containers: a front end of the paging core
+// (paging/pager.h). The pager owns the frames, the budget, CLOCK, the background evictor,
+// write-back and prefetch feedback; the cache owns what is particular to far_ptr: one
+// registered arena whose frames the pages live in (RDMA reads land in place), a radix page
+// table keyed by far page, the grace period that makes eviction safe against lock-free hits,
+// and per-thread trend-driven prefetch. The inline hit path is in include/farmem/far_ptr.h; the layout it
 // reads is drawn in include/farmem/detail/cache_view.h.
 //
 // Eviction safety without a read-modify-write on hits: an application thread marks itself
@@ -23,7 +25,7 @@
 #include <vector>
 
 #include "paging/budget.h"
-#include "paging/clock.h"
+#include "paging/pager.h"
 #include "paging/trend.h"
 #include "farmem/detail/cache_view.h"
 #include "farmem/far_addr.h"
@@ -54,7 +56,7 @@ struct CacheOptions {
   std::function<std::uint64_t(std::uint64_t slab_index)> slab_bytes;  ///< 0: no such slab
 };
 
-class PageCache final : public paging::Reclaimer {
+class PageCache final : public paging::Frontend {
  public:
   static Result<std::unique_ptr<PageCache>> create(pool::IoService& io, paging::Budget& budget,
                                                    CacheOptions options);
@@ -88,10 +90,16 @@ class PageCache final : public paging::Reclaimer {
   /// Sticky: the first write-back failure of the background evictor (Ok if none).
   Status background_error() const;
 
-  /// Reclaimer: evicts about `bytes` worth of pages for another budget consumer.
-  std::uint64_t reclaim(std::uint64_t bytes) override;
-  /// Reclaimer: the same as flush().
-  Status flush_dirty() override { return flush(); }
+  // ---- paging::Frontend (called by the pager with its evict lock held) ----
+  FarAddr far_of(std::uint64_t key) const override { return FarAddr{key << view_.page_shift}; }
+  /// Marks the victims' entries kEvicting and waits for a grace period; pages a waiting
+  /// thread touched, or all of them when the grace period times out, are kept.
+  void isolate(std::span<paging::Victim> victims, bool for_flush) override;
+  /// Write-back leaves straight from the frames (the arena is registered).
+  void stage(std::span<const paging::Victim> victims,
+             std::span<std::span<const std::byte>> sources) override;
+  void drop(std::span<paging::Victim> victims) override;
+  void restore(std::span<paging::Victim> victims) override;
 
  private:
   PageCache(pool::IoService& io, paging::Budget& budget, CacheOptions options, std::uint32_t frames);
@@ -101,43 +109,28 @@ class PageCache final : public paging::Reclaimer {
     std::atomic<std::uint64_t>* e;  ///< nullptr: nothing to fetch (resident or in flight)
     std::uint32_t frame;
     std::uint64_t key;
+    std::uint32_t slot;  ///< whose stream fetches it
   };
   /// Prefetch reads posted by an application thread, completed by the prefetch thread.
   struct InFlight {
     IoBatch batch;
     std::vector<Pending> pages;
   };
-  struct Victim {
-    std::uint32_t frame;
-    std::uint64_t key;
-    bool keep = false;  ///< spared by the grace period or failed write-back
-  };
-
   std::atomic<std::uint64_t>* entry(std::uint64_t key);  ///< nullptr: not a far page
   std::atomic<std::uint64_t>* ensure_entry(std::uint64_t key, Status* error);
   std::byte* frame_addr(std::uint32_t f) const {
     return view_.frames + (std::uint64_t{f} << view_.page_shift);
   }
-  FarAddr far_of(std::uint64_t key) const { return FarAddr{key << view_.page_shift}; }
-
   std::byte* fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e, std::uint64_t key,
                           bool write, Status* error);
   Result<std::uint32_t> take_frame(ThreadSlot* slot);
-  bool try_take_free_frame(std::uint32_t* frame);
-  void release_frame(std::uint32_t frame);
+  /// Installs a fetched page: the pager's frame first (so a hit's dirty mark cannot be
+  /// overwritten), then the entry. `prefetch_slot`: the slot whose stream fetched it ahead,
+  /// or paging::Pager::kDemand.
   void install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key, bool dirty,
-               bool prefetched);
-
-  /// Evicts up to `want` pages; returns how many frames it freed. Takes evict_mu_.
-  std::size_t evict(std::size_t want, Status* error);
-  std::size_t mark_victims(std::vector<std::uint32_t>& frames, std::vector<Victim>& out);
-  bool await_grace(std::vector<Victim>& victims);
-  /// Writes the dirty, non-kept victims back in one batch; on failure marks them kept.
-  Status write_back(std::vector<Victim>& victims);
-  /// Frees every victim not kept (entry absent, frame released); kept ones become present
-  /// again. Returns the frames freed.
-  std::size_t drop_victims(std::vector<Victim>& victims, bool count_wasted);
-  void unmark(Victim& v, bool still_dirty);
+               std::uint32_t prefetch_slot);
+  /// False when the grace period timed out (every victim is then kept).
+  bool await_grace(std::span<paging::Victim> victims);
   Status drop_range(std::uint64_t first_key, std::uint64_t last_key);
 
   void prefetch_after_access_on_app(ThreadSlot* slot, std::uint64_t key);
@@ -157,8 +150,6 @@ class PageCache final : public paging::Reclaimer {
   /// An application thread waiting for a page completes the oldest posted batch itself;
   /// false when none is posted.
   bool complete_prefetch_on_app();
-  void evictor_loop();
-  std::uint64_t free_frames() const;
 
   pool::IoService& io_;  ///< far I/O (injected; outlives the cache)
   paging::Budget& budget_;
@@ -167,13 +158,11 @@ class PageCache final : public paging::Reclaimer {
   std::uint32_t reserve_ = 0;
   CacheView view_;
 
-  // Frame arena and per-frame state (indexed by frame).
+  // Frame arena (frame f holds its page at arena_ + f * page_bytes); frames, their state
+  // bits, eviction and write-back belong to the pager.
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
-  paging::ReferenceBits ref_;
-  std::unique_ptr<std::atomic<std::uint8_t>[]> dirty_;
-  std::unique_ptr<std::atomic<std::uint8_t>[]> prefetched_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> frame_key_;  ///< kNoKey when unused
+  std::unique_ptr<paging::Pager> pager_;
 
   // Page table: the top level is fixed; blocks and leaves are added under table_mu_.
   std::unique_ptr<std::atomic<DirBlock*>[]> dir_;
@@ -185,34 +174,16 @@ class PageCache final : public paging::Reclaimer {
   std::unique_ptr<ThreadSlot[]> slots_;
   std::mutex slots_mu_;  ///< guards slot registration
 
-  // Free frames.
-  mutable std::mutex free_mu_;  ///< guards free_
-  std::condition_variable free_cv_;
-  std::vector<std::uint32_t> free_;
-
-  // Eviction (one evictor at a time: CLOCK hand + grace periods).
-  std::mutex evict_mu_;  ///< guards clock_ and the eviction protocol
-  paging::Clock clock_;
-  mutable std::mutex error_mu_;  ///< guards background_error_
-  Status background_error_;
-
   // Prefetch: per-slot streams (owner thread only) and the queue for the prefetch thread.
   std::unique_ptr<paging::StreamPrefetcher[]> streams_;
   std::mutex prefetch_mu_;  ///< guards in_flight_ and stopping_
   std::condition_variable prefetch_cv_;
   std::deque<std::unique_ptr<InFlight>> in_flight_;
-  /// Per frame: the slot whose stream prefetched it.
-  std::unique_ptr<std::uint32_t[]> prefetch_owner_;
-  /// Per slot: prefetched pages evicted unused, drained by the owner thread into its stream.
-  std::unique_ptr<std::atomic<std::uint32_t>[]> wasted_pending_;
-  std::condition_variable evict_cv_;
   bool stopping_ = false;
   std::thread prefetcher_;
-  std::thread evictor_;
 
-  // Counters (hits live in the slots).
-  std::atomic<std::uint64_t> misses_{0}, prefetch_issued_{0}, prefetch_used_{0},
-      prefetch_wasted_{0}, evictions_{0}, writebacks_{0}, bytes_read_{0}, bytes_written_{0};
+  // Counters (hits live in the slots; eviction, write-back and prefetch counts in the pager).
+  std::atomic<std::uint64_t> misses_{0}, bytes_read_{0};
   std::unique_ptr<std::atomic<std::uint64_t>[]> fault_hist_;
 };
 

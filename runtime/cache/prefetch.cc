@@ -26,12 +26,12 @@ void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBa
       want.push_back(static_cast<std::int64_t>(key) + *stride * static_cast<std::int64_t>(i));
     }
   }
-  if (free_frames() < want.size()) {
-    // Prefetch never evicts for itself in the background; on a miss with a trend, make room
-    // now (quiescent: the evictor spares what this thread touched).
+  if (pager_->free_frames() < want.size()) {
+    // The reserve is smaller than this read-around (a burst ate it): on a miss with a trend,
+    // make room now (quiescent: the evictor spares what this thread touched).
     Status err;
     slot->waiting.store(1, std::memory_order_seq_cst);
-    evict(want.size(), &err);
+    pager_->evict(want.size(), &err);
     slot->waiting.store(0, std::memory_order_seq_cst);
   }
   for (std::int64_t k : want) {
@@ -49,37 +49,33 @@ std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t ke
   auto* e = ensure_entry(key, &err);
   std::uint64_t expected = kPteAbsent;
   if (e == nullptr || !e->compare_exchange_strong(expected, kPteFetching)) {
-    return Pending{nullptr, 0, key};
+    return Pending{nullptr, 0, key, slot};
   }
   std::uint32_t f = 0;
-  if (!try_take_free_frame(&f)) {  // prefetch never evicts in line
+  if (!pager_->try_take_frame(&f)) {  // prefetch never evicts in line (this wakes the evictor)
     e->store(kPteAbsent, std::memory_order_release);
-    evict_cv_.notify_one();
     return std::nullopt;
   }
-  prefetch_owner_[f] = slot;
-  return Pending{e, f, key};
+  return Pending{e, f, key, slot};
 }
 
 void PageCache::abandon(const std::vector<Pending>& pending) {
   for (const Pending& p : pending) {
-    release_frame(p.frame);
+    pager_->give_back(p.frame);
     p.e->store(kPteAbsent, std::memory_order_release);
   }
 }
 
 void PageCache::install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key,
-                        bool dirty, bool prefetched) {
-  frame_key_[f].store(key, std::memory_order_relaxed);
-  dirty_[f].store(dirty ? 1 : 0, std::memory_order_relaxed);
-  prefetched_[f].store(prefetched ? 1 : 0, std::memory_order_relaxed);
-  ref_.mark(f);  // a fresh page gets one sweep of grace
+                        bool dirty, std::uint32_t prefetch_slot) {
+  // A fresh page gets one sweep of grace (referenced).
+  pager_->install(f, key, dirty, /*referenced=*/true, prefetch_slot);
   e.store(make_pte(f, kPtePresent), std::memory_order_release);
 }
 
 void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t f) {
-  if (prefetched_[f].exchange(0, std::memory_order_relaxed) == 0) return;
-  prefetch_used_.fetch_add(1, std::memory_order_relaxed);
+  const std::uint32_t owner = pager_->note_access(f);
+  if (owner == paging::Pager::kDemand) return;  // not a prefetched page, or used already
   streams_[slot->index].on_prefetched_page_used();
   if (options_.prefetch) prefetch_after_access_on_app(slot, key);
 }
@@ -87,7 +83,7 @@ void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::ui
 paging::StreamPrefetcher& PageCache::stream_on_app(ThreadSlot* slot) {
   paging::StreamPrefetcher& stream = streams_[slot->index];
   // Pages the evictor found unused since the last access shrink this stream's depth.
-  for (auto n = wasted_pending_[slot->index].exchange(0, std::memory_order_relaxed); n > 0; --n) {
+  for (auto n = pager_->take_wasted(slot->index); n > 0; --n) {
     stream.on_prefetched_page_wasted();
   }
   return stream;
@@ -138,8 +134,8 @@ void PageCache::complete(InFlight& job) {
     abandon(job.pages);
     return;
   }
-  for (const Pending& p : job.pages) install(*p.e, p.frame, p.key, false, true);
-  prefetch_issued_.fetch_add(job.pages.size(), std::memory_order_relaxed);
+  for (const Pending& p : job.pages) install(*p.e, p.frame, p.key, false, p.slot);
+  pager_->note_prefetch_issued(job.pages.size());
   bytes_read_.fetch_add(job.pages.size() * options_.page_bytes, std::memory_order_relaxed);
 }
 

@@ -81,37 +81,7 @@ Pager::~Pager() {
 
 std::uint32_t Pager::free_slots() const {
   std::lock_guard lock(free_mu_);
-  return static_cast<std::uint32_t>(free_.size());
-}
-
-std::uint32_t Pager::free_frames() const {
-  return static_cast<std::uint32_t>(std::min<std::uint64_t>(free_slots(), budget_room()));
-}
-
-std::uint32_t Pager::frames_in_use() const { return in_use_.load(std::memory_order_relaxed); }
-
-bool Pager::try_take_frame(std::uint32_t* frame) {
-  bool low = false;
-  bool got = false;
-  {
-    std::lock_guard lock(free_mu_);
-    if (!free_.empty() && budget_.try_charge(options_.page_bytes)) {
-      *frame = free_.back();
-      free_.pop_back();
-      got = true;
-      low = free_.size() < reserve_ / 2;
-      state_[*frame].store(static_cast<std::uint8_t>(FrameState::kLoading),
-                           std::memory_order_relaxed);
-      const std::uint32_t now = in_use_.fetch_add(1, std::memory_order_relaxed) + 1;
-      std::uint32_t peak = peak_in_use_.load(std::memory_order_relaxed);
-      while (now > peak && !peak_in_use_.compare_exchange_weak(peak, now)) {
-      }
-    }
-  }
-  // Low watermark: wake the evictor when half the reserve is gone (it refills all of it), so
-  // a stream of takes costs one wake-up per reserve / 2 frames, not one each.
-  if (!got || low || budget_room() < reserve_ / 2) wake_evictor();
-  return got;
+  return static_cast<std::uint32_t>(free_.size() - charged_unbound_);
 }
 
 std::uint64_t Pager::budget_room() const {
@@ -120,27 +90,113 @@ std::uint64_t Pager::budget_room() const {
   return used >= limit ? 0 : (limit - used) / options_.page_bytes;
 }
 
-Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point deadline) {
+std::uint32_t Pager::free_frames() const {
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(free_slots(), budget_room()));
+}
+
+std::uint32_t Pager::frames_in_use() const { return in_use_.load(std::memory_order_relaxed); }
+
+bool Pager::charge_locked(std::uint32_t n) {
+  if (free_.size() - charged_unbound_ < n) return false;
+  if (!budget_.try_charge(std::uint64_t{n} * options_.page_bytes)) return false;
+  charged_unbound_ += n;
+  const std::uint32_t now = in_use_.fetch_add(n, std::memory_order_relaxed) + n;
+  std::uint32_t peak = peak_in_use_.load(std::memory_order_relaxed);
+  while (now > peak && !peak_in_use_.compare_exchange_weak(peak, now)) {
+  }
+  return true;
+}
+
+std::uint32_t Pager::bind_locked() {
+  const std::uint32_t f = free_.back();
+  free_.pop_back();
+  --charged_unbound_;
+  state_[f].store(static_cast<std::uint8_t>(FrameState::kLoading), std::memory_order_relaxed);
+  return f;
+}
+
+void Pager::after_take(bool got, std::size_t free_left) {
+  // Low watermark: wake the evictor when half the reserve is gone (it refills all of it), so
+  // a stream of takes costs one wake-up per reserve / 2 frames, not one each.
+  if (!got || free_left < reserve_ / 2 || budget_room() < reserve_ / 2) wake_evictor();
+}
+
+bool Pager::try_take_frame(std::uint32_t* frame) {
+  bool got = false;
+  std::size_t left = 0;
+  {
+    std::lock_guard lock(free_mu_);
+    if (charge_locked(1)) {
+      *frame = bind_locked();
+      got = true;
+    }
+    left = free_.size() - charged_unbound_;
+  }
+  after_take(got, left);
+  return got;
+}
+
+bool Pager::try_charge_pages(std::uint32_t n) {
+  bool got = false;
+  std::size_t left = 0;
+  {
+    std::lock_guard lock(free_mu_);
+    got = charge_locked(n);
+    left = free_.size() - charged_unbound_;
+  }
+  after_take(got, left);
+  return got;
+}
+
+void Pager::uncharge_pages(std::uint32_t n) {
+  if (n == 0) return;
+  {
+    std::lock_guard lock(free_mu_);
+    charged_unbound_ -= n;
+    in_use_.fetch_sub(n, std::memory_order_relaxed);
+  }
+  budget_.uncharge(std::uint64_t{n} * options_.page_bytes);
+  free_cv_.notify_all();
+}
+
+std::uint32_t Pager::install_charged(std::uint64_t key, bool dirty, bool referenced,
+                                     std::uint32_t prefetch_stream) {
   std::uint32_t f = 0;
-  if (try_take_frame(&f)) return f;  // the common case: the evictor kept a reserve
+  {
+    std::lock_guard lock(free_mu_);
+    f = bind_locked();
+  }
+  install(f, key, dirty, referenced, prefetch_stream);
+  return f;
+}
+
+Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_point deadline) {
+  if (try_charge_pages(n)) return Status::Ok();  // the common case: the evictor kept a reserve
   inline_evictions_.fetch_add(1, std::memory_order_relaxed);
   Status last;
   do {
-    if (try_take_frame(&f)) return f;
+    if (try_charge_pages(n)) return Status::Ok();
     Status err;
-    if (evict(options_.evict_batch, &err) > 0) continue;
+    if (evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0) continue;
     if (!err.ok()) last = err;
     // Nothing of ours to evict: the room is held by the budget's other consumers.
-    if (budget_.charge(options_.page_bytes)) {
-      budget_.uncharge(options_.page_bytes);
+    if (budget_.charge(std::uint64_t{n} * options_.page_bytes)) {
+      budget_.uncharge(std::uint64_t{n} * options_.page_bytes);
       continue;
     }
     std::unique_lock lock(free_mu_);
     free_cv_.wait_for(lock, kFrameRetryWait);
   } while (std::chrono::steady_clock::now() < deadline);
   return ResourceExhausted(
-      options_.name + ": no frame could be freed before the deadline (every page in use, or "
-      "write-back failing" + (last.ok() ? std::string(")") : ": " + last.to_string() + ")"));
+      options_.name + ": no room for " + std::to_string(n) + " page(s) before the deadline "
+      "(every page in use, or write-back failing" +
+      (last.ok() ? std::string(")") : ": " + last.to_string() + ")"));
+}
+
+Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point deadline) {
+  FARMEM_RETURN_IF_ERROR(charge_pages(1, deadline));
+  std::lock_guard lock(free_mu_);
+  return bind_locked();
 }
 
 void Pager::give_back(std::uint32_t frame) { release(frame); }
@@ -173,6 +229,11 @@ void Pager::release(std::uint32_t frame) {
   }
   budget_.uncharge(options_.page_bytes);
   free_cv_.notify_all();
+}
+
+std::uint32_t Pager::prefetched_by(std::uint32_t frame) const {
+  if (prefetched_[frame].load(std::memory_order_relaxed) == 0) return kDemand;
+  return prefetch_stream_[frame].load(std::memory_order_relaxed);
 }
 
 std::uint32_t Pager::note_access(std::uint32_t frame) {

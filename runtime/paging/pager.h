@@ -165,6 +165,19 @@ class Pager final : public Reclaimer {
   Result<std::uint32_t> take_frame(std::chrono::steady_clock::time_point deadline);
   /// A kLoading frame whose page never arrived goes back to the free list (uncharged).
   void give_back(std::uint32_t frame);
+
+  /// Charging before binding, for a front end whose pages do not live in frames (a region
+  /// maps pages at their own addresses and needs a frame only to account for them): charges
+  /// `n` frames' worth without binding frames, false (nothing charged) if there is no room.
+  /// Same locking and wake-ups as try_take_frame.
+  bool try_charge_pages(std::uint32_t n);
+  /// Like try_charge_pages, evicting inline (counted) until `deadline`, at least one round.
+  Status charge_pages(std::uint32_t n, std::chrono::steady_clock::time_point deadline);
+  /// Gives back `n` charged pages that will not be installed.
+  void uncharge_pages(std::uint32_t n);
+  /// Binds one charged page to a frame and installs it (see install); returns the frame.
+  std::uint32_t install_charged(std::uint64_t key, bool dirty, bool referenced,
+                                std::uint32_t prefetch_stream = kDemand);
   /// A kLoading frame now holds page `key`: kPresent. `dirty`: its far copy is stale.
   /// `referenced`: it starts with its reference bit set. `prefetch_stream`: it was fetched
   /// ahead by that stream (kNoStream: by no stream); pass `no_prefetch` for a demand page.
@@ -189,6 +202,9 @@ class Pager final : public Reclaimer {
   /// First access of a page: if it was prefetched and not used yet, counts it used and
   /// returns its stream (kNoStream for a page fetched ahead by no stream); otherwise kDemand.
   std::uint32_t note_access(std::uint32_t frame);
+  /// The stream a page was prefetched by while it is still unused (kNoStream: by no stream);
+  /// kDemand for a demand page or one used already. Does not count anything.
+  std::uint32_t prefetched_by(std::uint32_t frame) const;
   /// Prefetched pages of `stream` evicted unused since the last call (the stream's owner
   /// feeds them to its StreamPrefetcher).
   std::uint32_t take_wasted(std::uint32_t stream);
@@ -233,6 +249,9 @@ class Pager final : public Reclaimer {
   void start();
 
   std::uint32_t free_slots() const;
+  bool charge_locked(std::uint32_t n);  ///< free_mu_ held
+  std::uint32_t bind_locked();          ///< free_mu_ held; a charged page takes a free slot
+  void after_take(bool got, std::size_t free_left);
   /// Pages' worth of free room in the budget.
   std::uint64_t budget_room() const;
   void release(std::uint32_t frame);
@@ -263,6 +282,7 @@ class Pager final : public Reclaimer {
   mutable std::mutex free_mu_;  ///< guards free_ (a leaf lock)
   std::condition_variable free_cv_;
   std::vector<std::uint32_t> free_;
+  std::size_t charged_unbound_ = 0;  ///< pages charged by try_charge_pages, not yet bound
   std::atomic<std::uint32_t> in_use_{0};
   std::atomic<std::uint32_t> peak_in_use_{0};
 

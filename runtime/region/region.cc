@@ -100,21 +100,31 @@ Status Region::Impl::start() {
   FARMEM_RETURN_IF_ERROR(io.register_memory(staging.span()).with_context("region staging"));
   staging_registered = true;
 
-  budget.add_reclaimer(this);
-  reclaimer_registered = true;
+  // The pager: a frame for each page the budget can hold, but no more than the region's
+  // pages plus the reserve (a region that fits whole then never evicts).
+  const std::uint64_t budget_pages = budget.limit() / kPageSize;
+  const std::uint64_t reserve = std::min<std::uint64_t>(
+      region::kReservePagesMax, budget_pages / region::kReserveShareOfBudget);
+  paging::PagerOptions po;
+  po.page_bytes = kPageSize;
+  po.frames = static_cast<std::uint32_t>(std::max<std::uint64_t>(
+      paging::kMinFrames, std::min<std::uint64_t>(budget_pages, pages + reserve)));
+  po.reserve_frames = static_cast<std::uint32_t>(reserve);
+  po.evict_batch = static_cast<std::uint32_t>(
+      std::max<std::size_t>(region::kMinReclaimPages, po.reserve_frames / 2));
+  po.write_back_batch = static_cast<std::uint32_t>(region::kWriteBackBatchPages);
+  po.streams = 1;
+  po.evictor_period = region::kEvictorIdleWait;
+  po.name = "region";
+  FARMEM_ASSIGN_OR_RETURN(pager, paging::Pager::create(io, budget, *this, std::move(po)));
   handler = std::thread([this] { run_on_handler(); });
-  evictor = std::thread([this] { run_on_evictor(); });
   if (faulting) FARMEM_RETURN_IF_ERROR(start_faulting_mode());
   return Status::Ok();
 }
 
 Region::Impl::~Impl() {
-  if (reclaimer_registered) {
-    budget.remove_reclaimer(this);
-    // A charge() that copied the reclaimer list just before may still be inside reclaim().
-    while (reclaims_in_flight.load(std::memory_order_acquire) > 0) std::this_thread::yield();
-  }
-  stop_evictor();
+  // No pass of the pager (evictor, another consumer's reclaim) reaches us from here on.
+  if (pager) pager->stop();
   if (handler.joinable()) {
     // Flush while the handler still runs: a thread writing concurrently needs it.
     if (Status st = flush(); !st.ok()) {
@@ -127,9 +137,8 @@ Region::Impl::~Impl() {
     wake_handler();
     handler.join();
   }
-  const std::uint64_t resident_bytes = table.resident_pages() * kPageSize;
   mem = region::Mapping{};  // unmap before uncharging: the budget covers mapped memory
-  budget.uncharge(resident_bytes);
+  pager.reset();            // uncharges the frames of the pages that were mapped
   if (staging_registered) {
     if (Status st = io.unregister_memory(staging.span()); !st.ok()) {
       log().warn("region: unregistering staging memory: {}", st.to_string());
@@ -157,26 +166,7 @@ void Region::Impl::wake_handler() {
 
 Status Region::Impl::flush() {
   InFarmemScope in_farmem;
-  std::vector<std::uint32_t> dirty;
-  {
-    std::lock_guard lock(page_mu_);
-    for (std::size_t p = 0; p < pages; ++p) {
-      if (table.has(p, region::kDirty)) dirty.push_back(static_cast<std::uint32_t>(p));
-    }
-  }
-  // In chunks, so reclaimers and faults get page_mu_ between round trips.
-  std::vector<std::uint32_t> chunk;
-  for (std::size_t i = 0; i < dirty.size(); i += region::kWriteBackBatchPages) {
-    const std::size_t end = std::min(dirty.size(), i + region::kWriteBackBatchPages);
-    std::lock_guard lock(page_mu_);
-    chunk.clear();
-    for (std::size_t k = i; k < end; ++k) {
-      if (table.has(dirty[k], region::kDirty)) chunk.push_back(dirty[k]);  // not evicted since
-    }
-    if (chunk.empty()) continue;
-    FARMEM_RETURN_IF_ERROR(write_back_locked(chunk).with_context("flush"));
-  }
-  return Status::Ok();
+  return pager->flush();
 }
 
 Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advice) {
@@ -204,19 +194,16 @@ Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advic
 }
 
 Status Region::Impl::drop_range(std::size_t first, std::size_t end) {
-  std::vector<std::uint32_t> resident, dirty;
-  for (std::size_t i = first; i < end; i += region::kWriteBackBatchPages) {
+  InFarmemScope in_farmem;
+  std::vector<std::uint32_t> frames;
+  {
     std::lock_guard lock(page_mu_);
-    resident.clear();
-    dirty.clear();
-    for (std::size_t p = i; p < std::min(end, i + region::kWriteBackBatchPages); ++p) {
-      if (table.has(p, region::kResident)) resident.push_back(static_cast<std::uint32_t>(p));
-      if (table.has(p, region::kDirty)) dirty.push_back(static_cast<std::uint32_t>(p));
+    for (std::size_t p = first; p < end; ++p) {
+      if (table.has(p, region::kResident)) frames.push_back(table.frame(p));
     }
-    if (!dirty.empty()) FARMEM_RETURN_IF_ERROR(write_back_locked(dirty).with_context("DontNeed"));
-    drop_locked(resident);
   }
-  return Status::Ok();
+  // A frame that changed page since is still written back before it is dropped: safe.
+  return pager->drop_frames(frames).with_context("DontNeed");
 }
 
 Status Region::Impl::set_pull_order(std::vector<std::size_t> order) {
@@ -258,6 +245,14 @@ Status Region::Impl::prefault(std::size_t offset, std::size_t bytes) {
 
 CacheStats Region::Impl::stats() const {
   CacheStats s = counters.snapshot();
+  const paging::PagerStats p = pager->stats();
+  s.prefetches_issued = p.prefetches_issued;
+  s.prefetches_used = p.prefetches_used;
+  s.prefetches_wasted = p.prefetches_wasted;
+  s.evictions = p.evictions;
+  s.writebacks = p.writebacks;
+  s.bytes_written = p.bytes_written;
+  s.inline_evictions = p.inline_evictions;
   s.resident_bytes = table.resident_pages() * kPageSize;
   s.budget_bytes = budget.limit();
   return s;

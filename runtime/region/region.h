@@ -7,7 +7,7 @@
 //   application threads ──fault──► kernel ──uffd msg──► handler thread (one per region)
 //        │ flush/advise                                   │ MISSING: charge, fetch, COPY(+WP)
 //        ▼                                                │ WP:      mark dirty, un-protect
-//   page_mu_ ◄────────────── reclaim() from any thread ───┤ pull:    background fetches
+//   page_mu_ ◄─── the pager's passes (evictor, reclaim) ──┤ pull:    background fetches
 //   (page table, FIFO, write-back staging, protection     │ spins ~50 us after a fault before
 //    changes, drops)                                      │ sleeping in poll()
 //                                                         │
@@ -16,19 +16,25 @@
 //        charge from free room, fetch into a faulter slot, COPY; or, inside a farmem call /
 //        no room / no slot / fetch failed: hand-off mailbox ──► handler thread (the helper)
 //
-//   evictor thread (one per region): keeps a free reserve in the budget (region_reserve.cc),
-//   so faults charge without evicting while the reserve holds.
+//   The region is a front end of the paging core (paging/pager.h): the pager accounts each
+//   resident page in a frame, charges the budget, runs CLOCK and the background evictor
+//   (which keeps a free reserve, so faults charge without evicting while it holds), and
+//   writes dirty victims back in batches. The region's side (region_evict.cc) isolates
+//   victims (write-protection), stages their bytes and unmaps them.
 //
 // Invariants that make the races benign:
 //  1. Only fault servers (the handler thread; in faulting-thread mode also faulting threads
 //     in their signal handler) map pages (UFFDIO_COPY) and remove write protection, under
-//     page_mu_; other threads only add protection and drop pages, always under page_mu_.
+//     page_mu_; other threads (the pager's passes) only add protection and drop pages, always
+//     under page_mu_ (Frontend::lock_pages).
 //  2. A dirty page is write-protected before it is copied for write-back, and it is dropped
 //     (MADV_DONTNEED) only after the write-back completed, all under page_mu_; a fault on it
 //     is served only after page_mu_ is released, so it re-reads what was written.
-//  3. page_mu_ is never held while charging the budget (charge may call any reclaimer,
-//     including this region's, which takes page_mu_), so reclaimers cannot deadlock.
-//  4. Budget: charged before a page is mapped, uncharged after it is unmapped.
+//  3. page_mu_ is never held while charging with eviction (Pager::charge_pages may run a
+//     pass of this region's pager, which takes page_mu_), so reclaimers cannot deadlock.
+//     Installing a charged page (Pager::install_charged) under page_mu_ is fine: it takes
+//     only the pager's leaf lock.
+//  4. Budget: charged (by the pager) before a page is mapped, uncharged after it is unmapped.
 //  5. No region page is touched while page_mu_ (or any region lock) is held by the toucher,
 //     except resident pages for reading; so a fault never interrupts a holder of page_mu_,
 //     and a SIGBUS handler may take it.
@@ -47,6 +53,7 @@
 #include <vector>
 
 #include "paging/budget.h"
+#include "paging/pager.h"
 #include "paging/trend.h"
 #include "farmem/region.h"
 #include "farmem/far_addr.h"
@@ -126,7 +133,7 @@ struct FaulterSlot {
 
 }  // namespace region
 
-struct Region::Impl final : paging::Reclaimer, region::FaultServer {
+struct Region::Impl final : paging::Frontend, region::FaultServer {
   Impl(pool::IoService& io, paging::Budget& budget, FarRange far, region::RegionOptions options);
   ~Impl() override;  // see region.cc: remove reclaimer, flush, stop, unmap, uncharge
   Impl(const Impl&) = delete;
@@ -136,17 +143,15 @@ struct Region::Impl final : paging::Reclaimer, region::FaultServer {
   Status start();
 
   // ---- public API, any thread (region.cc) ----
+  /// Writes every dirty page back (Runtime::flush() reaches it through the pager, a
+  /// reclaimer of the shared budget).
   Status flush();
-  /// Reclaimer: Runtime::flush() reaches every live region through the shared budget.
-  Status flush_dirty() override { return flush(); }
   Status advise(std::size_t offset, std::size_t length, Advice advice);
   Status set_pull_order(std::vector<std::size_t> pages);
   /// Advice::kDontNeed on pages [first, end): write back what is dirty, then drop.
   Status drop_range(std::size_t first, std::size_t end);
   CacheStats stats() const;
   Status prefault(std::size_t offset, std::size_t bytes);
-  /// Evicts about `bytes` (at least a small batch, to amortise write-back). Any thread.
-  std::uint64_t reclaim(std::uint64_t bytes) override;
 
   // ---- geometry ----
   std::byte* page_addr(std::size_t p) const { return mem.data() + p * region::kPageSize; }
@@ -176,25 +181,22 @@ struct Region::Impl final : paging::Reclaimer, region::FaultServer {
   Status charge_one_on_handler(std::size_t page);
   Status read_one_on_handler(std::size_t page);
   void install_demand_on_handler(std::size_t page, bool write);
+  /// Maps prefetched pages (charged already) from `staged`: writable and dirty when `dirty`,
+  /// else write-protected; `stream` is the pager's prefetch stream (kStream or kNoStream).
   void install_run_on_handler(std::span<const std::uint32_t> pages, std::byte* staged,
-                              std::uint8_t bits);
+                              bool dirty, std::uint32_t stream);
   void pull_some_on_handler();
   bool pull_pending_on_handler();
   void apply_hint_on_handler();
   void mark_used_locked(std::size_t page);
   void sleep_on_handler(std::chrono::milliseconds d);
 
-  // ---- the free reserve and its background evictor (region_reserve.cc) ----
-  std::uint64_t reserve_bytes() const;
-  std::uint64_t free_bytes() const;
-  /// After a charge: wakes the evictor once the reserve runs below half.
-  void note_charged();
-  /// Charges one faulted page: from free room if any, else evicting inline (counted).
+  /// Charges one faulted page: from free room (the pager's reserve) if any, else evicting
+  /// inline (counted by the pager). Not in a signal handler: use pager->try_charge_pages.
   bool charge_fault_page();
-  void run_on_evictor();
-  /// False when it could not free what the reserve lacks.
-  bool refill_reserve_on_evictor();
-  void stop_evictor();
+  /// Records a mapped page (charged already) in the pager and the table. page_mu_ held.
+  void install_page_locked(std::size_t page, bool dirty, bool referenced, std::uint32_t stream,
+                           bool write_protected);
 
   // ---- faulting-thread mode (region_sigbus.cc) ----
   Status start_faulting_mode();
@@ -221,12 +223,24 @@ struct Region::Impl final : paging::Reclaimer, region::FaultServer {
   void release_slot(region::FaulterSlot* slot);
   Status prefault_faulting(std::size_t first, std::size_t end);
 
-  // ---- eviction and write-back (region_evict.cc); callers hold page_mu_ ----
-  std::size_t evict_locked(std::size_t want);
-  Status write_back_locked(std::span<const std::uint32_t> sorted_dirty);
-  void drop_locked(std::span<const std::uint32_t> sorted_pages);
+  // ---- paging::Frontend (region_evict.cc): the pager calls these with page_mu_ held ----
+  void lock_pages() override { page_mu_.lock(); }
+  void unlock_pages() override { page_mu_.unlock(); }
+  FarAddr far_of(std::uint64_t page) const override { return page_far(page); }
+  void on_second_chance(std::uint32_t frame, std::uint64_t page) override;
+  void isolate(std::span<paging::Victim> victims, bool for_flush) override;
+  void stage(std::span<const paging::Victim> victims,
+             std::span<std::span<const std::byte>> sources) override;
+  void drop(std::span<paging::Victim> victims) override;
+  /// Kept victims stay mapped as they are (protected, dirty or not): nothing to undo.
+  void restore(std::span<paging::Victim> /*victims*/) override {}
+  /// Write-protects the pages not yet protected, in runs; callers hold page_mu_.
   Status protect_runs_locked(std::span<const std::uint32_t> sorted_pages);
   void wake_handler();
+
+  /// The pager's prefetch stream id of this region's stream prefetcher (its only stream);
+  /// pulls, readahead windows and faulting-thread read-ahead use paging::kNoStream.
+  static constexpr std::uint32_t kStream = 0;
 
   pool::IoService& io;  ///< far I/O (injected by the composition root; outlives the region)
   paging::Budget& budget;
@@ -241,16 +255,16 @@ struct Region::Impl final : paging::Reclaimer, region::FaultServer {
   std::span<std::byte> fetch_staging;  ///< handler thread only
   std::span<std::byte> wb_staging;     ///< under page_mu_
   bool staging_registered = false;
-  bool reclaimer_registered = false;
 
   /// Guards table mutations and the FIFO, every protection change and drop of the mapping,
   /// wb_staging and wb_batch. Held across a write-back's network round trip (invariant 2).
   mutable std::mutex page_mu_;
   region::PageTable table;
-  IoBatch wb_batch;
-  std::vector<std::uint32_t> victims;      ///< eviction scratch (reused: no allocation)
-  std::vector<std::uint32_t> dirty_victims;
-  std::vector<std::uint32_t> unprotected;
+  std::vector<std::uint32_t> unprotected;  ///< protect_runs_locked scratch
+  std::vector<std::uint32_t> pass_pages;   ///< isolate/drop scratch (pages, sorted)
+  /// Frames, budget, CLOCK, background evictor, write-back, prefetch feedback (created in
+  /// start(), after the staging it writes back from).
+  std::unique_ptr<paging::Pager> pager;
 
   // Handler-thread state.
   std::thread handler;
@@ -268,24 +282,12 @@ struct Region::Impl final : paging::Reclaimer, region::FaultServer {
 
   /// Hint asked for by advise(), picked up by the handler at its next fault.
   std::atomic<paging::Hint> wanted_hint{paging::Hint::kNormal};
-  /// Stream-prefetched pages evicted unused, not yet reported to the prefetcher (which only
-  /// the handler thread may touch).
-  std::atomic<std::uint32_t> stream_wasted_pending{0};
 
   /// Guards pull_queue (the background pull order; WillNeed pages go to its front).
   std::mutex pull_mu_;
   std::deque<std::uint32_t> pull_queue;
   std::chrono::steady_clock::time_point pull_blocked_until{};  ///< handler only
 
-  /// Reclaim calls in progress (the destructor waits for them after unregistering).
-  std::atomic<int> reclaims_in_flight{0};
-
-  // Background evictor (region_reserve.cc).
-  std::thread evictor;
-  std::mutex evict_mu_;  ///< guards the evictor's sleep (pairs with evict_cv_)
-  std::condition_variable evict_cv_;
-  std::atomic<bool> evict_requested{false};
-  std::atomic<bool> evictor_stop{false};
 
   // Faulting-thread mode (region_sigbus.cc).
   bool sigbus_registered = false;

@@ -1,11 +1,13 @@
-// Eviction and write-back of a region's pages. Runs on whichever thread needs the memory (a
-// reclaimer call from any budget consumer, flush, DontNeed), always under page_mu_.
+// A region as a front end of the paging core: how its victims are isolated, staged and
+// unmapped. The pager (paging/pager.h) picks them (CLOCK), writes the dirty ones back in
+// batches and frees their frames; it calls these with page_mu_ held for the whole pass.
 //
 // The order for a dirty page, and why:
-//   1. write-protect it (if not already): from here on a store faults and its thread waits
-//      in the kernel; the handler cannot serve that fault before page_mu_ is released;
-//   2. copy it to registered staging and write it back (batched with other victims);
-//   3. only after the write completed: MADV_DONTNEED, then uncharge the budget.
+//   1. write-protect it (isolate, if not already): from here on a store faults and its
+//      thread waits in the kernel; the handler cannot serve that fault before page_mu_ is
+//      released;
+//   2. copy it to registered staging (stage) and write it back (the pager, batched);
+//   3. only after the write completed: MADV_DONTNEED (drop), then the pager uncharges.
 // A thread whose WP fault waited meanwhile is woken by the handler, finds the page missing
 // and faults it in again, reading the bytes just written. If the write-back fails the page
 // stays resident, protected and dirty (nothing is dropped that far memory does not hold).
@@ -13,10 +15,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "common/log.h"
-#include "common/in_farmem.h"
 #include "region/region.h"
 #include "region/region_constants.h"
 #include "region/runs.h"
@@ -26,63 +28,66 @@ namespace farmem {
 using region::for_each_run;
 using region::kPageSize;
 
-namespace {
-
-/// Counts a reclaim in progress for the lifetime of the guard (see Impl::~Impl).
-class InFlight {
- public:
-  explicit InFlight(std::atomic<int>& n) : n_(n) { n_.fetch_add(1, std::memory_order_acq_rel); }
-  ~InFlight() { n_.fetch_sub(1, std::memory_order_acq_rel); }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
-
- private:
-  std::atomic<int>& n_;
-};
-
-}  // namespace
-
-std::uint64_t Region::Impl::reclaim(std::uint64_t bytes) {
-  InFlight guard(reclaims_in_flight);
-  InFarmemScope in_farmem;
-  // At least half the reserve: an eviction pass costs a TLB shootdown whatever its size, so
-  // a fault that had to evict inline leaves room for the next ones too.
-  const std::size_t want = std::max({static_cast<std::size_t>((bytes + kPageSize - 1) / kPageSize),
-                                     region::kMinReclaimPages,
-                                     static_cast<std::size_t>(reserve_bytes() / kPageSize / 2)});
-  std::lock_guard lock(page_mu_);
-  // One pick and one drop for the whole request: MADV_DONTNEED costs a TLB shootdown (an IPI
-  // to every CPU running this process's threads), so fewer, larger drops are much cheaper.
-  // Write-back still goes in batches of kWriteBackBatchPages (write_back_locked).
-  return evict_locked(want) * kPageSize;
+bool Region::Impl::charge_fault_page() {
+  // One round of inline eviction at most: the fault path's own retry (with backoff) and the
+  // background evictor take it from there.
+  return pager->charge_pages(1, std::chrono::steady_clock::now()).ok();
 }
 
-std::size_t Region::Impl::evict_locked(std::size_t want) {
-  victims.clear();
-  table.pick_victims(
-      want,
-      [&](std::uint32_t p) {  // second chance: re-protect a dirty page to see its next write
-        if (table.has(p, region::kDirty) && !table.has(p, region::kWriteProtected) &&
-            uffd.write_protect(page_addr(p), kPageSize, true).ok()) {
-          table.set(p, region::kWriteProtected);
-        }
-      },
-      victims);
-  std::sort(victims.begin(), victims.end());
-  dirty_victims.clear();
-  for (std::uint32_t p : victims) {
-    if (table.has(p, region::kDirty)) dirty_victims.push_back(p);
+void Region::Impl::install_page_locked(std::size_t page, bool dirty, bool referenced,
+                                       std::uint32_t stream, bool write_protected) {
+  const std::uint32_t frame = pager->install_charged(page, dirty, referenced, stream);
+  table.install(page, frame, write_protected ? region::kWriteProtected : 0);
+}
+
+void Region::Impl::on_second_chance(std::uint32_t frame, std::uint64_t page) {
+  // Re-protect a dirty page so that its next write is seen as an access again.
+  if (pager->dirty(frame) && !table.has(page, region::kWriteProtected) &&
+      uffd.write_protect(page_addr(page), kPageSize, true).ok()) {
+    table.set(page, region::kWriteProtected);
   }
-  if (!dirty_victims.empty()) {
-    if (Status st = write_back_locked(dirty_victims); !st.ok()) {
-      log().warn("region: eviction write-back of {} pages failed, they stay resident: {}",
-                 dirty_victims.size(), st.to_string());
-      for (std::uint32_t p : dirty_victims) table.enqueue(p);
-      std::erase_if(victims, [&](std::uint32_t p) { return table.has(p, region::kDirty); });
+}
+
+void Region::Impl::isolate(std::span<paging::Victim> victims, bool /*for_flush*/) {
+  // Clean pages are write-protected already (mapped so, or protected by an earlier
+  // write-back); dirty ones get protected now, so no store slips in during the copy.
+  pass_pages.clear();
+  for (const paging::Victim& v : victims) {
+    if (pager->dirty(v.frame)) pass_pages.push_back(static_cast<std::uint32_t>(v.key));
+  }
+  if (pass_pages.empty()) return;
+  if (Status st = protect_runs_locked(pass_pages); !st.ok()) {
+    log().warn("region: write-protecting victims failed, they stay: {}", st.to_string());
+    for (paging::Victim& v : victims) {
+      if (!table.has(v.key, region::kWriteProtected)) v.keep = true;
     }
   }
-  drop_locked(victims);
-  return victims.size();
+}
+
+void Region::Impl::stage(std::span<const paging::Victim> victims,
+                         std::span<std::span<const std::byte>> sources) {
+  for (std::size_t i = 0; i < victims.size(); ++i) {
+    const std::size_t p = victims[i].key;
+    std::byte* dst = wb_staging.data() + i * kPageSize;
+    std::memcpy(dst, page_addr(p), page_bytes(p));
+    sources[i] = {dst, page_bytes(p)};
+  }
+}
+
+void Region::Impl::drop(std::span<paging::Victim> victims) {
+  // Victims come sorted by page: one MADV_DONTNEED a run. Each is a TLB shootdown (an IPI to
+  // every CPU running this process's threads), so fewer, larger drops are much cheaper.
+  pass_pages.clear();
+  for (const paging::Victim& v : victims) pass_pages.push_back(static_cast<std::uint32_t>(v.key));
+  for_each_run(pass_pages, [&](std::size_t i, std::size_t n) {
+    // pass_pages[i] is victims[i]: the run is victims[i .. i + n).
+    if (::madvise(page_addr(pass_pages[i]), n * kPageSize, MADV_DONTNEED) != 0) {
+      log().error("region: MADV_DONTNEED of {} pages failed: {}", n, std::strerror(errno));
+      for (std::size_t k = i; k < i + n; ++k) victims[k].keep = true;  // still resident
+      return;
+    }
+    for (std::size_t k = i; k < i + n; ++k) table.remove(pass_pages[k]);
+  });
 }
 
 Status Region::Impl::protect_runs_locked(std::span<const std::uint32_t> sorted) {
@@ -100,58 +105,6 @@ Status Region::Impl::protect_runs_locked(std::span<const std::uint32_t> sorted) 
     for (std::size_t k = i; k < i + n; ++k) table.set(unprotected[k], region::kWriteProtected);
   });
   return first;
-}
-
-Status Region::Impl::write_back_locked(std::span<const std::uint32_t> sorted_dirty) {
-  for (std::size_t base = 0; base < sorted_dirty.size(); base += region::kWriteBackBatchPages) {
-    auto chunk = sorted_dirty.subspan(
-        base, std::min(region::kWriteBackBatchPages, sorted_dirty.size() - base));
-    FARMEM_RETURN_IF_ERROR(protect_runs_locked(chunk));  // step 1: no store slips in now
-    wb_batch.clear();
-    std::uint64_t bytes = 0;
-    for (std::size_t i = 0; i < chunk.size(); ++i) {
-      std::memcpy(wb_staging.data() + i * kPageSize, page_addr(chunk[i]), page_bytes(chunk[i]));
-      bytes += page_bytes(chunk[i]);
-    }
-    for_each_run(chunk, [&](std::size_t i, std::size_t n) {
-      const std::size_t run_bytes = (n - 1) * kPageSize + page_bytes(chunk[i + n - 1]);
-      wb_batch.write(page_far(chunk[i]), wb_staging.subspan(i * kPageSize, run_bytes));
-    });
-    Status st = io.submit(wb_batch);
-    if (st.ok()) st = io.wait(wb_batch);
-    if (!st.ok()) {
-      counters.add(counters.writeback_errors);
-      return st.with_context("writing back " + std::to_string(chunk.size()) + " dirty pages");
-    }
-    for (std::uint32_t p : chunk) table.clear(p, region::kDirty);  // clean, still protected
-    counters.add(counters.writebacks, chunk.size());
-    counters.add(counters.bytes_written, bytes);
-  }
-  return Status::Ok();
-}
-
-void Region::Impl::drop_locked(std::span<const std::uint32_t> sorted) {
-  std::size_t dropped = 0;
-  for_each_run(sorted, [&](std::size_t i, std::size_t n) {
-    if (::madvise(page_addr(sorted[i]), n * kPageSize, MADV_DONTNEED) != 0) {
-      log().error("region: MADV_DONTNEED of {} pages failed: {}", n, std::strerror(errno));
-      for (std::size_t k = i; k < i + n; ++k) table.enqueue(sorted[k]);  // still resident
-      return;
-    }
-    for (std::size_t k = i; k < i + n; ++k) {
-      const std::uint8_t f = table.flags(sorted[k]);
-      if (f & region::kPrefetched) {
-        counters.add(counters.prefetches_wasted);
-        if (f & region::kFromStream) {
-          stream_wasted_pending.fetch_add(1, std::memory_order_relaxed);
-        }
-      }
-      table.remove(sorted[k]);
-    }
-    dropped += n;
-  });
-  counters.add(counters.evictions, dropped);
-  budget.uncharge(dropped * kPageSize);  // only now: the memory is really gone
 }
 
 }  // namespace farmem

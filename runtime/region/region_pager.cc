@@ -137,7 +137,7 @@ void Region::Impl::serve_present_on_handler(std::size_t page) {
     std::lock_guard lock(page_mu_);
     if (table.has(page, region::kResident)) {
       mark_used_locked(page);
-      table.set(page, region::kReferenced);
+      pager->reference(table.frame(page));
     }
   }
   // If it was evicted again meanwhile, the woken thread simply faults once more.
@@ -167,7 +167,7 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
   if (!pf.empty()) finish_prefetch_on_handler(pf, ahead);
   if (demand.ok()) return true;
   if (!retry_on_handler("reading", demand, msg, &Impl::read_one_on_handler, page)) {
-    budget.uncharge(kPageSize);
+    pager->uncharge_pages(1);
     return false;
   }
   install_demand_on_handler(page, write);
@@ -180,18 +180,17 @@ void Region::Impl::charge_prefetch_on_handler() {
   // runs while the demand read is in flight.
   charged.clear();
   for (std::uint32_t c : candidates) {
-    if (!budget.try_charge(kPageSize)) break;
+    if (!pager->try_charge_pages(1)) break;
     charged.push_back(c);
   }
   if (const std::size_t rest = candidates.size() - charged.size(); rest > 0) {
     // One charge for the whole rest: one eviction pass (one TLB shootdown), not one a page.
-    counters.add(counters.inline_evictions);
-    if (budget.charge(rest * kPageSize)) {
+    const auto n = static_cast<std::uint32_t>(rest);
+    if (pager->charge_pages(n, std::chrono::steady_clock::now()).ok()) {
       charged.insert(charged.end(), candidates.end() - static_cast<std::ptrdiff_t>(rest),
                      candidates.end());
     }
   }
-  if (!charged.empty()) note_charged();
   prefetch_batch.clear();
   for_each_run(charged, [&](std::size_t i, std::size_t n) {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
@@ -202,18 +201,17 @@ void Region::Impl::charge_prefetch_on_handler() {
 void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st) {
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // prefetching is optional: forget it, the pages fault in on demand
-    budget.uncharge(pf.size() * kPageSize);
+    pager->uncharge_pages(static_cast<std::uint32_t>(pf.size()));
     log().debug("region: prefetch of {} pages failed: {}", pf.size(), st.to_string());
     return;
   }
   // A write stream gets its prefetched pages writable and dirty: no WP fault per page. They
   // are written back even if never stored to (a wasted write, never a lost one).
-  const std::uint8_t bits = region::kPrefetched | region::kFromStream |
-                            (writing_stream ? region::kDirty : region::kWriteProtected);
   for_each_run(pf, [&](std::size_t i, std::size_t n) {
-    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize, bits);
+    install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize,
+                           writing_stream, kStream);
   });
-  counters.add(counters.prefetches_issued, pf.size());
+  pager->note_prefetch_issued(pf.size());
 }
 
 Status Region::Impl::charge_one_on_handler(std::size_t) {
@@ -278,30 +276,30 @@ void Region::Impl::install_demand_on_handler(std::size_t page, bool write) {
   // fault instead of MISSING followed by WP.
   auto out = uffd.copy(page_addr(page), fetch_staging.data(), kPageSize, /*write_protect=*/!write);
   if (out.ok() && *out == region::CopyOutcome::kInstalled) {
-    table.install(page, write ? (region::kDirty | region::kReferenced)
-                              : (region::kWriteProtected | region::kReferenced));
+    install_page_locked(page, /*dirty=*/write, /*referenced=*/true, paging::Pager::kDemand,
+                        /*write_protected=*/!write);
     return;
   }
-  budget.uncharge(kPageSize);
+  pager->uncharge_pages(1);
   if (!out.ok()) log().error("region: mapping page {} failed: {}", page, out.status().to_string());
   (void)uffd.wake(page_addr(page), kPageSize);  // let it retry (a new fault if still missing)
 }
 
 void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
-                                          std::byte* staged, std::uint8_t bits) {
+                                          std::byte* staged, bool dirty, std::uint32_t stream) {
   const std::size_t last = run.back();
   if (page_bytes(last) < kPageSize) {
     std::memset(staged + (run.size() - 1) * kPageSize + page_bytes(last), 0,
                 kPageSize - page_bytes(last));
   }
   std::lock_guard lock(page_mu_);
-  const bool protect = (bits & region::kDirty) == 0;
+  const bool protect = !dirty;
   // In faulting-thread mode a faulting thread may have mapped some of these pages since they
   // were chosen (every mapping happens under page_mu_, so the table is exact here): copy only
   // the stretches still absent, so that no UFFDIO_COPY stops half-way on EEXIST.
   for (std::size_t i = 0; i < run.size();) {
     if (table.has(run[i], region::kResident)) {
-      budget.uncharge(kPageSize);
+      pager->uncharge_pages(1);
       ++i;
       continue;
     }
@@ -309,11 +307,11 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
     while (j < run.size() && !table.has(run[j], region::kResident)) ++j;
     auto out = uffd.copy(page_addr(run[i]), staged + i * kPageSize, (j - i) * kPageSize, protect);
     if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
-      budget.uncharge((j - i) * kPageSize);
+      pager->uncharge_pages(static_cast<std::uint32_t>(j - i));
       log().warn("region: mapping {} prefetched pages at {} failed", j - i, run[i]);
     } else {
       for (std::size_t k = i; k < j; ++k) {
-        table.install(run[k], protect ? (region::kWriteProtected | bits) : bits);
+        install_page_locked(run[k], dirty, /*referenced=*/false, stream, protect);
         counters.add(counters.bytes_read, page_bytes(run[k]));
       }
     }
@@ -331,9 +329,11 @@ void Region::Impl::handle_wp_on_handler(std::size_t page) {
     return;
   }
   // A store to a page prefetched for a stream: the stream writes, map its next pages dirty.
-  if (table.has(page, region::kPrefetched | region::kFromStream)) writing_stream = true;
+  const std::uint32_t frame = table.frame(page);
+  if (pager->prefetched_by(frame) == kStream) writing_stream = true;
   mark_used_locked(page);
-  table.set(page, region::kDirty | region::kReferenced);  // dirty BEFORE the store can happen
+  pager->mark_dirty(frame);  // dirty BEFORE the store can happen
+  pager->reference(frame);
   if (!table.has(page, region::kWriteProtected)) {
     (void)uffd.wake(page_addr(page), kPageSize);  // another writer's fault got here first
     return;
@@ -348,11 +348,7 @@ void Region::Impl::handle_wp_on_handler(std::size_t page) {
 // ---- prefetch bookkeeping ----
 
 void Region::Impl::mark_used_locked(std::size_t page) {
-  const std::uint8_t f = table.flags(page);
-  if (!(f & region::kPrefetched)) return;
-  table.clear(page, region::kPrefetched | region::kFromStream);
-  counters.add(counters.prefetches_used);
-  if (f & region::kFromStream) prefetcher.on_prefetched_page_used();
+  if (pager->note_access(table.frame(page)) == kStream) prefetcher.on_prefetched_page_used();
 }
 
 void Region::Impl::apply_hint_on_handler() {
@@ -361,7 +357,7 @@ void Region::Impl::apply_hint_on_handler() {
     prefetcher.set_hint(h);
     applied_hint = h;
   }
-  const std::uint32_t wasted = stream_wasted_pending.exchange(0, std::memory_order_relaxed);
+  const std::uint32_t wasted = pager->take_wasted(kStream);
   for (std::uint32_t i = 0; i < std::min(wasted, region::kMaxWasteReportsPerFault); ++i) {
     prefetcher.on_prefetched_page_wasted();
   }
@@ -434,7 +430,7 @@ void Region::Impl::pull_some_on_handler() {
         pull_queue.pop_front();
         continue;
       }
-      if (!budget.try_charge(kPageSize)) {  // never evict for a pull: wait for free room
+      if (!pager->try_charge_pages(1)) {  // never evict for a pull: wait for free room
         pull_blocked_until = Clock::now() + region::kPullRetryInterval;
         break;
       }
@@ -452,16 +448,16 @@ void Region::Impl::pull_some_on_handler() {
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // best effort: those pages will be fetched on demand instead
-    budget.uncharge(batch.size() * kPageSize);
+    pager->uncharge_pages(static_cast<std::uint32_t>(batch.size()));
     counters.add(counters.fetch_errors);
     log().warn("region: background pull of {} pages failed: {}", batch.size(), st.to_string());
     return;
   }
   for_each_run(batch, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span(batch).subspan(i, n),
-                           fetch_staging.data() + (1 + i) * kPageSize, region::kPrefetched);
+                           fetch_staging.data() + (1 + i) * kPageSize, false, paging::kNoStream);
   });
-  counters.add(counters.prefetches_issued, batch.size());
+  pager->note_prefetch_issued(batch.size());
 }
 
 }  // namespace farmem

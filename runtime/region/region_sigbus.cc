@@ -100,13 +100,11 @@ bool Region::Impl::serve_sigbus(std::uintptr_t addr, bool write) {
 
 bool Region::Impl::serve_on_faulter(std::size_t page, bool write) {
   const auto t0 = Clock::now();
-  if (!budget.try_charge(kPageSize)) {  // no free room: evicting is the helper's job
-    note_charged();
-    return false;
-  }
+  // No free room: evicting is the helper's job (the failed take woke the evictor too).
+  if (!pager->try_charge_pages(1)) return false;
   region::FaulterSlot* slot = claim_slot();
   if (slot == nullptr) {
-    budget.uncharge(kPageSize);
+    pager->uncharge_pages(1);
     return false;
   }
   const bool streaming = options.prefetch && options.max_prefetch_pages > 0 &&
@@ -122,10 +120,9 @@ bool Region::Impl::serve_on_faulter(std::size_t page, bool write) {
                             static_cast<std::int64_t>(page);
   std::size_t ahead = 0;
   while (starting && ahead < options.max_prefetch_pages && page + ahead + 1 < pages &&
-         !table.has(page + ahead + 1, region::kResident) && budget.try_charge(kPageSize)) {
+         !table.has(page + ahead + 1, region::kResident) && pager->try_charge_pages(1)) {
     ++ahead;
   }
-  note_charged();
   const Status st = fetch_install(slot->staging, slot->batch, page, ahead, write);
   release_slot(slot);
   if (!st.ok()) return false;  // the helper retries it with backoff
@@ -159,11 +156,10 @@ void Region::Impl::serve_readahead_on_handler() {
   charged.clear();
   for (std::size_t p = first; p < std::min<std::size_t>(pages, first + count); ++p) {
     if (p == marker || table.has(p, region::kResident)) continue;
-    if (!budget.try_charge(kPageSize)) break;  // readahead never evicts
+    if (!pager->try_charge_pages(1)) break;  // readahead never evicts
     charged.push_back(static_cast<std::uint32_t>(p));
   }
   if (charged.empty()) return;
-  note_charged();
   prefetch_batch.clear();
   region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
@@ -172,15 +168,14 @@ void Region::Impl::serve_readahead_on_handler() {
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // optional work: the stream faults the pages in itself
-    budget.uncharge(charged.size() * kPageSize);
+    pager->uncharge_pages(static_cast<std::uint32_t>(charged.size()));
     return;
   }
-  const std::uint8_t bits = region::kPrefetched | (write ? region::kDirty : 0);
   region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
-                           fetch_staging.data() + (1 + i) * kPageSize, bits);
+                           fetch_staging.data() + (1 + i) * kPageSize, write, paging::kNoStream);
   });
-  counters.add(counters.prefetches_issued, charged.size());
+  pager->note_prefetch_issued(charged.size());
 }
 
 Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& batch,
@@ -192,7 +187,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   Status st = io.submit(batch);
   if (st.ok()) st = io.wait(batch);
   if (!st.ok()) {
-    budget.uncharge(n * kPageSize);
+    pager->uncharge_pages(static_cast<std::uint32_t>(n));
     counters.add(counters.fetch_errors);
     return st;
   }
@@ -203,7 +198,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   // Another thread may have mapped some of the pages ahead meanwhile: stop before them.
   for (std::size_t k = 1; k < n; ++k) {
     if (table.has(page + k, region::kResident)) {
-      budget.uncharge((n - k) * kPageSize);
+      pager->uncharge_pages(static_cast<std::uint32_t>(n - k));
       n = k;
       break;
     }
@@ -212,14 +207,15 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   // a load maps them write-protected, so that the first store is seen.
   auto out = uffd.copy(page_addr(page), staging_area.data(), n * kPageSize, !write);
   if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
-    budget.uncharge(n * kPageSize);
+    pager->uncharge_pages(static_cast<std::uint32_t>(n));
     return out.ok() ? Status::Ok() : out.status();  // already present: the retry succeeds
   }
-  const std::uint8_t mode = write ? region::kDirty : region::kWriteProtected;
-  table.install(page, mode | region::kReferenced);
-  for (std::size_t k = 1; k < n; ++k) table.install(page + k, mode | region::kPrefetched);
+  install_page_locked(page, write, /*referenced=*/true, paging::Pager::kDemand, !write);
+  for (std::size_t k = 1; k < n; ++k) {
+    install_page_locked(page + k, write, /*referenced=*/false, paging::kNoStream, !write);
+  }
   counters.add(counters.bytes_read, bytes);
-  if (ahead > 0) counters.add(counters.prefetches_issued, n - 1);
+  if (n > 1) pager->note_prefetch_issued(n - 1);
   return Status::Ok();
 }
 
@@ -227,11 +223,10 @@ void Region::Impl::unprotect_for_write(std::size_t page) {
   counters.add(counters.wp_faults);
   std::lock_guard lock(page_mu_);
   if (!table.has(page, region::kResident | region::kWriteProtected)) return;  // raced: retry
-  if (table.has(page, region::kPrefetched)) {
-    table.clear(page, region::kPrefetched);
-    counters.add(counters.prefetches_used);
-  }
-  table.set(page, region::kDirty | region::kReferenced);  // dirty BEFORE the store can happen
+  const std::uint32_t frame = table.frame(page);
+  (void)pager->note_access(frame);  // a prefetched page counts as used
+  pager->mark_dirty(frame);         // dirty BEFORE the store can happen
+  pager->reference(frame);
   if (uffd.write_protect(page_addr(page), kPageSize, false).ok()) {
     table.clear(page, region::kWriteProtected);
   }

@@ -1,4 +1,5 @@
-// The counters of one mapped region, updated from the handler thread and from reclaimers.
+// The counters of one mapped region's fault side (eviction, write-back and prefetch counts
+// are the pager's: paging/pager.h).
 #pragma once
 
 #include <atomic>
@@ -11,16 +12,8 @@ namespace farmem::region {
 
 struct RegionCounters {
   std::atomic<std::uint64_t> wp_faults{0};          ///< first writes after (re)protection
-  std::atomic<std::uint64_t> prefetches_issued{0};  ///< stream prefetches + background pulls
-  std::atomic<std::uint64_t> prefetches_used{0};
-  std::atomic<std::uint64_t> prefetches_wasted{0};
-  std::atomic<std::uint64_t> evictions{0};
-  std::atomic<std::uint64_t> writebacks{0};
   std::atomic<std::uint64_t> bytes_read{0};
-  std::atomic<std::uint64_t> bytes_written{0};
   std::atomic<std::uint64_t> fetch_errors{0};       ///< failed far reads (each retried)
-  std::atomic<std::uint64_t> writeback_errors{0};   ///< failed write-back batches
-  std::atomic<std::uint64_t> inline_evictions{0};   ///< faults that found the reserve empty
 
   void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);
@@ -39,16 +32,10 @@ struct RegionCounters {
     ++faults_;
   }
 
-  /// Everything but resident/budget bytes, which the region fills in.
+  /// Faults, reads and latencies; the region adds the pager's counts and resident bytes.
   CacheStats snapshot() const {
     CacheStats s;
-    s.prefetches_issued = prefetches_issued.load(std::memory_order_relaxed);
-    s.prefetches_used = prefetches_used.load(std::memory_order_relaxed);
-    s.prefetches_wasted = prefetches_wasted.load(std::memory_order_relaxed);
-    s.evictions = evictions.load(std::memory_order_relaxed);
-    s.writebacks = writebacks.load(std::memory_order_relaxed);
     s.bytes_read = bytes_read.load(std::memory_order_relaxed);
-    s.bytes_written = bytes_written.load(std::memory_order_relaxed);
     std::lock_guard lock(latency_mu_);
     s.misses = faults_;
     s.fault_latency = latency_;

@@ -427,20 +427,19 @@ TEST(Region, RejectsEmptyRanges) {
 
 // ---- the page table alone ----
 
-TEST(RegionPageTable, FifoGivesReferencedPagesASecondChance) {
+TEST(RegionPageTable, TracksResidencyProtectionAndFrames) {
   region::PageTable t(8);
-  for (std::size_t p = 0; p < 4; ++p) t.install(p, region::kWriteProtected);
-  t.set(1, region::kReferenced | region::kDirty);
-  std::vector<std::uint32_t> chances, victims;
-  t.pick_victims(2, [&](std::uint32_t p) { chances.push_back(p); }, victims);
-  EXPECT_EQ(victims, (std::vector<std::uint32_t>{0, 2}));
-  EXPECT_EQ(chances, (std::vector<std::uint32_t>{1}));
-  EXPECT_FALSE(t.has(1, region::kReferenced));
-  for (std::uint32_t v : victims) t.remove(v);
-  victims.clear();
-  t.pick_victims(8, [](std::uint32_t) {}, victims);
-  EXPECT_EQ(victims, (std::vector<std::uint32_t>{3, 1}));  // 1 went to the tail
+  EXPECT_EQ(t.frame(3), region::kNoFrame);
+  t.install(3, 5, region::kWriteProtected);
+  t.install(4, 6, 0);
+  EXPECT_TRUE(t.has(3, region::kResident | region::kWriteProtected));
+  EXPECT_FALSE(t.has(4, region::kWriteProtected));
+  EXPECT_EQ(t.frame(3), 5u);
   EXPECT_EQ(t.resident_pages(), 2u);
+  t.remove(3);
+  EXPECT_FALSE(t.has(3, region::kResident));
+  EXPECT_EQ(t.frame(3), region::kNoFrame);
+  EXPECT_EQ(t.resident_pages(), 1u);
 }
 
 }  // namespace
