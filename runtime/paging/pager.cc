@@ -130,8 +130,10 @@ Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point de
     Status err;
     if (evict(options_.evict_batch, &err) > 0) continue;
     if (!err.ok()) last = err;
-    // Nothing of ours to evict: the room is held by the budget's other consumers.
-    if (budget_.charge(options_.page_bytes)) {
+    // Nothing of ours to evict: if a slot is free, the room is held by the budget's other
+    // consumers, and charging asks them for it. (With no free slot, a charge that succeeds
+    // proves nothing: retrying at once would spin over pinned pages until the deadline.)
+    if (free_slots() > 0 && budget_.charge(options_.page_bytes)) {
       budget_.uncharge(options_.page_bytes);
       continue;
     }
