@@ -99,7 +99,7 @@ bool Pager::try_take_frame(std::uint32_t* frame) {
       *frame = free_.back();
       free_.pop_back();
       got = true;
-      low = free_.size() < reserve_ / 2;
+      low = 2 * free_.size() < reserve_;  // below half (reserve_ / 2 is 0 for 1)
       state_[*frame].store(static_cast<std::uint8_t>(FrameState::kLoading),
                            std::memory_order_relaxed);
       const std::uint32_t now = in_use_.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -110,7 +110,7 @@ bool Pager::try_take_frame(std::uint32_t* frame) {
   }
   // Low watermark: wake the evictor when half the reserve is gone (it refills all of it), so
   // a stream of takes costs one wake-up per reserve / 2 frames, not one each.
-  if (!got || low || budget_room() < reserve_ / 2) wake_evictor();
+  if (!got || low || 2 * budget_room() < reserve_) wake_evictor();
   return got;
 }
 

@@ -708,6 +708,27 @@ TEST(Pager, BackgroundEvictorRefillsTheReserve) {
   EXPECT_EQ(fe.violations(), 0u);
 }
 
+TEST(Pager, TakingTheLastFrameOfAOneFrameReserveWakesTheEvictor) {
+  FakeFarIo io;
+  Budget budget(kBigBudget);
+  FakeFrontend fe(8);
+  PagerOptions o = manual(8);
+  o.background_evictor = true;
+  o.reserve_frames = 1;
+  o.evictor_period = milliseconds(60'000);  // the periodic look never comes in this test
+  auto p = make(io, budget, fe, o);
+  for (std::uint64_t key = 0; key < 8; ++key) {
+    std::uint32_t f = 0;
+    ASSERT_TRUE(p->try_take_frame(&f)) << key;
+    std::lock_guard lock(fe.page_mutex());
+    p->install(f, key, false, false);
+  }
+  // The reserve (1 frame) is gone: "wakes the evictor when the reserve runs below half".
+  EXPECT_TRUE(eventually([&] { return p->free_frames() >= 1; }, milliseconds(5000)))
+      << "the evictor was not woken by the take that emptied the reserve";
+  EXPECT_GT(p->stats().background_passes, 0u);
+}
+
 TEST(Pager, BackgroundEvictorRecordsAWriteBackErrorUntilACleanFlush) {
   FakeFarIo io;
   Budget budget(kBigBudget);
