@@ -329,6 +329,12 @@ Status Pager::drop_frames(std::span<const std::uint32_t> frames) {
   for (std::uint32_t f : frames) {
     if (f < options_.frames && state(f) == FrameState::kPresent) victims.push_back({f, key_of(f)});
   }
+  // A frame named twice is one victim: freed twice, it would sit twice on the free list.
+  std::sort(victims.begin(), victims.end(),
+            [](const Victim& a, const Victim& b) { return a.frame < b.frame; });
+  victims.erase(std::unique(victims.begin(), victims.end(),
+                            [](const Victim& a, const Victim& b) { return a.frame == b.frame; }),
+                victims.end());
   std::size_t freed = 0;
   Status st;
   if (!victims.empty()) st = pass_locked(victims, false, /*count_wasted=*/false, &freed);

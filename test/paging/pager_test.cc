@@ -889,6 +889,29 @@ TEST(Pager, DropFramesWritesBackDirtyPagesAndKeepsPinnedOnes) {
   EXPECT_EQ(fe.violations(), 0u);
 }
 
+TEST(Pager, DropFramesNamingAFrameTwiceFreesItOnce) {
+  FakeFarIo io;
+  Budget budget(kBigBudget);
+  FakeFrontend fe(8);
+  auto p = make(io, budget, fe, manual(8));
+  auto f = p->take_frame(Clk::now() + milliseconds(1000));
+  ASSERT_TRUE(f.ok());
+  auto g = p->take_frame(Clk::now() + milliseconds(1000));
+  ASSERT_TRUE(g.ok());
+  p->install(*f, 1, true, false);
+  p->install(*g, 2, false, false);
+  const std::uint32_t twice[] = {*f, *f};
+  EXPECT_TRUE(p->drop_frames(twice).ok());
+  EXPECT_EQ(p->frames_in_use(), 1u);
+  EXPECT_EQ(budget.used(), 1u * kPage);
+  EXPECT_EQ(p->free_frames(), 7u);
+  // The free list holds every frame once: taking all of them yields 7 distinct frames.
+  auto rest = take_all(*p);
+  EXPECT_EQ(rest.size(), 7u);
+  EXPECT_EQ(std::set<std::uint32_t>(rest.begin(), rest.end()).size(), rest.size());
+  EXPECT_EQ(io.write_ops(), 1u);
+}
+
 // Four threads fault pages in and out of a pager whose budget is smaller than its frames,
 // writing a pattern into their pages as they go: the budget is never exceeded, the frame
 // accounting matches it, and no write is ever lost (every fault-in reads back the page's
