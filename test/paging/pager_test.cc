@@ -921,7 +921,7 @@ TEST(PagerThreads, BudgetIsNeverExceededAndNoDataIsLost) {
   constexpr std::uint32_t kBudgetPages = 20;
   constexpr int kThreads = 4;
   constexpr std::uint64_t kKeysPerThread = 12;  // 48 keys over 20 pages of budget
-  constexpr int kIterations = 400;
+  constexpr int kIterations = 2000;
 
   FakeFarIo io;
   io.set_delay(std::chrono::microseconds(20));
