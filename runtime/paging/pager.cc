@@ -118,7 +118,8 @@ std::uint32_t Pager::bind_locked() {
 void Pager::after_take(bool got, std::size_t free_left) {
   // Low watermark: wake the evictor when half the reserve is gone (it refills all of it), so
   // a stream of takes costs one wake-up per reserve / 2 frames, not one each.
-  if (!got || free_left < reserve_ / 2 || budget_room() < reserve_ / 2) wake_evictor();
+  // (2 * x < reserve_: below half, also for a reserve of one frame.)
+  if (!got || 2 * free_left < reserve_ || 2 * budget_room() < reserve_) wake_evictor();
 }
 
 bool Pager::try_take_frame(std::uint32_t* frame) {
@@ -146,6 +147,13 @@ bool Pager::try_charge_pages(std::uint32_t n) {
   }
   after_take(got, left);
   return got;
+}
+
+bool Pager::try_charge_spare(std::uint32_t n) {
+  std::lock_guard lock(free_mu_);
+  if (free_.size() - charged_unbound_ < std::size_t{n} + reserve_) return false;
+  if (budget_room() < std::uint64_t{n} + reserve_) return false;
+  return charge_locked(n);
 }
 
 void Pager::uncharge_pages(std::uint32_t n) {
@@ -179,8 +187,10 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
     Status err;
     if (evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0) continue;
     if (!err.ok()) last = err;
-    // Nothing of ours to evict: the room is held by the budget's other consumers.
-    if (budget_.charge(std::uint64_t{n} * options_.page_bytes)) {
+    // Nothing of ours to evict: if slots are free, the room is held by the budget's other
+    // consumers, and charging asks them for it. (With no free slot, a charge that succeeds
+    // proves nothing: retrying at once would spin over pinned pages until the deadline.)
+    if (free_slots() >= n && budget_.charge(std::uint64_t{n} * options_.page_bytes)) {
       budget_.uncharge(std::uint64_t{n} * options_.page_bytes);
       continue;
     }
@@ -388,6 +398,12 @@ Status Pager::drop_frames(std::span<const std::uint32_t> frames) {
   for (std::uint32_t f : frames) {
     if (f < options_.frames && state(f) == FrameState::kPresent) victims.push_back({f, key_of(f)});
   }
+  // A frame named twice is one victim: freed twice, it would sit twice on the free list.
+  std::sort(victims.begin(), victims.end(),
+            [](const Victim& a, const Victim& b) { return a.frame < b.frame; });
+  victims.erase(std::unique(victims.begin(), victims.end(),
+                            [](const Victim& a, const Victim& b) { return a.frame == b.frame; }),
+                victims.end());
   std::size_t freed = 0;
   Status st;
   if (!victims.empty()) st = pass_locked(victims, false, /*count_wasted=*/false, &freed);

@@ -171,6 +171,10 @@ class Pager final : public Reclaimer {
   /// `n` frames' worth without binding frames, false (nothing charged) if there is no room.
   /// Same locking and wake-ups as try_take_frame.
   bool try_charge_pages(std::uint32_t n);
+  /// Like try_charge_pages, but only from room beyond the free reserve, and without waking
+  /// the evictor: for opportunistic work (background pulls) that must neither evict nor eat
+  /// the reserve that keeps faults from evicting.
+  bool try_charge_spare(std::uint32_t n);
   /// Like try_charge_pages, evicting inline (counted) until `deadline`, at least one round.
   Status charge_pages(std::uint32_t n, std::chrono::steady_clock::time_point deadline);
   /// Gives back `n` charged pages that will not be installed.

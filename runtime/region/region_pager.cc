@@ -430,7 +430,8 @@ void Region::Impl::pull_some_on_handler() {
         pull_queue.pop_front();
         continue;
       }
-      if (!pager->try_charge_pages(1)) {  // never evict for a pull: wait for free room
+      // A pull never evicts and leaves the reserve alone: it waits for spare room.
+      if (!pager->try_charge_spare(1)) {
         pull_blocked_until = Clock::now() + region::kPullRetryInterval;
         break;
       }
