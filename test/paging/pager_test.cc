@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -215,6 +216,24 @@ std::unique_ptr<Pager> make(FakeFarIo& io, Budget& budget, FakeFrontend& fe, Pag
   auto r = Pager::create(io, budget, fe, std::move(o));
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return std::move(r).value();  // throws (failing the test) on an error
+}
+
+// Faults in keys 0 .. n-1: a frame each, filled with pattern(key, 1) and installed; a clean
+// page's far copy is made current first (as after a fetch). Returns key -> frame.
+std::map<std::uint64_t, std::uint32_t> load_keys(Pager& p, FakeFrontend& fe, FakeFarIo& io,
+                                                 std::uint64_t n,
+                                                 const std::function<bool(std::uint64_t)>& dirty) {
+  std::map<std::uint64_t, std::uint32_t> frame_of;
+  for (std::uint64_t key = 0; key < n; ++key) {
+    auto f = p.take_frame(Clk::now() + milliseconds(1000));
+    EXPECT_TRUE(f.ok()) << f.status().to_string();
+    if (!f.ok()) break;
+    frame_of[key] = *f;
+    fe.fill(*f, key, 1);
+    if (!dirty(key)) io.write_far(fe.far_of(key), pattern(key, 1));
+    p.install(*f, key, dirty(key), false);
+  }
+  return frame_of;
 }
 
 /// Takes every frame of `p` and returns them sorted (frame f holds arena page f).
@@ -423,13 +442,10 @@ TEST(Pager, FailedWriteBackKeepsPagesResidentDirtyAndLosesNothing) {
   FakeFrontend fe(8);
   auto p = make(io, budget, fe, manual(8));
   std::vector<std::uint32_t> frames;
-  for (std::uint64_t key = 0; key < 4; ++key) {
-    auto f = p->take_frame(Clk::now() + milliseconds(1000));
-    ASSERT_TRUE(f.ok());
-    frames.push_back(*f);
-    fe.fill(*f, key, 1);
-    p->install(*f, key, /*dirty=*/true, false);
+  for (auto [key, f] : load_keys(*p, fe, io, 4, [](std::uint64_t) { return true; })) {
+    frames.push_back(f);
   }
+  ASSERT_EQ(frames.size(), 4u);
 
   // 1. The wait fails: nothing is freed, every victim stays resident and dirty.
   io.fail_next_waits(1, Unavailable("memserver gone"));
@@ -523,16 +539,8 @@ TEST(Pager, FlushWritesEveryDirtyPageAndKeepsThemResident) {
   Budget budget(kBigBudget);
   FakeFrontend fe(8);
   auto p = make(io, budget, fe, manual(8));
-  std::map<std::uint64_t, std::uint32_t> frame_of;
-  for (std::uint64_t key = 0; key < 6; ++key) {
-    auto f = p->take_frame(Clk::now() + milliseconds(1000));
-    ASSERT_TRUE(f.ok());
-    frame_of[key] = *f;
-    fe.fill(*f, key, 1);
-    const bool dirty = key % 2 == 0;
-    if (!dirty) io.write_far(fe.far_of(key), pattern(key, 1));
-    p->install(*f, key, dirty, false);
-  }
+  auto frame_of = load_keys(*p, fe, io, 6, [](std::uint64_t key) { return key % 2 == 0; });
+  ASSERT_EQ(frame_of.size(), 6u);
 
   ASSERT_TRUE(p->flush().ok());
   EXPECT_EQ(io.write_ops(), 3u);  // keys 0, 2, 4: not adjacent
@@ -566,14 +574,8 @@ TEST(Pager, FlushWithAPinnedDirtyPageGivesUpWithTimedOut) {
   Budget budget(kBigBudget);
   FakeFrontend fe(8);
   auto p = make(io, budget, fe, manual(8));
-  std::map<std::uint64_t, std::uint32_t> frame_of;
-  for (std::uint64_t key = 0; key < 3; ++key) {
-    auto f = p->take_frame(Clk::now() + milliseconds(1000));
-    ASSERT_TRUE(f.ok());
-    frame_of[key] = *f;
-    fe.fill(*f, key, 1);
-    p->install(*f, key, /*dirty=*/true, false);
-  }
+  auto frame_of = load_keys(*p, fe, io, 3, [](std::uint64_t) { return true; });
+  ASSERT_EQ(frame_of.size(), 3u);
   fe.pin(1);
 
   auto result = std::async(std::launch::async, [&] { return p->flush(); });
