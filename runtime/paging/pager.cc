@@ -15,6 +15,9 @@ constexpr auto kFrameRetryWait = std::chrono::milliseconds(1);
 // flush() retries a round whose pages the front end kept (the cache's grace period timed out
 // under a long DerefScope) this many times before it gives up.
 constexpr int kFlushRounds = 100;
+// charge_pages keeps taking room it made past its deadline for at most this many rounds:
+// enough to win against a few concurrent takers, bounded when many keep winning.
+constexpr int kRoundsPastDeadline = 8;
 }  // namespace
 
 Pager::Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options)
@@ -182,21 +185,27 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
   if (try_charge_pages(n)) return Status::Ok();  // the common case: the evictor kept a reserve
   inline_evictions_.fetch_add(1, std::memory_order_relaxed);
   Status last;
-  do {
+  for (int round = 0;; ++round) {
     if (try_charge_pages(n)) return Status::Ok();
     Status err;
-    if (evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0) continue;
-    if (!err.ok()) last = err;
-    // Nothing of ours to evict: if slots are free, the room is held by the budget's other
-    // consumers, and charging asks them for it. (With no free slot, a charge that succeeds
-    // proves nothing: retrying at once would spin over pinned pages until the deadline.)
-    if (free_slots() >= n && budget_.charge(std::uint64_t{n} * options_.page_bytes)) {
-      budget_.uncharge(std::uint64_t{n} * options_.page_bytes);
-      continue;
+    bool progress = evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0;
+    if (!progress) {
+      if (!err.ok()) last = err;
+      // Nothing of ours to evict: if slots are free, the room is held by the budget's other
+      // consumers, and charging asks them for it. (With no free slot, a charge that succeeds
+      // proves nothing: retrying at once would spin over pinned pages until the deadline.)
+      progress = free_slots() >= n && budget_.charge(std::uint64_t{n} * options_.page_bytes);
+      if (progress) budget_.uncharge(std::uint64_t{n} * options_.page_bytes);
     }
+    const bool late = std::chrono::steady_clock::now() >= deadline;
+    // Room was just made: take it, even past the deadline (a caller passing "now" asks for
+    // one round of eviction, not for a failure after it), but only a bounded number of
+    // times, since other takers may keep winning the room.
+    if (progress && (!late || round < kRoundsPastDeadline)) continue;
+    if (late) break;
     std::unique_lock lock(free_mu_);
     free_cv_.wait_for(lock, kFrameRetryWait);
-  } while (std::chrono::steady_clock::now() < deadline);
+  }
   return ResourceExhausted(
       options_.name + ": no room for " + std::to_string(n) + " page(s) before the deadline "
       "(every page in use, or write-back failing" +

@@ -224,7 +224,7 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   Status prefault_faulting(std::size_t first, std::size_t end);
 
   // ---- paging::Frontend (region_evict.cc): the pager calls these with page_mu_ held ----
-  void lock_pages() override { page_mu_.lock(); }
+  void lock_pages() override;
   void unlock_pages() override { page_mu_.unlock(); }
   FarAddr far_of(std::uint64_t page) const override { return page_far(page); }
   void on_second_chance(std::uint32_t frame, std::uint64_t page) override;
@@ -262,6 +262,7 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   region::PageTable table;
   std::vector<std::uint32_t> unprotected;  ///< protect_runs_locked scratch
   std::vector<std::uint32_t> pass_pages;   ///< isolate/drop scratch (pages, sorted)
+  std::vector<std::uint32_t> second_chances;  ///< dirty pages CLOCK spared this pass
   /// Frames, budget, CLOCK, background evictor, write-back, prefetch feedback (created in
   /// start(), after the staging it writes back from).
   std::unique_ptr<paging::Pager> pager;

@@ -40,15 +40,25 @@ void Region::Impl::install_page_locked(std::size_t page, bool dirty, bool refere
   table.install(page, frame, write_protected ? region::kWriteProtected : 0);
 }
 
+void Region::Impl::lock_pages() {
+  page_mu_.lock();
+  second_chances.clear();
+}
+
 void Region::Impl::on_second_chance(std::uint32_t frame, std::uint64_t page) {
-  // Re-protect a dirty page so that its next write is seen as an access again.
-  if (pager->dirty(frame) && !table.has(page, region::kWriteProtected) &&
-      uffd.write_protect(page_addr(page), kPageSize, true).ok()) {
-    table.set(page, region::kWriteProtected);
+  // A dirty page is re-protected so that its next write is seen as an access again; in runs,
+  // at isolate(), because each protection change is a TLB shootdown.
+  if (pager->dirty(frame) && !table.has(page, region::kWriteProtected)) {
+    second_chances.push_back(static_cast<std::uint32_t>(page));
   }
 }
 
 void Region::Impl::isolate(std::span<paging::Victim> victims, bool /*for_flush*/) {
+  if (!second_chances.empty()) {
+    std::sort(second_chances.begin(), second_chances.end());
+    (void)protect_runs_locked(second_chances);  // best effort: only loses access information
+    second_chances.clear();
+  }
   // Clean pages are write-protected already (mapped so, or protected by an earlier
   // write-back); dirty ones get protected now, so no store slips in during the copy.
   pass_pages.clear();

@@ -311,7 +311,9 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
       log().warn("region: mapping {} prefetched pages at {} failed", j - i, run[i]);
     } else {
       for (std::size_t k = i; k < j; ++k) {
-        install_page_locked(run[k], dirty, /*referenced=*/false, stream, protect);
+        // Referenced: one CLOCK sweep of grace, so a window is not evicted before the
+        // stream reaches it (a region sees no accesses to mark it by).
+        install_page_locked(run[k], dirty, /*referenced=*/true, stream, protect);
         counters.add(counters.bytes_read, page_bytes(run[k]));
       }
     }

@@ -212,7 +212,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   }
   install_page_locked(page, write, /*referenced=*/true, paging::Pager::kDemand, !write);
   for (std::size_t k = 1; k < n; ++k) {
-    install_page_locked(page + k, write, /*referenced=*/false, paging::kNoStream, !write);
+    install_page_locked(page + k, write, /*referenced=*/true, paging::kNoStream, !write);
   }
   counters.add(counters.bytes_read, bytes);
   if (n > 1) pager->note_prefetch_issued(n - 1);
