@@ -1,9 +1,13 @@
-// The Connection contract suite, one instance per backend: local, tcp, verbs (skipped natively,
-// run for real in the soft-RoCE VM) and fault (tcp inside the fault wrapper with no faults
-// planned). Data is checked against a shadow copy; errors against the failure table in
-// runtime/transport/transport.h.
+// The Connection contract suite, one instance per backend, each described by a helper object
+// (ContractBackend): local, tcp, verbs (skipped natively, run for real in the soft-RoCE VM)
+// and fault (tcp inside the fault wrapper with no faults planned). Data is checked against a
+// shadow copy; errors against the failure table in runtime/transport/transport.h, codes
+// included. Suites elsewhere keep only what is specific: stalls of a memserver process
+// (stall_test.cc), clients killed under a memserver (failure_test.cc), planned faults
+// (fault_test.cc).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -21,13 +25,40 @@ constexpr std::uint64_t kSlabBytes = 16u << 20;   // room for 4 MiB ops at odd o
 constexpr std::size_t kLocalBytes = 16u << 20;
 constexpr auto kTimeout = std::chrono::seconds(30);
 
-class Conformance : public ::testing::TestWithParam<std::string> {
+/// One backend under the contract: how its memserver and clients come up, and the one thing
+/// the contract lets backends differ in (whether the peer is a separate party that can go
+/// away: the in-process backend's memserver lives as long as the client).
+struct ContractBackend {
+  const char* name;     ///< TestServer backend: "local", "tcp", "verbs", "fault"
+  bool needs_rdma;      ///< skipped natively without an RDMA device, required in the VM
+  bool peer_can_stop;   ///< the memserver can disappear under a connected client
+
+  Result<std::unique_ptr<TestServer>> start(memserver::CoreOptions o) const {
+    return TestServer::start(name, o);
+  }
+};
+
+constexpr ContractBackend kLocal{"local", false, false};
+constexpr ContractBackend kTcp{"tcp", false, true};
+constexpr ContractBackend kVerbs{"verbs", true, true};
+constexpr ContractBackend kFault{"fault", false, true};
+
+/// Instance names "Local", "Tcp", "Verbs", "Fault" (--gtest_filter='*Verbs*' picks RDMA).
+struct ContractBackendName {
+  std::string operator()(const ::testing::TestParamInfo<const ContractBackend*>& info) const {
+    return BackendName{}(::testing::TestParamInfo<std::string>(info.param->name, info.index));
+  }
+};
+
+class Conformance : public ::testing::TestWithParam<const ContractBackend*> {
  protected:
+  const ContractBackend& backend() const { return *GetParam(); }
+
   void SetUp() override {
-    if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+    if (backend().needs_rdma) FARMEM_REQUIRE_RDMA_OR_SKIP();
     memserver::CoreOptions o;
     o.capacity_bytes = 256u << 20;
-    auto s = TestServer::start(GetParam(), o);
+    auto s = backend().start(o);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     server_ = std::move(s).value();
     auto c = server_->connect();
@@ -271,11 +302,35 @@ TEST_P(Conformance, ManyThreadsWaitOnOneConnectionWithOnePollerAtATime) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// Dead peer: the table says kUnavailable, within the op's deadline, and the connection stays
+// broken (control calls too).
+TEST_P(Conformance, PeerThatGoesAwayFailsUnavailableWithoutHanging) {
+  if (!backend().peer_can_stop) {
+    GTEST_SKIP() << backend().name << ": the memserver is in-process and lives as long as the "
+                 << "client; there is no peer to lose";
+  }
+  run_batch(std::array{op(OpKind::kRead, 0, 0, 4096)});
+  server_.reset();  // the memserver goes away under the client
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st;
+  // The first op may race the disconnect; within a few tries every op must fail.
+  for (int i = 0; i < 50 && st.ok(); ++i) {
+    st = conn_->execute(op(OpKind::kRead, 0, 0, 4096), std::chrono::seconds(5));
+    if (st.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st.to_string();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(12));
+  EXPECT_EQ(conn_->execute(op(OpKind::kWrite, 0, 0, 4096), kTimeout).code(),
+            StatusCode::kUnavailable);
+  EXPECT_FALSE(transport::server_stats(*conn_, std::chrono::seconds(5)).ok());
+}
+
 // Timeouts: Stall.* (stall_test.cc) stops a memserver process under tcp and verbs clients;
 // Fault.ATimedOutWaitBreaksTheConnection drops a batch in the wrapper. "local" cannot stall.
 
 INSTANTIATE_TEST_SUITE_P(Transports, Conformance,
-                         ::testing::Values("local", "tcp", "verbs", "fault"), BackendName{});
+                         ::testing::Values(&kLocal, &kTcp, &kVerbs, &kFault),
+                         ContractBackendName{});
 
 }  // namespace
 }  // namespace farmem::test

@@ -1,6 +1,6 @@
-// Peers that die: a client killed mid-run (its slabs must return to the pool) and a memserver
-// stopped under a client (its next operations must fail clearly, without hanging). For the
-// network backends; verbs instances run in the soft-RoCE VM.
+// Clients that die under a memserver: their slabs must return to the pool. For the network
+// backends; verbs instances run in the soft-RoCE VM. (A memserver that goes away under a
+// client is a case of the contract suite, conformance_test.cc.)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -110,35 +110,6 @@ TEST_P(PeerFailure, ClientKilledWithABatchInFlightHasItsSlabsReclaimed) {
   w.kind = transport::OpKind::kRead;
   ASSERT_TRUE((*conn)->execute(w, std::chrono::seconds(10)).ok());
   EXPECT_EQ(buf[4095], std::byte{9});
-}
-
-TEST_P(PeerFailure, StoppedServerFailsTheClientsNextOpsWithoutHanging) {
-  auto conn = server_->connect();
-  ASSERT_TRUE(conn.ok()) << conn.status().to_string();
-  auto slab = transport::alloc_slab(**conn, 1 << 20, std::chrono::seconds(10));
-  ASSERT_TRUE(slab.ok());
-  std::vector<std::byte> buf(4096);
-  auto reg = (*conn)->register_memory(buf.data(), buf.size());
-  ASSERT_TRUE(reg.ok());
-  transport::Op r{transport::OpKind::kRead, 4096, buf.data(), (*reg)->lkey(), slab->rkey,
-                  slab->addr};
-  ASSERT_TRUE((*conn)->execute(r, std::chrono::seconds(10)).ok());
-
-  server_.reset();  // the memserver goes away under the client
-  const auto t0 = Clock::now();
-  Status st;
-  // The first op may race the disconnect; within a few tries every op must fail.
-  for (int i = 0; i < 50 && st.ok(); ++i) {
-    st = (*conn)->execute(r, std::chrono::seconds(5));
-    if (st.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  EXPECT_FALSE(st.ok()) << "ops kept succeeding after the memserver stopped";
-  EXPECT_TRUE(st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kIoError ||
-              st.code() == StatusCode::kTimedOut)
-      << st.to_string();
-  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(12));
-  auto ctl = transport::server_stats(**conn, std::chrono::seconds(5));
-  EXPECT_FALSE(ctl.ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "verbs"),
