@@ -94,16 +94,19 @@ farmem::Result<double> scan_mbs(const std::string& server, const std::string& to
   return static_cast<double>(n * sizeof(std::uint64_t)) / sec / 1048576.0;
 }
 
-// A random region page fault (the default handler-thread mode, prefetch off): plain loads
-// of untouched pages of a mapping 16x the budget. Median over the faults of `iters` touches.
+// A random region page fault (prefetch off) in fault mode `mode`: plain loads of untouched
+// pages of a mapping 16x the budget. Median over the faults of `iters` touches.
 farmem::Result<double> region_fault_latency(const std::string& server, const std::string& token,
-                                            int iters) {
+                                            int iters,
+                                            farmem::FaultMode mode = farmem::FaultMode::kHandlerThread) {
   constexpr std::uint64_t kBudget = 4u << 20;
   auto o = cache_options(server, token, kBudget, false);
   auto rt = farmem::Runtime::open(o);
   if (!rt.ok()) return rt.status();
   const std::uint64_t pages = 16 * (kBudget / kPage);
-  auto region = (*rt)->map(pages * kPage);
+  farmem::RegionOptions ro;
+  ro.fault_mode = mode;
+  auto region = (*rt)->map(pages * kPage, ro);
   if (!region.ok()) return region.status();
   const auto* base = reinterpret_cast<const volatile std::uint64_t*>((*region)->data());
   std::vector<double> lat;
@@ -247,9 +250,13 @@ int main(int argc, char** argv) {
     out["farmem_scan_noprefetch_mbs"] = *scan_off;
     auto rfault = region_fault_latency(server, token, fault_iters);
     if (!rfault.ok()) return fail("region fault latency", rfault.status());
+    auto rfault_sigbus =
+        region_fault_latency(server, token, fault_iters, farmem::FaultMode::kFaultingThread);
+    if (!rfault_sigbus.ok()) return fail("region fault latency (faulting thread)", rfault_sigbus.status());
     auto rscan = region_scan_mbs(server, token);
     if (!rscan.ok()) return fail("region scan", rscan.status());
     out["farmem_region_fault_lat_4k_us"] = *rfault;
+    out["farmem_region_fault_sigbus_lat_4k_us"] = *rfault_sigbus;
     out["farmem_region_scan_mbs"] = *rscan;
   }
   std::printf("%s\n", out.dump().c_str());
