@@ -45,6 +45,8 @@ set(FARMEM_PAGING_ITEMS ${FARMEM_POOL_ITEMS} runtime/paging)
 set(FARMEM_CACHE_ITEMS ${FARMEM_PAGING_ITEMS}
   include/farmem/options.h include/farmem/detail runtime/cache)
 set(FARMEM_HEAP_ITEMS ${FARMEM_POOL_ITEMS} runtime/heap)
+# The tier (budget <-> memory pressure) steers the paging core's budget.
+set(FARMEM_TIER_ITEMS ${FARMEM_PAGING_ITEMS} runtime/tier)
 # Regions get the IoService and the Budget injected and page through the paging core, beside
 # the cache (neither sees the other).
 set(FARMEM_REGION_ITEMS ${FARMEM_PAGING_ITEMS}
@@ -55,6 +57,6 @@ set(FARMEM_MEMSERVER_NET_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
   runtime/common runtime/transport memserver)
 
-foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION MEMSERVER_NET)
+foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION TIER MEMSERVER_NET)
   farmem_layer_farm(${layer} ${FARMEM_${layer}_ITEMS})
 endforeach()

@@ -1,0 +1,73 @@
+// Memory-pressure readings for the tier manager, behind an interface so that tests can drive
+// the policy with made-up pressure. The system source reads, for the cgroup v2 the process
+// is in (else the whole host):
+//
+//   <cgroup>/memory.pressure   "some avg10=1.23 avg60=0.50 avg300=0.10 total=123456"   PSI
+//   <cgroup>/memory.current    bytes charged to the cgroup now
+//   <cgroup>/memory.high       throttling limit ("max": none)
+//   <cgroup>/memory.max        hard limit, OOM above it ("max": none)
+//   /proc/meminfo              "MemAvailable:  123456 kB"
+//
+// falling back to /proc/pressure/memory when the cgroup has no memory.pressure (cgroup v1,
+// or the memory controller not enabled for it).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "farmem/status.h"
+
+namespace farmem::tier {
+
+/// One reading. `stall_total_us` is monotonic (PSI "some" total): the policy looks at its
+/// growth between readings, which is exact, rather than at the kernel's decaying averages.
+struct PressureReading {
+  std::uint64_t stall_total_us = 0;  ///< PSI "some" total: time some task stalled on memory
+  double stall_avg10 = 0;            ///< PSI "some" avg10 (percent), for stats only
+  std::optional<std::uint64_t> cgroup_current;  ///< memory.current
+  std::optional<std::uint64_t> cgroup_high;     ///< memory.high (nullopt: "max")
+  std::optional<std::uint64_t> cgroup_max;      ///< memory.max (nullopt: "max")
+  std::optional<std::uint64_t> mem_available;   ///< /proc/meminfo MemAvailable, bytes
+};
+
+class PressureSource {
+ public:
+  virtual ~PressureSource() = default;
+  /// A fresh reading; an error when not even PSI can be read.
+  virtual Result<PressureReading> read() = 0;
+};
+
+/// Where the system source looks; tests point it at a made-up tree.
+struct SystemPaths {
+  std::string proc = "/proc";             ///< for self/cgroup, meminfo, pressure/memory
+  std::string cgroup_root = "/sys/fs/cgroup";
+};
+
+/// Reads the files drawn above. The cgroup is found once, at construction, from
+/// <proc>/self/cgroup (the "0::/path" line of cgroup v2).
+class SystemPressureSource final : public PressureSource {
+ public:
+  explicit SystemPressureSource(SystemPaths paths = {});
+  Result<PressureReading> read() override;
+  /// The cgroup directory read from ("" when the process is in no cgroup v2).
+  const std::string& cgroup_dir() const { return cgroup_dir_; }
+
+ private:
+  SystemPaths paths_;
+  std::string cgroup_dir_;
+};
+
+// ---- parsers (pure; exposed for tests) ----
+
+/// The "some" line of a PSI file: avg10 and total. kInvalidArgument on anything else.
+Result<PressureReading> parse_psi(std::string_view text);
+/// A cgroup limit file: a number, or "max" (nullopt).
+Result<std::optional<std::uint64_t>> parse_cgroup_value(std::string_view text);
+/// MemAvailable of /proc/meminfo, in bytes.
+Result<std::uint64_t> parse_mem_available(std::string_view meminfo);
+/// The cgroup v2 path of a /proc/<pid>/cgroup file ("0::/a/b" -> "/a/b"); nullopt if none.
+std::optional<std::string> parse_cgroup_v2_path(std::string_view proc_cgroup);
+
+}  // namespace farmem::tier
