@@ -29,14 +29,14 @@ endfunction()
 # The layers, bottom up. A layer lists everything it may include: the lists repeat the lower
 # layers' items so that each line reads as the whole of what that layer sees.
 set(FARMEM_BASE_ITEMS
-  include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
+  include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
   runtime/common runtime/transport/proto runtime/transport/transport.h
   runtime/transport/tcp/socket.h runtime/transport/verbs/ibv.h)
 set(FARMEM_MEMSERVER_CORE_ITEMS ${FARMEM_BASE_ITEMS}
   memserver/core.h memserver/slab_pool.h)
 # The transport layer holds every backend, so it sees its whole folder.
 set(FARMEM_TRANSPORT_ITEMS
-  include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
+  include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
   runtime/common runtime/transport memserver/core.h memserver/slab_pool.h)
 set(FARMEM_POOL_ITEMS ${FARMEM_TRANSPORT_ITEMS} include/farmem/io_batch.h runtime/pool)
 # The paging core: frames, budget, CLOCK, the background evictor, write-back, prefetch
@@ -54,7 +54,7 @@ set(FARMEM_REGION_ITEMS ${FARMEM_PAGING_ITEMS}
 # The memserver's listeners (not part of libfarmem): its core, the transport helpers they
 # share with the clients, and their own folder.
 set(FARMEM_MEMSERVER_NET_ITEMS
-  include/farmem/status.h include/farmem/stats.h include/farmem/far_addr.h
+  include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
   runtime/common runtime/transport memserver)
 
 foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION TIER MEMSERVER_NET)

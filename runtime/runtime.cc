@@ -14,6 +14,7 @@
 #include "pool/far_pool.h"
 #include "pool/io_service.h"
 #include "region/region.h"
+#include "tier/tier_manager.h"
 #include "transport/connect.h"
 
 namespace farmem {
@@ -51,6 +52,7 @@ struct Runtime::Impl {
   std::unique_ptr<detail::PageCache> cache;
   detail::CacheView failed_view;  ///< handed to DerefScope when the cache cannot be made
   std::unique_ptr<heap::FarHeap> heap;
+  std::unique_ptr<tier::TierManager> tier;  ///< null: a fixed budget
 
   std::chrono::nanoseconds timeout() const { return options.op_timeout; }
 };
@@ -60,7 +62,9 @@ Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Runtime::~Runtime() {
   if (!impl_) return;
   // The cache uses the heap's memory and the pool's connections; the pool goes last (it
-  // returns slabs over its connections), and registrations before their connections.
+  // returns slabs over its connections), and registrations before their connections. The
+  // tier goes first: it reaches the cache through the budget.
+  impl_->tier.reset();
   impl_->cache.reset();
   impl_->heap.reset();
   impl_->io.reset();
@@ -114,6 +118,30 @@ Status check_options(const RuntimeOptions& o) {
                            std::to_string(o.max_prefetch_pages) + "; turn prefetch off with "
                            "prefetch = false)");
   }
+  if (o.budget_floor != 0 || o.budget_ceiling != 0) {
+    if (o.budget_floor == 0 || o.budget_ceiling == 0) {
+      return InvalidArgument("RuntimeOptions.budget_floor and budget_ceiling turn the tier on "
+                             "together: set both, or neither for a fixed budget");
+    }
+    if (o.budget_floor < min_budget) {
+      return InvalidArgument("RuntimeOptions.budget_floor of " + std::to_string(o.budget_floor) +
+                             " bytes holds fewer than " + std::to_string(detail::kMinCacheFrames) +
+                             " pages; raise it to at least " + std::to_string(min_budget));
+    }
+    if (o.budget_ceiling < o.budget_floor) {
+      return InvalidArgument("RuntimeOptions.budget_ceiling (" + std::to_string(o.budget_ceiling) +
+                             ") is below budget_floor (" + std::to_string(o.budget_floor) + ")");
+    }
+    if (o.cache_budget_bytes < o.budget_floor || o.cache_budget_bytes > o.budget_ceiling) {
+      return InvalidArgument("RuntimeOptions.cache_budget_bytes (" +
+                             std::to_string(o.cache_budget_bytes) +
+                             ", where the tier starts) must lie between budget_floor and "
+                             "budget_ceiling");
+    }
+    if (o.tier_interval.count() <= 0) {
+      return InvalidArgument("RuntimeOptions.tier_interval must be > 0");
+    }
+  }
   if (o.max_cache_threads == 0 || o.max_cache_threads > detail::kMaxCacheThreadsLimit) {
     return InvalidArgument("RuntimeOptions.max_cache_threads must be in 1.." +
                            std::to_string(detail::kMaxCacheThreadsLimit) + " (got " +
@@ -149,7 +177,24 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   po.control_timeout = options.op_timeout;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), po);
   impl->io = std::make_unique<pool::IoService>(*impl->pool, options.op_timeout);
-  impl->budget = std::make_unique<paging::Budget>(options.cache_budget_bytes);
+  const bool tiered = options.budget_ceiling != 0;
+  impl->budget = std::make_unique<paging::Budget>(
+      options.cache_budget_bytes, tiered ? options.budget_ceiling : options.cache_budget_bytes);
+  if (tiered) {
+    std::unique_ptr<tier::PressureSource> source;
+    if (options.pressure_source) {
+      source = std::make_unique<tier::FunctionPressureSource>(options.pressure_source);
+    } else {
+      source = std::make_unique<tier::SystemPressureSource>();
+    }
+    tier::TierPolicyOptions tp;
+    tp.floor_bytes = options.budget_floor;
+    tp.ceiling_bytes = options.budget_ceiling;
+    tp.page_bytes = options.page_bytes;
+    FARMEM_RETURN_IF_ERROR(tier::check(tp));
+    impl->tier = std::make_unique<tier::TierManager>(*impl->budget, std::move(source), tp,
+                                                     options.tier_interval);
+  }
   impl->buffer = std::make_unique<AlignedBuffer>(options.local_buffer_bytes);
   if (impl->buffer->p == nullptr) return ResourceExhausted("cannot allocate the local buffer");
   auto rt = std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
@@ -182,7 +227,7 @@ Status ensure_cache(Runtime::Impl& impl) {
   std::call_once(impl.cache_once, [&] {
     detail::CacheOptions co;
     co.page_bytes = impl.options.page_bytes;
-    co.arena_bytes = impl.options.cache_budget_bytes;
+    co.arena_bytes = impl.budget->ceiling();  // the tier may grow the budget up to it
     co.prefetch = impl.options.prefetch;
     co.max_prefetch_pages = impl.options.max_prefetch_pages;
     co.timeout = impl.options.op_timeout;
@@ -240,6 +285,13 @@ Status Runtime::flush() {
 Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
   FARMEM_RETURN_IF_ERROR(ensure_cache(*impl_));
   return impl_->cache->advise(addr, bytes, advice);
+}
+
+TierStats Runtime::tier_stats() const {
+  if (impl_->tier) return impl_->tier->stats();
+  TierStats s;
+  s.budget_bytes = impl_->budget->limit();
+  return s;
 }
 
 CacheStats Runtime::cache_stats() const {

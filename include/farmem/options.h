@@ -4,8 +4,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
+
+#include "farmem/pressure.h"
+#include "farmem/status.h"
 
 namespace farmem {
 
@@ -37,7 +41,21 @@ struct RuntimeOptions {
   /// Deadline of one read, write or batch; past it the operation fails with kTimedOut.
   std::chrono::milliseconds op_timeout{10'000};
   /// Local memory for cached far pages (far_ptr, containers) and mapped regions together.
+  /// With the tier on (budget_floor and budget_ceiling set) it is where the budget starts.
   std::uint64_t cache_budget_bytes = 256u << 20;
+  /// The swap-like tier: with both set, the local budget follows memory pressure between
+  /// them, shrinking (dirty pages written back, memory returned to the OS) when the host or
+  /// the process's cgroup is under pressure and growing back slowly when it is calm. Both 0
+  /// (the default): the budget stays cache_budget_bytes.
+  std::uint64_t budget_floor = 0;
+  std::uint64_t budget_ceiling = 0;
+  /// How often the tier reads memory pressure.
+  std::chrono::milliseconds tier_interval{100};
+  /// Where the tier's readings come from. Empty (the default): PSI memory.pressure and the
+  /// limits of the process's cgroup v2 (else /proc/pressure/memory) and the host's
+  /// MemAvailable. An application (or a test) may supply its own; it is called from the
+  /// tier's thread.
+  std::function<Result<MemoryPressure>()> pressure_source;
   /// Page size of the far_ptr cache: a power of two from 4 KiB to 2 MiB, dividing slab_bytes.
   std::uint32_t page_bytes = 4096;
   /// Trend-driven prefetch for the far_ptr cache.

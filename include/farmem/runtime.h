@@ -111,6 +111,8 @@ class Runtime {
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
   /// The page cache's counters.
   CacheStats cache_stats() const;
+  /// The swap-like tier's budget, readings and decisions (enabled = false without one).
+  TierStats tier_stats() const;
   /// Pages of the far_ptr cache holding data now (its own accounting).
   std::uint64_t cache_frames_in_use() const;
   /// For DerefScope: creates the page cache on first use.

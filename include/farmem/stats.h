@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <string>
 
+#include "farmem/pressure.h"
+
 namespace farmem {
 
 /// Latencies in power-of-two buckets: bucket i counts samples in [2^i, 2^(i+1)) ns.
@@ -41,6 +43,23 @@ struct CacheStats {
   void merge(const CacheStats& other);
   /// One JSON object with every field (the histogram as p50/p90/p99 in ns plus buckets).
   std::string to_json() const;
+};
+
+/// The swap-like tier (RuntimeOptions::budget_floor / budget_ceiling): its budget and what
+/// it decided from which readings.
+struct TierStats {
+  bool enabled = false;              ///< false: a fixed budget (no floor/ceiling set)
+  std::uint64_t budget_bytes = 0;    ///< the local budget now
+  std::uint64_t floor_bytes = 0;
+  std::uint64_t ceiling_bytes = 0;
+  std::uint64_t readings = 0;        ///< pressure readings taken
+  std::uint64_t read_errors = 0;     ///< readings that failed (the budget then holds)
+  std::uint64_t shrinks = 0;         ///< decisions that lowered the budget
+  std::uint64_t grows = 0;           ///< decisions that raised it
+  double last_stall_share = 0;       ///< share of the last interval some task stalled on memory
+  std::string last_reason;           ///< why the last decision was taken
+  MemoryPressure last_reading;       ///< the last reading
+  std::uint64_t over_limit_bytes = 0;  ///< held above the budget after the last shrink (0: none)
 };
 
 }  // namespace farmem

@@ -1,6 +1,8 @@
 // PageCache as a front end of the paging core: how its victims are isolated from lock-free
 // hits (entry kEvicting + a grace period), staged (straight from the frames), dropped and
 // restored; and flush, advice and DontNeed, which go through the pager.
+#include <sys/mman.h>
+
 #include <algorithm>
 
 #include "cache/page_cache.h"
@@ -72,6 +74,19 @@ void PageCache::stage(std::span<const paging::Victim> victims,
 
 void PageCache::drop(std::span<paging::Victim> victims) {
   for (const paging::Victim& v : victims) entry(v.key)->store(kPteAbsent, std::memory_order_release);
+  // Under a budget lowered below the arena (the tier shrank it), dropped frames go back to
+  // the OS, so the process's RSS follows the budget. At full budget they stay mapped: a frame
+  // is reused at once, and refaulting it would cost every miss a kernel page fault.
+  if (budget_.limit() >= arena_len_) return;
+  dropped_frames_.clear();
+  for (const paging::Victim& v : victims) dropped_frames_.push_back(v.frame);
+  std::sort(dropped_frames_.begin(), dropped_frames_.end());
+  for (std::size_t i = 0; i < dropped_frames_.size();) {  // one madvise a run of frames
+    std::size_t j = i + 1;
+    while (j < dropped_frames_.size() && dropped_frames_[j] == dropped_frames_[j - 1] + 1) ++j;
+    (void)::madvise(frame_addr(dropped_frames_[i]), (j - i) * options_.page_bytes, MADV_DONTNEED);
+    i = j;
+  }
 }
 
 void PageCache::restore(std::span<paging::Victim> victims) {

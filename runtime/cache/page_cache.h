@@ -163,6 +163,7 @@ class PageCache final : public paging::Frontend {
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
   std::unique_ptr<paging::Pager> pager_;
+  std::vector<std::uint32_t> dropped_frames_;  ///< drop() scratch (the pager's pass lock)
 
   // Page table: the top level is fixed; blocks and leaves are added under table_mu_.
   std::unique_ptr<std::atomic<DirBlock*>[]> dir_;

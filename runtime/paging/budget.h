@@ -28,9 +28,21 @@ class Reclaimer {
 
 class Budget {
  public:
-  explicit Budget(std::uint64_t limit_bytes) : limit_(limit_bytes) {}
+  explicit Budget(std::uint64_t limit_bytes) : limit_(limit_bytes), ceiling_(limit_bytes) {}
+  /// A budget whose limit may later move (set_limit) up to `ceiling_bytes`: consumers size
+  /// their frame tables for the ceiling.
+  Budget(std::uint64_t limit_bytes, std::uint64_t ceiling_bytes)
+      : limit_(std::min(limit_bytes, ceiling_bytes)), ceiling_(ceiling_bytes) {}
 
   std::uint64_t limit() const { return limit_.load(std::memory_order_relaxed); }
+  /// The highest limit this budget can ever have.
+  std::uint64_t ceiling() const { return ceiling_; }
+  /// Moves the limit (clamped to the ceiling). Lowering it does not evict by itself: charges
+  /// fail until used falls, and reclaim_over_limit() (or each consumer's evictor, which keeps
+  /// a free reserve below the limit) brings it down.
+  void set_limit(std::uint64_t bytes) {
+    limit_.store(std::min(bytes, ceiling_), std::memory_order_relaxed);
+  }
   std::uint64_t used() const { return used_.load(std::memory_order_relaxed); }
   /// Highest `used` ever seen: tests check the budget was never exceeded.
   std::uint64_t peak() const { return peak_.load(std::memory_order_relaxed); }
@@ -62,6 +74,25 @@ class Budget {
       if (freed == 0) break;
     }
     return try_charge(bytes);
+  }
+
+  /// Asks the consumers to give back what they hold above the limit (dirty pages are written
+  /// back first); returns bytes still over the limit (0: done). Bounded number of rounds.
+  std::uint64_t reclaim_over_limit() {
+    constexpr int kRounds = 64;  // each round asks every reclaimer once
+    for (int round = 0; round < kRounds; ++round) {
+      const std::uint64_t u = used(), l = limit();
+      if (u <= l) return 0;
+      std::uint64_t freed = 0;
+      for (Reclaimer* r : reclaimers_snapshot()) {
+        const std::uint64_t uu = used(), ll = limit();
+        if (uu <= ll) return 0;
+        freed += call_reclaim(r, uu - ll);
+      }
+      if (freed == 0) break;
+    }
+    const std::uint64_t u = used(), l = limit();
+    return u > l ? u - l : 0;
   }
 
   /// Flushes every consumer; the first error, after trying them all.
@@ -115,6 +146,7 @@ class Budget {
   }
 
   std::atomic<std::uint64_t> limit_;
+  const std::uint64_t ceiling_;
   std::atomic<std::uint64_t> used_{0};
   std::atomic<std::uint64_t> peak_{0};
   /// Guards reclaimers_ and busy_ (registration is rare; charge() copies the list).

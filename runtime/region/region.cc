@@ -102,7 +102,7 @@ Status Region::Impl::start() {
 
   // The pager: a frame for each page the budget can hold, but no more than the region's
   // pages plus the reserve (a region that fits whole then never evicts).
-  const std::uint64_t budget_pages = budget.limit() / kPageSize;
+  const std::uint64_t budget_pages = budget.ceiling() / kPageSize;  // the most it can grow to
   const std::uint64_t reserve = std::min<std::uint64_t>(
       region::kReservePagesMax, budget_pages / region::kReserveShareOfBudget);
   paging::PagerOptions po;

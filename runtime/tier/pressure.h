@@ -13,30 +13,36 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "farmem/pressure.h"
 #include "farmem/status.h"
 
 namespace farmem::tier {
 
-/// One reading. `stall_total_us` is monotonic (PSI "some" total): the policy looks at its
-/// growth between readings, which is exact, rather than at the kernel's decaying averages.
-struct PressureReading {
-  std::uint64_t stall_total_us = 0;  ///< PSI "some" total: time some task stalled on memory
-  double stall_avg10 = 0;            ///< PSI "some" avg10 (percent), for stats only
-  std::optional<std::uint64_t> cgroup_current;  ///< memory.current
-  std::optional<std::uint64_t> cgroup_high;     ///< memory.high (nullopt: "max")
-  std::optional<std::uint64_t> cgroup_max;      ///< memory.max (nullopt: "max")
-  std::optional<std::uint64_t> mem_available;   ///< /proc/meminfo MemAvailable, bytes
-};
+/// One reading (the public farmem::MemoryPressure: the same fields an application's own
+/// source fills in).
+using PressureReading = MemoryPressure;
 
 class PressureSource {
  public:
   virtual ~PressureSource() = default;
   /// A fresh reading; an error when not even PSI can be read.
   virtual Result<PressureReading> read() = 0;
+};
+
+/// A source that calls a function (RuntimeOptions::pressure_source).
+class FunctionPressureSource final : public PressureSource {
+ public:
+  explicit FunctionPressureSource(std::function<Result<PressureReading>()> fn)
+      : fn_(std::move(fn)) {}
+  Result<PressureReading> read() override { return fn_(); }
+
+ private:
+  std::function<Result<PressureReading>()> fn_;
 };
 
 /// Where the system source looks; tests point it at a made-up tree.
