@@ -287,6 +287,14 @@ Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
   return impl_->cache->advise(addr, bytes, advice);
 }
 
+Status Runtime::close_server(const std::string& url) {
+  const auto& servers = impl_->options.servers;
+  for (std::size_t i = 0; i < servers.size(); ++i) {
+    if (servers[i] == url) return impl_->pool->close_server(i);
+  }
+  return NotFound("close_server: this runtime uses no server " + url);
+}
+
 TierStats Runtime::tier_stats() const {
   if (impl_->tier) return impl_->tier->stats();
   TierStats s;

@@ -27,7 +27,9 @@ enum class Advice : std::uint8_t {
 /// every combination that could only fail later and says which field to change.
 struct RuntimeOptions {
   /// Memservers, as URLs: "rdma://host:port", "tcp://host:port", or "local" (an in-process
-  /// memserver, for tests and single-host use). Slabs are placed round-robin across them.
+  /// memserver, for tests and single-host use). A new slab goes to the roomier of two servers
+  /// picked at random (power of two choices over their free bytes); a full, unreachable or
+  /// closed (Runtime::close_server) server is skipped.
   std::vector<std::string> servers{"local"};
   /// Token every memserver checks at connect (at most 48 bytes).
   std::string auth_token;

@@ -111,6 +111,10 @@ class Runtime {
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
   /// The page cache's counters.
   CacheStats cache_stats() const;
+  /// Closes the memserver `url` (as given in RuntimeOptions::servers) to new slabs: far
+  /// memory already placed there stays usable and is freed as usual. kNotFound for a URL the
+  /// runtime does not use.
+  Status close_server(const std::string& url);
   /// The swap-like tier's budget, readings and decisions (enabled = false without one).
   TierStats tier_stats() const;
   /// Pages of the far_ptr cache holding data now (its own accounting).

@@ -1,13 +1,89 @@
 #include "pool/far_pool.h"
 
+#include <algorithm>
 #include <mutex>
+#include <optional>
 
 #include "common/log.h"
 
 namespace farmem::pool {
 
 FarPool::FarPool(std::vector<std::unique_ptr<transport::Connection>> conns, PoolOptions options)
-    : conns_(std::move(conns)), options_(options) {}
+    : conns_(std::move(conns)), options_(options), closed_(conns_.size(), false) {}
+
+Status FarPool::close_server(std::size_t i) {
+  std::unique_lock lock(mu_);
+  if (i >= conns_.size()) return OutOfRange("no server " + std::to_string(i));
+  closed_[i] = true;
+  return Status::Ok();
+}
+
+bool FarPool::server_closed(std::size_t i) const {
+  std::shared_lock lock(mu_);
+  return i < closed_.size() && closed_[i];
+}
+
+std::vector<std::size_t> FarPool::placement_order_locked(std::uint64_t bytes, std::string& why) {
+  std::vector<std::size_t> open;
+  for (std::size_t c = 0; c < conns_.size(); ++c) {
+    if (!closed_[c]) open.push_back(c);
+  }
+  // Free room of a server, or nullopt (unreachable, or too full for this slab).
+  auto free_of = [&](std::size_t c) -> std::optional<std::uint64_t> {
+    auto st = transport::server_stats(*conns_[c], options_.control_timeout);
+    if (!st.ok()) {
+      why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": " + st.status().to_string();
+      return std::nullopt;
+    }
+    const std::uint64_t free = st->capacity_bytes > st->used_bytes
+                                   ? st->capacity_bytes - st->used_bytes : 0;
+    if (free < bytes) {
+      why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": full (" +
+             std::to_string(free) + " bytes free)";
+      return std::nullopt;
+    }
+    return free;
+  };
+  // Every open server's free room (a control call each: slab leases are rare, and the
+  // registry of issue 7 will report free bytes without them).
+  std::vector<std::pair<std::uint64_t, std::size_t>> room;
+  std::uint64_t total = 0;
+  for (std::size_t c : open) {
+    if (auto f = free_of(c)) {
+      room.emplace_back(*f, c);
+      total += *f;
+    }
+  }
+  std::vector<std::size_t> order;
+  if (room.size() >= 3) {
+    // Power of two choices, each drawn with probability proportional to free room: the
+    // roomier of the two goes first. (Uniform draws would let two small servers win a third
+    // of the time, whatever the big one has free.)
+    auto draw = [&](std::uint64_t skip_total, std::size_t skip) {
+      std::uniform_int_distribution<std::uint64_t> d(0, total - skip_total - 1);
+      std::uint64_t x = d(rng_);
+      for (std::size_t k = 0; k < room.size(); ++k) {
+        if (k == skip) continue;
+        if (x < room[k].first) return k;
+        x -= room[k].first;
+      }
+      return room.size() - 1;
+    };
+    const std::size_t a = draw(0, room.size());
+    const std::size_t b = draw(room[a].first, a);
+    const std::size_t first = room[a].first >= room[b].first ? a : b;
+    const std::size_t second = first == a ? b : a;
+    order.push_back(room[first].second);
+    order.push_back(room[second].second);
+    room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::max(a, b)));
+    room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::min(a, b)));
+  }
+  // The rest (or all, with fewer than three), roomiest first: tried only when the chosen
+  // ones refuse the lease.
+  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
+  for (auto& [f, c] : room) order.push_back(c);
+  return order;
+}
 
 FarPool::~FarPool() {
   std::unique_lock lock(mu_);
@@ -22,16 +98,14 @@ Result<std::size_t> FarPool::lease_slab_locked(std::uint64_t bytes, bool dedicat
     return InvalidArgument("allocation of " + std::to_string(bytes) + " bytes exceeds the " +
                            std::to_string(kMaxSlabBytes) + "-byte slab limit");
   }
-  // Round-robin across servers; a full or failing server passes the request on.
+  // Placed by free room; a full, failing or unreachable server passes the request on.
   std::string why;
-  for (std::size_t tried = 0; tried < conns_.size(); ++tried) {
-    const std::size_t c = (next_conn_ + tried) % conns_.size();
+  for (std::size_t c : placement_order_locked(bytes, why)) {
     auto info = transport::alloc_slab(*conns_[c], bytes, options_.control_timeout);
     if (!info.ok()) {
       why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": " + info.status().to_string();
       continue;
     }
-    next_conn_ = (c + 1) % conns_.size();
     Slab s;
     s.conn = c;
     s.server_slab_id = info->slab_id;
@@ -45,7 +119,7 @@ Result<std::size_t> FarPool::lease_slab_locked(std::uint64_t bytes, bool dedicat
     return slabs_.size() - 1;
   }
   return ResourceExhausted("no memserver could lease a slab of " + std::to_string(bytes) +
-                           " bytes: " + why);
+                           " bytes: " + (why.empty() ? std::string("every server is closed to new slabs") : why));
 }
 
 void FarPool::release_slab_locked(Slab& s) {

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <random>
 #include <shared_mutex>
 #include <vector>
 
@@ -39,6 +40,10 @@ class FarPool {
   Result<FarRange> allocate(std::uint64_t bytes);
   Status free(FarRange range);
 
+  /// Closes server `i` to new slabs (its leased slabs stay usable and are freed as usual).
+  Status close_server(std::size_t i);
+  bool server_closed(std::size_t i) const;
+
   /// The target of [addr, addr + len), which must lie inside one live slab.
   Result<RemoteTarget> resolve(FarAddr addr, std::uint64_t len) const;
 
@@ -64,14 +69,20 @@ class FarPool {
   };
 
   Result<std::size_t> lease_slab_locked(std::uint64_t bytes, bool dedicated);
+  /// The order in which servers are asked for a new slab of `bytes`: power of two choices
+  /// over free bytes first (two open servers drawn with probability proportional to their
+  /// free room, the roomier first), then the other open servers, roomiest first. Servers that cannot report their free room, or report too
+  /// little, are left out (with the reason appended to `why`).
+  std::vector<std::size_t> placement_order_locked(std::uint64_t bytes, std::string& why);
   void release_slab_locked(Slab& slab);
 
   const std::vector<std::unique_ptr<transport::Connection>> conns_;
   const PoolOptions options_;
-  /// Guards slabs_ and next_conn_: shared for resolve(), exclusive for allocate/free.
+  /// Guards slabs_, closed_ and rng_: shared for resolve(), exclusive for allocate/free.
   mutable std::shared_mutex mu_;
   std::vector<Slab> slabs_;  ///< indexed by FarAddr slab index; entries are never reused
-  std::size_t next_conn_ = 0;  ///< round-robin placement of the next slab
+  std::vector<bool> closed_;  ///< per connection: closed to new slabs
+  std::mt19937_64 rng_{0x5eed};  ///< the two random choices (fixed seed: reproducible tests)
 };
 
 }  // namespace farmem::pool

@@ -1,6 +1,8 @@
 // The Runtime facade: opening, far allocation across servers, reads/writes and batches.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <random>
 #include <thread>
@@ -254,6 +256,66 @@ TEST(Runtime, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {
     ASSERT_TRUE(rt->read(got[i].addr, buf).ok());
     EXPECT_EQ(buf[buf.size() - 1], std::byte('a' + i));
   }
+}
+
+TEST(Runtime, PlacesSlabsByFreeRoomSkipsFullAndClosedServers) {
+  // Three memservers of 32, 64 and 128 MiB; slabs of 4 MiB.
+  std::vector<std::unique_ptr<TestServer>> servers;
+  for (std::uint64_t mib : {32u, 64u, 128u}) {
+    memserver::CoreOptions co;
+    co.capacity_bytes = std::uint64_t{mib} << 20;
+    servers.push_back(std::move(TestServer::start("tcp", co)).value());
+  }
+  auto o = local_options();
+  o.servers = {servers[0]->url(), servers[1]->url(), servers[2]->url()};
+  auto rt = open_or_die(o);
+  ASSERT_TRUE(rt);
+  auto free_of = [&](std::size_t i) {
+    const auto st = servers[i]->core().stats();
+    return st.capacity_bytes - st.used_bytes;
+  };
+  // 128 MiB of the 224: placement by free room (power of two choices) moves the servers'
+  // free bytes toward even (32 MiB each if perfectly even). Stated tolerance: the spread of
+  // free bytes ends at most a third of where it started (96 MiB), and more free room always
+  // got more slabs.
+  std::vector<FarRange> got;
+  for (int i = 0; i < 32; ++i) {
+    auto r = rt->allocate(4u << 20);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status().to_string();
+    got.push_back(*r);
+  }
+  const std::uint64_t f0 = free_of(0), f1 = free_of(1), f2 = free_of(2);
+  const std::uint64_t hi = std::max({f0, f1, f2}), lo = std::min({f0, f1, f2});
+  EXPECT_LE(hi - lo, (96u << 20) / 3) << "free MiB: " << (f0 >> 20) << " " << (f1 >> 20) << " "
+                               << (f2 >> 20);
+  EXPECT_GT(servers[2]->core().stats().slabs, servers[1]->core().stats().slabs);
+  EXPECT_GT(servers[1]->core().stats().slabs, servers[0]->core().stats().slabs);
+
+  // A closed server gets no new slabs; the others fill up, and then allocation fails clearly.
+  ASSERT_TRUE(rt->close_server(servers[2]->url()).ok());
+  EXPECT_EQ(rt->close_server("tcp://127.0.0.1:1").code(), StatusCode::kNotFound);
+  const std::uint64_t closed_slabs = servers[2]->core().stats().slabs;
+  int more = 0;
+  for (;; ++more) {
+    auto r = rt->allocate(4u << 20);
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), StatusCode::kResourceExhausted) << r.status().to_string();
+      EXPECT_NE(r.status().message().find("full"), std::string::npos) << r.status().to_string();
+      break;
+    }
+    got.push_back(*r);
+    ASSERT_LT(more, 64) << "allocation never ran out";
+  }
+  EXPECT_EQ(servers[2]->core().stats().slabs, closed_slabs);
+  EXPECT_EQ(free_of(0), 0u);  // the full servers were used to the last slab
+  EXPECT_EQ(free_of(1), 0u);
+  // Far memory on the closed server stays usable.
+  auto buf = rt->local_buffer().first(4096);
+  for (const FarRange& r : got) {
+    std::memset(buf.data(), 7, buf.size());
+    ASSERT_TRUE(rt->write(r.addr, buf).ok());
+  }
+  for (const FarRange& r : got) ASSERT_TRUE(rt->free(r).ok());
 }
 
 class RuntimeVerbs : public ::testing::Test {};
