@@ -73,7 +73,7 @@ void Core::close_session(Session& session) {
 }
 
 proto::HelloOk Core::hello_reply(const Session& session) const {
-  return proto::HelloOk{session.id(), options_.capacity_bytes, options_.chunk_bytes};
+  return proto::HelloOk{session.id(), pool_.capacity_bytes(), options_.chunk_bytes};
 }
 
 proto::Message Core::handle(Session& session, const proto::Message& req) {

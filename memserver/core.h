@@ -103,6 +103,10 @@ class Core {
   proto::HelloOk hello_reply(const Session& session) const;
 
   proto::ServerStats stats() const;
+  /// The slab pool's capacity now, and moving it (see SlabPool::set_capacity).
+  std::uint64_t capacity_bytes() const { return pool_.capacity_bytes(); }
+  void set_capacity(std::uint64_t bytes) { pool_.set_capacity(bytes); }
+  std::uint64_t used_bytes() const { return pool_.used_bytes(); }
 
   /// Counts a request answered with an error outside handle() (bad frames seen by listeners).
   void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }

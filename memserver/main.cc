@@ -5,10 +5,14 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <pthread.h>
 
 #include "common/log.h"
 #include "farmem/farmem.h"
+#include "common/meminfo.h"
+#include "memserver/auto_capacity.h"
 #include "memserver/server.h"
 
 namespace {
@@ -40,13 +44,23 @@ int main(int argc, char** argv) {
                "Slabs are mapped only when a client asks for one and unmapped when it frees\n"
                "them or disconnects; an idle memserver holds almost no memory."};
   std::string tcp, rdma, capacity = "1G", chunk = "2M", token, token_file, level = "info";
+  std::string capacity_reserve = "256M", meminfo = "/proc/meminfo";
   int numa = -1;
   app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
                  "RDMA-capable netdev (e.g. 10.99.0.1:7471)");
   app.add_option("--capacity", capacity,
-                 "Most memory leased to clients at once, all clients together (e.g. 512M, 4G)")
+                 "Most memory leased to clients at once, all clients together (e.g. 512M, 4G), "
+                 "or auto[:FRACTION]: lend FRACTION (default 0.5) of what the host can spare "
+                 "(MemAvailable plus what is leased, minus --capacity-reserve), re-read every "
+                 "second; when the host needs memory back, new slabs are refused")
+      ->capture_default_str();
+  app.add_option("--capacity-reserve", capacity_reserve,
+                 "With --capacity auto: memory always left to the host beyond the fraction")
+      ->capture_default_str();
+  app.add_option("--meminfo", meminfo,
+                 "With --capacity auto: where MemAvailable is read (a container's own meminfo)")
       ->capture_default_str();
   app.add_option("--chunk", chunk,
                  "Slab granularity: every slab is a multiple of it (power of two, >= 4K)")
@@ -71,8 +85,21 @@ int main(int argc, char** argv) {
     return 2;
   }
   farmem::memserver::ServerOptions opts;
-  opts.core.capacity_bytes = or_exit(farmem::memserver::parse_size(capacity), "--capacity");
   opts.core.chunk_bytes = or_exit(farmem::memserver::parse_size(chunk), "--chunk");
+  std::optional<farmem::memserver::AutoCapacityOptions> auto_capacity;
+  if (capacity.rfind("auto", 0) == 0) {
+    farmem::memserver::AutoCapacityOptions ao;
+    ao.fraction = or_exit(farmem::memserver::parse_auto_capacity(capacity), "--capacity");
+    ao.reserve_bytes = or_exit(farmem::memserver::parse_size(capacity_reserve), "--capacity-reserve");
+    ao.meminfo_path = meminfo;
+    const auto avail = or_exit(farmem::read_mem_available(meminfo), "--capacity auto");
+    opts.core.capacity_bytes =
+        farmem::memserver::auto_capacity_bytes(avail, 0, ao, opts.core.chunk_bytes);
+    auto_capacity = ao;
+    opts.auto_capacity = true;
+  } else {
+    opts.core.capacity_bytes = or_exit(farmem::memserver::parse_size(capacity), "--capacity");
+  }
   const auto c = opts.core.chunk_bytes;
   if (c < 4096 || (c & (c - 1)) != 0) {
     std::fprintf(stderr, "farmem-memserver: --chunk must be a power of two >= 4K\n");
@@ -92,6 +119,11 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   auto server = or_exit(farmem::memserver::Server::start(std::move(opts)), "cannot start");
+  std::unique_ptr<farmem::memserver::AutoCapacity> lender;
+  if (auto_capacity) {
+    lender = or_exit(farmem::memserver::AutoCapacity::start(server->core(), *auto_capacity),
+                     "--capacity auto");
+  }
   if (server->tcp_port() != 0) std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
   if (server->rdma_port() != 0) std::printf("listening rdma %s port %u\n", rdma.c_str(), server->rdma_port());
   std::fflush(stdout);
@@ -99,6 +131,7 @@ int main(int argc, char** argv) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   farmem::log().info("signal {}: shutting down", sig);
+  lender.reset();
   server.reset();
   return 0;
 }

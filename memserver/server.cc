@@ -13,7 +13,8 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options) {
   if (!options.tcp && !options.rdma) {
     return InvalidArgument("nothing to listen on: give a TCP and/or an RDMA address");
   }
-  if (options.core.chunk_bytes == 0 || options.core.capacity_bytes < options.core.chunk_bytes) {
+  if (options.core.chunk_bytes == 0 ||
+      (!options.auto_capacity && options.core.capacity_bytes < options.core.chunk_bytes)) {
     return InvalidArgument("capacity (" + std::to_string(options.core.capacity_bytes) +
                            ") must be at least one chunk (" +
                            std::to_string(options.core.chunk_bytes) + ")");

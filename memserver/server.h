@@ -23,6 +23,9 @@ struct ServerOptions {
   CoreOptions core;
   std::optional<ListenAddress> tcp;   ///< serve TCP clients here
   std::optional<ListenAddress> rdma;  ///< serve RDMA (rdma_cm) clients here
+  /// The capacity moves (--capacity auto, memserver/auto_capacity.h): it may start below one
+  /// chunk, even at 0, when the host has nothing to spare yet.
+  bool auto_capacity = false;
 };
 
 class Server {

@@ -62,18 +62,19 @@ Status SlabPool::bind_to_node(void* base, std::size_t bytes) {
 
 Result<SlabMemory> SlabPool::map(std::uint64_t bytes) {
   if (bytes == 0) return InvalidArgument("slab of 0 bytes");
-  if (bytes > capacity_) {
+  const std::uint64_t capacity = capacity_bytes();
+  if (bytes > capacity) {
     return ResourceExhausted("slab of " + std::to_string(bytes) +
                              " bytes is larger than the pool capacity of " +
-                             std::to_string(capacity_));
+                             std::to_string(capacity));
   }
   const std::uint64_t rounded = (bytes + chunk_ - 1) / chunk_ * chunk_;
   // Reserve capacity first so concurrent maps can never overshoot it together.
   std::uint64_t used = used_.load(std::memory_order_relaxed);
   do {
-    if (used + rounded > capacity_) {
+    if (used + rounded > capacity) {
       return ResourceExhausted("pool at capacity: " + std::to_string(used) + " of " +
-                               std::to_string(capacity_) + " bytes leased, " +
+                               std::to_string(capacity) + " bytes leased, " +
                                std::to_string(rounded) + " more requested");
     }
   } while (!used_.compare_exchange_weak(used, used + rounded, std::memory_order_relaxed));

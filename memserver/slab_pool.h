@@ -47,14 +47,17 @@ class SlabPool {
   /// Returns a slab's bytes to the pool (the SlabMemory is unmapped by the caller dropping it).
   void unmap(SlabMemory memory);
 
-  std::uint64_t capacity_bytes() const { return capacity_; }
+  std::uint64_t capacity_bytes() const { return capacity_.load(std::memory_order_relaxed); }
+  /// Moves the capacity (--capacity auto). Below what is leased, new slabs are refused and
+  /// nothing leased is taken back.
+  void set_capacity(std::uint64_t bytes) { capacity_.store(bytes, std::memory_order_relaxed); }
   std::uint64_t chunk_bytes() const { return chunk_; }
   std::uint64_t used_bytes() const { return used_.load(std::memory_order_relaxed); }
 
  private:
   Status bind_to_node(void* base, std::size_t bytes);
 
-  const std::uint64_t capacity_;
+  std::atomic<std::uint64_t> capacity_;
   const std::uint64_t chunk_;
   const int numa_node_;
   std::atomic<std::uint64_t> used_{0};

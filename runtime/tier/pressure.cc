@@ -1,6 +1,8 @@
 // Memory-pressure readings: the parsers and the system source (see pressure.h).
 #include "tier/pressure.h"
 
+#include "common/meminfo.h"
+
 #include <charconv>
 #include <fstream>
 #include <sstream>
@@ -76,21 +78,6 @@ Result<std::optional<std::uint64_t>> parse_cgroup_value(std::string_view text) {
   auto v = to_u64(t);
   if (!v) return InvalidArgument("cgroup value is neither a number nor \"max\": " + std::string(t));
   return std::optional<std::uint64_t>{*v};
-}
-
-Result<std::uint64_t> parse_mem_available(std::string_view meminfo) {
-  constexpr std::string_view kKey = "MemAvailable:";
-  const std::size_t at = meminfo.find(kKey);
-  if (at == std::string_view::npos) return InvalidArgument("meminfo has no MemAvailable");
-  std::string_view rest = meminfo.substr(at + kKey.size());
-  rest = rest.substr(0, rest.find('\n'));
-  rest = trim(rest);
-  if (rest.size() < 3 || rest.substr(rest.size() - 2) != "kB") {
-    return InvalidArgument("MemAvailable is not in kB: " + std::string(rest));
-  }
-  auto kb = to_u64(trim(rest.substr(0, rest.size() - 2)));
-  if (!kb) return InvalidArgument("MemAvailable is not a number: " + std::string(rest));
-  return *kb * 1024;
 }
 
 std::optional<std::string> parse_cgroup_v2_path(std::string_view proc_cgroup) {

@@ -71,8 +71,7 @@ class SystemPressureSource final : public PressureSource {
 Result<PressureReading> parse_psi(std::string_view text);
 /// A cgroup limit file: a number, or "max" (nullopt).
 Result<std::optional<std::uint64_t>> parse_cgroup_value(std::string_view text);
-/// MemAvailable of /proc/meminfo, in bytes.
-Result<std::uint64_t> parse_mem_available(std::string_view meminfo);
+// MemAvailable: farmem::parse_mem_available (common/meminfo.h), shared with the memserver.
 /// The cgroup v2 path of a /proc/<pid>/cgroup file ("0::/a/b" -> "/a/b"); nullopt if none.
 std::optional<std::string> parse_cgroup_v2_path(std::string_view proc_cgroup);
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/meminfo.h"
 #include "tier/policy.h"
 #include "tier/pressure.h"
 

@@ -43,6 +43,9 @@ constexpr ContractBackend kTcp{"tcp", false, true};
 constexpr ContractBackend kVerbs{"verbs", true, true};
 constexpr ContractBackend kFault{"fault", false, true};
 
+/// Printed by its name in test output (not as a pointer).
+void PrintTo(const ContractBackend* b, std::ostream* os) { *os << b->name; }
+
 /// Instance names "Local", "Tcp", "Verbs", "Fault" (--gtest_filter='*Verbs*' picks RDMA).
 struct ContractBackendName {
   std::string operator()(const ::testing::TestParamInfo<const ContractBackend*>& info) const {

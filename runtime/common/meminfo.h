@@ -1,0 +1,18 @@
+// /proc/meminfo, read by the tier (the host's MemAvailable as a pressure signal) and by the
+// memserver (--capacity auto: lend what the host can spare).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "farmem/status.h"
+
+namespace farmem {
+
+/// MemAvailable of a /proc/meminfo text, in bytes.
+Result<std::uint64_t> parse_mem_available(std::string_view meminfo);
+/// Reads `path` (normally /proc/meminfo) and returns its MemAvailable, in bytes.
+Result<std::uint64_t> read_mem_available(const std::string& path = "/proc/meminfo");
+
+}  // namespace farmem
