@@ -7,6 +7,7 @@
 
 #include "cache/page_cache.h"
 #include "common/log.h"
+#include "paging/runs.h"
 
 namespace farmem::detail {
 
@@ -81,12 +82,9 @@ void PageCache::drop(std::span<paging::Victim> victims) {
   dropped_frames_.clear();
   for (const paging::Victim& v : victims) dropped_frames_.push_back(v.frame);
   std::sort(dropped_frames_.begin(), dropped_frames_.end());
-  for (std::size_t i = 0; i < dropped_frames_.size();) {  // one madvise a run of frames
-    std::size_t j = i + 1;
-    while (j < dropped_frames_.size() && dropped_frames_[j] == dropped_frames_[j - 1] + 1) ++j;
-    (void)::madvise(frame_addr(dropped_frames_[i]), (j - i) * options_.page_bytes, MADV_DONTNEED);
-    i = j;
-  }
+  paging::for_each_run(dropped_frames_, [&](std::size_t i, std::size_t n) {  // one madvise a run
+    (void)::madvise(frame_addr(dropped_frames_[i]), n * options_.page_bytes, MADV_DONTNEED);
+  });
 }
 
 void PageCache::restore(std::span<paging::Victim> victims) {

@@ -20,11 +20,11 @@
 #include "common/log.h"
 #include "region/region.h"
 #include "region/region_constants.h"
-#include "region/runs.h"
+#include "paging/runs.h"
 
 namespace farmem {
 
-using region::for_each_run;
+using paging::for_each_run;
 using region::kPageSize;
 using Clock = std::chrono::steady_clock;
 

@@ -23,7 +23,7 @@
 #include "common/in_farmem.h"
 #include "region/region.h"
 #include "region/region_constants.h"
-#include "region/runs.h"
+#include "paging/runs.h"
 
 namespace farmem {
 
@@ -161,7 +161,7 @@ void Region::Impl::serve_readahead_on_handler() {
   }
   if (charged.empty()) return;
   prefetch_batch.clear();
-  region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
+  paging::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
     prefetch_batch.read(page_far(charged[i]), fetch_staging.subspan((1 + i) * kPageSize, bytes));
   });
@@ -171,7 +171,7 @@ void Region::Impl::serve_readahead_on_handler() {
     pager->uncharge_pages(static_cast<std::uint32_t>(charged.size()));
     return;
   }
-  region::for_each_run(charged, [&](std::size_t i, std::size_t n) {
+  paging::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
                            fetch_staging.data() + (1 + i) * kPageSize, write, paging::kNoStream);
   });

@@ -122,8 +122,8 @@ Result<PressureReading> SystemPressureSource::read() {
     r.cgroup_high = value("memory.high");
     r.cgroup_max = value("memory.max");
   }
-  if (auto meminfo = slurp(paths_.proc + "/meminfo")) {
-    if (auto avail = parse_mem_available(*meminfo); avail.ok()) r.mem_available = *avail;
+  if (auto avail = read_mem_available(paths_.proc + "/meminfo"); avail.ok()) {
+    r.mem_available = *avail;
   }
   return r;
 }

@@ -11,7 +11,6 @@ TierManager::TierManager(paging::Budget& budget, std::unique_ptr<PressureSource>
   stats_.enabled = true;
   stats_.floor_bytes = policy.floor_bytes;
   stats_.ceiling_bytes = policy.ceiling_bytes;
-  stats_.budget_bytes = budget_.limit();
   if (interval_.count() > 0) thread_ = std::thread([this] { run(); });
 }
 
@@ -56,7 +55,6 @@ void TierManager::step() {
   stats_.last_reason = s.reason;
   if (s.decision == Decision::kHold) return;
   budget_.set_limit(s.budget);
-  stats_.budget_bytes = s.budget;
   if (s.decision == Decision::kGrow) {
     ++stats_.grows;
     return;

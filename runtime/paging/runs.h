@@ -1,11 +1,11 @@
-// Runs of consecutive page numbers: one ioctl, madvise or far op covers a whole run.
+// Runs of consecutive page (or frame) numbers: one ioctl, madvise or far op covers a run.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
 
-namespace farmem::region {
+namespace farmem::paging {
 
 /// Calls fn(first_index, count) for each run of consecutive page numbers in sorted `pages`.
 template <typename Fn>
@@ -18,4 +18,4 @@ void for_each_run(std::span<const std::uint32_t> pages, Fn&& fn) {
   }
 }
 
-}  // namespace farmem::region
+}  // namespace farmem::paging
