@@ -96,8 +96,7 @@ std::vector<std::size_t> FarPool::current_servers() const {
   return out;
 }
 
-std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64_t bytes,
-                                                                     std::string& why) {
+std::vector<FarPool::Room> FarPool::room_for(std::uint64_t bytes, std::string& why) {
   std::vector<std::size_t> open;
   {
     std::shared_lock lock(mu_);
@@ -107,7 +106,7 @@ std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64
   }
   // A control call each: slab leases are rare (the etcd registry also reports free bytes,
   // but a lease needs the figure of now, not of the last refresh).
-  std::vector<std::pair<std::uint64_t, std::size_t>> room;
+  std::vector<Room> room;
   for (std::size_t c : open) {
     auto st = transport::server_stats(*conns_[c], options_.control_timeout);
     if (!st.ok()) {
@@ -120,43 +119,51 @@ std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64
       append_why(why, conns_[c]->peer(), "full (" + std::to_string(free) + " bytes free)");
       continue;
     }
-    room.emplace_back(free, c);
+    room.push_back({free, st->capacity_bytes, c});
   }
   return room;
 }
 
 std::vector<std::size_t> FarPool::placement_order(std::uint64_t bytes, std::string& why) {
   auto room = room_for(bytes, why);
+  // Of two servers, the one with the larger free fraction goes first: every server then
+  // lends about the same fraction of itself, so far bytes follow capacity and every server
+  // carries traffic from the start (comparing free bytes instead would fill the biggest
+  // server alone until its free room came down to the others').
+  auto emptier = [](const Room& x, const Room& y) {
+    const double fx = x.capacity ? double(x.free) / double(x.capacity) : 0;
+    const double fy = y.capacity ? double(y.free) / double(y.capacity) : 0;
+    return fx > fy;
+  };
   std::vector<std::size_t> order;
   if (room.size() >= 3) {
     std::uint64_t total = 0;
-    for (auto& [f, c] : room) total += f;
-    // Power of two choices, each drawn with probability proportional to free room: the
-    // roomier of the two goes first. (Uniform draws would let two small servers win a third
-    // of the time, whatever the big one has free.) Only lease_mu_ holders draw.
+    for (auto& r : room) total += r.free;
+    // Power of two choices, each drawn with probability proportional to free bytes. Only
+    // lease_mu_ holders draw.
     auto draw = [&](std::uint64_t skip_total, std::size_t skip) {
       std::uniform_int_distribution<std::uint64_t> d(0, total - skip_total - 1);
       std::uint64_t x = d(rng_);
       for (std::size_t k = 0; k < room.size(); ++k) {
         if (k == skip) continue;
-        if (x < room[k].first) return k;
-        x -= room[k].first;
+        if (x < room[k].free) return k;
+        x -= room[k].free;
       }
       return room.size() - 1;
     };
     const std::size_t a = draw(0, room.size());
-    const std::size_t b = draw(room[a].first, a);
-    const std::size_t first = room[a].first >= room[b].first ? a : b;
+    const std::size_t b = draw(room[a].free, a);
+    const std::size_t first = emptier(room[b], room[a]) ? b : a;
     const std::size_t second = first == a ? b : a;
-    order.push_back(room[first].second);
-    order.push_back(room[second].second);
+    order.push_back(room[first].conn);
+    order.push_back(room[second].conn);
     room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::max(a, b)));
     room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::min(a, b)));
   }
-  // The rest (or all, with fewer than three), roomiest first: tried only when the chosen
+  // The rest (or all, with fewer than three), emptiest first: tried only when the chosen
   // ones refuse the lease.
-  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
-  for (auto& [f, c] : room) order.push_back(c);
+  std::sort(room.begin(), room.end(), emptier);
+  for (auto& r : room) order.push_back(r.conn);
   return order;
 }
 
@@ -180,15 +187,15 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
   const std::uint64_t stripes = (bytes + u - 1) / u;
   std::string why;
   auto room = room_for(u, why);  // a server with room for less than a stripe cannot help
-  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
+  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.free > y.free; });
   // Widest first: k servers with room for an equal share each; a server that refuses its
   // share leaves the candidates, so this ends after at most servers + stripes rounds.
   std::uint64_t k = std::min<std::uint64_t>(room.size(), stripes);
   while (k >= 1) {
     const std::uint64_t share = (stripes + k - 1) / k * u;
-    std::vector<std::pair<std::uint64_t, std::size_t>> chosen;
+    std::vector<Room> chosen;
     for (auto& r : room) {
-      if (r.first >= share && chosen.size() < k) chosen.push_back(r);
+      if (r.free >= share && chosen.size() < k) chosen.push_back(r);
     }
     if (chosen.size() < k) {
       --k;
@@ -198,7 +205,7 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
     s.bytes = stripes * u;
     s.stripe = k > 1 ? u : 0;
     std::size_t refused = SIZE_MAX;
-    for (auto& [f, c] : chosen) {
+    for (auto& [f, cap, c] : chosen) {
       auto info = transport::alloc_slab(*conns_[c], share, options_.control_timeout);
       if (!info.ok()) {
         append_why(why, conns_[c]->peer(), info.status().to_string());
@@ -209,10 +216,10 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
     }
     if (refused == SIZE_MAX) return s;
     release(s.pieces);
-    std::erase_if(room, [&](auto& r) { return r.second == refused; });
+    std::erase_if(room, [&](auto& r) { return r.conn == refused; });
     k = std::min<std::uint64_t>(k, room.size());
   }
-  for (auto& [f, c] : room) {
+  for (auto& [f, cap, c] : room) {
     append_why(why, conns_[c]->peer(), "too full for an equal share (" + std::to_string(f) +
                                            " bytes free)");
   }

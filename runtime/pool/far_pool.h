@@ -113,13 +113,17 @@ class FarPool {
     std::unique_ptr<SlabAllocator> alloc;
   };
 
-  /// Servers open to new slabs with at least `bytes` free, with their free bytes (a control
+  struct Room {
+    std::uint64_t free = 0;
+    std::uint64_t capacity = 0;
+    std::size_t conn = 0;
+  };
+  /// Servers open to new slabs with at least `bytes` free, as they report now (a control
   /// call each); the others are named in `why` with the reason.
-  std::vector<std::pair<std::uint64_t, std::size_t>> room_for(std::uint64_t bytes,
-                                                              std::string& why);
+  std::vector<Room> room_for(std::uint64_t bytes, std::string& why);
   /// The order in which servers are asked for a new slab of `bytes`: power of two choices
-  /// over free bytes first (two drawn with probability proportional to their free room, the
-  /// roomier first), then the others, roomiest first.
+  /// first (two drawn with probability proportional to their free bytes, the one with the
+  /// larger free fraction first), then the others, emptiest first.
   std::vector<std::size_t> placement_order(std::uint64_t bytes, std::string& why);
   /// Leases one piece of `bytes` from the first server of placement order that grants it.
   Result<Piece> lease_piece(std::uint64_t bytes, std::string& why);
