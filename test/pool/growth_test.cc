@@ -22,18 +22,10 @@ RuntimeOptions options_for(std::vector<std::string> servers) {
   return o;
 }
 
-std::unique_ptr<TestServer> tcp_server(std::uint64_t mib) {
-  memserver::CoreOptions co;
-  co.capacity_bytes = mib << 20;
-  auto s = TestServer::start("tcp", co);
-  EXPECT_TRUE(s.ok()) << s.status().to_string();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
-
 std::uint64_t used_of(TestServer& s) { return s.core().stats().used_bytes; }
 
 TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
-  auto a = tcp_server(8);
+  auto a = tcp_server_of(8);
   ASSERT_TRUE(a);
   std::unique_ptr<TestServer> b;  // outlives the runtime, which returns its slabs
   auto rt = Runtime::open(options_for({a->url()}));
@@ -60,7 +52,7 @@ TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
   EXPECT_EQ(r.server_stats()->size(), 1u);
 
   // A second server joins: growth continues there, old and new data stay right.
-  b = tcp_server(32);
+  b = tcp_server_of(32);
   ASSERT_TRUE(b);
   ASSERT_TRUE(r.add_server(b->url()).ok());
   const std::uint64_t target = n + (4u << 20) / sizeof(std::uint64_t);  // +4 MiB of elements
@@ -97,7 +89,7 @@ TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
 }
 
 TEST(Growth, ADeadServerIsSkippedAndNamedWhenNothingElseHasRoom) {
-  auto a = tcp_server(8), b = tcp_server(64);
+  auto a = tcp_server_of(8), b = tcp_server_of(64);
   ASSERT_TRUE(a && b);
   auto rt = Runtime::open(options_for({a->url(), b->url()}));
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
@@ -142,7 +134,7 @@ void write_and_check(Runtime& r, FarRange far, std::uint64_t chunk, std::uint64_
 }
 
 TEST(Growth, AllocationsLargerThanASlabAreStripedOverServers) {
-  auto a = tcp_server(64), b = tcp_server(64), c = tcp_server(64);
+  auto a = tcp_server_of(64), b = tcp_server_of(64), c = tcp_server_of(64);
   ASSERT_TRUE(a && b && c);
   auto rt = Runtime::open(options_for({a->url(), b->url(), c->url()}));
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
@@ -195,7 +187,7 @@ TEST(Growth, AllocationsLargerThanASlabAreStripedOverServers) {
 }
 
 TEST(Growth, AStripedRegionEvictsAndFaultsAcrossStripes) {
-  auto a = tcp_server(32), b = tcp_server(32), c = tcp_server(32);
+  auto a = tcp_server_of(32), b = tcp_server_of(32), c = tcp_server_of(32);
   ASSERT_TRUE(a && b && c);
   auto o = options_for({a->url(), b->url(), c->url()});
   o.cache_budget_bytes = 1u << 20;  // 256 pages for a 12 MiB region: most writes evict
