@@ -2,11 +2,15 @@
 // allocations larger than a slab striped over several servers.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <random>
 #include <vector>
 
 #include "farmem/farmem.h"
+#include "test/support/server_process.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -110,6 +114,53 @@ TEST(Growth, ADeadServerIsSkippedAndNamedWhenNothingElseHasRoom) {
       << none.status().to_string();
   EXPECT_NE(none.status().message().find("full"), std::string::npos) << none.status().to_string();
   for (auto& f : got) ASSERT_TRUE(r.free(f).ok());
+}
+
+TEST(Growth, AStalledServerDelaysOnlyTheLeaseThatAsksItNotReadsAndWrites) {
+  ServerProcess stalled;  // a farmem-memserver process, stopped below
+  ASSERT_TRUE(stalled.start("tcp").ok());
+  auto good = tcp_server_of(64);
+  ASSERT_TRUE(good);
+  auto o = options_for({good->url(), stalled.url()});
+  o.op_timeout = std::chrono::milliseconds(500);
+  auto rt = Runtime::open(o);
+  ASSERT_TRUE(rt.ok()) << rt.status().to_string();
+  Runtime& r = **rt;
+  // Far memory on the good server (the other closed meanwhile, then reopened).
+  ASSERT_TRUE(r.close_server(stalled.url()).ok());
+  auto placed = r.allocate(4u << 20);
+  ASSERT_TRUE(placed.ok()) << placed.status().to_string();
+  ASSERT_TRUE(r.add_server(stalled.url()).ok());
+  stalled.signal(SIGSTOP);
+
+  // A reader keeps reading the placed memory while a lease asks the stalled server for its
+  // free room: the lease waits out op_timeout there, but reads must go on meanwhile.
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> reads{0};
+  std::atomic<bool> read_error{false};
+  std::thread reader([&] {
+    auto buf = r.local_buffer().first(4096);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+      if (!r.read(placed->addr, buf).ok()) read_error = true;
+      reads.fetch_add(1);
+    }
+  });
+  while (reads.load() == 0) std::this_thread::yield();
+  const std::uint64_t before = reads.load();
+  auto leased = r.allocate(4u << 20);  // needs a new slab: asks both servers
+  const std::uint64_t during = reads.load() - before;
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(leased.ok()) << leased.status().to_string();
+  EXPECT_FALSE(read_error.load());
+  EXPECT_GT(during, 0u) << "reads stopped while a lease waited on a stalled server";
+  EXPECT_EQ(good->core().stats().used_bytes, 8u << 20);
+  // The stalled server's connection broke on the timeout: the next lease skips it at once.
+  auto next = r.allocate(4u << 20);
+  ASSERT_TRUE(next.ok()) << next.status().to_string();
+  stalled.signal(SIGCONT);
+  for (auto f : {*placed, *leased, *next}) ASSERT_TRUE(r.free(f).ok());
 }
 
 // Writes a pattern over [0, bytes) of `far` through the local buffer in `chunk`-sized pieces
