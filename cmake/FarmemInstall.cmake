@@ -42,10 +42,13 @@ set(CPACK_PACKAGE_NAME farmem)
 set(CPACK_PACKAGE_VENDOR "farmem")
 set(CPACK_PACKAGE_CONTACT "farmem maintainers <farmem@localhost>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "${PROJECT_DESCRIPTION}: libfarmem, farmem-memserver, farmemctl")
-set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 # The operator's kit installs to /etc by absolute path: stage through DESTDIR so that it lands
-# in the package, never on the building host.
+# in the package, never on the building host. With DESTDIR staging CPack installs to
+# CPACK_INSTALL_PREFIX.
 set(CPACK_SET_DESTDIR ON)
+set(CPACK_INSTALL_PREFIX /usr)
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+set(CPACK_STRIP_FILES ON)  # RelWithDebInfo builds carry ~100 MB of debug info
 set(CPACK_GENERATOR DEB)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION libs)

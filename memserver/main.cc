@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   app.set_config("--config", "",
                  "Read options from FILE (TOML: one `name = value` a line, names as the long "
                  "flags without --); flags on the command line win");
+  // A misspelt name in the file must stop the server, not leave the option at its default.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "

@@ -26,6 +26,9 @@ constexpr auto kClientDeadline = std::chrono::seconds(2);
 // After a failed accept (e.g. out of fds) the thread pauses so a persistent error does not
 // spin a core.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(10);
+// After replying, unread request bytes are drained for at most this long before closing, so
+// that the close does not reset the connection under a reply the client has yet to read.
+constexpr auto kLingerTime = std::chrono::milliseconds(200);
 // The Prometheus text exposition format's content type.
 constexpr const char* kPrometheusType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -109,7 +112,21 @@ void MetricsServerImpl::serve_one(int fd, const std::string& peer) {
                     "\r\nConnection: close\r\n\r\n";
   out += r.body;
   const Status st = net::write_full(fd, out.data(), out.size(), deadline, peer);
-  if (!st.ok()) log().debug("metrics: {}", st.to_string());
+  if (!st.ok()) {
+    log().debug("metrics: {}", st.to_string());
+    return;
+  }
+  // Lingering close: say we are done, then read until the client closes too (or a short
+  // bound passes), so unread bytes of an oversized request do not turn the close into a reset.
+  ::shutdown(fd, SHUT_WR);
+  const auto linger_end = net::deadline_after(kLingerTime);
+  std::size_t drained = 0;
+  while (drained < 4 * kMaxRequestBytes) {  // bounded by bytes and by the linger deadline
+    if (!net::wait_ready(fd, POLLIN, linger_end, peer).ok()) return;
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) return;
+    if (n > 0) drained += static_cast<std::size_t>(n);
+  }
 }
 
 }  // namespace
