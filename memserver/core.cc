@@ -35,11 +35,6 @@ Result<std::byte*> Session::resolve_locked(std::uint64_t addr, std::uint32_t rke
   return slab.memory.base() + (addr - base);
 }
 
-std::string Session::label() const {
-  std::shared_lock lock(mu_);
-  return label_;
-}
-
 Core::Core(CoreOptions options)
     : options_(std::move(options)),
       pool_(options_.capacity_bytes, options_.chunk_bytes, options_.numa_node),

@@ -52,8 +52,6 @@ class Session {
 
   std::uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }
-  /// What the client called itself (SET_LABEL); empty when it sent nothing.
-  std::string label() const;
 
   /// Runs fn(std::byte* p) with p the server address of [addr, addr + len), which must lie
   /// inside one of this session's slabs and be addressed with that slab's rkey. The slab
@@ -80,7 +78,7 @@ class Session {
   mutable std::shared_mutex mu_;
   std::map<std::uint64_t, Slab> slabs_;  ///< keyed by base address, for range lookup
   bool closed_ = false;
-  std::string label_;
+  std::string label_;  ///< what the client called itself (SET_LABEL); empty: nothing
 };
 
 class Core {

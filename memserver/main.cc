@@ -170,8 +170,9 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   farmem::memserver::notify_ready(status);
 
-  const int sig = farmem::memserver::wait_for_stop(signals, [] {
-    if (auto st = farmem::reopen_log_file(); !st.ok()) farmem::log().error("SIGHUP: {}", st.to_string());
+  const int sig = farmem::memserver::wait_for_stop(signals, [&log_file] {
+    if (log_file.empty()) farmem::log().info("SIGHUP: no --log-file to reopen");
+    else if (auto st = farmem::reopen_log_file(); !st.ok()) farmem::log().error("SIGHUP: {}", st.to_string());
     else farmem::log().info("SIGHUP: log reopened");
   }, status);
   farmem::log().info("signal {}: shutting down", sig);
