@@ -1,6 +1,5 @@
 // farmem-memserver --metrics: the Prometheus text (parsed back here), the HTTP responder's
 // answers, and a live endpoint scraped with libcurl while a client leases and uses a slab.
-#include <curl/curl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,6 +10,7 @@
 
 #include "memserver/metrics.h"
 #include "memserver/metrics_http.h"
+#include "test/support/http_get.h"
 #include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 #include "transport/tcp/socket.h"
@@ -54,29 +54,6 @@ Exposition parse(const std::string& text) {
     }
   }
   return e;
-}
-
-std::size_t append_to_string(char* p, std::size_t size, std::size_t n, void* out) {
-  static_cast<std::string*>(out)->append(p, size * n);
-  return size * n;
-}
-
-/// GETs `url` with libcurl; the status code and body.
-std::pair<long, std::string> http_get(const std::string& url) {
-  std::string body;
-  long code = 0;
-  CURL* curl = curl_easy_init();
-  if (curl == nullptr) return {0, "curl_easy_init failed"};
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, append_to_string);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
-  const CURLcode rc = curl_easy_perform(curl);
-  if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
-  else body = curl_easy_strerror(rc);
-  curl_easy_cleanup(curl);
-  return {code, body};
 }
 
 const char* const kNames[] = {

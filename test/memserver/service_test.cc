@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "farmem/farmem.h"
+#include "test/support/http_get.h"
 #include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 #include "transport/connect.h"
@@ -184,7 +185,12 @@ TEST(Service, ConfigFileAndFlagsAgree) {
   auto slab = transport::alloc_slab(**c, 1, kTimeout);
   ASSERT_TRUE(slab.ok());
   EXPECT_EQ(slab->bytes, 4u << 20);  // the file's chunk
-  EXPECT_NE(ms.port("metrics"), 0);
+  ASSERT_NE(ms.port("metrics"), 0);  // the file's metrics endpoint, scraped
+  auto [code, body] = http_get("http://127.0.0.1:" + std::to_string(ms.port("metrics")) + "/metrics");
+  EXPECT_EQ(code, 200) << body;
+  EXPECT_EQ(prometheus_value(body, "farmem_memserver_capacity_bytes"), 48u << 20);
+  EXPECT_EQ(prometheus_value(body, "farmem_memserver_used_bytes"), 4u << 20);
+  EXPECT_EQ(prometheus_value(body, "farmem_memserver_sessions"), 1);
 
   // A flag wins over the file; a misspelt key in the file is an error, not ignored.
   MemserverProcess over;

@@ -18,6 +18,7 @@
 #include <thread>
 #include <tuple>
 
+#include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 #include "transport/connect.h"
 
@@ -44,64 +45,6 @@ constexpr auto kReturnSlack = std::chrono::seconds(3);
 constexpr int kMaxRounds = 100000;
 constexpr auto kMaxRun = std::chrono::seconds(30);
 
-/// A farmem-memserver child process (the project's own binary), stopped and killed at will.
-class ServerProcess {
- public:
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_ != nullptr) std::fclose(out_);
-  }
-  /// Starts it on 127.0.0.1 (tcp) or the RDMA device's address (verbs), port 0.
-  Status start(const std::string& backend) {
-    std::string listen_flag, host;
-    if (backend == "tcp") {
-      listen_flag = "--tcp";
-      host = "127.0.0.1";
-    } else {
-      listen_flag = "--rdma";
-      host = rdma_test_address();
-    }
-    const std::string listen = host + ":0";
-    int fds[2];
-    if (pipe(fds) != 0) return Internal("pipe failed");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      execl(FARMEM_MEMSERVER_BIN, FARMEM_MEMSERVER_BIN, listen_flag.c_str(), listen.c_str(),
-            "--token", kToken, "--capacity", "64M", "--log-level", "error", nullptr);
-      _exit(127);
-    }
-    close(fds[1]);
-    out_ = fdopen(fds[0], "r");
-    char line[256] = {};
-    if (out_ == nullptr || std::fgets(line, sizeof line, out_) == nullptr) {
-      return Unavailable("farmem-memserver printed nothing");
-    }
-    unsigned port = 0;
-    char what[16] = {};
-    if (std::sscanf(line, "listening %15s %*s port %u", what, &port) != 2 || port == 0) {
-      return Internal(std::string("unexpected memserver output: ") + line);
-    }
-    url_ = (backend == "tcp" ? "tcp://" : "rdma://") + host + ":" + std::to_string(port);
-    return Status::Ok();
-  }
-  void signal(int sig) { ASSERT_EQ(kill(pid_, sig), 0); }
-  void reap() {
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  pid_t pid_ = -1;
-  FILE* out_ = nullptr;
-  std::string url_;
-};
-
 struct ThreadResult {
   int ok = 0, timed_out = 0, unavailable = 0;
   std::string problem;  // first violation of the contract, if any
@@ -111,10 +54,17 @@ class Stall : public ::testing::TestWithParam<std::tuple<std::string, std::strin
  protected:
   void SetUp() override {
     if (backend() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
-    ASSERT_TRUE(server_.start(backend()).ok());
+    // The project's own binary, on 127.0.0.1 (tcp) or the RDMA device's address (verbs).
+    const bool tcp = backend() == "tcp";
+    const std::string host = tcp ? "127.0.0.1" : rdma_test_address();
+    const Status started = server_.start({tcp ? "--tcp" : "--rdma", host + ":0", "--token", kToken,
+                                          "--capacity", "64M", "--log-level", "error"},
+                                         {tcp ? "tcp" : "rdma"});
+    ASSERT_TRUE(started.ok()) << started.to_string();
+    url_ = (tcp ? "tcp://" : "rdma://") + host + ":" + std::to_string(server_.port(tcp ? "tcp" : "rdma"));
     transport::ConnectOptions co;
     co.token = kToken;
-    auto c = transport::connect(server_.url(), co, nullptr);
+    auto c = transport::connect(url_, co, nullptr);
     ASSERT_TRUE(c.ok()) << c.status().to_string();
     conn_ = std::move(c).value();
     auto slab = transport::alloc_slab(*conn_, kThreads * kShareBytes, std::chrono::seconds(10));
@@ -191,7 +141,8 @@ class Stall : public ::testing::TestWithParam<std::tuple<std::string, std::strin
     return Status::Ok();
   }
 
-  ServerProcess server_;
+  MemserverProcess server_;  // stopped and killed at will
+  std::string url_;
   std::unique_ptr<transport::Connection> conn_;
   proto::SlabInfo slab_{};
 };
@@ -204,13 +155,13 @@ TEST_P(Stall, SixThreadsOnOneConnectionGetTimeoutsNotCorruption) {
     threads.emplace_back([&, t] { run_thread(t, stop, results[t]); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  server_.signal(SIGSTOP);
+  ASSERT_TRUE(server_.signal(SIGSTOP).ok());
   std::this_thread::sleep_for(kStopFor);
   if (kill_at_end()) {
-    server_.signal(SIGKILL);
-    server_.reap();
+    ASSERT_TRUE(server_.signal(SIGKILL).ok());
+    ASSERT_TRUE(server_.wait_exit(std::chrono::seconds(10)).ok());
   } else {
-    server_.signal(SIGCONT);
+    ASSERT_TRUE(server_.signal(SIGCONT).ok());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   stop = true;
@@ -232,7 +183,7 @@ TEST_P(Stall, SixThreadsOnOneConnectionGetTimeoutsNotCorruption) {
     // The resumed memserver still serves: a new client writes and reads back.
     transport::ConnectOptions co;
     co.token = kToken;
-    auto fresh = transport::connect(server_.url(), co, nullptr);
+    auto fresh = transport::connect(url_, co, nullptr);
     ASSERT_TRUE(fresh.ok()) << fresh.status().to_string();
     auto slab = transport::alloc_slab(**fresh, 1 << 20, std::chrono::seconds(10));
     ASSERT_TRUE(slab.ok()) << slab.status().to_string();
