@@ -232,6 +232,15 @@ TEST(Farmemctl, ListsServersAndOneRuntimesFootprint) {
   EXPECT_EQ(s[0]["free_bytes"], 64u << 20);
   EXPECT_EQ(s[0]["clients"], 1);
 
+  auto sessions = run_program({FARMEMCTL_BIN, "--token", kToken, "--json", "sessions", url});
+  ASSERT_TRUE(sessions.ok());
+  EXPECT_EQ(sessions->exit_code, 0) << sessions->out;
+  const auto l = nlohmann::json::parse(sessions->out, nullptr, false);
+  ASSERT_TRUE(l.is_array() && l.size() == 1) << sessions->out;  // farmemctl's own left out
+  EXPECT_EQ(l[0]["client"], "ctl-test-client");
+  EXPECT_EQ(l[0]["leased_bytes"], 32u << 20);
+  EXPECT_EQ(l[0]["slabs"], 1);  // larger than a slab: one slab of its own
+
   auto fp = run_program({FARMEMCTL_BIN, "--token", kToken, "--json", "footprint", "--client",
                          "ctl-test-client", url, "tcp://127.0.0.1:1"});
   ASSERT_TRUE(fp.ok());
