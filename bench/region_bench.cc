@@ -250,7 +250,7 @@ RegionEnv& region_env() {
     conns.push_back(std::move(conn).value());
     pool::PoolOptions po;
     po.slab_bytes = kMappingBytes;
-    e.pool = std::make_unique<pool::FarPool>(std::move(conns), po);
+    e.pool = std::make_unique<pool::FarPool>(std::move(conns), std::vector<std::string>{"local"}, po);
     e.io = std::make_unique<pool::IoService>(*e.pool, std::chrono::seconds(10));
     auto far = e.pool->allocate(kMappingBytes);
     if (!far.ok()) die("allocate", far.status().to_string());

@@ -1,5 +1,7 @@
 #include "memserver/core.h"
 
+#include <algorithm>
+#include <cstring>
 #include <random>
 
 #include "common/log.h"
@@ -56,10 +58,17 @@ Result<std::shared_ptr<Session>> Core::open_session(std::uint16_t version,
   const auto id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
   sessions_.fetch_add(1, std::memory_order_relaxed);
   log().info("session {} opened for {}", id, peer);
-  return std::make_shared<Session>(id, std::move(peer), std::move(registrar));
+  auto session = std::make_shared<Session>(id, std::move(peer), std::move(registrar));
+  std::lock_guard lock(open_mu_);
+  open_[id] = session;
+  return session;
 }
 
 void Core::close_session(Session& session) {
+  {
+    std::lock_guard lock(open_mu_);
+    open_.erase(session.id());
+  }
   std::unique_lock lock(session.mu_);
   if (session.closed_) return;
   session.closed_ = true;
@@ -88,6 +97,12 @@ proto::Message Core::handle(Session& session, const proto::Message& req) {
       break;
     case proto::MsgType::kStats:
       reply = proto::Message::of(proto::MsgType::kStatsReply, stats());
+      break;
+    case proto::MsgType::kSetLabel:
+      reply = set_label(session, req);
+      break;
+    case proto::MsgType::kListSessions:
+      reply = list_sessions(req);
       break;
     case proto::MsgType::kHello:
       reply = proto::Message::error(StatusCode::kProtocolError, "HELLO sent twice", req.req_id);
@@ -155,6 +170,72 @@ proto::Message Core::free_slab(Session& s, const proto::Message& req) {
                                    " is not leased to this session (freed already, or never "
                                    "allocated by it)",
                                0);
+}
+
+proto::Message Core::set_label(Session& s, const proto::Message& req) {
+  if (req.payload.empty() || req.payload.size() > proto::kMaxLabelBytes) {
+    return proto::Message::error(StatusCode::kInvalidArgument,
+                                 "a label is 1.." + std::to_string(proto::kMaxLabelBytes) +
+                                     " bytes, got " + std::to_string(req.payload.size()),
+                                 0);
+  }
+  std::string label(reinterpret_cast<const char*>(req.payload.data()), req.payload.size());
+  log().info("session {} ({}) is {}", s.id(), s.peer(), label);
+  std::unique_lock lock(s.mu_);
+  s.label_ = std::move(label);
+  proto::Message ok;
+  ok.type = proto::MsgType::kLabelOk;
+  return ok;
+}
+
+proto::Message Core::list_sessions(const proto::Message& req) const {
+  auto body = req.as<proto::ListSessions>();
+  if (!body.ok()) return proto::Message::error(body.status().code(), body.status().message(), 0);
+  bool more = false;
+  const auto entries = sessions(body->after_session_id, proto::kMaxSessionsPerList, &more);
+  const proto::SessionListHead head{static_cast<std::uint32_t>(entries.size()), more ? 1u : 0u};
+  proto::Message m;
+  m.type = proto::MsgType::kSessionList;
+  m.payload.resize(sizeof head + entries.size() * sizeof(proto::SessionEntry));
+  std::memcpy(m.payload.data(), &head, sizeof head);
+  if (!entries.empty()) {
+    std::memcpy(m.payload.data() + sizeof head, entries.data(),
+                entries.size() * sizeof(proto::SessionEntry));
+  }
+  return m;
+}
+
+std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::size_t max,
+                                                bool* more) const {
+  // Collect first, then read each session under its own lock: open_mu_ is never held while
+  // a session's lock is (close_session takes them one after the other).
+  std::vector<std::shared_ptr<Session>> open;
+  *more = false;
+  {
+    std::lock_guard lock(open_mu_);
+    for (auto it = open_.upper_bound(after_id); it != open_.end(); ++it) {
+      auto s = it->second.lock();
+      if (!s) continue;
+      if (open.size() == max) {
+        *more = true;
+        break;
+      }
+      open.push_back(std::move(s));
+    }
+  }
+  std::vector<proto::SessionEntry> out;
+  out.reserve(open.size());
+  for (const auto& s : open) {
+    proto::SessionEntry e{};
+    e.session_id = s->id();
+    std::shared_lock lock(s->mu_);
+    for (const auto& [base, slab] : s->slabs_) e.leased_bytes += slab.memory.bytes();
+    e.slabs = static_cast<std::uint32_t>(s->slabs_.size());
+    e.label_len = static_cast<std::uint16_t>(std::min(s->label_.size(), sizeof e.label));
+    std::memcpy(e.label, s->label_.data(), e.label_len);
+    out.push_back(e);
+  }
+  return out;
 }
 
 void Core::release_slab_locked(Session& s, Slab& slab) {

@@ -11,6 +11,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "farmem/status.h"
 #include "memserver/slab_pool.h"
@@ -77,6 +78,7 @@ class Session {
   mutable std::shared_mutex mu_;
   std::map<std::uint64_t, Slab> slabs_;  ///< keyed by base address, for range lookup
   bool closed_ = false;
+  std::string label_;  ///< what the client called itself (SET_LABEL); empty: nothing
 };
 
 class Core {
@@ -110,10 +112,21 @@ class Core {
 
   /// Counts a request answered with an error outside handle() (bad frames seen by listeners).
   void count_error() { errors_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts data bytes this process moved for a client (TCP READ/WRITE payloads). One-sided
+  /// RDMA never reaches the memserver's CPU, so it is not counted anywhere.
+  void count_bytes_served(std::uint64_t n) { bytes_served_.fetch_add(n, std::memory_order_relaxed); }
+  std::uint64_t bytes_served() const { return bytes_served_.load(std::memory_order_relaxed); }
+
+  /// Open sessions with ids above `after_id`, in id order, at most `max` of them; `*more`
+  /// says whether others follow.
+  std::vector<proto::SessionEntry> sessions(std::uint64_t after_id, std::size_t max,
+                                            bool* more) const;
 
  private:
   proto::Message alloc_slab(Session& s, const proto::Message& req);
   proto::Message free_slab(Session& s, const proto::Message& req);
+  proto::Message set_label(Session& s, const proto::Message& req);
+  proto::Message list_sessions(const proto::Message& req) const;
   void release_slab_locked(Session& s, Slab& slab);
   std::uint32_t next_key();
 
@@ -126,6 +139,10 @@ class Core {
   std::atomic<std::uint64_t> slabs_reclaimed_{0};
   std::atomic<std::uint64_t> requests_{0};
   std::atomic<std::uint64_t> errors_{0};
+  std::atomic<std::uint64_t> bytes_served_{0};
+  /// Guards open_ (the open sessions by id, for LIST_SESSIONS; expired entries are skipped).
+  mutable std::mutex open_mu_;
+  std::map<std::uint64_t, std::weak_ptr<Session>> open_;
   /// Guards key_state_ (the rkey generator of non-RDMA sessions).
   std::mutex key_mu_;
   std::uint64_t key_state_;

@@ -7,12 +7,14 @@
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <pthread.h>
 
 #include "common/log.h"
 #include "farmem/farmem.h"
 #include "common/meminfo.h"
 #include "memserver/auto_capacity.h"
+#include "memserver/daemon.h"
+#include "memserver/metrics.h"
+#include "memserver/metrics_http.h"
 #include "memserver/server.h"
 
 namespace {
@@ -45,7 +47,14 @@ int main(int argc, char** argv) {
                "them or disconnects; an idle memserver holds almost no memory."};
   std::string tcp, rdma, capacity = "1G", chunk = "2M", token, token_file, level = "info";
   std::string capacity_reserve = "256M", meminfo = "/proc/meminfo";
+  std::string metrics, log_file;
+  bool print_config = false;
   int numa = -1;
+  app.set_config("--config", "",
+                 "Read options from FILE (TOML: one `name = value` a line, names as the long "
+                 "flags without --); flags on the command line win");
+  // A misspelt name in the file must stop the server, not leave the option at its default.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
@@ -76,13 +85,30 @@ int main(int argc, char** argv) {
                  "none for TCP only)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
+  app.add_option("--log-file", log_file,
+                 "Append the log to FILE instead of stderr; SIGHUP reopens it (logrotate)");
+  app.add_option("--metrics", metrics,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9472)");
+  app.add_flag("--print-config", print_config,
+               "Print the options given (flags and --config file) as a config file, and exit")
+      ->configurable(false);
   app.set_version_flag("--version", std::string("farmem-memserver ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
+  if (print_config) {
+    std::cout << app.config_to_str(false, true);
+    return 0;
+  }
 
   if (!token_file.empty()) token = read_token_file(token_file);
   if (!farmem::set_log_level(level)) {
     std::fprintf(stderr, "farmem-memserver: unknown --log-level '%s'\n", level.c_str());
     return 2;
+  }
+  if (!log_file.empty()) {
+    if (auto st = farmem::log_to_file(log_file); !st.ok()) {
+      std::fprintf(stderr, "farmem-memserver: --log-file: %s\n", st.to_string().c_str());
+      return 2;
+    }
   }
   farmem::memserver::ServerOptions opts;
   opts.core.chunk_bytes = or_exit(farmem::memserver::parse_size(chunk), "--chunk");
@@ -109,13 +135,13 @@ int main(int argc, char** argv) {
   opts.core.numa_node = numa;
   if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");
   if (!rdma.empty()) opts.rdma = or_exit(farmem::memserver::parse_listen_address(rdma), "--rdma");
+  std::optional<farmem::memserver::ListenAddress> metrics_at;
+  if (!metrics.empty()) {
+    metrics_at = or_exit(farmem::memserver::parse_listen_address(metrics), "--metrics");
+  }
 
-  // Block the shutdown signals in every thread the server starts; main waits for them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // Every thread the server starts inherits the mask: only main receives these signals.
+  const sigset_t signals = farmem::memserver::block_service_signals();
   std::signal(SIGPIPE, SIG_IGN);
 
   auto server = or_exit(farmem::memserver::Server::start(std::move(opts)), "cannot start");
@@ -124,13 +150,33 @@ int main(int argc, char** argv) {
     lender = or_exit(farmem::memserver::AutoCapacity::start(server->core(), *auto_capacity),
                      "--capacity auto");
   }
-  if (server->tcp_port() != 0) std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
-  if (server->rdma_port() != 0) std::printf("listening rdma %s port %u\n", rdma.c_str(), server->rdma_port());
+  std::unique_ptr<farmem::memserver::MetricsServer> exporter;
+  if (metrics_at) {
+    farmem::memserver::Core& core = server->core();
+    exporter = or_exit(farmem::memserver::MetricsServer::start(*metrics_at, [&core] {
+      return farmem::memserver::render_prometheus(farmem::memserver::snapshot(core));
+    }), "--metrics");
+  }
+  std::string status = "serving";
+  if (server->tcp_port() != 0) {
+    std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
+    status += " tcp port " + std::to_string(server->tcp_port());
+  }
+  if (server->rdma_port() != 0) {
+    std::printf("listening rdma %s port %u\n", rdma.c_str(), server->rdma_port());
+    status += " rdma port " + std::to_string(server->rdma_port());
+  }
+  if (exporter) std::printf("listening metrics %s port %u\n", metrics.c_str(), exporter->port());
   std::fflush(stdout);
+  farmem::memserver::notify_ready(status);
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = farmem::memserver::wait_for_stop(signals, [&log_file] {
+    if (log_file.empty()) farmem::log().info("SIGHUP: no --log-file to reopen");
+    else if (auto st = farmem::reopen_log_file(); !st.ok()) farmem::log().error("SIGHUP: {}", st.to_string());
+    else farmem::log().info("SIGHUP: log reopened");
+  }, status);
   farmem::log().info("signal {}: shutting down", sig);
+  exporter.reset();
   lender.reset();
   server.reset();
   return 0;

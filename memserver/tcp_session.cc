@@ -31,7 +31,7 @@ constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
-         t == MsgType::kStats;
+         t == MsgType::kStats || t == MsgType::kSetLabel || t == MsgType::kListSessions;
 }
 
 }  // namespace
@@ -139,6 +139,7 @@ Status TcpSession::serve_read(const FrameHeader& h) {
     queue_error(h.req_id, st);
     return Status::Ok();
   }
+  core_.count_bytes_served(op.length);
   queue_header(MsgType::kReadData, h.req_id, op.length);
   queue_slab(src, op.length);
   return pieces_.size() + 2 > kMaxTxPieces ? flush() : Status::Ok();
@@ -166,6 +167,7 @@ Status TcpSession::serve_write(const FrameHeader& h) {
                                      [&](std::byte* dst) { rx = receive_into(h, dst, payload); });
   if (!st.ok()) return reject_body(h, payload, st);
   FARMEM_RETURN_IF_ERROR(rx);
+  core_.count_bytes_served(payload);
   queue_header(MsgType::kWriteOk, h.req_id, 0);
   return pieces_.size() + 1 > kMaxTxPieces ? flush() : Status::Ok();
 }

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
+#include <unistd.h>
 
 #include "paging/budget.h"
 #include "cache/page_cache.h"
@@ -89,6 +91,11 @@ Status check_options(const RuntimeOptions& o) {
                            " bytes; memservers accept at most " +
                            std::to_string(proto::kMaxTokenBytes));
   }
+  if (o.client_label.size() > proto::kMaxLabelBytes) {
+    return InvalidArgument("RuntimeOptions.client_label is " +
+                           std::to_string(o.client_label.size()) + " bytes; at most " +
+                           std::to_string(proto::kMaxLabelBytes));
+  }
   if (o.local_buffer_bytes == 0) return InvalidArgument("RuntimeOptions.local_buffer_bytes is 0");
   if (o.slab_bytes == 0 || o.slab_bytes > pool::kMaxSlabBytes) {
     return InvalidArgument("RuntimeOptions.slab_bytes must be in 1.." +
@@ -168,6 +175,27 @@ Status check_options(const RuntimeOptions& o) {
   return Status::Ok();
 }
 
+// "PID@HOSTNAME", cut to the wire's limit.
+std::string default_client_label() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "?");
+  std::string label = std::to_string(getpid()) + "@" + host;
+  label.resize(std::min(label.size(), proto::kMaxLabelBytes));
+  return label;
+}
+
+// Names the session to the memserver's operators; a memserver that predates labels
+// (kProtocolError) is used unlabelled.
+Status label_session(transport::Connection& c, const RuntimeOptions& o) {
+  const std::string label = o.client_label.empty() ? default_client_label() : o.client_label;
+  const Status st = transport::set_label(c, label, o.op_timeout);
+  if (st.code() == StatusCode::kProtocolError) {
+    log().info("{}: memserver takes no client label: {}", c.peer(), st.to_string());
+    return Status::Ok();
+  }
+  return st;
+}
+
 Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& impl,
                                                               const std::string& url) {
   if (url == "local" && !impl.local_core) {
@@ -178,6 +206,7 @@ Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& imp
   }
   auto c = transport::connect(url, impl.connect, impl.local_core);
   if (!c.ok()) return c.status().with_context("connecting to " + url);
+  FARMEM_RETURN_IF_ERROR(label_session(**c, impl.options).with_context("labelling " + url));
   return c;
 }
 

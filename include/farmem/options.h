@@ -33,6 +33,10 @@ struct RuntimeOptions {
   std::vector<std::string> servers{"local"};
   /// Token every memserver checks at connect (at most 48 bytes).
   std::string auth_token;
+  /// How this runtime names itself to every memserver (at most 48 bytes), so that operators
+  /// can find its far footprint (`farmemctl footprint --client LABEL`). Empty (the default):
+  /// "PID@HOSTNAME". A memserver too old to take a label is used all the same.
+  std::string client_label;
   /// Size of the registered local buffer (Runtime::local_buffer()); RDMA lands in it directly.
   std::size_t local_buffer_bytes = 64u << 20;
   /// Far memory is leased from memservers in slabs of this size (allocations larger than a

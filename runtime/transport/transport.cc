@@ -1,6 +1,7 @@
 #include "transport/transport.h"
 
 #include <charconv>
+#include <cstring>
 
 namespace farmem::transport {
 
@@ -97,6 +98,54 @@ class PlainRegistration final : public MemoryRegistration {
 Result<std::unique_ptr<MemoryRegistration>> plain_registration(void* addr, std::size_t length) {
   if (addr == nullptr || length == 0) return InvalidArgument("register_memory: empty range");
   return std::unique_ptr<MemoryRegistration>(new PlainRegistration(addr, length));
+}
+
+Status set_label(Connection& c, std::string_view label, std::chrono::nanoseconds timeout) {
+  if (label.empty() || label.size() > proto::kMaxLabelBytes) {
+    return InvalidArgument("a client label is 1.." + std::to_string(proto::kMaxLabelBytes) +
+                           " bytes, got " + std::to_string(label.size()));
+  }
+  proto::Message req;
+  req.type = proto::MsgType::kSetLabel;
+  req.payload.resize(label.size());
+  std::memcpy(req.payload.data(), label.data(), label.size());
+  return expect(c.call(std::move(req), timeout), proto::MsgType::kLabelOk).status();
+}
+
+Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
+                                                       std::chrono::nanoseconds timeout) {
+  // Bounds the pages asked for, should a server keep answering `more`: 4096 pages hold far
+  // more sessions than a memserver admits (its TCP listener takes 1024 clients).
+  constexpr int kMaxPages = 4096;
+  std::vector<proto::SessionEntry> out;
+  std::uint64_t after = 0;
+  for (int page = 0; page < kMaxPages; ++page) {
+    proto::Message req = proto::Message::of(proto::MsgType::kListSessions,
+                                            proto::ListSessions{after});
+    auto reply = expect(c.call(std::move(req), timeout), proto::MsgType::kSessionList);
+    if (!reply.ok()) return reply.status();
+    proto::SessionListHead head;
+    const auto& p = reply->payload;
+    if (p.size() < sizeof head) return ProtocolError("SESSION_LIST shorter than its head");
+    std::memcpy(&head, p.data(), sizeof head);
+    if (head.count > proto::kMaxSessionsPerList ||
+        p.size() != sizeof head + head.count * sizeof(proto::SessionEntry)) {
+      return ProtocolError("SESSION_LIST of " + std::to_string(p.size()) + " bytes does not hold " +
+                           std::to_string(head.count) + " entries");
+    }
+    for (std::uint32_t i = 0; i < head.count; ++i) {
+      proto::SessionEntry e;
+      std::memcpy(&e, p.data() + sizeof head + i * sizeof e, sizeof e);
+      if (e.label_len > sizeof e.label || e.session_id <= after) {
+        return ProtocolError("SESSION_LIST entry out of order or with a bad label length");
+      }
+      after = e.session_id;
+      out.push_back(e);
+    }
+    if (head.more == 0) return out;
+    if (head.count == 0) return ProtocolError("SESSION_LIST says more but holds nothing");
+  }
+  return ProtocolError("SESSION_LIST: more than " + std::to_string(kMaxPages) + " pages");
 }
 
 Status validate_ops(std::span<const Op> ops, const Capabilities& caps) {

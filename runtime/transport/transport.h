@@ -13,6 +13,8 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "farmem/status.h"
 #include "transport/proto/wire.h"
@@ -174,6 +176,12 @@ Result<proto::SlabInfo> alloc_slab(Connection& c, std::uint64_t bytes,
                                    std::chrono::nanoseconds timeout);
 Status free_slab(Connection& c, std::uint64_t slab_id, std::chrono::nanoseconds timeout);
 Result<proto::ServerStats> server_stats(Connection& c, std::chrono::nanoseconds timeout);
+/// Names this session to the memserver's operators (SET_LABEL, at most kMaxLabelBytes).
+/// A memserver older than the message answers kProtocolError.
+Status set_label(Connection& c, std::string_view label, std::chrono::nanoseconds timeout);
+/// Every session open on the memserver (LIST_SESSIONS, page by page), in id order.
+Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
+                                                       std::chrono::nanoseconds timeout);
 
 /// The registration of backends that move bytes with the CPU (tcp, local, the swap file):
 /// nothing to pin and no key (lkey 0). kInvalidArgument for a null or empty range.

@@ -1,6 +1,7 @@
 // Far memory that grows across memservers: servers added to a running runtime, and
 // allocations larger than a slab striped over several servers.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <atomic>
 #include <chrono>
@@ -10,7 +11,7 @@
 #include <vector>
 
 #include "farmem/farmem.h"
-#include "test/support/server_process.h"
+#include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -117,21 +118,23 @@ TEST(Growth, ADeadServerIsSkippedAndNamedWhenNothingElseHasRoom) {
 }
 
 TEST(Growth, AStalledServerDelaysOnlyTheLeaseThatAsksItNotReadsAndWrites) {
-  ServerProcess stalled;  // a farmem-memserver process, stopped below
-  ASSERT_TRUE(stalled.start("tcp").ok());
+  MemserverProcess stalled;  // a farmem-memserver process, stopped below
+  ASSERT_TRUE(stalled.start({"--tcp", "127.0.0.1:0", "--token", kToken, "--capacity", "64M",
+                             "--log-level", "error"}, {"tcp"}).ok());
+  const std::string stalled_url = "tcp://127.0.0.1:" + std::to_string(stalled.port("tcp"));
   auto good = tcp_server_of(64);
   ASSERT_TRUE(good);
-  auto o = options_for({good->url(), stalled.url()});
+  auto o = options_for({good->url(), stalled_url});
   o.op_timeout = std::chrono::milliseconds(500);
   auto rt = Runtime::open(o);
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
   Runtime& r = **rt;
   // Far memory on the good server (the other closed meanwhile, then reopened).
-  ASSERT_TRUE(r.close_server(stalled.url()).ok());
+  ASSERT_TRUE(r.close_server(stalled_url).ok());
   auto placed = r.allocate(4u << 20);
   ASSERT_TRUE(placed.ok()) << placed.status().to_string();
-  ASSERT_TRUE(r.add_server(stalled.url()).ok());
-  stalled.signal(SIGSTOP);
+  ASSERT_TRUE(r.add_server(stalled_url).ok());
+  ASSERT_TRUE(stalled.signal(SIGSTOP).ok());
 
   // A reader keeps reading the placed memory while a lease asks the stalled server for its
   // free room: the lease waits out op_timeout there, but reads must go on meanwhile.
@@ -159,7 +162,7 @@ TEST(Growth, AStalledServerDelaysOnlyTheLeaseThatAsksItNotReadsAndWrites) {
   // The stalled server's connection broke on the timeout: the next lease skips it at once.
   auto next = r.allocate(4u << 20);
   ASSERT_TRUE(next.ok()) << next.status().to_string();
-  stalled.signal(SIGCONT);
+  ASSERT_TRUE(stalled.signal(SIGCONT).ok());
   for (auto f : {*placed, *leased, *next}) ASSERT_TRUE(r.free(f).ok());
 }
 

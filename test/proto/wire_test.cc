@@ -59,6 +59,21 @@ TEST(Wire, ErrorMessagesCarryTheirCode) {
   EXPECT_NE(st.message().find("full"), std::string::npos);
 }
 
+TEST(Wire, LabelAndSessionListMessagesAreRequestsOrRepliesByName) {
+  using proto::MsgType;
+  EXPECT_TRUE(proto::is_request(MsgType::kSetLabel));
+  EXPECT_TRUE(proto::is_request(MsgType::kListSessions));
+  EXPECT_FALSE(proto::is_request(MsgType::kLabelOk));
+  EXPECT_FALSE(proto::is_request(MsgType::kSessionList));
+  EXPECT_EQ(proto::to_string(MsgType::kSetLabel), "SET_LABEL");
+  EXPECT_EQ(proto::to_string(MsgType::kSessionList), "SESSION_LIST");
+  // A full page of sessions fits in one control payload, so in RDMA's control slots too.
+  EXPECT_LE(sizeof(proto::SessionListHead) +
+                proto::kMaxSessionsPerList * sizeof(proto::SessionEntry),
+            proto::kMaxControlPayload);
+  EXPECT_GE(proto::kMaxSessionsPerList, 50u);
+}
+
 TEST(Endpoint, ParsesUrlsAndRejectsBadOnes) {
   auto e = transport::parse_endpoint("rdma://10.0.0.1:7471");
   ASSERT_TRUE(e.ok());

@@ -18,7 +18,7 @@
 #include <thread>
 #include <tuple>
 
-#include "test/support/server_process.h"
+#include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 #include "transport/connect.h"
 
@@ -54,10 +54,17 @@ class Stall : public ::testing::TestWithParam<std::tuple<std::string, std::strin
  protected:
   void SetUp() override {
     if (backend() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
-    ASSERT_TRUE(server_.start(backend()).ok());
+    // The project's own binary, on 127.0.0.1 (tcp) or the RDMA device's address (verbs).
+    const bool tcp = backend() == "tcp";
+    const std::string host = tcp ? "127.0.0.1" : rdma_test_address();
+    const Status started = server_.start({tcp ? "--tcp" : "--rdma", host + ":0", "--token", kToken,
+                                          "--capacity", "64M", "--log-level", "error"},
+                                         {tcp ? "tcp" : "rdma"});
+    ASSERT_TRUE(started.ok()) << started.to_string();
+    url_ = (tcp ? "tcp://" : "rdma://") + host + ":" + std::to_string(server_.port(tcp ? "tcp" : "rdma"));
     transport::ConnectOptions co;
     co.token = kToken;
-    auto c = transport::connect(server_.url(), co, nullptr);
+    auto c = transport::connect(url_, co, nullptr);
     ASSERT_TRUE(c.ok()) << c.status().to_string();
     conn_ = std::move(c).value();
     auto slab = transport::alloc_slab(*conn_, kThreads * kShareBytes, std::chrono::seconds(10));
@@ -134,7 +141,8 @@ class Stall : public ::testing::TestWithParam<std::tuple<std::string, std::strin
     return Status::Ok();
   }
 
-  ServerProcess server_;
+  MemserverProcess server_;  // stopped and killed at will
+  std::string url_;
   std::unique_ptr<transport::Connection> conn_;
   proto::SlabInfo slab_{};
 };
@@ -147,13 +155,13 @@ TEST_P(Stall, SixThreadsOnOneConnectionGetTimeoutsNotCorruption) {
     threads.emplace_back([&, t] { run_thread(t, stop, results[t]); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  server_.signal(SIGSTOP);
+  ASSERT_TRUE(server_.signal(SIGSTOP).ok());
   std::this_thread::sleep_for(kStopFor);
   if (kill_at_end()) {
-    server_.signal(SIGKILL);
-    server_.reap();
+    ASSERT_TRUE(server_.signal(SIGKILL).ok());
+    ASSERT_TRUE(server_.wait_exit(std::chrono::seconds(10)).ok());
   } else {
-    server_.signal(SIGCONT);
+    ASSERT_TRUE(server_.signal(SIGCONT).ok());
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   stop = true;
@@ -175,7 +183,7 @@ TEST_P(Stall, SixThreadsOnOneConnectionGetTimeoutsNotCorruption) {
     // The resumed memserver still serves: a new client writes and reads back.
     transport::ConnectOptions co;
     co.token = kToken;
-    auto fresh = transport::connect(server_.url(), co, nullptr);
+    auto fresh = transport::connect(url_, co, nullptr);
     ASSERT_TRUE(fresh.ok()) << fresh.status().to_string();
     auto slab = transport::alloc_slab(**fresh, 1 << 20, std::chrono::seconds(10));
     ASSERT_TRUE(slab.ok()) << slab.status().to_string();

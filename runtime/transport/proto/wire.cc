@@ -8,6 +8,8 @@ bool is_request(MsgType t) {
     case MsgType::kAllocSlab:
     case MsgType::kFreeSlab:
     case MsgType::kStats:
+    case MsgType::kSetLabel:
+    case MsgType::kListSessions:
     case MsgType::kRead:
     case MsgType::kWrite:
       return true;
@@ -31,6 +33,10 @@ std::string_view to_string(MsgType t) {
     case MsgType::kReadData: return "READ_DATA";
     case MsgType::kWrite: return "WRITE";
     case MsgType::kWriteOk: return "WRITE_OK";
+    case MsgType::kSetLabel: return "SET_LABEL";
+    case MsgType::kLabelOk: return "LABEL_OK";
+    case MsgType::kListSessions: return "LIST_SESSIONS";
+    case MsgType::kSessionList: return "SESSION_LIST";
   }
   return "UNKNOWN";
 }

@@ -41,6 +41,9 @@ inline constexpr std::uint32_t kMaxDataPayload = 64u << 20;
 /// Auth tokens must fit, with an 8-byte header, in the 56 bytes of private data an RC
 /// connect request carries (see rdma_connect(3)).
 inline constexpr std::size_t kMaxTokenBytes = 48;
+/// A client's label ("pid@host" or a name its runtime was given) names it to operators
+/// (farmemctl); 48 bytes hold a hostname-qualified name and keep SessionEntry at 72 bytes.
+inline constexpr std::size_t kMaxLabelBytes = 48;
 
 enum class MsgType : std::uint16_t {
   kHello = 1,      ///< payload: token bytes
@@ -56,6 +59,12 @@ enum class MsgType : std::uint16_t {
   kReadData = 17,  ///< TCP only. payload: the bytes read
   kWrite = 18,     ///< TCP only. payload: DataOp followed by DataOp::length bytes
   kWriteOk = 19,   ///< TCP only. payload: none
+  // Added within version 1 (a memserver that predates them answers kError kProtocolError,
+  // "unknown control message type"; clients that never send them are unaffected):
+  kSetLabel = 10,      ///< payload: the client's label, 1..kMaxLabelBytes of UTF-8
+  kLabelOk = 11,       ///< payload: none
+  kListSessions = 12,  ///< payload: ListSessions
+  kSessionList = 13,   ///< payload: SessionListHead, then SessionListHead::count SessionEntry
 };
 
 /// True for the request types a client may send.
@@ -110,6 +119,40 @@ struct ServerStats {
   std::uint64_t errors;          ///< requests answered with kError
 };
 static_assert(sizeof(ServerStats) == 64);
+
+/// Asks for the sessions with ids above `after_session_id` (0: from the first), in id order.
+struct ListSessions {
+  std::uint64_t after_session_id;
+};
+static_assert(sizeof(ListSessions) == 8);
+
+/// SESSION_LIST payload:
+///
+///   0       4       8                                       8 + 72 * count
+///   +-------+-------+----------------+-----+----------------+
+///   | count | more  | SessionEntry 0 | ... | SessionEntry n |
+///   +-------+-------+----------------+-----+----------------+
+///
+/// `more` is 1 when sessions beyond the last entry exist: ask again after its id.
+struct SessionListHead {
+  std::uint32_t count;
+  std::uint32_t more;
+};
+static_assert(sizeof(SessionListHead) == 8);
+
+/// One open session as the memserver sees it.
+struct SessionEntry {
+  std::uint64_t session_id;
+  std::uint64_t leased_bytes;  ///< bytes in slabs leased to it now
+  std::uint32_t slabs;         ///< slabs leased to it now
+  std::uint16_t label_len;     ///< bytes of `label` used; 0: the client sent none
+  std::uint16_t reserved;
+  char label[kMaxLabelBytes];  ///< not NUL-terminated
+};
+static_assert(sizeof(SessionEntry) == 72);
+/// Entries in one SESSION_LIST reply: as many as fit in a control payload.
+inline constexpr std::size_t kMaxSessionsPerList =
+    (kMaxControlPayload - sizeof(SessionListHead)) / sizeof(SessionEntry);
 
 struct DataOp {
   std::uint64_t addr;

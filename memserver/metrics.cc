@@ -1,0 +1,72 @@
+#include "memserver/metrics.h"
+
+#include <algorithm>
+
+namespace farmem::memserver {
+
+namespace {
+
+void metric(std::string& out, const char* name, const char* type, const char* help,
+            std::uint64_t value) {
+  out += "# HELP farmem_memserver_";
+  out += name;
+  out += ' ';
+  out += help;
+  out += "\n# TYPE farmem_memserver_";
+  out += name;
+  out += ' ';
+  out += type;
+  out += "\nfarmem_memserver_";
+  out += name;
+  out += ' ';
+  out += std::to_string(value);
+  out += '\n';
+}
+
+}  // namespace
+
+MetricsSnapshot snapshot(const Core& core) {
+  const proto::ServerStats st = core.stats();
+  MetricsSnapshot m;
+  m.capacity_bytes = st.capacity_bytes;
+  m.used_bytes = st.used_bytes;
+  m.sessions = st.sessions;
+  m.slabs = st.slabs;
+  m.slabs_reclaimed = st.slabs_reclaimed;
+  m.requests = st.requests;
+  m.rejected = st.errors;
+  m.bytes_served = core.bytes_served();
+  return m;
+}
+
+std::string render_prometheus(const MetricsSnapshot& m) {
+  std::string out;
+  out.reserve(2048);
+  metric(out, "capacity_bytes", "gauge",
+         "Most bytes this memserver leases at once, all clients together (moves with "
+         "--capacity auto).",
+         m.capacity_bytes);
+  metric(out, "used_bytes", "gauge", "Bytes in slabs leased to clients now.", m.used_bytes);
+  // Below used when --capacity auto shrank the capacity under what is leased.
+  metric(out, "free_bytes", "gauge", "Bytes that may still be leased (capacity minus used, 0 "
+         "when the capacity fell below what is leased).",
+         m.capacity_bytes - std::min(m.capacity_bytes, m.used_bytes));
+  metric(out, "sessions", "gauge", "Connected client sessions.", m.sessions);
+  metric(out, "slabs", "gauge", "Slabs leased to clients now.", m.slabs);
+  metric(out, "slabs_reclaimed_total", "counter",
+         "Slabs freed because the client that held them disconnected or died.",
+         m.slabs_reclaimed);
+  metric(out, "requests_total", "counter", "Control requests handled (hello excluded).",
+         m.requests);
+  metric(out, "rejected_requests_total", "counter",
+         "Requests and connections answered with an error: wrong token or version, bad or "
+         "oversized frames, accesses outside a slab, full pool, too many clients.",
+         m.rejected);
+  metric(out, "bytes_served_total", "counter",
+         "Data bytes read and written by TCP clients. One-sided RDMA READ/WRITE bypasses the "
+         "memserver's CPU and is not counted.",
+         m.bytes_served);
+  return out;
+}
+
+}  // namespace farmem::memserver

@@ -1,0 +1,66 @@
+// A farmem-memserver child process for tests of the binary itself (readiness, signals,
+// config files, logs, metrics): started with chosen flags and environment, its
+// "listening KIND ADDR port N" lines read within a deadline, killed and reaped at the end.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "farmem/status.h"
+
+namespace farmem::test {
+
+class MemserverProcess {
+ public:
+  MemserverProcess() = default;
+  MemserverProcess(const MemserverProcess&) = delete;
+  MemserverProcess& operator=(const MemserverProcess&) = delete;
+  ~MemserverProcess();  // SIGKILL and reap, if still running
+
+  /// Starts `program` (default: the project's farmem-memserver) with `args`, plus `env`
+  /// added to its environment, and waits up to `deadline` for one "listening KIND ..." line
+  /// per entry of `kinds` ("tcp", "rdma", "metrics") on its stdout.
+  Status start(const std::vector<std::string>& args, const std::vector<std::string>& kinds,
+               const std::map<std::string, std::string>& env = {},
+               std::chrono::milliseconds deadline = std::chrono::seconds(10));
+
+  /// The port printed for `kind` (0 when none was).
+  std::uint16_t port(const std::string& kind) const;
+  pid_t pid() const { return pid_; }
+  Status signal(int sig) const;
+  /// Waits up to `deadline` for the process to exit; its exit code, or -1 (killed by a
+  /// signal), or kTimedOut.
+  Result<int> wait_exit(std::chrono::milliseconds deadline);
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::map<std::string, std::uint16_t> ports_;
+};
+
+/// Runs a program to completion (stdin closed), with at most `deadline`; returns its exit
+/// code and stdout. The child is killed when it overruns.
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+};
+Result<RunResult> run_program(const std::vector<std::string>& argv,
+                              std::chrono::milliseconds deadline = std::chrono::seconds(30));
+
+/// Polls `ready` every 10 ms until it is true or `deadline` passes; returns its last value.
+template <typename Fn>
+bool eventually(Fn&& ready, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  for (;;) {  // bounded by the deadline
+    if (ready()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    struct timespec ts{0, 10'000'000};
+    nanosleep(&ts, nullptr);
+  }
+}
+
+}  // namespace farmem::test
