@@ -18,6 +18,7 @@
 #include <thread>
 #include <tuple>
 
+#include "test/support/processes.h"
 #include "test/support/test_server.h"
 #include "transport/connect.h"
 
@@ -43,64 +44,6 @@ constexpr auto kReturnSlack = std::chrono::seconds(3);
 // Bounds on each thread's loop.
 constexpr int kMaxRounds = 100000;
 constexpr auto kMaxRun = std::chrono::seconds(30);
-
-/// A farmem-memserver child process (the project's own binary), stopped and killed at will.
-class ServerProcess {
- public:
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    if (out_ != nullptr) std::fclose(out_);
-  }
-  /// Starts it on 127.0.0.1 (tcp) or the RDMA device's address (verbs), port 0.
-  Status start(const std::string& backend) {
-    std::string listen_flag, host;
-    if (backend == "tcp") {
-      listen_flag = "--tcp";
-      host = "127.0.0.1";
-    } else {
-      listen_flag = "--rdma";
-      host = rdma_test_address();
-    }
-    const std::string listen = host + ":0";
-    int fds[2];
-    if (pipe(fds) != 0) return Internal("pipe failed");
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      execl(FARMEM_MEMSERVER_BIN, FARMEM_MEMSERVER_BIN, listen_flag.c_str(), listen.c_str(),
-            "--token", kToken, "--capacity", "64M", "--log-level", "error", nullptr);
-      _exit(127);
-    }
-    close(fds[1]);
-    out_ = fdopen(fds[0], "r");
-    char line[256] = {};
-    if (out_ == nullptr || std::fgets(line, sizeof line, out_) == nullptr) {
-      return Unavailable("farmem-memserver printed nothing");
-    }
-    unsigned port = 0;
-    char what[16] = {};
-    if (std::sscanf(line, "listening %15s %*s port %u", what, &port) != 2 || port == 0) {
-      return Internal(std::string("unexpected memserver output: ") + line);
-    }
-    url_ = (backend == "tcp" ? "tcp://" : "rdma://") + host + ":" + std::to_string(port);
-    return Status::Ok();
-  }
-  void signal(int sig) { ASSERT_EQ(kill(pid_, sig), 0); }
-  void reap() {
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  pid_t pid_ = -1;
-  FILE* out_ = nullptr;
-  std::string url_;
-};
 
 struct ThreadResult {
   int ok = 0, timed_out = 0, unavailable = 0;
@@ -191,7 +134,7 @@ class Stall : public ::testing::TestWithParam<std::tuple<std::string, std::strin
     return Status::Ok();
   }
 
-  ServerProcess server_;
+  MemserverProcess server_;  // stopped and killed at will
   std::unique_ptr<transport::Connection> conn_;
   proto::SlabInfo slab_{};
 };
@@ -204,13 +147,13 @@ TEST_P(Stall, SixThreadsOnOneConnectionGetTimeoutsNotCorruption) {
     threads.emplace_back([&, t] { run_thread(t, stop, results[t]); });
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  server_.signal(SIGSTOP);
+  ASSERT_TRUE(server_.signal(SIGSTOP));
   std::this_thread::sleep_for(kStopFor);
   if (kill_at_end()) {
-    server_.signal(SIGKILL);
-    server_.reap();
+    ASSERT_TRUE(server_.signal(SIGKILL));
+    ASSERT_NE(server_.reap(), -1);
   } else {
-    server_.signal(SIGCONT);
+    ASSERT_TRUE(server_.signal(SIGCONT));
   }
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   stop = true;
