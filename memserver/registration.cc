@@ -117,6 +117,7 @@ Status Registration::register_on_renewer() {
   // On failure the lease stays: the next tick renews it (or finds it expired) and puts again.
   FARMEM_RETURN_IF_ERROR(etcd_.put(key_, rec, lease_).status());
   last_put_ = rec;
+  last_put_at_ = std::chrono::steady_clock::now();
   return Status::Ok();
 }
 
@@ -131,10 +132,12 @@ Status Registration::tick_on_renewer() {
       lease_ = 0;
       st = register_on_renewer();
     }
-  } else if (const std::string rec = registry::to_json(record()); rec != last_put_) {
+  } else if (const std::string rec = registry::to_json(record());
+             rec != last_put_ || std::chrono::steady_clock::now() - last_put_at_ >= options_.ttl) {
     st = etcd_.put(key_, rec, lease_).status();
     if (st.ok()) {
       last_put_ = rec;
+      last_put_at_ = std::chrono::steady_clock::now();
     } else if (st.code() == StatusCode::kNotFound) {  // the lease went between the two calls
       lease_ = 0;
       st = register_on_renewer();

@@ -4,7 +4,7 @@
 // It holds a lease of --registry-ttl seconds and renews it every refresh interval (a third of
 // the TTL, at most a second); the record rides on the lease, so a memserver that dies leaves
 // the registry within its TTL. The record is rewritten when its numbers change (capacity,
-// use, sessions). When etcd is unreachable the memserver keeps serving its clients, logs once,
+// use, sessions), and at least once a TTL (so a key deleted by hand comes back). When etcd is unreachable the memserver keeps serving its clients, logs once,
 // and keeps trying; once etcd answers again (or its lease expired meanwhile, or etcd lost its
 // data) it registers anew: a new lease, the record put again. On destruction the lease is
 // revoked, so a clean shutdown removes the key at once.
@@ -72,6 +72,7 @@ class Registration {
   // Owned by the renewing thread (and start(), before it exists).
   std::int64_t lease_ = 0;  ///< 0: not registered
   std::string last_put_;    ///< the record as last written
+  std::chrono::steady_clock::time_point last_put_at_{};
   /// Guards stopping_, registered_ (and the thread's sleep).
   mutable std::mutex mu_;
   std::condition_variable cv_;
