@@ -54,6 +54,8 @@ struct Runtime::Impl {
   detail::CacheView failed_view;  ///< handed to DerefScope when the cache cannot be made
   std::unique_ptr<heap::FarHeap> heap;
   std::unique_ptr<tier::TierManager> tier;  ///< null: a fixed budget
+  transport::ConnectOptions connect;          ///< how servers are reached (also add_server)
+  std::mutex servers_mu;                      ///< serialises add_server
   /// Follows RuntimeOptions::registry (null without one); its thread calls add_server and
   /// close_server, so it goes before everything else.
   std::unique_ptr<registry::Discovery> discovery;
@@ -95,6 +97,11 @@ Status check_options(const RuntimeOptions& o) {
     if (o.registry_interval.count() <= 0) {
       return InvalidArgument("RuntimeOptions.registry_interval must be > 0");
     }
+  }
+  if (o.servers.size() > pool::FarPool::kMaxServers) {
+    return InvalidArgument("RuntimeOptions.servers names " + std::to_string(o.servers.size()) +
+                           " memservers; a runtime uses at most " +
+                           std::to_string(pool::FarPool::kMaxServers));
   }
   if (o.auth_token.size() > proto::kMaxTokenBytes) {
     return InvalidArgument("RuntimeOptions.auth_token is " + std::to_string(o.auth_token.size()) +
@@ -169,9 +176,18 @@ Status check_options(const RuntimeOptions& o) {
   return Status::Ok();
 }
 
-}  // namespace
-
-namespace {
+Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& impl,
+                                                              const std::string& url) {
+  if (url == "local" && !impl.local_core) {
+    memserver::CoreOptions lo;
+    lo.capacity_bytes = impl.options.local_server_capacity;
+    lo.token = impl.options.auth_token;
+    impl.local_core = std::make_shared<memserver::Core>(lo);
+  }
+  auto c = transport::connect(url, impl.connect, impl.local_core);
+  if (!c.ok()) return c.status().with_context("connecting to " + url);
+  return c;
+}
 
 /// Lists the registry and follows it (RuntimeOptions::registry): joins become add_server,
 /// leaves close_server. Discovery's thread calls them; ~Runtime stops it first.
@@ -204,26 +220,19 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  transport::ConnectOptions co;
-  co.token = options.auth_token;
-  co.connect_timeout = options.connect_timeout;
-  co.control_timeout = options.op_timeout;
+  impl->connect.token = options.auth_token;
+  impl->connect.connect_timeout = options.connect_timeout;
+  impl->connect.control_timeout = options.op_timeout;
   std::vector<std::unique_ptr<transport::Connection>> conns;
   for (const auto& url : options.servers) {
-    if (url == "local" && !impl->local_core) {
-      memserver::CoreOptions lo;
-      lo.capacity_bytes = options.local_server_capacity;
-      lo.token = options.auth_token;
-      impl->local_core = std::make_shared<memserver::Core>(lo);
-    }
-    auto c = transport::connect(url, co, impl->local_core);
-    if (!c.ok()) return c.status().with_context("connecting to " + url);
+    auto c = connect_server(*impl, url);
+    if (!c.ok()) return c.status();
     conns.push_back(std::move(c).value());
   }
   pool::PoolOptions po;
   po.slab_bytes = options.slab_bytes;
   po.control_timeout = options.op_timeout;
-  impl->pool = std::make_unique<pool::FarPool>(std::move(conns), po);
+  impl->pool = std::make_unique<pool::FarPool>(std::move(conns), options.servers, po);
   impl->io = std::make_unique<pool::IoService>(*impl->pool, options.op_timeout);
   const bool tiered = options.budget_ceiling != 0;
   impl->budget = std::make_unique<paging::Budget>(
@@ -341,10 +350,7 @@ Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
 }
 
 Status Runtime::close_server(const std::string& url) {
-  const auto& servers = impl_->options.servers;
-  for (std::size_t i = 0; i < servers.size(); ++i) {
-    if (servers[i] == url) return impl_->pool->close_server(i);
-  }
+  if (auto i = impl_->pool->find_server(url)) return impl_->pool->close_server(*i);
   return NotFound("close_server: this runtime uses no server " + url);
 }
 
@@ -361,6 +367,25 @@ RegistryStats Runtime::registry_stats() const {
   s.failed_polls = d.failed_polls;
   s.last_error = d.last_error;
   return s;
+}
+
+Status Runtime::add_server(const std::string& url) {
+  std::lock_guard lock(impl_->servers_mu);
+  if (auto i = impl_->pool->find_server(url)) {
+    // Known: reopen it if it still answers; a server that came back (new process, same URL)
+    // gets a new connection, and the dead one stays closed.
+    auto st = transport::server_stats(impl_->pool->connection(*i), impl_->timeout());
+    if (st.ok()) return impl_->pool->open_server(*i);
+    log().info("add_server: {} no longer answers on its old connection ({}); reconnecting", url,
+               st.status().to_string());
+    FARMEM_RETURN_IF_ERROR(impl_->pool->close_server(*i));
+  }
+  FARMEM_ASSIGN_OR_RETURN(auto conn, connect_server(*impl_, url));
+  FARMEM_ASSIGN_OR_RETURN(std::size_t i, impl_->pool->add_connection(std::move(conn), url));
+  // Closed to new slabs until every local range is registered with it.
+  auto st = impl_->io->add_connection(i);
+  if (!st.ok()) return st.with_context("add_server " + url);
+  return impl_->pool->open_server(i);
 }
 
 TierStats Runtime::tier_stats() const {
@@ -424,12 +449,14 @@ RuntimeStats Runtime::stats() const {
 
 Result<std::vector<ServerStats>> Runtime::server_stats() {
   std::vector<ServerStats> out;
-  for (std::size_t c = 0; c < impl_->pool->connection_count(); ++c) {
+  const auto leased = impl_->pool->leased_bytes_per_server();
+  for (std::size_t c : impl_->pool->current_servers()) {
     auto& conn = impl_->pool->connection(c);
     auto st = transport::server_stats(conn, impl_->timeout());
     if (!st.ok()) return st.status().with_context(conn.peer());
-    out.push_back({impl_->options.servers[c], st->capacity_bytes, st->used_bytes, st->slabs,
-                   st->sessions, st->slabs_reclaimed});
+    out.push_back({impl_->pool->server_name(c), st->capacity_bytes, st->used_bytes, st->slabs,
+                   st->sessions, st->slabs_reclaimed, c < leased.size() ? leased[c] : 0,
+                   impl_->pool->server_closed(c)});
   }
   return out;
 }

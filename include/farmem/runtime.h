@@ -53,6 +53,8 @@ struct ServerStats {
   std::uint64_t slabs = 0;
   std::uint64_t sessions = 0;
   std::uint64_t slabs_reclaimed = 0;
+  std::uint64_t leased_by_me = 0;  ///< of used_bytes, what this runtime leased there
+  bool closed = false;             ///< closed to this runtime's new slabs
 };
 
 /// One memserver the registry lists, as the runtime last read its record.
@@ -138,6 +140,11 @@ class Runtime {
   Status close_server(const std::string& url);
   /// The memservers found through RuntimeOptions::registry (enabled = false without one).
   RegistryStats registry_stats() const;
+  /// Connects to the memserver `url` while the runtime runs and opens it to new slabs
+  /// (registering the runtime's local memory with it first). A server the runtime knows
+  /// already is reopened; one that no longer answers on its old connection (restarted under
+  /// the same URL) gets a new connection. On an error no new server is open to slabs.
+  Status add_server(const std::string& url);
   /// The swap-like tier's budget, readings and decisions (enabled = false without one).
   TierStats tier_stats() const;
   /// Pages of the far_ptr cache holding data now (its own accounting).

@@ -1,19 +1,68 @@
 #include "pool/far_pool.h"
 
 #include <algorithm>
-#include <mutex>
-#include <optional>
 
 #include "common/log.h"
 
 namespace farmem::pool {
 
-FarPool::FarPool(std::vector<std::unique_ptr<transport::Connection>> conns, PoolOptions options)
-    : conns_(std::move(conns)), options_(options), closed_(conns_.size(), false) {}
+namespace {
+void append_why(std::string& why, const std::string& server, const std::string& reason) {
+  why += (why.empty() ? "" : "; ") + server + ": " + reason;
+}
+}  // namespace
+
+FarPool::FarPool(std::vector<std::unique_ptr<transport::Connection>> conns,
+                 std::vector<std::string> names, PoolOptions options)
+    : options_(options),
+      conns_(std::make_unique<std::unique_ptr<transport::Connection>[]>(kMaxServers)) {
+  const std::size_t n = std::min(conns.size(), kMaxServers);  // Runtime::open checks
+  for (std::size_t i = 0; i < n; ++i) {
+    conns_[i] = std::move(conns[i]);
+    names_.push_back(i < names.size() ? names[i] : conns_[i]->peer());
+    closed_.push_back(false);
+  }
+  count_.store(n, std::memory_order_release);
+}
+
+FarPool::~FarPool() {
+  std::vector<Piece> all;
+  {
+    std::unique_lock lock(mu_);
+    for (Slab& s : slabs_) {
+      if (!s.live) continue;
+      s.live = false;
+      all.insert(all.end(), s.pieces.begin(), s.pieces.end());
+    }
+  }
+  release(all);
+}
+
+Result<std::size_t> FarPool::add_connection(std::unique_ptr<transport::Connection> conn,
+                                            std::string name) {
+  std::unique_lock lock(mu_);
+  const std::size_t n = count_.load(std::memory_order_relaxed);
+  if (n == kMaxServers) {
+    return ResourceExhausted("a runtime uses at most " + std::to_string(kMaxServers) +
+                             " memserver connections");
+  }
+  conns_[n] = std::move(conn);
+  names_.push_back(std::move(name));
+  closed_.push_back(true);  // opened once its local memory is registered
+  count_.store(n + 1, std::memory_order_release);
+  return n;
+}
+
+Status FarPool::open_server(std::size_t i) {
+  std::unique_lock lock(mu_);
+  if (i >= closed_.size()) return OutOfRange("no server " + std::to_string(i));
+  closed_[i] = false;
+  return Status::Ok();
+}
 
 Status FarPool::close_server(std::size_t i) {
   std::unique_lock lock(mu_);
-  if (i >= conns_.size()) return OutOfRange("no server " + std::to_string(i));
+  if (i >= closed_.size()) return OutOfRange("no server " + std::to_string(i));
   closed_[i] = true;
   return Status::Ok();
 }
@@ -23,42 +72,68 @@ bool FarPool::server_closed(std::size_t i) const {
   return i < closed_.size() && closed_[i];
 }
 
-std::vector<std::size_t> FarPool::placement_order_locked(std::uint64_t bytes, std::string& why) {
-  std::vector<std::size_t> open;
-  for (std::size_t c = 0; c < conns_.size(); ++c) {
-    if (!closed_[c]) open.push_back(c);
+std::optional<std::size_t> FarPool::find_server(const std::string& name) const {
+  std::shared_lock lock(mu_);
+  for (std::size_t i = names_.size(); i-- > 0;) {
+    if (names_[i] == name) return i;
   }
-  // Free room of a server, or nullopt (unreachable, or too full for this slab).
-  auto free_of = [&](std::size_t c) -> std::optional<std::uint64_t> {
+  return std::nullopt;
+}
+
+std::string FarPool::server_name(std::size_t i) const {
+  std::shared_lock lock(mu_);
+  return i < names_.size() ? names_[i] : std::string();
+}
+
+std::vector<std::size_t> FarPool::current_servers() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::size_t> out;
+  for (std::size_t i = 0; i < names_.size(); ++i) {
+    bool newest = true;
+    for (std::size_t j = i + 1; j < names_.size() && newest; ++j) newest = names_[j] != names_[i];
+    if (newest) out.push_back(i);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64_t bytes,
+                                                                     std::string& why) {
+  std::vector<std::size_t> open;
+  {
+    std::shared_lock lock(mu_);
+    for (std::size_t c = 0; c < closed_.size(); ++c) {
+      if (!closed_[c]) open.push_back(c);
+    }
+  }
+  // A control call each: slab leases are rare (the etcd registry also reports free bytes,
+  // but a lease needs the figure of now, not of the last refresh).
+  std::vector<std::pair<std::uint64_t, std::size_t>> room;
+  for (std::size_t c : open) {
     auto st = transport::server_stats(*conns_[c], options_.control_timeout);
     if (!st.ok()) {
-      why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": " + st.status().to_string();
-      return std::nullopt;
+      append_why(why, conns_[c]->peer(), st.status().to_string());
+      continue;
     }
-    const std::uint64_t free = st->capacity_bytes > st->used_bytes
-                                   ? st->capacity_bytes - st->used_bytes : 0;
+    const std::uint64_t free =
+        st->capacity_bytes > st->used_bytes ? st->capacity_bytes - st->used_bytes : 0;
     if (free < bytes) {
-      why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": full (" +
-             std::to_string(free) + " bytes free)";
-      return std::nullopt;
+      append_why(why, conns_[c]->peer(), "full (" + std::to_string(free) + " bytes free)");
+      continue;
     }
-    return free;
-  };
-  // Every open server's free room (a control call each: slab leases are rare, and the
-  // registry of issue 7 will report free bytes without them).
-  std::vector<std::pair<std::uint64_t, std::size_t>> room;
-  std::uint64_t total = 0;
-  for (std::size_t c : open) {
-    if (auto f = free_of(c)) {
-      room.emplace_back(*f, c);
-      total += *f;
-    }
+    room.emplace_back(free, c);
   }
+  return room;
+}
+
+std::vector<std::size_t> FarPool::placement_order(std::uint64_t bytes, std::string& why) {
+  auto room = room_for(bytes, why);
   std::vector<std::size_t> order;
   if (room.size() >= 3) {
+    std::uint64_t total = 0;
+    for (auto& [f, c] : room) total += f;
     // Power of two choices, each drawn with probability proportional to free room: the
     // roomier of the two goes first. (Uniform draws would let two small servers win a third
-    // of the time, whatever the big one has free.)
+    // of the time, whatever the big one has free.) Only lease_mu_ holders draw.
     auto draw = [&](std::uint64_t skip_total, std::size_t skip) {
       std::uniform_int_distribution<std::uint64_t> d(0, total - skip_total - 1);
       std::uint64_t x = d(rng_);
@@ -85,88 +160,160 @@ std::vector<std::size_t> FarPool::placement_order_locked(std::uint64_t bytes, st
   return order;
 }
 
-FarPool::~FarPool() {
-  std::unique_lock lock(mu_);
-  for (Slab& s : slabs_) {
-    if (s.live) release_slab_locked(s);
-  }
-}
-
-Result<std::size_t> FarPool::lease_slab_locked(std::uint64_t bytes, bool dedicated) {
-  if (slabs_.size() >= kMaxSlabs) return ResourceExhausted("slab table full");
-  if (bytes > kMaxSlabBytes) {
-    return InvalidArgument("allocation of " + std::to_string(bytes) + " bytes exceeds the " +
-                           std::to_string(kMaxSlabBytes) + "-byte slab limit");
-  }
-  // Placed by free room; a full, failing or unreachable server passes the request on.
-  std::string why;
-  for (std::size_t c : placement_order_locked(bytes, why)) {
+Result<FarPool::Piece> FarPool::lease_piece(std::uint64_t bytes, std::string& why) {
+  for (std::size_t c : placement_order(bytes, why)) {
     auto info = transport::alloc_slab(*conns_[c], bytes, options_.control_timeout);
     if (!info.ok()) {
-      why += (why.empty() ? "" : "; ") + conns_[c]->peer() + ": " + info.status().to_string();
+      append_why(why, conns_[c]->peer(), info.status().to_string());
+      continue;
+    }
+    return Piece{c, info->slab_id, info->addr, info->rkey, info->bytes};
+  }
+  return ResourceExhausted("no memserver could lease a slab of " + std::to_string(bytes) +
+                           " bytes: " +
+                           (why.empty() ? std::string("every server is closed to new slabs")
+                                        : why));
+}
+
+Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
+  const std::uint64_t u = options_.stripe_bytes;
+  const std::uint64_t stripes = (bytes + u - 1) / u;
+  std::string why;
+  auto room = room_for(u, why);  // a server with room for less than a stripe cannot help
+  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
+  // Widest first: k servers with room for an equal share each; a server that refuses its
+  // share leaves the candidates, so this ends after at most servers + stripes rounds.
+  std::uint64_t k = std::min<std::uint64_t>(room.size(), stripes);
+  while (k >= 1) {
+    const std::uint64_t share = (stripes + k - 1) / k * u;
+    std::vector<std::pair<std::uint64_t, std::size_t>> chosen;
+    for (auto& r : room) {
+      if (r.first >= share && chosen.size() < k) chosen.push_back(r);
+    }
+    if (chosen.size() < k) {
+      --k;
       continue;
     }
     Slab s;
-    s.conn = c;
-    s.server_slab_id = info->slab_id;
-    s.remote_addr = info->addr;
-    s.rkey = info->rkey;
-    s.bytes = info->bytes;
-    s.live = true;
-    s.dedicated = dedicated;
-    s.alloc = std::make_unique<SlabAllocator>(info->bytes);
-    slabs_.push_back(std::move(s));
-    return slabs_.size() - 1;
+    s.bytes = stripes * u;
+    s.stripe = k > 1 ? u : 0;
+    std::size_t refused = SIZE_MAX;
+    for (auto& [f, c] : chosen) {
+      auto info = transport::alloc_slab(*conns_[c], share, options_.control_timeout);
+      if (!info.ok()) {
+        append_why(why, conns_[c]->peer(), info.status().to_string());
+        refused = c;
+        break;
+      }
+      s.pieces.push_back({c, info->slab_id, info->addr, info->rkey, info->bytes});
+    }
+    if (refused == SIZE_MAX) return s;
+    release(s.pieces);
+    std::erase_if(room, [&](auto& r) { return r.second == refused; });
+    k = std::min<std::uint64_t>(k, room.size());
   }
-  return ResourceExhausted("no memserver could lease a slab of " + std::to_string(bytes) +
-                           " bytes: " + (why.empty() ? std::string("every server is closed to new slabs") : why));
+  for (auto& [f, c] : room) {
+    append_why(why, conns_[c]->peer(), "too full for an equal share (" + std::to_string(f) +
+                                           " bytes free)");
+  }
+  return ResourceExhausted("no memservers could lease " + std::to_string(bytes) +
+                           " bytes, whole or striped: " +
+                           (why.empty() ? std::string("every server is closed to new slabs")
+                                        : why));
 }
 
-void FarPool::release_slab_locked(Slab& s) {
-  s.live = false;
-  s.alloc.reset();
-  auto st = transport::free_slab(*conns_[s.conn], s.server_slab_id, options_.control_timeout);
-  if (!st.ok()) {
-    log().warn("returning slab {} to {} failed ({}); the memserver reclaims it when this "
-               "session ends", s.server_slab_id, conns_[s.conn]->peer(), st.to_string());
+Result<std::size_t> FarPool::install_locked(Slab slab) {
+  if (slabs_.size() >= kMaxSlabs) return ResourceExhausted("slab table full");
+  slab.live = true;
+  slab.alloc = std::make_unique<SlabAllocator>(slab.bytes);
+  slabs_.push_back(std::move(slab));
+  return slabs_.size() - 1;
+}
+
+void FarPool::release(const std::vector<Piece>& pieces) {
+  for (const Piece& p : pieces) {
+    auto st = transport::free_slab(*conns_[p.conn], p.server_slab_id, options_.control_timeout);
+    if (!st.ok()) {
+      log().warn("returning slab {} to {} failed ({}); the memserver reclaims it when this "
+                 "session ends", p.server_slab_id, conns_[p.conn]->peer(), st.to_string());
+    }
   }
+}
+
+std::optional<FarRange> FarPool::allocate_in_shared_locked(std::uint64_t bytes) {
+  for (std::size_t i = 0; i < slabs_.size(); ++i) {
+    Slab& s = slabs_[i];
+    if (!s.live || s.dedicated) continue;
+    if (auto off = s.alloc->allocate(bytes)) return FarRange{make_far_addr(i, *off), bytes};
+  }
+  return std::nullopt;
 }
 
 Result<FarRange> FarPool::allocate(std::uint64_t bytes) {
   if (bytes == 0) return InvalidArgument("allocation of 0 bytes");
-  std::unique_lock lock(mu_);
+  if (bytes > kMaxSlabBytes) {
+    return InvalidArgument("allocation of " + std::to_string(bytes) + " bytes exceeds the " +
+                           std::to_string(kMaxSlabBytes) + "-byte slab limit");
+  }
   const bool dedicated = bytes > options_.slab_bytes;
   if (!dedicated) {
-    for (std::size_t i = 0; i < slabs_.size(); ++i) {
-      Slab& s = slabs_[i];
-      if (!s.live || s.dedicated) continue;
-      if (auto off = s.alloc->allocate(bytes)) return FarRange{make_far_addr(i, *off), bytes};
-    }
+    std::unique_lock lock(mu_);
+    if (auto r = allocate_in_shared_locked(bytes)) return *r;
   }
-  FARMEM_ASSIGN_OR_RETURN(std::size_t i,
-                          lease_slab_locked(dedicated ? bytes : options_.slab_bytes, dedicated));
-  auto off = slabs_[i].alloc->allocate(bytes);
+  std::lock_guard lease(lease_mu_);
+  Slab s;
+  if (dedicated) {
+    FARMEM_ASSIGN_OR_RETURN(s, lease_striped(bytes));
+    s.dedicated = true;
+  } else {
+    {
+      std::unique_lock lock(mu_);  // another thread may have leased one meanwhile
+      if (auto r = allocate_in_shared_locked(bytes)) return *r;
+    }
+    std::string why;
+    FARMEM_ASSIGN_OR_RETURN(Piece p, lease_piece(options_.slab_bytes, why));
+    s.bytes = p.bytes;
+    s.pieces.push_back(p);
+  }
+  const std::vector<Piece> pieces = s.pieces;
+  std::unique_lock lock(mu_);
+  auto i = install_locked(std::move(s));
+  if (!i.ok()) {
+    lock.unlock();
+    release(pieces);
+    return i.status();
+  }
+  auto off = slabs_[*i].alloc->allocate(bytes);
   if (!off) return Internal("fresh slab cannot hold " + std::to_string(bytes) + " bytes");
-  return FarRange{make_far_addr(i, *off), bytes};
+  return FarRange{make_far_addr(*i, *off), bytes};
 }
 
 Status FarPool::free(FarRange range) {
   if (range.addr.is_null()) return InvalidArgument("free of a null far address");
-  std::unique_lock lock(mu_);
-  const auto i = slab_index_of(range.addr);
-  if (i >= slabs_.size() || !slabs_[i].live) {
-    return InvalidArgument("free of a far address in no live slab (double free?)");
+  std::vector<Piece> give_back;
+  {
+    std::unique_lock lock(mu_);
+    const auto i = slab_index_of(range.addr);
+    if (i >= slabs_.size() || !slabs_[i].live) {
+      return InvalidArgument("free of a far address in no live slab (double free?)");
+    }
+    Slab& s = slabs_[i];
+    const auto off = offset_of(range.addr);
+    const auto len = s.alloc->block_bytes(off);
+    if (len == 0) return InvalidArgument("free of a far address that is not an allocation");
+    if (range.bytes > len) {
+      return InvalidArgument("free of " + std::to_string(range.bytes) +
+                             " bytes, but the allocation there holds " + std::to_string(len));
+    }
+    s.alloc->free(off);
+    if (s.alloc->empty()) {  // give the memory back to its servers
+      s.live = false;
+      s.alloc.reset();
+      give_back = std::move(s.pieces);
+      s.pieces.clear();
+    }
   }
-  Slab& s = slabs_[i];
-  const auto off = offset_of(range.addr);
-  const auto len = s.alloc->block_bytes(off);
-  if (len == 0) return InvalidArgument("free of a far address that is not an allocation");
-  if (range.bytes > len) {
-    return InvalidArgument("free of " + std::to_string(range.bytes) +
-                           " bytes, but the allocation there holds " + std::to_string(len));
-  }
-  s.alloc->free(off);
-  if (s.alloc->empty()) release_slab_locked(s);  // give the memory back to its server
+  release(give_back);
   return Status::Ok();
 }
 
@@ -184,7 +331,14 @@ Result<RemoteTarget> FarPool::resolve(FarAddr addr, std::uint64_t len) const {
                       std::to_string(off) + " runs past the slab's " + std::to_string(s.bytes) +
                       " bytes");
   }
-  return RemoteTarget{s.conn, s.remote_addr + off, s.rkey};
+  if (s.pieces.size() == 1) {
+    const Piece& p = s.pieces[0];
+    return RemoteTarget{p.conn, p.remote_addr + off, p.rkey, len};
+  }
+  const std::uint64_t stripe = off / s.stripe, in = off % s.stripe;
+  const Piece& p = s.pieces[stripe % s.pieces.size()];
+  const std::uint64_t at = stripe / s.pieces.size() * s.stripe + in;
+  return RemoteTarget{p.conn, p.remote_addr + at, p.rkey, std::min(len, s.stripe - in)};
 }
 
 std::uint64_t FarPool::slab_bytes(std::uint64_t index) const {
@@ -202,8 +356,19 @@ std::uint64_t FarPool::slabs() const {
 std::uint64_t FarPool::leased_bytes() const {
   std::shared_lock lock(mu_);
   std::uint64_t n = 0;
-  for (const Slab& s : slabs_) n += s.live ? s.bytes : 0;
+  for (const Slab& s : slabs_) {
+    for (const Piece& p : s.pieces) n += s.live ? p.bytes : 0;
+  }
   return n;
+}
+
+std::vector<std::uint64_t> FarPool::leased_bytes_per_server() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::uint64_t> out(names_.size(), 0);
+  for (const Slab& s : slabs_) {
+    for (const Piece& p : s.pieces) out[p.conn] += s.live ? p.bytes : 0;
+  }
+  return out;
 }
 
 std::uint64_t FarPool::allocated_bytes() const {

@@ -1,12 +1,32 @@
 // The pool: far memory as slabs leased lazily from many memservers, allocation inside them,
 // and resolution of a FarAddr to (connection, remote address, rkey).
+//
+// Servers: a fixed-size table of connections that only grows (add_connection), so
+// connection(i) needs no lock; an entry is never removed, only closed to new slabs. A server
+// that comes back under the same name after its connection died gets a new entry; the old one
+// stays closed (far memory placed there is lost with the server).
+//
+// Slabs: one FarAddr slab index names either one piece of memory on one server (a shared
+// slab of slab_bytes, or a dedicated one for a large allocation when one server must hold
+// it), or a striped slab: an allocation larger than a shared slab spread over k servers in
+// stripes of stripe_bytes, round robin (stripe s lives on piece s % k at offset
+// (s / k) * stripe_bytes). resolve() says how many bytes from an address are contiguous on
+// one server, so callers split a range at stripe boundaries.
+//
+// Locks: mu_ (shared for resolve, exclusive to change the tables) is never held across a
+// network call; lease_mu_ serialises leases, which do talk to servers, so a slow or stalled
+// server delays other leases but never the reads and writes of far memory already placed.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <shared_mutex>
+#include <string>
 #include <vector>
 
 #include "farmem/far_addr.h"
@@ -17,7 +37,8 @@
 namespace farmem::pool {
 
 struct PoolOptions {
-  std::uint64_t slab_bytes = 64u << 20;  ///< size of a shared slab
+  std::uint64_t slab_bytes = 64u << 20;   ///< size of a shared slab
+  std::uint64_t stripe_bytes = 1u << 20;  ///< stripe unit of allocations larger than a slab
   std::chrono::nanoseconds control_timeout = std::chrono::seconds(5);
 };
 
@@ -26,11 +47,16 @@ struct RemoteTarget {
   std::size_t conn = 0;  ///< index into the pool's connections
   std::uint64_t remote_addr = 0;
   std::uint32_t rkey = 0;
+  std::uint64_t bytes = 0;  ///< bytes from the address contiguous on this target (<= asked)
 };
 
 class FarPool {
  public:
-  FarPool(std::vector<std::unique_ptr<transport::Connection>> conns, PoolOptions options);
+  static constexpr std::size_t kMaxServers = 256;
+
+  /// `names[i]` names `conns[i]` (its URL); every server starts open to new slabs.
+  FarPool(std::vector<std::unique_ptr<transport::Connection>> conns,
+          std::vector<std::string> names, PoolOptions options);
   /// Returns every leased slab to its memserver (best effort: a dead server reclaims them
   /// itself when the session ends).
   ~FarPool();
@@ -40,14 +66,25 @@ class FarPool {
   Result<FarRange> allocate(std::uint64_t bytes);
   Status free(FarRange range);
 
+  /// Adds a server, closed to new slabs until open_server(): the caller registers its local
+  /// memory with the new connection first. Returns the new index.
+  Result<std::size_t> add_connection(std::unique_ptr<transport::Connection> conn,
+                                     std::string name);
+  Status open_server(std::size_t i);
   /// Closes server `i` to new slabs (its leased slabs stay usable and are freed as usual).
   Status close_server(std::size_t i);
   bool server_closed(std::size_t i) const;
+  /// The newest entry named `name`.
+  std::optional<std::size_t> find_server(const std::string& name) const;
+  std::string server_name(std::size_t i) const;
+  /// The newest entry of every name, in the order they were added.
+  std::vector<std::size_t> current_servers() const;
 
-  /// The target of [addr, addr + len), which must lie inside one live slab.
+  /// The target of the first bytes of [addr, addr + len), which must lie inside one live
+  /// slab; RemoteTarget::bytes says how many (all of len unless a stripe boundary is crossed).
   Result<RemoteTarget> resolve(FarAddr addr, std::uint64_t len) const;
 
-  std::size_t connection_count() const { return conns_.size(); }
+  std::size_t connection_count() const { return count_.load(std::memory_order_acquire); }
   transport::Connection& connection(std::size_t i) const { return *conns_[i]; }
 
   /// Size of live slab `index` (a FarAddr's slab), 0 when there is none.
@@ -55,34 +92,56 @@ class FarPool {
   std::uint64_t slabs() const;
   std::uint64_t leased_bytes() const;
   std::uint64_t allocated_bytes() const;
+  /// Bytes leased on each server (index = connection).
+  std::vector<std::uint64_t> leased_bytes_per_server() const;
 
  private:
-  struct Slab {
+  /// Memory leased on one server.
+  struct Piece {
     std::size_t conn = 0;
     std::uint64_t server_slab_id = 0;
     std::uint64_t remote_addr = 0;
     std::uint32_t rkey = 0;
     std::uint64_t bytes = 0;
+  };
+  struct Slab {
+    std::vector<Piece> pieces;  ///< one, or k stripes' worth each
+    std::uint64_t bytes = 0;    ///< addressable bytes
+    std::uint64_t stripe = 0;   ///< stripe unit when pieces.size() > 1
     bool live = false;
     bool dedicated = false;  ///< holds one allocation larger than a shared slab
     std::unique_ptr<SlabAllocator> alloc;
   };
 
-  Result<std::size_t> lease_slab_locked(std::uint64_t bytes, bool dedicated);
+  /// Servers open to new slabs with at least `bytes` free, with their free bytes (a control
+  /// call each); the others are named in `why` with the reason.
+  std::vector<std::pair<std::uint64_t, std::size_t>> room_for(std::uint64_t bytes,
+                                                              std::string& why);
   /// The order in which servers are asked for a new slab of `bytes`: power of two choices
-  /// over free bytes first (two open servers drawn with probability proportional to their
-  /// free room, the roomier first), then the other open servers, roomiest first. Servers that cannot report their free room, or report too
-  /// little, are left out (with the reason appended to `why`).
-  std::vector<std::size_t> placement_order_locked(std::uint64_t bytes, std::string& why);
-  void release_slab_locked(Slab& slab);
+  /// over free bytes first (two drawn with probability proportional to their free room, the
+  /// roomier first), then the others, roomiest first.
+  std::vector<std::size_t> placement_order(std::uint64_t bytes, std::string& why);
+  /// Leases one piece of `bytes` from the first server of placement order that grants it.
+  Result<Piece> lease_piece(std::uint64_t bytes, std::string& why);
+  /// Leases a striped slab of at least `bytes` over as many servers as have room for an
+  /// equal share (one piece when only one has); with lease_mu_ held.
+  Result<Slab> lease_striped(std::uint64_t bytes);
+  /// Adds a leased slab to the table; returns its index (mu_ exclusive held).
+  Result<std::size_t> install_locked(Slab slab);
+  /// Gives pieces back to their servers (no lock held: these are network calls).
+  void release(const std::vector<Piece>& pieces);
+  std::optional<FarRange> allocate_in_shared_locked(std::uint64_t bytes);
 
-  const std::vector<std::unique_ptr<transport::Connection>> conns_;
   const PoolOptions options_;
-  /// Guards slabs_, closed_ and rng_: shared for resolve(), exclusive for allocate/free.
+  std::unique_ptr<std::unique_ptr<transport::Connection>[]> conns_;  ///< kMaxServers slots
+  std::atomic<std::size_t> count_{0};  ///< slots [0, count_) are set and never change
+  std::mutex lease_mu_;  ///< serialises leases (before mu_ when both are held)
+  /// Guards the rest: shared for resolve(), exclusive to change.
   mutable std::shared_mutex mu_;
-  std::vector<Slab> slabs_;  ///< indexed by FarAddr slab index; entries are never reused
-  std::vector<bool> closed_;  ///< per connection: closed to new slabs
-  std::mt19937_64 rng_{0x5eed};  ///< the two random choices (fixed seed: reproducible tests)
+  std::vector<std::string> names_;  ///< per connection
+  std::vector<bool> closed_;        ///< per connection: closed to new slabs
+  std::vector<Slab> slabs_;         ///< indexed by FarAddr slab index; never reused
+  std::mt19937_64 rng_{0x5eed};     ///< the two random choices (fixed seed: reproducible)
 };
 
 }  // namespace farmem::pool

@@ -65,6 +65,10 @@ Result<std::uint32_t> IoService::lkey_for(const std::byte* p, std::uint64_t n,
   if (it != ranges_.begin()) {
     --it;
     if (a - it->first < it->second.length && n <= it->second.length - (a - it->first)) {
+      if (conn >= it->second.regs.size()) {
+        return Internal("local memory is not registered with server " +
+                                  std::to_string(conn) + " yet");
+      }
       return it->second.regs[conn]->lkey();
     }
   }
@@ -86,13 +90,17 @@ void IoService::count(transport::OpKind kind, std::uint64_t n) {
 Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* local,
                              std::uint64_t n, std::vector<std::vector<transport::Op>>& out) {
   if (n == 0) return InvalidArgument("read or write of 0 bytes");
-  FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(far, n));
-  FARMEM_ASSIGN_OR_RETURN(std::uint32_t lkey, lkey_for(local, n, t.conn));
-  const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
-  for (std::uint64_t done = 0; done < n;) {
-    const auto len = static_cast<std::uint32_t>(std::min(max, n - done));
-    out[t.conn].push_back({kind, len, local + done, lkey, t.rkey, t.remote_addr + done});
-    done += len;
+  // A striped allocation splits the range at stripe boundaries, one target each.
+  for (std::uint64_t at = 0; at < n;) {
+    FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(FarAddr{far.raw + at}, n - at));
+    FARMEM_ASSIGN_OR_RETURN(std::uint32_t lkey, lkey_for(local + at, t.bytes, t.conn));
+    const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
+    for (std::uint64_t done = 0; done < t.bytes;) {
+      const auto len = static_cast<std::uint32_t>(std::min(max, t.bytes - done));
+      out[t.conn].push_back({kind, len, local + at + done, lkey, t.rkey, t.remote_addr + done});
+      done += len;
+    }
+    at += t.bytes;
   }
   count(kind, n);
   return Status::Ok();
@@ -100,12 +108,13 @@ Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* loc
 
 Status IoService::register_memory(std::span<std::byte> memory) {
   if (memory.empty()) return InvalidArgument("registering empty memory");
+  std::lock_guard reg(reg_mu_);  // no server is added meanwhile
   LocalRange range;
   range.length = memory.size();
   for (std::size_t c = 0; c < pool_.connection_count(); ++c) {
-    auto reg = pool_.connection(c).register_memory(memory.data(), memory.size());
-    if (!reg.ok()) return reg.status().with_context("registering local memory");
-    range.regs.push_back(std::move(reg).value());
+    auto reg_c = pool_.connection(c).register_memory(memory.data(), memory.size());
+    if (!reg_c.ok()) return reg_c.status().with_context("registering local memory");
+    range.regs.push_back(std::move(reg_c).value());
   }
   std::unique_lock lock(ranges_mu_);
   const auto key = reinterpret_cast<std::uintptr_t>(memory.data());
@@ -120,7 +129,32 @@ Status IoService::register_memory(std::span<std::byte> memory) {
   return Status::Ok();
 }
 
+Status IoService::add_connection(std::size_t conn) {
+  std::lock_guard reg(reg_mu_);
+  if (conn >= pool_.connection_count()) return OutOfRange("no connection " + std::to_string(conn));
+  // Registrations made before the connection existed; a range registered after it was added
+  // to the pool has it already.
+  std::vector<std::pair<std::uintptr_t, std::unique_ptr<transport::MemoryRegistration>>> made;
+  {
+    std::shared_lock lock(ranges_mu_);
+    for (auto& [start, range] : ranges_) {
+      if (range.regs.size() != conn) continue;
+      auto r = pool_.connection(conn).register_memory(reinterpret_cast<void*>(start),
+                                                      range.length);
+      if (!r.ok()) {
+        return r.status().with_context("registering local memory with " +
+                                       pool_.connection(conn).peer());
+      }
+      made.emplace_back(start, std::move(r).value());
+    }
+  }
+  std::unique_lock lock(ranges_mu_);
+  for (auto& [start, r] : made) ranges_.at(start).regs.push_back(std::move(r));
+  return Status::Ok();
+}
+
 Status IoService::unregister_memory(std::span<std::byte> memory) {
+  std::lock_guard reg(reg_mu_);
   std::unique_lock lock(ranges_mu_);
   auto it = ranges_.find(reinterpret_cast<std::uintptr_t>(memory.data()));
   if (it == ranges_.end() || it->second.length != memory.size()) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <mutex>
 #include <memory>
 #include <shared_mutex>
 #include <span>
@@ -44,6 +45,9 @@ class IoService final : public FarIo {
   /// Registers `memory` with every connection; reads land in it and writes leave from it.
   /// Ranges must not overlap.
   Status register_memory(std::span<std::byte> memory) override;
+  /// Registers every range registered so far with connection `conn`, new in the pool (the
+  /// pool opens it to new slabs only after this succeeded).
+  Status add_connection(std::size_t conn);
   /// Deregisters a range registered with exactly these bounds.
   Status unregister_memory(std::span<std::byte> memory) override;
 
@@ -71,7 +75,10 @@ class IoService final : public FarIo {
 
   FarPool& pool_;
   const std::chrono::nanoseconds timeout_;
-  /// Guards ranges_: shared to look up lkeys, exclusive to (un)register.
+  /// Serialises (un)registration and add_connection: every range gets a registration with
+  /// every connection, index for index.
+  std::mutex reg_mu_;
+  /// Guards ranges_: shared to look up lkeys, exclusive to change.
   mutable std::shared_mutex ranges_mu_;
   std::map<std::uintptr_t, LocalRange> ranges_;  ///< keyed by start address
   std::atomic<std::uint64_t> reads_{0}, writes_{0}, bytes_read_{0}, bytes_written_{0};
