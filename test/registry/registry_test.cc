@@ -252,6 +252,32 @@ TEST_F(RegistryCluster, CleanShutdownRemovesTheKeyAtOnce) {
   EXPECT_FALSE(left.contains(memservers_[0].url()));
 }
 
+TEST(RegistryRuntime, MemserverThatJoinsLaterIsAddedWhileTheRuntimeRuns) {
+  auto e = EtcdProcess::start();
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  RuntimeOptions o;
+  o.registry = (*e)->registry_url();
+  o.auth_token = kToken;
+  o.slab_bytes = kSlab;
+  o.registry_interval = kPoll;
+  auto rt = Runtime::open(o);  // nobody registered yet: opens with no memserver
+  ASSERT_TRUE(rt.ok()) << rt.status().to_string();
+  EXPECT_TRUE((*rt)->registry_stats().members.empty());
+  auto none = (*rt)->allocate(kSlab);
+  EXPECT_EQ(none.status().code(), StatusCode::kResourceExhausted) << "allocated with no memserver";
+
+  MemserverProcess m;
+  ASSERT_TRUE(m.start("tcp", {"--registry", (*e)->registry_url()}).ok());
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(wait_until([&] { return (*rt)->registry_stats().members.size() == 1; }, 5s))
+      << (*rt)->registry_stats().last_error;
+  EXPECT_LT(Clock::now() - t0, kPoll * 5) << "joined later than a few polls";
+  EXPECT_EQ((*rt)->registry_stats().members[0].url, m.url());
+  auto r = (*rt)->allocate(kSlab);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ((*rt)->transports(), std::vector<std::string>{"tcp"});
+}
+
 TEST(RegistryRuntime, OpenWithAnUnreachableEtcdIsAClearError) {
   auto port = free_loopback_port();  // nothing listens there
   ASSERT_TRUE(port.ok());
