@@ -32,6 +32,8 @@ Membership::Changes Membership::diff(const std::vector<Member>& listing, std::in
     } else if (it->second.url != l.url) {  // re-registered elsewhere under the same key
       c.leave.push_back(it->second);
       c.join.push_back(l);
+    } else if (it->second.lease != l.lease) {  // registered anew: maybe a new process
+      c.join.push_back(l);
     } else {
       it->second.record = l.record;  // fresh capacity and use
     }
@@ -79,6 +81,7 @@ Result<std::vector<Member>> Discovery::list(std::int64_t& revision) {
   for (KeyValue& kv : r.kvs) {
     Member m;
     m.key = std::move(kv.key);
+    m.lease = kv.lease;
     auto record = parse_record(kv.value);
     Result<std::string> url = record.ok() ? choose_url(*record, options_.transports)
                                           : Result<std::string>(record.status());

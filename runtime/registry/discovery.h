@@ -38,6 +38,7 @@ using Clock = std::chrono::steady_clock;
 struct Member {
   std::string key;  ///< its registry key
   std::string url;  ///< the URL chosen from its record (choose_url)
+  std::int64_t lease = 0;  ///< the lease its record rides on: a new one means it registered anew
   MemserverRecord record;
 };
 
@@ -47,7 +48,10 @@ class Membership {
   static constexpr std::chrono::seconds kDefaultGrace{10};
 
   struct Changes {
-    std::vector<Member> join;   ///< listed, not a member yet (or listed under a new URL)
+    /// Listed and not a member yet, listed under a new URL, or registered anew (a new
+    /// lease: restarted under the same URL, or etcd lost its data). Joining a server the
+    /// runtime knows reopens it, or reconnects when its old connection is dead.
+    std::vector<Member> join;
     std::vector<Member> leave;  ///< members no longer listed (after any grace)
   };
 

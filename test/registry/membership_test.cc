@@ -23,8 +23,9 @@ registry::MemserverRecord record(std::vector<std::string> urls, std::uint64_t tt
   return r;
 }
 
-Member member(const std::string& key, const std::string& url, std::uint64_t ttl = 2) {
-  return Member{key, url, record({url}, ttl)};
+Member member(const std::string& key, const std::string& url, std::uint64_t ttl = 2,
+              std::int64_t lease = 1) {
+  return Member{key, url, lease, record({url}, ttl)};
 }
 
 TEST(RegistryRecord, RoundTripsAndRefusesWhatItCannotRead) {
@@ -83,6 +84,16 @@ TEST(RegistryMembership, JoinsAndLeavesFollowListings) {
   EXPECT_EQ(c.leave[0].url, "tcp://a:1");
   ASSERT_EQ(c.join.size(), 1u);
   EXPECT_EQ(c.join[0].url, "tcp://a:2");
+  m.left(c.leave[0]);
+  m.joined(c.join[0]);
+  // Registered anew under the same key and URL (a new lease: a restarted process, or etcd
+  // lost its data): joined again, so that a dead connection is replaced; nobody leaves.
+  c = m.diff({member("/k/a", "tcp://a:2", 2, /*lease=*/7)}, 9, t += 1s);
+  EXPECT_TRUE(c.leave.empty());
+  ASSERT_EQ(c.join.size(), 1u);
+  EXPECT_EQ(c.join[0].lease, 7);
+  m.joined(c.join[0]);
+  EXPECT_TRUE(m.diff({member("/k/a", "tcp://a:2", 2, 7)}, 10, t += 1s).join.empty());
 }
 
 TEST(RegistryMembership, LeavesWaitOneTtlAfterEtcdComesBackOrLosesItsData) {

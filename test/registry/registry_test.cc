@@ -222,6 +222,32 @@ TEST_F(RegistryCluster, UnregisteredMemserverIsClosedToNewSlabsAndReaddedWhenItR
   EXPECT_EQ(*on_dropped, 0u) << "it got slabs while it was out of the registry";
 }
 
+TEST_F(RegistryCluster, MemserverRestartedUnderTheSameUrlWithinItsTtlIsReconnected) {
+  // Killed and started again on the same port before its old key expired: the key never
+  // goes, but the new process registers with a new lease, and the runtime replaces its dead
+  // connection (Runtime::add_server reconnects) and places slabs there again.
+  auto rt = Runtime::open(registry_only());
+  ASSERT_TRUE(rt.ok()) << rt.status().to_string();
+  ASSERT_EQ((*rt)->registry_stats().members.size(), 2u);
+  const std::string url = memservers_[1].url();
+  const auto port = static_cast<std::uint16_t>(std::stoi(url.substr(url.rfind(':') + 1)));
+  ASSERT_TRUE(memservers_[1].signal(SIGKILL));
+  ASSERT_NE(memservers_[1].reap(), -1);
+  MemserverProcess again;
+  ASSERT_TRUE(again.start("tcp", {"--registry", etcd_->registry_url(), "--registry-ttl",
+                                  std::to_string(kTtlSeconds)}, port).ok());
+  ASSERT_EQ(again.url(), url);
+  // The new process is a new session: slabs it holds can only come from a reconnection.
+  ASSERT_TRUE(wait_until([&] {
+    for (int i = 0; i < 2; ++i) {
+      if (!(*rt)->allocate(kSlab).ok()) return false;
+    }
+    auto n = slabs_on(url);
+    return n.ok() && *n > 0;
+  }, 10s)) << "no slab on the restarted memserver; " << (*rt)->registry_stats().last_error;
+  EXPECT_TRUE(lists(**rt, url));
+}
+
 TEST_F(RegistryCluster, EtcdRestartedWithFreshDataGetsTheRegistrationsBack) {
   auto rt = Runtime::open(registry_only());
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();

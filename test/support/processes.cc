@@ -85,10 +85,12 @@ MemserverProcess::~MemserverProcess() {
   if (out_ != nullptr) std::fclose(out_);
 }
 
-Status MemserverProcess::start(const std::string& backend, const std::vector<std::string>& extra) {
+Status MemserverProcess::start(const std::string& backend, const std::vector<std::string>& extra,
+                               std::uint16_t port) {
   const bool tcp = backend == "tcp";
   const std::string host = tcp ? "127.0.0.1" : rdma_test_address();
-  std::vector<std::string> argv{FARMEM_MEMSERVER_BIN, tcp ? "--tcp" : "--rdma", host + ":0",
+  std::vector<std::string> argv{FARMEM_MEMSERVER_BIN, tcp ? "--tcp" : "--rdma",
+                                host + ":" + std::to_string(port),
                                 "--token", kToken, "--capacity", "64M", "--log-level", "error"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   int fds[2];
@@ -100,12 +102,12 @@ Status MemserverProcess::start(const std::string& backend, const std::vector<std
   if (out_ == nullptr || !read_line(out_, line, sizeof line, kStartLimit)) {
     return Unavailable("farmem-memserver printed nothing (did it exit? its stderr is above)");
   }
-  unsigned port = 0;
+  unsigned bound = 0;
   char what[16] = {};
-  if (std::sscanf(line, "listening %15s %*s port %u", what, &port) != 2 || port == 0) {
+  if (std::sscanf(line, "listening %15s %*s port %u", what, &bound) != 2 || bound == 0) {
     return Internal(std::string("unexpected memserver output: ") + line);
   }
-  url_ = (tcp ? "tcp://" : "rdma://") + host + ":" + std::to_string(port);
+  url_ = (tcp ? "tcp://" : "rdma://") + host + ":" + std::to_string(bound);
   return Status::Ok();
 }
 

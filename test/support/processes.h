@@ -24,9 +24,11 @@ class MemserverProcess {
   MemserverProcess(const MemserverProcess&) = delete;
   MemserverProcess& operator=(const MemserverProcess&) = delete;
 
-  /// Starts it on 127.0.0.1 (backend "tcp") or the RDMA device's address ("verbs"), port 0,
-  /// with `extra` flags appended, and waits for its "listening" line (at most 30 s).
-  Status start(const std::string& backend, const std::vector<std::string>& extra = {});
+  /// Starts it on 127.0.0.1 (backend "tcp") or the RDMA device's address ("verbs"), on
+  /// `port` (0: a free one), with `extra` flags appended, and waits for its "listening" line
+  /// (at most 30 s).
+  Status start(const std::string& backend, const std::vector<std::string>& extra = {},
+               std::uint16_t port = 0);
   /// Sends `sig`; false when it is not running.
   bool signal(int sig);
   /// Waits for it to exit (at most `limit`); its wait status, or -1 when it did not exit.
