@@ -175,6 +175,10 @@ Status EtcdClient::perform(std::string_view path, const std::string* body, long&
   long os_errno = 0;
   curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http_status);
+  // The handle outlives this call: it must not keep pointers into this frame.
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, nullptr);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
   curl_slist_free_all(headers);
   const std::string call = " (" + std::string(path) + ")";
   switch (rc) {
