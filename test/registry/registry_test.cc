@@ -185,7 +185,9 @@ TEST_F(RegistryCluster, UnregisteredMemserverIsClosedToNewSlabsAndReaddedWhenItR
   // The registry decides, not a failed call: a memserver whose lease is revoked while it is
   // stopped (so it cannot re-register) is closed at the next poll, and placement does not
   // even ask it for its free room (that call would wait out op_timeout on a stopped process).
-  auto rt = Runtime::open(registry_only());
+  auto o = registry_only();
+  o.op_timeout = 5000ms;  // what asking the stopped memserver would cost each allocation
+  auto rt = Runtime::open(o);
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
   ASSERT_EQ((*rt)->registry_stats().members.size(), 2u);
   const std::string kept = memservers_[0].url(), dropped = memservers_[1].url();
@@ -207,7 +209,7 @@ TEST_F(RegistryCluster, UnregisteredMemserverIsClosedToNewSlabsAndReaddedWhenItR
   ASSERT_TRUE(before.ok()) << before.status().to_string();
   const auto t0 = Clock::now();
   for (int i = 0; i < 4; ++i) ASSERT_TRUE((*rt)->allocate(kSlab).ok());
-  EXPECT_LT(Clock::now() - t0, 1500ms)
+  EXPECT_LT(Clock::now() - t0, 3000ms)
       << "placement waited on the stopped memserver: it was not closed to new slabs";
   auto after = slabs_on(kept);
   ASSERT_TRUE(after.ok());
@@ -297,7 +299,7 @@ TEST(RegistryRuntime, MemserverThatJoinsLaterIsAddedWhileTheRuntimeRuns) {
   const auto t0 = Clock::now();
   ASSERT_TRUE(wait_until([&] { return (*rt)->registry_stats().members.size() == 1; }, 5s))
       << (*rt)->registry_stats().last_error;
-  EXPECT_LT(Clock::now() - t0, kPoll * 5) << "joined later than a few polls";
+  EXPECT_LT(Clock::now() - t0, 3s) << "joined much later than its next poll";
   EXPECT_EQ((*rt)->registry_stats().members[0].url, m.url());
   auto r = (*rt)->allocate(kSlab);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
