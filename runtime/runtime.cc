@@ -168,6 +168,17 @@ Status check_options(const RuntimeOptions& o) {
       return InvalidArgument("RuntimeOptions.tier_interval must be > 0");
     }
   }
+  if (!o.swap_file.empty()) {
+    if (o.swap_file_max_bytes < o.slab_bytes) {
+      return InvalidArgument("RuntimeOptions.swap_file_max_bytes (" +
+                             std::to_string(o.swap_file_max_bytes) +
+                             ") must hold at least one slab of slab_bytes (" +
+                             std::to_string(o.slab_bytes) + ")");
+    }
+    if (o.swap_file_interval.count() <= 0) {
+      return InvalidArgument("RuntimeOptions.swap_file_interval must be > 0");
+    }
+  }
   if (o.max_cache_threads == 0 || o.max_cache_threads > detail::kMaxCacheThreadsLimit) {
     return InvalidArgument("RuntimeOptions.max_cache_threads must be in 1.." +
                            std::to_string(detail::kMaxCacheThreadsLimit) + " (got " +
@@ -233,6 +244,13 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   po.slab_bytes = options.slab_bytes;
   po.control_timeout = options.op_timeout;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), options.servers, po);
+  if (!options.swap_file.empty()) {
+    pool::SwapFileOptions so;
+    so.path = options.swap_file;
+    so.max_bytes = options.swap_file_max_bytes;
+    FARMEM_ASSIGN_OR_RETURN(auto file, pool::SwapFile::create(so));
+    FARMEM_RETURN_IF_ERROR(impl->pool->set_overflow(std::move(file), options.swap_file_interval));
+  }
   impl->io = std::make_unique<pool::IoService>(*impl->pool, options.op_timeout);
   const bool tiered = options.budget_ceiling != 0;
   impl->budget = std::make_unique<paging::Budget>(
@@ -444,13 +462,19 @@ RuntimeStats Runtime::stats() const {
   s.slabs = impl_->pool->slabs();
   s.far_bytes_leased = impl_->pool->leased_bytes();
   s.far_bytes_allocated = impl_->pool->allocated_bytes();
+  const pool::SwapFileStats swap = impl_->pool->swap_stats();
+  s.swap_bytes_used = swap.used_bytes;
+  s.swap_file_allocated = swap.allocated_bytes;
+  s.swap_slabs_moved_back = impl_->pool->slabs_moved_back();
   return s;
 }
 
 Result<std::vector<ServerStats>> Runtime::server_stats() {
   std::vector<ServerStats> out;
   const auto leased = impl_->pool->leased_bytes_per_server();
+  const auto overflow = impl_->pool->overflow_conn();
   for (std::size_t c : impl_->pool->current_servers()) {
+    if (overflow && c == *overflow) continue;  // the swap file is in stats(), not a server
     auto& conn = impl_->pool->connection(c);
     auto st = transport::server_stats(conn, impl_->timeout());
     if (!st.ok()) return st.status().with_context(conn.peer());

@@ -71,6 +71,15 @@ struct RuntimeOptions {
   /// MemAvailable. An application (or a test) may supply its own; it is called from the
   /// tier's thread.
   std::function<Result<MemoryPressure>()> pressure_source;
+  /// Overflow to a local swap file (off when empty): a slab no memserver can lease (all full
+  /// or unreachable) is leased from this file instead, which grows on demand in whole slabs up
+  /// to swap_file_max_bytes and gives blocks back (holes punched) as slabs leave it. Every
+  /// swap_file_interval, slabs in the file move back to memservers that have room again.
+  /// The file is created exclusively (an existing file is an error, never overwritten) and
+  /// removed when the runtime closes.
+  std::string swap_file;
+  std::uint64_t swap_file_max_bytes = 0;
+  std::chrono::milliseconds swap_file_interval{1000};
   /// Page size of the far_ptr cache: a power of two from 4 KiB to 2 MiB, dividing slab_bytes.
   std::uint32_t page_bytes = 4096;
   /// Trend-driven prefetch for the far_ptr cache.

@@ -43,6 +43,9 @@ struct RuntimeStats {
   std::uint64_t slabs = 0;            ///< slabs currently leased from memservers
   std::uint64_t far_bytes_leased = 0; ///< bytes in those slabs
   std::uint64_t far_bytes_allocated = 0; ///< bytes handed out by allocate() and not freed
+  std::uint64_t swap_bytes_used = 0;        ///< of far_bytes_leased, in the swap file
+  std::uint64_t swap_file_allocated = 0;    ///< disk blocks the swap file holds, in bytes
+  std::uint64_t swap_slabs_moved_back = 0;  ///< slabs moved from the file to memservers
 };
 
 /// Statistics one memserver reports about itself.

@@ -26,6 +26,14 @@ FarPool::FarPool(std::vector<std::unique_ptr<transport::Connection>> conns,
 }
 
 FarPool::~FarPool() {
+  if (migrator_.joinable()) {
+    {
+      std::lock_guard lock(stop_mu_);
+      stop_ = true;
+    }
+    stop_cv_.notify_all();
+    migrator_.join();
+  }
   std::vector<Piece> all;
   {
     std::unique_lock lock(mu_);
@@ -56,6 +64,9 @@ Result<std::size_t> FarPool::add_connection(std::unique_ptr<transport::Connectio
 Status FarPool::open_server(std::size_t i) {
   std::unique_lock lock(mu_);
   if (i >= closed_.size()) return OutOfRange("no server " + std::to_string(i));
+  if (swap_ && i == overflow_) {
+    return InvalidArgument("the swap file takes only slabs no memserver can lease");
+  }
   closed_[i] = false;
   return Status::Ok();
 }
@@ -96,8 +107,7 @@ std::vector<std::size_t> FarPool::current_servers() const {
   return out;
 }
 
-std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64_t bytes,
-                                                                     std::string& why) {
+std::vector<FarPool::Room> FarPool::room_for(std::uint64_t bytes, std::string& why) {
   std::vector<std::size_t> open;
   {
     std::shared_lock lock(mu_);
@@ -107,7 +117,7 @@ std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64
   }
   // A control call each: slab leases are rare (the etcd registry also reports free bytes,
   // but a lease needs the figure of now, not of the last refresh).
-  std::vector<std::pair<std::uint64_t, std::size_t>> room;
+  std::vector<Room> room;
   for (std::size_t c : open) {
     auto st = transport::server_stats(*conns_[c], options_.control_timeout);
     if (!st.ok()) {
@@ -120,43 +130,51 @@ std::vector<std::pair<std::uint64_t, std::size_t>> FarPool::room_for(std::uint64
       append_why(why, conns_[c]->peer(), "full (" + std::to_string(free) + " bytes free)");
       continue;
     }
-    room.emplace_back(free, c);
+    room.push_back({free, st->capacity_bytes, c});
   }
   return room;
 }
 
 std::vector<std::size_t> FarPool::placement_order(std::uint64_t bytes, std::string& why) {
   auto room = room_for(bytes, why);
+  // Of two servers, the one with the larger free fraction goes first: every server then
+  // lends about the same fraction of itself, so far bytes follow capacity and every server
+  // carries traffic from the start (comparing free bytes instead would fill the biggest
+  // server alone until its free room came down to the others').
+  auto emptier = [](const Room& x, const Room& y) {
+    const double fx = x.capacity ? double(x.free) / double(x.capacity) : 0;
+    const double fy = y.capacity ? double(y.free) / double(y.capacity) : 0;
+    return fx > fy;
+  };
   std::vector<std::size_t> order;
   if (room.size() >= 3) {
     std::uint64_t total = 0;
-    for (auto& [f, c] : room) total += f;
-    // Power of two choices, each drawn with probability proportional to free room: the
-    // roomier of the two goes first. (Uniform draws would let two small servers win a third
-    // of the time, whatever the big one has free.) Only lease_mu_ holders draw.
+    for (auto& r : room) total += r.free;
+    // Power of two choices, each drawn with probability proportional to free bytes. Only
+    // lease_mu_ holders draw.
     auto draw = [&](std::uint64_t skip_total, std::size_t skip) {
       std::uniform_int_distribution<std::uint64_t> d(0, total - skip_total - 1);
       std::uint64_t x = d(rng_);
       for (std::size_t k = 0; k < room.size(); ++k) {
         if (k == skip) continue;
-        if (x < room[k].first) return k;
-        x -= room[k].first;
+        if (x < room[k].free) return k;
+        x -= room[k].free;
       }
       return room.size() - 1;
     };
     const std::size_t a = draw(0, room.size());
-    const std::size_t b = draw(room[a].first, a);
-    const std::size_t first = room[a].first >= room[b].first ? a : b;
+    const std::size_t b = draw(room[a].free, a);
+    const std::size_t first = emptier(room[b], room[a]) ? b : a;
     const std::size_t second = first == a ? b : a;
-    order.push_back(room[first].second);
-    order.push_back(room[second].second);
+    order.push_back(room[first].conn);
+    order.push_back(room[second].conn);
     room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::max(a, b)));
     room.erase(room.begin() + static_cast<std::ptrdiff_t>(std::min(a, b)));
   }
-  // The rest (or all, with fewer than three), roomiest first: tried only when the chosen
+  // The rest (or all, with fewer than three), emptiest first: tried only when the chosen
   // ones refuse the lease.
-  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
-  for (auto& [f, c] : room) order.push_back(c);
+  std::sort(room.begin(), room.end(), emptier);
+  for (auto& r : room) order.push_back(r.conn);
   return order;
 }
 
@@ -180,15 +198,15 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
   const std::uint64_t stripes = (bytes + u - 1) / u;
   std::string why;
   auto room = room_for(u, why);  // a server with room for less than a stripe cannot help
-  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.first > y.first; });
+  std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.free > y.free; });
   // Widest first: k servers with room for an equal share each; a server that refuses its
   // share leaves the candidates, so this ends after at most servers + stripes rounds.
   std::uint64_t k = std::min<std::uint64_t>(room.size(), stripes);
   while (k >= 1) {
     const std::uint64_t share = (stripes + k - 1) / k * u;
-    std::vector<std::pair<std::uint64_t, std::size_t>> chosen;
+    std::vector<Room> chosen;
     for (auto& r : room) {
-      if (r.first >= share && chosen.size() < k) chosen.push_back(r);
+      if (r.free >= share && chosen.size() < k) chosen.push_back(r);
     }
     if (chosen.size() < k) {
       --k;
@@ -198,7 +216,7 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
     s.bytes = stripes * u;
     s.stripe = k > 1 ? u : 0;
     std::size_t refused = SIZE_MAX;
-    for (auto& [f, c] : chosen) {
+    for (auto& [f, cap, c] : chosen) {
       auto info = transport::alloc_slab(*conns_[c], share, options_.control_timeout);
       if (!info.ok()) {
         append_why(why, conns_[c]->peer(), info.status().to_string());
@@ -209,10 +227,10 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
     }
     if (refused == SIZE_MAX) return s;
     release(s.pieces);
-    std::erase_if(room, [&](auto& r) { return r.second == refused; });
+    std::erase_if(room, [&](auto& r) { return r.conn == refused; });
     k = std::min<std::uint64_t>(k, room.size());
   }
-  for (auto& [f, c] : room) {
+  for (auto& [f, cap, c] : room) {
     append_why(why, conns_[c]->peer(), "too full for an equal share (" + std::to_string(f) +
                                            " bytes free)");
   }
@@ -220,6 +238,123 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
                            " bytes, whole or striped: " +
                            (why.empty() ? std::string("every server is closed to new slabs")
                                         : why));
+}
+
+Result<FarPool::Piece> FarPool::lease_overflow(std::uint64_t bytes, const Status& refused) {
+  if (!swap_ || refused.code() != StatusCode::kResourceExhausted) return refused;
+  auto info = transport::alloc_slab(*swap_, bytes, options_.control_timeout);
+  if (!info.ok()) {
+    return Status(refused.code(), refused.message() + "; and the overflow: " +
+                                      info.status().to_string());
+  }
+  log().info("far memory full ({}); {} bytes go to {} until a memserver has room",
+             refused.message(), info->bytes, swap_->peer());
+  return Piece{overflow_, info->slab_id, info->addr, info->rkey, info->bytes};
+}
+
+Status FarPool::set_overflow(std::unique_ptr<SwapFile> file, std::chrono::milliseconds interval) {
+  if (swap_) return InvalidArgument("the pool has a swap file already");
+  if (interval.count() <= 0) return InvalidArgument("swap file migration interval must be > 0");
+  SwapFile* raw = file.get();
+  const std::string name = raw->peer();
+  FARMEM_ASSIGN_OR_RETURN(std::size_t i, add_connection(std::move(file), name));
+  {
+    std::unique_lock lock(mu_);
+    overflow_ = i;
+    swap_ = raw;
+  }
+  migrator_ = std::thread([this, interval] { migration_loop(interval); });
+  return Status::Ok();
+}
+
+void FarPool::migration_loop(std::chrono::milliseconds interval) {
+  std::unique_lock lock(stop_mu_);
+  while (!stop_cv_.wait_for(lock, interval, [&] { return stop_; })) {
+    lock.unlock();
+    migrate_once();
+    lock.lock();
+  }
+}
+
+Status FarPool::copy_out(const Piece& old, const Piece& far, std::uint64_t from,
+                         std::uint64_t len, std::span<std::byte> buf, std::uint32_t lkey) {
+  for (std::uint64_t at = from; at < from + len;) {
+    const std::uint64_t n = std::min<std::uint64_t>(buf.size(), from + len - at);
+    FARMEM_RETURN_IF_ERROR(swap_->read_raw(old.remote_addr + at, buf.first(n)));
+    transport::Op op{transport::OpKind::kWrite, static_cast<std::uint32_t>(n), buf.data(), lkey,
+                     far.rkey, far.remote_addr + at};
+    FARMEM_RETURN_IF_ERROR(conns_[far.conn]->execute(op, options_.control_timeout));
+    at += n;
+  }
+  return Status::Ok();
+}
+
+std::size_t FarPool::migrate_once() {
+  if (!swap_) return 0;
+  std::vector<std::pair<std::size_t, Piece>> on_file;
+  {
+    std::shared_lock lock(mu_);
+    for (std::size_t i = 0; i < slabs_.size(); ++i) {
+      const Slab& s = slabs_[i];
+      if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_) {
+        on_file.emplace_back(i, s.pieces[0]);
+      }
+    }
+  }
+  std::size_t moved = 0;
+  std::vector<std::byte> buf(std::min<std::uint64_t>(1u << 20, options_.slab_bytes));
+  for (auto& [i, old] : on_file) {
+    {
+      std::lock_guard stop(stop_mu_);
+      if (stop_) break;
+    }
+    Piece far;
+    {
+      std::lock_guard lease(lease_mu_);
+      std::string why;
+      auto p = lease_piece(old.bytes, why);
+      if (!p.ok()) break;  // no room yet: try again next pass
+      far = *p;
+    }
+    auto reg = conns_[far.conn]->register_memory(buf.data(), buf.size());
+    Status st = reg.status();
+    if (st.ok()) {
+      // The whole slab while it may be written, then (gate held: no batch touches the file)
+      // the pages written meanwhile, and the switch.
+      (void)swap_->take_dirty(old.server_slab_id);
+      st = copy_out(old, far, 0, old.bytes, buf, (*reg)->lkey());
+    }
+    bool switched = false;
+    if (st.ok()) {
+      std::unique_lock gate(gate_);
+      for (auto& [from, len] : swap_->take_dirty(old.server_slab_id)) {
+        st = copy_out(old, far, from, len, buf, (*reg)->lkey());
+        if (!st.ok()) break;
+      }
+      if (st.ok()) {
+        std::unique_lock lock(mu_);
+        Slab& s = slabs_[i];
+        if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_ &&
+            s.pieces[0].server_slab_id == old.server_slab_id) {
+          s.pieces[0] = far;
+          switched = true;
+        }
+      }
+    }
+    if (!st.ok()) {
+      log().warn("moving a slab from {} to {} failed ({}); it stays in the file for now",
+                 swap_->peer(), conns_[far.conn]->peer(), st.to_string());
+    }
+    if (switched) {
+      release({old});
+      moved_back_.fetch_add(1, std::memory_order_relaxed);
+      ++moved;
+    } else {
+      release({far});  // failed, or the slab was freed meanwhile
+    }
+    if (!st.ok()) break;
+  }
+  return moved;
 }
 
 Result<std::size_t> FarPool::install_locked(Slab slab) {
@@ -263,7 +398,14 @@ Result<FarRange> FarPool::allocate(std::uint64_t bytes) {
   std::lock_guard lease(lease_mu_);
   Slab s;
   if (dedicated) {
-    FARMEM_ASSIGN_OR_RETURN(s, lease_striped(bytes));
+    auto striped = lease_striped(bytes);
+    if (striped.ok()) {
+      s = std::move(striped).value();
+    } else {
+      FARMEM_ASSIGN_OR_RETURN(Piece p, lease_overflow(bytes, striped.status()));
+      s.bytes = p.bytes;
+      s.pieces.push_back(p);
+    }
     s.dedicated = true;
   } else {
     {
@@ -271,9 +413,11 @@ Result<FarRange> FarPool::allocate(std::uint64_t bytes) {
       if (auto r = allocate_in_shared_locked(bytes)) return *r;
     }
     std::string why;
-    FARMEM_ASSIGN_OR_RETURN(Piece p, lease_piece(options_.slab_bytes, why));
-    s.bytes = p.bytes;
-    s.pieces.push_back(p);
+    auto p = lease_piece(options_.slab_bytes, why);
+    if (!p.ok()) p = lease_overflow(options_.slab_bytes, p.status());
+    if (!p.ok()) return p.status();
+    s.bytes = p->bytes;
+    s.pieces.push_back(*p);
   }
   const std::vector<Piece> pieces = s.pieces;
   std::unique_lock lock(mu_);

@@ -13,6 +13,13 @@
 // (s / k) * stripe_bytes). resolve() says how many bytes from an address are contiguous on
 // one server, so callers split a range at stripe boundaries.
 //
+// Overflow: with a swap file (set_overflow), a slab no memserver can lease is leased from
+// the file instead, and a migration thread moves such slabs back to far memory when a server
+// has room: it copies the slab while it is in use, then, holding overflow_gate() exclusively,
+// copies the pages written meanwhile and switches the slab to its new piece. Every batch that
+// touches the file holds the gate shared from resolving its addresses until its ops ran (they
+// run inside post()), so no write can land in the file after the switch.
+//
 // Locks: mu_ (shared for resolve, exclusive to change the tables) is never held across a
 // network call; lease_mu_ serialises leases, which do talk to servers, so a slow or stalled
 // server delays other leases but never the reads and writes of far memory already placed.
@@ -20,6 +27,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -32,6 +41,7 @@
 #include "farmem/far_addr.h"
 #include "pool/far_addr.h"
 #include "pool/slab_allocator.h"
+#include "pool/swap_file.h"
 #include "transport/transport.h"
 
 namespace farmem::pool {
@@ -80,6 +90,22 @@ class FarPool {
   /// The newest entry of every name, in the order they were added.
   std::vector<std::size_t> current_servers() const;
 
+  /// Makes `file` the overflow for slabs no memserver can lease, and moves such slabs back
+  /// every `interval` when a server has room. Once, before any allocation.
+  Status set_overflow(std::unique_ptr<SwapFile> file, std::chrono::milliseconds interval);
+  /// The swap file's connection index, if there is one.
+  std::optional<std::size_t> overflow_conn() const {
+    return swap_ ? std::optional<std::size_t>(overflow_) : std::nullopt;
+  }
+  /// Held shared by batches that touch the swap file (see above).
+  std::shared_mutex& overflow_gate() { return gate_; }
+  /// The swap file's figures (zeros without one) and slabs moved back to far memory so far.
+  SwapFileStats swap_stats() const { return swap_ ? swap_->stats() : SwapFileStats{}; }
+  std::uint64_t slabs_moved_back() const { return moved_back_.load(std::memory_order_relaxed); }
+  /// One pass of the migration (the thread calls it; tests may too): moves slabs from the
+  /// swap file to memservers with room. Returns how many moved.
+  std::size_t migrate_once();
+
   /// The target of the first bytes of [addr, addr + len), which must lie inside one live
   /// slab; RemoteTarget::bytes says how many (all of len unless a stripe boundary is crossed).
   Result<RemoteTarget> resolve(FarAddr addr, std::uint64_t len) const;
@@ -113,13 +139,17 @@ class FarPool {
     std::unique_ptr<SlabAllocator> alloc;
   };
 
-  /// Servers open to new slabs with at least `bytes` free, with their free bytes (a control
+  struct Room {
+    std::uint64_t free = 0;
+    std::uint64_t capacity = 0;
+    std::size_t conn = 0;
+  };
+  /// Servers open to new slabs with at least `bytes` free, as they report now (a control
   /// call each); the others are named in `why` with the reason.
-  std::vector<std::pair<std::uint64_t, std::size_t>> room_for(std::uint64_t bytes,
-                                                              std::string& why);
+  std::vector<Room> room_for(std::uint64_t bytes, std::string& why);
   /// The order in which servers are asked for a new slab of `bytes`: power of two choices
-  /// over free bytes first (two drawn with probability proportional to their free room, the
-  /// roomier first), then the others, roomiest first.
+  /// first (two drawn with probability proportional to their free bytes, the one with the
+  /// larger free fraction first), then the others, emptiest first.
   std::vector<std::size_t> placement_order(std::uint64_t bytes, std::string& why);
   /// Leases one piece of `bytes` from the first server of placement order that grants it.
   Result<Piece> lease_piece(std::uint64_t bytes, std::string& why);
@@ -131,6 +161,12 @@ class FarPool {
   /// Gives pieces back to their servers (no lock held: these are network calls).
   void release(const std::vector<Piece>& pieces);
   std::optional<FarRange> allocate_in_shared_locked(std::uint64_t bytes);
+  /// Leases from the swap file after the memservers refused (`why` says how).
+  Result<Piece> lease_overflow(std::uint64_t bytes, const Status& refused);
+  /// Copies [from, from + len) of the swap file slab `old` into `far` through `buf`.
+  Status copy_out(const Piece& old, const Piece& far, std::uint64_t from, std::uint64_t len,
+                  std::span<std::byte> buf, std::uint32_t lkey);
+  void migration_loop(std::chrono::milliseconds interval);
 
   const PoolOptions options_;
   std::unique_ptr<std::unique_ptr<transport::Connection>[]> conns_;  ///< kMaxServers slots
@@ -142,6 +178,15 @@ class FarPool {
   std::vector<bool> closed_;        ///< per connection: closed to new slabs
   std::vector<Slab> slabs_;         ///< indexed by FarAddr slab index; never reused
   std::mt19937_64 rng_{0x5eed};     ///< the two random choices (fixed seed: reproducible)
+
+  SwapFile* swap_ = nullptr;  ///< owned by conns_[overflow_]
+  std::size_t overflow_ = 0;
+  std::shared_mutex gate_;
+  std::atomic<std::uint64_t> moved_back_{0};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  std::thread migrator_;
 };
 
 }  // namespace farmem::pool

@@ -102,7 +102,6 @@ Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* loc
     }
     at += t.bytes;
   }
-  count(kind, n);
   return Status::Ok();
 }
 
@@ -187,18 +186,39 @@ Status IoService::write(FarAddr dst, std::span<const std::byte> src) {
   return wait(batch);
 }
 
-Status IoService::submit(IoBatch& batch) {
-  InFarmemScope in_farmem;  // a region fault in here is served by a region's helper thread
+Status IoService::build(IoBatch& batch) {
   auto& b = *batch.impl_;
-  if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
-  const std::size_t nconn = pool_.connection_count();
-  b.per_conn.resize(nconn);
+  b.per_conn.resize(pool_.connection_count());
   for (auto& v : b.per_conn) v.clear();
   for (const auto& r : b.requests) {
     FARMEM_RETURN_IF_ERROR(append_ops(r.kind, r.far, r.local, r.bytes, b.per_conn));
   }
+  return Status::Ok();
+}
+
+Status IoService::submit(IoBatch& batch) {
+  InFarmemScope in_farmem;  // a region fault in here is served by a region's helper thread
+  auto& b = *batch.impl_;
+  if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
+  FARMEM_RETURN_IF_ERROR(build(batch));
+  const auto overflow = pool_.overflow_conn();
+  if (overflow && *overflow < b.per_conn.size() && !b.per_conn[*overflow].empty()) {
+    // Ops on the swap file run inside post(): holding the gate from resolving to posting
+    // keeps their slabs from moving back to far memory in between (see far_pool.h).
+    std::shared_lock gate(pool_.overflow_gate());
+    FARMEM_RETURN_IF_ERROR(build(batch));
+    return post_all(batch);
+  }
+  return post_all(batch);
+}
+
+Status IoService::post_all(IoBatch& batch) {
+  auto& b = *batch.impl_;
+  for (const auto& r : b.requests) count(r.kind, r.bytes);
+  const std::size_t nconn = b.per_conn.size();
   b.submit_error = Status::Ok();
   for (std::size_t c = 0; c < nconn && b.submit_error.ok(); ++c) {
+    if (b.per_conn[c].empty()) continue;
     auto& conn = pool_.connection(c);
     std::span<const transport::Op> ops = b.per_conn[c];
     const std::size_t max = conn.capabilities().max_batch_ops;

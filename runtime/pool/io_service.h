@@ -72,6 +72,10 @@ class IoService final : public FarIo {
   Status append_ops(transport::OpKind kind, FarAddr far, std::byte* local, std::uint64_t n,
                     std::vector<std::vector<transport::Op>>& per_conn);
   void count(transport::OpKind kind, std::uint64_t n);
+  /// Resolves every request of `batch` into ops per connection.
+  Status build(IoBatch& batch);
+  /// Posts the ops build() made.
+  Status post_all(IoBatch& batch);
 
   FarPool& pool_;
   const std::chrono::nanoseconds timeout_;
