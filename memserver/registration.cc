@@ -57,7 +57,9 @@ Registration::Registration(Core& core, RegistrationOptions options)
                                   options_.timeout}) {}
 
 Result<std::unique_ptr<Registration>> Registration::start(Core& core, RegistrationOptions o) {
-  if (o.urls.empty()) return InvalidArgument("--registry: the memserver has no listener to publish");
+  if (o.urls.empty()) {
+    return InvalidArgument("--registry: the memserver has no listener to publish");
+  }
   for (const auto& url : o.urls) FARMEM_RETURN_IF_ERROR(check_published_url(url));
   if (o.ttl.count() < 2) {
     return InvalidArgument("--registry-ttl must be at least 2 seconds (got " +

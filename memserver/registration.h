@@ -4,8 +4,8 @@
 // It holds a lease of --registry-ttl seconds and renews it every refresh interval (a third of
 // the TTL, at most a second); the record rides on the lease, so a memserver that dies leaves
 // the registry within its TTL. The record is rewritten when its numbers change (capacity,
-// use, sessions), and at least once a TTL (so a key deleted by hand comes back). When etcd is unreachable the memserver keeps serving its clients, logs once,
-// and keeps trying; once etcd answers again (or its lease expired meanwhile, or etcd lost its
+// use, sessions), and at least once a TTL (so a key deleted by hand comes back). When etcd
+// is unreachable the memserver keeps serving its clients, logs once, and keeps trying; once etcd answers again (or its lease expired meanwhile, or etcd lost its
 // data) it registers anew: a new lease, the record put again. On destruction the lease is
 // revoked, so a clean shutdown removes the key at once.
 #pragma once

@@ -63,7 +63,9 @@ Result<std::string> base64_decode(std::string_view text) {
         if (c != '=') return ProtocolError("base64 text with misplaced padding");
       } else {
         d = kDecode[static_cast<unsigned char>(c)];
-        if (d == kInvalid) return ProtocolError("base64 text with a character outside the alphabet");
+        if (d == kInvalid) {
+          return ProtocolError("base64 text with a character outside the alphabet");
+        }
       }
       v = (v << 6) | d;
     }

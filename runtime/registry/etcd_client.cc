@@ -272,7 +272,9 @@ Result<std::int64_t> EtcdClient::put(std::string_view key, std::string_view valu
   if (lease != 0) body["lease"] = std::to_string(lease);
   FARMEM_ASSIGN_OR_RETURN(json j, post("/v3/kv/put", body));
   const auto header = j.find("header");
-  if (header == j.end()) return ProtocolError("etcd at " + endpoint_ + ": put reply without a header");
+  if (header == j.end()) {
+    return ProtocolError("etcd at " + endpoint_ + ": put reply without a header");
+  }
   return int_field(*header, "revision");
 }
 
@@ -282,7 +284,9 @@ Result<RangeResult> EtcdClient::range(std::string_view key, bool prefix) {
   FARMEM_ASSIGN_OR_RETURN(json j, post("/v3/kv/range", body));
   RangeResult out;
   const auto header = j.find("header");
-  if (header == j.end()) return ProtocolError("etcd at " + endpoint_ + ": range reply without a header");
+  if (header == j.end()) {
+    return ProtocolError("etcd at " + endpoint_ + ": range reply without a header");
+  }
   FARMEM_ASSIGN_OR_RETURN(out.revision, int_field(*header, "revision"));
   const auto kvs = j.find("kvs");
   if (kvs == j.end()) return out;  // no key: proto3 leaves the empty list out

@@ -47,13 +47,17 @@ Result<MemserverRecord> parse_record(std::string_view text) {
   if (j.is_discarded() || !j.is_object()) return ProtocolError("record is not a JSON object");
   MemserverRecord r;
   const auto format = j.find("format");
-  if (format == j.end() || !format->is_number_integer()) return ProtocolError("record has no format");
+  if (format == j.end() || !format->is_number_integer()) {
+    return ProtocolError("record has no format");
+  }
   r.format = format->get<int>();
   if (r.format != kRecordFormat) {
     return ProtocolError("record format " + std::to_string(r.format) + ", this build reads " +
                          std::to_string(kRecordFormat));
   }
-  if (const auto v = j.find("version"); v != j.end() && v->is_string()) r.version = v->get<std::string>();
+  if (const auto v = j.find("version"); v != j.end() && v->is_string()) {
+    r.version = v->get<std::string>();
+  }
   FARMEM_RETURN_IF_ERROR(read_strings(j, "urls", r.urls));
   if (r.urls.empty()) return ProtocolError("record lists no urls");
   FARMEM_RETURN_IF_ERROR(read_strings(j, "transports", r.transports));
@@ -78,7 +82,8 @@ Result<std::string> choose_url(const MemserverRecord& record,
   for (const auto& url : record.urls) offered += (offered.empty() ? "" : ", ") + url;
   std::string wanted;
   for (const auto& s : preference) wanted += (wanted.empty() ? "" : ", ") + s;
-  return NotFound("memserver offers " + offered + ", none of the transports wanted (" + wanted + ")");
+  return NotFound("memserver offers " + offered + ", none of the transports wanted (" + wanted +
+                  ")");
 }
 
 }  // namespace farmem::registry

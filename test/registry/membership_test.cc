@@ -43,7 +43,8 @@ TEST(RegistryRecord, RoundTripsAndRefusesWhatItCannotRead) {
   for (const char* bad : {"", "not json", "[]", R"({"urls": ["tcp://h:1"]})",
                           R"({"format": 2, "urls": ["tcp://h:1"], "transports": ["tcp"]})",
                           R"({"format": 1, "urls": [], "transports": []})",
-                          R"({"format": 1, "urls": ["tcp://h:1"], "transports": ["tcp"], "free_bytes": -1})"}) {
+                          R"({"format": 1, "urls": ["tcp://h:1"], "transports": ["tcp"],
+                              "free_bytes": -1})"}) {
     EXPECT_EQ(registry::parse_record(bad).status().code(), StatusCode::kProtocolError) << bad;
   }
 }
