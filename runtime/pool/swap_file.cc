@@ -19,18 +19,6 @@ constexpr std::uint32_t kMaxBatchOps = 1u << 16;
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-class FileRegistration final : public transport::MemoryRegistration {
- public:
-  FileRegistration(void* addr, std::size_t length) : addr_(addr), length_(length) {}
-  std::uint32_t lkey() const override { return 0; }
-  void* addr() const override { return addr_; }
-  std::size_t length() const override { return length_; }
-
- private:
-  void* addr_;
-  std::size_t length_;
-};
-
 Status pread_all(int fd, std::byte* p, std::uint64_t n, std::uint64_t off) {
   while (n > 0) {
     const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(off));
@@ -108,8 +96,7 @@ SwapFile::~SwapFile() {
 
 Result<std::unique_ptr<transport::MemoryRegistration>> SwapFile::register_memory(
     void* addr, std::size_t length) {
-  if (addr == nullptr || length == 0) return InvalidArgument("empty memory registration");
-  return std::unique_ptr<transport::MemoryRegistration>(new FileRegistration(addr, length));
+  return transport::plain_registration(addr, length);
 }
 
 Result<SwapFile::Extent*> SwapFile::extent_for_locked(std::uint64_t addr, std::uint64_t len,

@@ -80,6 +80,25 @@ Result<proto::ServerStats> server_stats(Connection& c, std::chrono::nanoseconds 
   return reply->as<proto::ServerStats>();
 }
 
+namespace {
+class PlainRegistration final : public MemoryRegistration {
+ public:
+  PlainRegistration(void* addr, std::size_t length) : addr_(addr), length_(length) {}
+  std::uint32_t lkey() const override { return 0; }
+  void* addr() const override { return addr_; }
+  std::size_t length() const override { return length_; }
+
+ private:
+  void* addr_;
+  std::size_t length_;
+};
+}  // namespace
+
+Result<std::unique_ptr<MemoryRegistration>> plain_registration(void* addr, std::size_t length) {
+  if (addr == nullptr || length == 0) return InvalidArgument("register_memory: empty range");
+  return std::unique_ptr<MemoryRegistration>(new PlainRegistration(addr, length));
+}
+
 Status validate_ops(std::span<const Op> ops, const Capabilities& caps) {
   if (ops.empty()) return InvalidArgument("empty batch");
   if (ops.size() > caps.max_batch_ops) {

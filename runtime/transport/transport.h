@@ -175,6 +175,10 @@ Result<proto::SlabInfo> alloc_slab(Connection& c, std::uint64_t bytes,
 Status free_slab(Connection& c, std::uint64_t slab_id, std::chrono::nanoseconds timeout);
 Result<proto::ServerStats> server_stats(Connection& c, std::chrono::nanoseconds timeout);
 
+/// The registration of backends that move bytes with the CPU (tcp, local, the swap file):
+/// nothing to pin and no key (lkey 0). kInvalidArgument for a null or empty range.
+Result<std::unique_ptr<MemoryRegistration>> plain_registration(void* addr, std::size_t length);
+
 /// Checks an op batch against the limits every backend shares.
 Status validate_ops(std::span<const Op> ops, const Capabilities& caps);
 

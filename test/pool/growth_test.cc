@@ -1,12 +1,17 @@
 // Far memory that grows across memservers: servers added to a running runtime, and
 // allocations larger than a slab striped over several servers.
 #include <gtest/gtest.h>
+#include <signal.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 #include <random>
 #include <vector>
 
 #include "farmem/farmem.h"
+#include "test/support/processes.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -22,18 +27,10 @@ RuntimeOptions options_for(std::vector<std::string> servers) {
   return o;
 }
 
-std::unique_ptr<TestServer> tcp_server(std::uint64_t mib) {
-  memserver::CoreOptions co;
-  co.capacity_bytes = mib << 20;
-  auto s = TestServer::start("tcp", co);
-  EXPECT_TRUE(s.ok()) << s.status().to_string();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
-
 std::uint64_t used_of(TestServer& s) { return s.core().stats().used_bytes; }
 
 TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
-  auto a = tcp_server(8);
+  auto a = tcp_server_of(8);
   ASSERT_TRUE(a);
   std::unique_ptr<TestServer> b;  // outlives the runtime, which returns its slabs
   auto rt = Runtime::open(options_for({a->url()}));
@@ -60,7 +57,7 @@ TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
   EXPECT_EQ(r.server_stats()->size(), 1u);
 
   // A second server joins: growth continues there, old and new data stay right.
-  b = tcp_server(32);
+  b = tcp_server_of(32);
   ASSERT_TRUE(b);
   ASSERT_TRUE(r.add_server(b->url()).ok());
   const std::uint64_t target = n + (4u << 20) / sizeof(std::uint64_t);  // +4 MiB of elements
@@ -97,7 +94,7 @@ TEST(Growth, AServerAddedAtRuntimeTakesNewSlabsAndTheCacheUsesIt) {
 }
 
 TEST(Growth, ADeadServerIsSkippedAndNamedWhenNothingElseHasRoom) {
-  auto a = tcp_server(8), b = tcp_server(64);
+  auto a = tcp_server_of(8), b = tcp_server_of(64);
   ASSERT_TRUE(a && b);
   auto rt = Runtime::open(options_for({a->url(), b->url()}));
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
@@ -118,6 +115,53 @@ TEST(Growth, ADeadServerIsSkippedAndNamedWhenNothingElseHasRoom) {
       << none.status().to_string();
   EXPECT_NE(none.status().message().find("full"), std::string::npos) << none.status().to_string();
   for (auto& f : got) ASSERT_TRUE(r.free(f).ok());
+}
+
+TEST(Growth, AStalledServerDelaysOnlyTheLeaseThatAsksItNotReadsAndWrites) {
+  MemserverProcess stalled;  // a farmem-memserver process, stopped below
+  ASSERT_TRUE(stalled.start("tcp").ok());
+  auto good = tcp_server_of(64);
+  ASSERT_TRUE(good);
+  auto o = options_for({good->url(), stalled.url()});
+  o.op_timeout = std::chrono::milliseconds(500);
+  auto rt = Runtime::open(o);
+  ASSERT_TRUE(rt.ok()) << rt.status().to_string();
+  Runtime& r = **rt;
+  // Far memory on the good server (the other closed meanwhile, then reopened).
+  ASSERT_TRUE(r.close_server(stalled.url()).ok());
+  auto placed = r.allocate(4u << 20);
+  ASSERT_TRUE(placed.ok()) << placed.status().to_string();
+  ASSERT_TRUE(r.add_server(stalled.url()).ok());
+  ASSERT_TRUE(stalled.signal(SIGSTOP));
+
+  // A reader keeps reading the placed memory while a lease asks the stalled server for its
+  // free room: the lease waits out op_timeout there, but reads must go on meanwhile.
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> reads{0};
+  std::atomic<bool> read_error{false};
+  std::thread reader([&] {
+    auto buf = r.local_buffer().first(4096);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+      if (!r.read(placed->addr, buf).ok()) read_error = true;
+      reads.fetch_add(1);
+    }
+  });
+  while (reads.load() == 0) std::this_thread::yield();
+  const std::uint64_t before = reads.load();
+  auto leased = r.allocate(4u << 20);  // needs a new slab: asks both servers
+  const std::uint64_t during = reads.load() - before;
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(leased.ok()) << leased.status().to_string();
+  EXPECT_FALSE(read_error.load());
+  EXPECT_GT(during, 0u) << "reads stopped while a lease waited on a stalled server";
+  EXPECT_EQ(good->core().stats().used_bytes, 8u << 20);
+  // The stalled server's connection broke on the timeout: the next lease skips it at once.
+  auto next = r.allocate(4u << 20);
+  ASSERT_TRUE(next.ok()) << next.status().to_string();
+  ASSERT_TRUE(stalled.signal(SIGCONT));
+  for (auto f : {*placed, *leased, *next}) ASSERT_TRUE(r.free(f).ok());
 }
 
 // Writes a pattern over [0, bytes) of `far` through the local buffer in `chunk`-sized pieces
@@ -142,7 +186,7 @@ void write_and_check(Runtime& r, FarRange far, std::uint64_t chunk, std::uint64_
 }
 
 TEST(Growth, AllocationsLargerThanASlabAreStripedOverServers) {
-  auto a = tcp_server(64), b = tcp_server(64), c = tcp_server(64);
+  auto a = tcp_server_of(64), b = tcp_server_of(64), c = tcp_server_of(64);
   ASSERT_TRUE(a && b && c);
   auto rt = Runtime::open(options_for({a->url(), b->url(), c->url()}));
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
@@ -195,7 +239,7 @@ TEST(Growth, AllocationsLargerThanASlabAreStripedOverServers) {
 }
 
 TEST(Growth, AStripedRegionEvictsAndFaultsAcrossStripes) {
-  auto a = tcp_server(32), b = tcp_server(32), c = tcp_server(32);
+  auto a = tcp_server_of(32), b = tcp_server_of(32), c = tcp_server_of(32);
   ASSERT_TRUE(a && b && c);
   auto o = options_for({a->url(), b->url(), c->url()});
   o.cache_budget_bytes = 1u << 20;  // 256 pages for a 12 MiB region: most writes evict

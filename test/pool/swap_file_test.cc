@@ -88,14 +88,6 @@ TEST(SwapFile, GrowsByLeaseShrinksByFreeAndChecksEveryAccess) {
   EXPECT_FALSE(std::filesystem::exists(path));  // removed with the runtime
 }
 
-std::unique_ptr<TestServer> tcp_server(std::uint64_t mib) {
-  memserver::CoreOptions co;
-  co.capacity_bytes = mib << 20;
-  auto s = TestServer::start("tcp", co);
-  EXPECT_TRUE(s.ok()) << s.status().to_string();
-  return s.ok() ? std::move(s).value() : nullptr;
-}
-
 // Waits (bounded) until `done` holds.
 template <typename F>
 bool eventually(F done, std::chrono::seconds limit) {
@@ -108,7 +100,7 @@ bool eventually(F done, std::chrono::seconds limit) {
 }
 
 TEST(SwapFile, FullMemserversOverflowToTheFileAndSlabsMoveBackWhileWritten) {
-  auto small = tcp_server(16);
+  auto small = tcp_server_of(16);
   ASSERT_TRUE(small);
   std::unique_ptr<TestServer> big;
   const std::string path = temp_path("swaprt");
@@ -169,7 +161,7 @@ TEST(SwapFile, FullMemserversOverflowToTheFileAndSlabsMoveBackWhileWritten) {
   ASSERT_TRUE(r.free(*filler).ok());
   EXPECT_TRUE(eventually([&] { return r.stats().swap_slabs_moved_back >= 2; }, 20s))
       << "moved back: " << r.stats().swap_slabs_moved_back;
-  big = tcp_server(64);
+  big = tcp_server_of(64);
   ASSERT_TRUE(big);
   ASSERT_TRUE(r.add_server(big->url()).ok());
   EXPECT_TRUE(eventually([&] { return r.stats().swap_bytes_used == 0; }, 20s))

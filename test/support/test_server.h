@@ -40,6 +40,15 @@ class TestServer {
   std::shared_ptr<memserver::Core> local_core_;  // backend "local" only
 };
 
+/// A TCP memserver of `mib` MiB on loopback, or null after a test failure saying why.
+inline std::unique_ptr<TestServer> tcp_server_of(std::uint64_t mib) {
+  memserver::CoreOptions co;
+  co.capacity_bytes = mib << 20;
+  auto s = TestServer::start("tcp", co);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
 /// Names a backend-parameterised test instance "Local", "Tcp" or "Verbs" (so that
 /// --gtest_filter='*Verbs*' picks exactly the RDMA instances).
 struct BackendName {

@@ -12,18 +12,6 @@ namespace {
 constexpr std::uint32_t kLocalMaxOpBytes = 1u << 30;
 constexpr std::uint32_t kLocalMaxBatchOps = 1u << 16;
 
-class LocalRegistration final : public MemoryRegistration {
- public:
-  LocalRegistration(void* addr, std::size_t length) : addr_(addr), length_(length) {}
-  std::uint32_t lkey() const override { return 0; }
-  void* addr() const override { return addr_; }
-  std::size_t length() const override { return length_; }
-
- private:
-  void* addr_;
-  std::size_t length_;
-};
-
 class LocalConnection final : public Connection {
  public:
   LocalConnection(std::shared_ptr<memserver::Core> core,
@@ -41,8 +29,7 @@ class LocalConnection final : public Connection {
 
   Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
                                                               std::size_t length) override {
-    if (addr == nullptr || length == 0) return InvalidArgument("empty memory registration");
-    return std::unique_ptr<MemoryRegistration>(new LocalRegistration(addr, length));
+    return plain_registration(addr, length);
   }
 
   Status post(std::span<const Op> ops, Completion& done) override {

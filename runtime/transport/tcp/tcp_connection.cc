@@ -34,19 +34,6 @@ constexpr auto kFollowerNap = std::chrono::milliseconds(100);
 // within a poll slice; see quiesce_locked).
 constexpr auto kQuiesceLimit = std::chrono::seconds(30);
 
-class TcpRegistration final : public MemoryRegistration {
- public:
-  TcpRegistration(void* addr, std::size_t length) : addr_(addr), length_(length) {}
-  // The socket reads and writes user memory directly; there is nothing to pin or key.
-  std::uint32_t lkey() const override { return 0; }
-  void* addr() const override { return addr_; }
-  std::size_t length() const override { return length_; }
-
- private:
-  void* addr_;
-  std::size_t length_;
-};
-
 Result<proto::Message> read_frame(int fd, net::Deadline deadline, const std::string& peer) {
   proto::FrameHeader h{};
   FARMEM_RETURN_IF_ERROR(net::read_full(fd, &h, sizeof h, deadline, peer));
@@ -120,8 +107,8 @@ TcpConnection::~TcpConnection() {
 
 Result<std::unique_ptr<MemoryRegistration>> TcpConnection::register_memory(void* addr,
                                                                            std::size_t length) {
-  if (addr == nullptr || length == 0) return InvalidArgument("register_memory: empty range");
-  return std::unique_ptr<MemoryRegistration>(new TcpRegistration(addr, length));
+  // The socket reads and writes user memory directly; there is nothing to pin or key.
+  return plain_registration(addr, length);
 }
 
 // ---------------------------------------------------------------------------------------
