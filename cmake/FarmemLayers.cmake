@@ -32,6 +32,9 @@ set(FARMEM_BASE_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
   runtime/common runtime/transport/proto runtime/transport/transport.h
   runtime/transport/tcp/socket.h runtime/transport/verbs/ibv.h)
+# The registry (etcd client, memserver records, discovery) sits on the base only: both the
+# memserver binary and the composition root use it.
+set(FARMEM_REGISTRY_ITEMS ${FARMEM_BASE_ITEMS} runtime/registry)
 set(FARMEM_MEMSERVER_CORE_ITEMS ${FARMEM_BASE_ITEMS}
   memserver/core.h memserver/slab_pool.h)
 # The transport layer holds every backend, so it sees its whole folder.
@@ -55,8 +58,8 @@ set(FARMEM_REGION_ITEMS ${FARMEM_PAGING_ITEMS}
 # share with the clients, and their own folder.
 set(FARMEM_MEMSERVER_NET_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
-  runtime/common runtime/transport memserver)
+  runtime/common runtime/transport runtime/registry memserver)
 
-foreach(layer BASE MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION TIER MEMSERVER_NET)
+foreach(layer BASE REGISTRY MEMSERVER_CORE TRANSPORT POOL PAGING CACHE HEAP REGION TIER MEMSERVER_NET)
   farmem_layer_farm(${layer} ${FARMEM_${layer}_ITEMS})
 endforeach()

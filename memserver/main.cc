@@ -15,6 +15,7 @@
 #include "memserver/daemon.h"
 #include "memserver/metrics.h"
 #include "memserver/metrics_http.h"
+#include "memserver/registration.h"
 #include "memserver/server.h"
 
 namespace {
@@ -39,6 +40,19 @@ T or_exit(farmem::Result<T> r, const char* what) {
   return std::move(r).value();
 }
 
+void or_exit_status(const farmem::Status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "farmem-memserver: %s: %s\n", what, st.to_string().c_str());
+    std::exit(2);
+  }
+}
+
+/// "tcp://HOST:PORT" (an IPv6 HOST in brackets).
+std::string url_of(const char* scheme, const std::string& host, unsigned port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return std::string(scheme) + "://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,6 +69,8 @@ int main(int argc, char** argv) {
                  "flags without --); flags on the command line win");
   // A misspelt name in the file must stop the server, not leave the option at its default.
   app.allow_config_extras(CLI::config_extras_mode::error);
+  std::string registry, advertise;
+  int registry_ttl = 10;
   app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
@@ -83,6 +99,16 @@ int main(int argc, char** argv) {
   app.add_option("--numa", numa,
                  "Bind slab memory to this NUMA node (default: the RDMA device's node, or "
                  "none for TCP only)");
+  app.add_option("--registry", registry,
+                 "Register in etcd so runtimes find this memserver: etcd://HOST:PORT[/PREFIX] "
+                 "(default prefix /farmem/memservers/); the record lives under a lease");
+  app.add_option("--registry-ttl", registry_ttl,
+                 "Seconds a memserver that died stays in the registry (its lease's TTL)")
+      ->capture_default_str()
+      ->check(CLI::Range(2, 3600));
+  app.add_option("--advertise", advertise,
+                 "Host published in the registry (default: the --tcp/--rdma host; required "
+                 "when listening on 0.0.0.0)");
   app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
       ->capture_default_str();
   app.add_option("--log-file", log_file,
@@ -144,6 +170,20 @@ int main(int argc, char** argv) {
   const sigset_t signals = farmem::memserver::block_service_signals();
   std::signal(SIGPIPE, SIG_IGN);
 
+  // --registry is checked before anything listens: a wildcard host needs --advertise.
+  const std::string tcp_host = !opts.tcp ? "" : advertise.empty() ? opts.tcp->host : advertise;
+  const std::string rdma_host = !opts.rdma ? "" : advertise.empty() ? opts.rdma->host : advertise;
+  std::optional<farmem::memserver::RegistrationOptions> registration_opts;
+  if (!registry.empty()) {
+    registration_opts.emplace();
+    registration_opts->registry =
+        or_exit(farmem::registry::parse_registry_url(registry), "--registry");
+    registration_opts->ttl = std::chrono::seconds(registry_ttl);
+    registration_opts->version = farmem::version();
+    using farmem::memserver::check_advertised_host;
+    if (opts.tcp) or_exit_status(check_advertised_host(tcp_host), "--registry, --tcp");
+    if (opts.rdma) or_exit_status(check_advertised_host(rdma_host), "--registry, --rdma");
+  }
   auto server = or_exit(farmem::memserver::Server::start(std::move(opts)), "cannot start");
   std::unique_ptr<farmem::memserver::AutoCapacity> lender;
   if (auto_capacity) {
@@ -157,6 +197,17 @@ int main(int argc, char** argv) {
       return farmem::memserver::render_prometheus(farmem::memserver::snapshot(core));
     }), "--metrics");
   }
+  std::unique_ptr<farmem::memserver::Registration> registration;
+  if (registration_opts) {
+    if (server->rdma_port() != 0) {
+      registration_opts->urls.push_back(url_of("rdma", rdma_host, server->rdma_port()));
+    }
+    if (server->tcp_port() != 0) {
+      registration_opts->urls.push_back(url_of("tcp", tcp_host, server->tcp_port()));
+    }
+    registration = or_exit(farmem::memserver::Registration::start(
+                               server->core(), std::move(*registration_opts)), "--registry");
+  }
   std::string status = "serving";
   if (server->tcp_port() != 0) {
     std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
@@ -166,6 +217,7 @@ int main(int argc, char** argv) {
     std::printf("listening rdma %s port %u\n", rdma.c_str(), server->rdma_port());
     status += " rdma port " + std::to_string(server->rdma_port());
   }
+  if (registration) status += ", registered in " + registry;
   if (exporter) std::printf("listening metrics %s port %u\n", metrics.c_str(), exporter->port());
   std::fflush(stdout);
   farmem::memserver::notify_ready(status);
@@ -176,6 +228,7 @@ int main(int argc, char** argv) {
     else farmem::log().info("SIGHUP: log reopened");
   }, status);
   farmem::log().info("signal {}: shutting down", sig);
+  registration.reset();  // revokes the lease: the key goes before the listeners do
   exporter.reset();
   lender.reset();
   server.reset();

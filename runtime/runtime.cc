@@ -16,6 +16,7 @@
 #include "pool/far_pool.h"
 #include "pool/io_service.h"
 #include "region/region.h"
+#include "registry/discovery.h"
 #include "tier/tier_manager.h"
 #include "transport/connect.h"
 
@@ -57,6 +58,9 @@ struct Runtime::Impl {
   std::unique_ptr<tier::TierManager> tier;  ///< null: a fixed budget
   transport::ConnectOptions connect;          ///< how servers are reached (also add_server)
   std::mutex servers_mu;                      ///< serialises add_server
+  /// Follows RuntimeOptions::registry (null without one); its thread calls add_server and
+  /// close_server, so it goes before everything else.
+  std::unique_ptr<registry::Discovery> discovery;
 
   std::chrono::nanoseconds timeout() const { return options.op_timeout; }
 };
@@ -65,6 +69,7 @@ Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Runtime::~Runtime() {
   if (!impl_) return;
+  impl_->discovery.reset();
   // The cache uses the heap's memory and the pool's connections; the pool goes last (it
   // returns slabs over its connections), and registrations before their connections. The
   // tier goes first: it reaches the cache through the budget.
@@ -80,7 +85,21 @@ namespace {
 /// Every option combination that would only fail later (at the first allocation, the first
 /// DerefScope, a fault), with what to change.
 Status check_options(const RuntimeOptions& o) {
-  if (o.servers.empty()) return InvalidArgument("RuntimeOptions.servers is empty");
+  if (!o.registry.empty()) {
+    if (o.registry_transports.empty()) {
+      return InvalidArgument("RuntimeOptions.registry_transports is empty: list \"rdma\" "
+                             "and/or \"tcp\"");
+    }
+    for (const auto& t : o.registry_transports) {
+      if (t != "rdma" && t != "tcp") {
+        return InvalidArgument("RuntimeOptions.registry_transports names '" + t +
+                               "'; registered memservers offer \"rdma\" and \"tcp\"");
+      }
+    }
+    if (o.registry_interval.count() <= 0) {
+      return InvalidArgument("RuntimeOptions.registry_interval must be > 0");
+    }
+  }
   if (o.servers.size() > pool::FarPool::kMaxServers) {
     return InvalidArgument("RuntimeOptions.servers names " + std::to_string(o.servers.size()) +
                            " memservers; a runtime uses at most " +
@@ -210,10 +229,35 @@ Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& imp
   return c;
 }
 
+/// Lists the registry and follows it (RuntimeOptions::registry): joins become add_server,
+/// leaves close_server. Discovery's thread calls them; ~Runtime stops it first.
+Result<std::unique_ptr<registry::Discovery>> start_discovery(Runtime& rt,
+                                                             const RuntimeOptions& o) {
+  registry::DiscoveryOptions d;
+  FARMEM_ASSIGN_OR_RETURN(d.address, registry::parse_registry_url(o.registry));
+  d.transports = o.registry_transports;
+  d.interval = o.registry_interval;
+  d.timeout = o.connect_timeout;
+  return registry::Discovery::start(
+      std::move(d), [&rt](const registry::Member& m) { return rt.add_server(m.url); },
+      [&rt](const registry::Member& m) {
+        if (Status st = rt.close_server(m.url); !st.ok()) {
+          log().warn("registry: closing {}: {}", m.url, st.to_string());
+        }
+      });
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
+  if (options.servers.empty() && options.registry.empty()) options.servers = {"local"};
   FARMEM_RETURN_IF_ERROR(check_options(options));
+  if (!options.registry.empty()) {
+    // A malformed URL fails before anything connects.
+    if (auto a = registry::parse_registry_url(options.registry); !a.ok()) {
+      return a.status().with_context("RuntimeOptions.registry");
+    }
+  }
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->connect.token = options.auth_token;
@@ -259,6 +303,11 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   if (impl->buffer->p == nullptr) return ResourceExhausted("cannot allocate the local buffer");
   auto rt = std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
   FARMEM_RETURN_IF_ERROR(rt->register_memory(rt->local_buffer()));
+  if (!options.registry.empty()) {
+    auto d = start_discovery(*rt, options);
+    if (!d.ok()) return d.status().with_context("RuntimeOptions.registry " + options.registry);
+    rt->impl_->discovery = std::move(d).value();
+  }
   return rt;
 }
 
@@ -350,6 +399,21 @@ Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
 Status Runtime::close_server(const std::string& url) {
   if (auto i = impl_->pool->find_server(url)) return impl_->pool->close_server(*i);
   return NotFound("close_server: this runtime uses no server " + url);
+}
+
+RegistryStats Runtime::registry_stats() const {
+  RegistryStats s;
+  if (!impl_->discovery) return s;
+  const registry::DiscoveryStats d = impl_->discovery->stats();
+  s.enabled = true;
+  for (const auto& m : d.members) {
+    s.members.push_back({m.key, m.url, m.record.capacity_bytes, m.record.used_bytes,
+                         m.record.free_bytes, m.record.sessions});
+  }
+  s.polls = d.polls;
+  s.failed_polls = d.failed_polls;
+  s.last_error = d.last_error;
+  return s;
 }
 
 Status Runtime::add_server(const std::string& url) {

@@ -29,8 +29,21 @@ struct RuntimeOptions {
   /// Memservers, as URLs: "rdma://host:port", "tcp://host:port", or "local" (an in-process
   /// memserver, for tests and single-host use). A new slab goes to the roomier of two servers
   /// picked at random (power of two choices over their free bytes); a full, unreachable or
-  /// closed (Runtime::close_server) server is skipped.
-  std::vector<std::string> servers{"local"};
+  /// closed (Runtime::close_server) server is skipped. Empty (the default): {"local"} without
+  /// a registry, none besides the registered ones with one.
+  std::vector<std::string> servers;
+  /// Memservers registered in etcd: "etcd://HOST:PORT[/PREFIX]" (default prefix
+  /// /farmem/memservers/; farmem-memserver --registry). Runtime::open lists them and connects
+  /// to each (besides `servers`); then a thread lists them every registry_interval: a new one
+  /// is added (Runtime::add_server), one whose record is gone (lease expired: it died) is
+  /// closed to new slabs. An etcd that does not answer at open is an error. Empty: none.
+  std::string registry;
+  /// Transports for registered memservers, by preference: each is reached with the first of
+  /// these its record offers ("rdma", "tcp"); no fallback after a failure. {"tcp"} on a host
+  /// without RDMA.
+  std::vector<std::string> registry_transports{"rdma", "tcp"};
+  /// How often the registry is listed after open.
+  std::chrono::milliseconds registry_interval{1000};
   /// Token every memserver checks at connect (at most 48 bytes).
   std::string auth_token;
   /// How this runtime names itself to every memserver (at most 48 bytes), so that operators

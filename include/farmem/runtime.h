@@ -60,10 +60,31 @@ struct ServerStats {
   bool closed = false;             ///< closed to this runtime's new slabs
 };
 
+/// One memserver the registry lists, as the runtime last read its record.
+struct RegistryMember {
+  std::string key;  ///< its etcd key
+  std::string url;  ///< the URL the runtime uses (RuntimeOptions::registry_transports)
+  std::uint64_t capacity_bytes = 0;
+  std::uint64_t used_bytes = 0;
+  std::uint64_t free_bytes = 0;
+  std::uint64_t sessions = 0;
+};
+
+/// What discovery through RuntimeOptions::registry knows.
+struct RegistryStats {
+  bool enabled = false;                 ///< RuntimeOptions::registry is set
+  std::vector<RegistryMember> members;  ///< joined and not left
+  std::uint64_t polls = 0;              ///< listings read
+  std::uint64_t failed_polls = 0;       ///< listings etcd did not answer
+  std::string last_error;               ///< of the last poll or join; empty when all went well
+};
+
 class Runtime {
  public:
   /// Connects to every server in options.servers (all must answer: no silent fallback) and
-  /// registers the local buffer with each.
+  /// registers the local buffer with each; with options.registry, also to every memserver
+  /// registered there (an etcd that does not answer is an error; a registered memserver that
+  /// does not answer is logged and tried again at each listing).
   static Result<std::unique_ptr<Runtime>> open(RuntimeOptions options);
   ~Runtime();
   Runtime(const Runtime&) = delete;
@@ -120,6 +141,8 @@ class Runtime {
   /// memory already placed there stays usable and is freed as usual. kNotFound for a URL the
   /// runtime does not use.
   Status close_server(const std::string& url);
+  /// The memservers found through RuntimeOptions::registry (enabled = false without one).
+  RegistryStats registry_stats() const;
   /// Connects to the memserver `url` while the runtime runs and opens it to new slabs
   /// (registering the runtime's local memory with it first). A server the runtime knows
   /// already is reopened; one that no longer answers on its old connection (restarted under

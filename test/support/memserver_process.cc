@@ -12,6 +12,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "test/support/test_server.h"
+
 namespace farmem::test {
 
 namespace {
@@ -89,6 +91,28 @@ Status MemserverProcess::start(const std::vector<std::string>& args,
     }
   }
   return Status::Ok();
+}
+
+Status MemserverProcess::start(const std::string& backend, const std::vector<std::string>& extra,
+                               std::uint16_t port) {
+  const bool tcp = backend == "tcp";
+  const std::string host = tcp ? "127.0.0.1" : rdma_test_address();
+  std::vector<std::string> args{tcp ? "--tcp" : "--rdma", host + ":" + std::to_string(port),
+                                "--token", kToken, "--capacity", "64M", "--log-level", "error"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const std::string kind = tcp ? "tcp" : "rdma";
+  FARMEM_RETURN_IF_ERROR(start(args, {kind}, {}, std::chrono::seconds(30)));
+  url_ = kind + "://" + host + ":" + std::to_string(this->port(kind));
+  return Status::Ok();
+}
+
+int MemserverProcess::reap(std::chrono::milliseconds limit) {
+  if (pid_ <= 0) return -1;
+  int status = 0;
+  const bool exited = eventually([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, limit);
+  if (!exited) return -1;
+  pid_ = -1;
+  return status;
 }
 
 std::uint16_t MemserverProcess::port(const std::string& kind) const {

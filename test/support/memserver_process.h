@@ -28,6 +28,15 @@ class MemserverProcess {
                const std::map<std::string, std::string>& env = {},
                std::chrono::milliseconds deadline = std::chrono::seconds(10));
 
+  /// The usual test memserver: on 127.0.0.1 (backend "tcp") or the RDMA device's address
+  /// ("verbs") at `port` (0: a free one), with the test token, 64M and `extra` flags; waits
+  /// for its listening line (at most 30 s). url() then names it.
+  Status start(const std::string& backend, const std::vector<std::string>& extra = {},
+               std::uint16_t port = 0);
+  const std::string& url() const { return url_; }
+  /// Waits up to `limit` for it to exit; its raw wait status, or -1 when it did not exit.
+  int reap(std::chrono::milliseconds limit = std::chrono::seconds(30));
+
   /// The port printed for `kind` (0 when none was).
   std::uint16_t port(const std::string& kind) const;
   pid_t pid() const { return pid_; }
@@ -40,6 +49,7 @@ class MemserverProcess {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   std::map<std::string, std::uint16_t> ports_;
+  std::string url_;
 };
 
 /// Runs a program to completion (stdin closed), with at most `deadline`; returns its exit
