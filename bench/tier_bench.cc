@@ -37,7 +37,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux: shared by processes
-constexpr std::size_t kChunk = 512;       // elements per DerefScope: one 4 KiB page
+constexpr std::size_t kChunk = 512;       // elements per DerefScope: 4 KiB, at most a page
 constexpr auto kSamplePeriod = std::chrono::milliseconds(10);
 // "Reached its new level": 90 % of the drop done (the last few percent are the policy's
 // growth probes and the page-granular tail, not the reaction).
@@ -82,12 +82,23 @@ struct FarArray {
       for (std::size_t i = b; i < e; ++i) body(i, v.get_mut(i, s));
     }
   }
+  // push_back: one sweep (resize would write every page twice, zeros first).
+  bool fill(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!v.push_back(value(i, 0)).ok()) return false;
+    }
+    return true;
+  }
 };
 struct PlainArray {
   std::uint64_t* p;
   template <typename Body>
   void for_chunks(std::size_t n, Body&& body) {
     for (std::size_t i = 0; i < n; ++i) body(i, p[i]);
+  }
+  bool fill(std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) p[i] = value(i, 0);
+    return true;
   }
 };
 
@@ -100,7 +111,11 @@ template <typename Array>
 PassTimes run_passes(Array a, std::size_t n, int passes, const std::string& ready_file) {
   PassTimes t;
   double t0 = now_s();
-  a.for_chunks(n, [](std::size_t i, std::uint64_t& x) { x = value(i, 0); });
+  if (!a.fill(n)) {
+    std::fprintf(stderr, "farmem_bench_tier: the fill failed\n");
+    t.mismatches = n;
+    return t;
+  }
   t.fill_s = now_s() - t0;
   write_time_file(ready_file);
   t0 = now_s();
@@ -139,12 +154,25 @@ class Sampler {
 
  private:
   void run() {
+    double next_log = now_s();
     while (!stop_) {
-      samples_.push_back({now_s(), rt_.tier_stats().budget_bytes, rss_bytes(),
-                          rt_.cache_stats().resident_bytes});
+      const farmem::TierStats ts = rt_.tier_stats();
+      const Sample s{now_s(), ts.budget_bytes, rss_bytes(), rt_.cache_stats().resident_bytes};
+      samples_.push_back(s);
+      if (s.t >= next_log) {  // a progress line a second, for the logs
+        next_log = s.t + 1;
+        std::fprintf(stderr,
+                     "farmem_bench_tier: t %.2f budget %llu resident %llu rss %llu cgroup %llu "
+                     "shrinks %llu grows %llu (%s)\n",
+                     s.t, mib(s.budget), mib(s.resident), mib(s.rss),
+                     mib(ts.last_reading.cgroup_current.value_or(0)),
+                     static_cast<unsigned long long>(ts.shrinks),
+                     static_cast<unsigned long long>(ts.grows), ts.last_reason.c_str());
+      }
       std::this_thread::sleep_for(kSamplePeriod);
     }
   }
+  static unsigned long long mib(std::uint64_t b) { return b >> 20; }
   farmem::Runtime& rt_;
   std::atomic<bool> stop_{false};
   std::vector<Sample> samples_;  // written by the thread only, read after stop()
@@ -200,7 +228,7 @@ int main(int argc, char** argv) {
   CLI::App app{"farmem_bench_tier: a working set larger than its cgroup, far or plain"};
   std::string mode = "far", server = "local", token, token_file, ready_file, step_file;
   std::uint64_t elements = 16u << 20, budget = 32u << 20, floor = 0, ceiling = 0;
-  std::uint64_t hog_bytes = 32u << 20, hog_chunk = 1u << 20;
+  std::uint64_t hog_bytes = 32u << 20, hog_chunk = 1u << 20, page_bytes = 4096;
   int passes = 2, interval_ms = 100, hog_interval_ms = 20;
   app.add_option("--mode", mode, "far, plain or hog")
       ->check(CLI::IsMember({"far", "plain", "hog"}))->capture_default_str();
@@ -217,6 +245,8 @@ int main(int argc, char** argv) {
   app.add_option("--floor", floor, "tier budget_floor (with --ceiling: tier on)")
       ->transform(CLI::AsSizeValue(false));
   app.add_option("--ceiling", ceiling, "tier budget_ceiling")->transform(CLI::AsSizeValue(false));
+  app.add_option("--page-bytes", page_bytes, "the cache's page size (far mode)")
+      ->transform(CLI::AsSizeValue(false))->capture_default_str();
   app.add_option("--tier-interval-ms", interval_ms, "tier_interval")->capture_default_str();
   app.add_option("--ready-file", ready_file, "created after the fill");
   app.add_option("--step-file", step_file, "hog: writes its start time; far: reads it");
@@ -237,6 +267,7 @@ int main(int argc, char** argv) {
   j["elements"] = elements;
   j["working_set_bytes"] = elements * sizeof(std::uint64_t);
   j["passes"] = passes;
+  if (mode == "far") j["page_bytes"] = page_bytes;
   PassTimes pt;
   if (mode == "plain") {
     const std::size_t len = elements * sizeof(std::uint64_t);
@@ -249,6 +280,7 @@ int main(int argc, char** argv) {
     o.auth_token = token;
     o.local_buffer_bytes = 1u << 20;  // unused here; the default 64 MiB would crowd the cgroup
     o.cache_budget_bytes = budget;
+    o.page_bytes = page_bytes;
     o.budget_floor = floor;
     o.budget_ceiling = ceiling;
     o.tier_interval = std::chrono::milliseconds(interval_ms);
@@ -258,8 +290,8 @@ int main(int argc, char** argv) {
       return 2;
     }
     farmem::far_vector<std::uint64_t> v(**rt);
-    if (auto st = v.resize(elements); !st.ok()) {
-      std::fprintf(stderr, "farmem_bench_tier: resize: %s\n", st.to_string().c_str());
+    if (auto st = v.reserve(elements); !st.ok()) {
+      std::fprintf(stderr, "farmem_bench_tier: reserve: %s\n", st.to_string().c_str());
       return 2;
     }
     Sampler sampler(**rt);
