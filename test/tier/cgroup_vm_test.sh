@@ -35,6 +35,8 @@ ELEMENTS=${FARMEM_TIER_TEST_ELEMENTS:-8388608}   # 64 MiB of uint64: 2 x memory.
 BUDGET=${FARMEM_TIER_TEST_BUDGET:-16M} FLOOR=${FARMEM_TIER_TEST_FLOOR:-2M} HOG=${FARMEM_TIER_TEST_HOG:-14M}
 PASSES=${FARMEM_TIER_TEST_PASSES:-1} INTERVAL_MS=${FARMEM_TIER_TEST_INTERVAL_MS:-50}
 PAGE=${FARMEM_TIER_TEST_PAGE:-64K}   # the cache's page size: 16x fewer round trips than 4K
+# tcp (default) or rdma: see README "The tier in a real cgroup" for why not rdma
+TRANSPORT=${FARMEM_TIER_TEST_TRANSPORT:-tcp}
 mkdir -p "$WORK"
 results=$WORK/results.txt
 : >"$results"
@@ -54,8 +56,10 @@ run_case() {
   OUT=$WORK/$name.json
   rm -f "$ready" "$step"
   cg_new "$name" "$MAX" "$HIGH" 0 || { RC=-1; return; }
-  echo "=== $name: memory.max $MAX, memory.high $HIGH, working set $((ELEMENTS * 8 >> 20)) MiB, $*"
-  cg_exec "$name" "$bin" --mode far --server "$MEMSERVER_URL" --token-file "$TOKEN_FILE" \
+  echo "=== $name: memory.max $MAX, memory.high $HIGH, working set $((ELEMENTS * 8 >> 20)) MiB, $TRANSPORT, $*"
+  local url=$MEMSERVER_URL
+  [[ $TRANSPORT != rdma ]] || url=$MEMSERVER_RDMA_URL
+  cg_exec "$name" "$bin" --mode far --server "$url" --token-file "$TOKEN_FILE" \
     --elements "$ELEMENTS" --passes "$PASSES" --budget "$BUDGET" --page-bytes "$PAGE" \
     --tier-interval-ms "$INTERVAL_MS" --ready-file "$ready" --step-file "$step" "$@" \
     >"$OUT" 2>"$WORK/$name.err" &

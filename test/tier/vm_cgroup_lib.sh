@@ -6,8 +6,9 @@
 #   cg_new NAME MAX HIGH SWAPMAX  a fresh child cgroup with these memory.max/high/swap.max
 #   cg_exec NAME CMD...           CMD in cgroup NAME (its shell joins first, then execs)
 #   cg_event NAME KEY             a memory.events counter (oom_kill, oom, max, high)
-#   memserver_start PORT CAPACITY farmem-memserver on tcp 127.0.0.1:PORT, outside every test
-#                                 cgroup; sets MEMSERVER_URL and TOKEN_FILE
+#   memserver_start PORT CAPACITY farmem-memserver on tcp 127.0.0.1:PORT and rdma
+#                                 10.99.0.1:PORT+1, outside every test cgroup; sets
+#                                 MEMSERVER_URL (tcp), MEMSERVER_RDMA_URL and TOKEN_FILE
 #   nvmeof_swap_on                an nvmet subsystem on /dev/ram0 over rdma (10.99.0.1:4420),
 #                                 connected through nvme-rdma, swapped to; sets SWAP_DEV
 
@@ -48,11 +49,12 @@ memserver_start() {
   local port=$1 cap=$2 log=$WORK/memserver.log
   TOKEN_FILE=$WORK/token
   (umask 077; od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$TOKEN_FILE")
-  "$BUILD/memserver/farmem-memserver" --tcp "127.0.0.1:$port" --capacity "$cap" \
-    --token-file "$TOKEN_FILE" >"$log" 2>&1 &
+  "$BUILD/memserver/farmem-memserver" --tcp "127.0.0.1:$port" --rdma "10.99.0.1:$((port + 1))" \
+    --capacity "$cap" --token-file "$TOKEN_FILE" >"$log" 2>&1 &
   LIB_PIDS+=($!)
-  MEMSERVER_URL=tcp://127.0.0.1:$port
-  wait_until 60 grep -q '^listening tcp ' "$log" || { echo "memserver did not start"; cat "$log"; return 1; }
+  MEMSERVER_URL=tcp://127.0.0.1:$port MEMSERVER_RDMA_URL=rdma://10.99.0.1:$((port + 1))
+  wait_until 60 bash -c 'grep -q "^listening tcp " "$0" && grep -q "^listening rdma " "$0"' "$log" ||
+    { echo "memserver did not start"; cat "$log"; return 1; }
 }
 
 nvmeof_swap_on() {
@@ -67,8 +69,11 @@ nvmeof_swap_on() {
   ln -s "$n/subsystems/$nqn" "$n/ports/1/subsystems/$nqn"
   echo "transport=rdma,traddr=10.99.0.1,trsvcid=4420,nqn=$nqn" >/dev/nvme-fabrics || return 1
   SWAP_DEV=""
-  wait_until 30 bash -c 'ls /sys/class/nvme/*/*n1 >/dev/null 2>&1' || { echo "no NVMe namespace appeared"; return 1; }
-  SWAP_DEV=/dev/$(basename "$(ls -d /sys/class/nvme/*/*n1 | head -n1)")
+  # the namespace's block device (with native multipath, nvme0c0n1 is a hidden path of it)
+  nvme_disk() { ls /sys/block 2>/dev/null | grep -E '^nvme[0-9]+n1$' | head -n1; }
+  wait_until 30 bash -c "$(declare -f nvme_disk); [[ -n \$(nvme_disk) ]]" ||
+    { echo "no NVMe namespace appeared"; ls /sys/block; return 1; }
+  SWAP_DEV=/dev/$(nvme_disk)
   wait_until 10 test -b "$SWAP_DEV" || { echo "$SWAP_DEV is not a block device"; return 1; }
   mkswap "$SWAP_DEV" >/dev/null && swapon "$SWAP_DEV" || return 1
   echo "swap on $SWAP_DEV (nvme-rdma over rxe -> nvmet -> /dev/ram0): $(grep -E "^$SWAP_DEV" /proc/swaps)"
