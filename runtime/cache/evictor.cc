@@ -78,7 +78,11 @@ void PageCache::drop(std::span<paging::Victim> victims) {
   // Under a budget lowered below the arena (the tier shrank it), dropped frames go back to
   // the OS, so the process's RSS follows the budget. At full budget they stay mapped: a frame
   // is reused at once, and refaulting it would cost every miss a kernel page fault.
-  if (budget_.limit() >= arena_len_) return;
+  // Nor when the arena is pinned by its registration (verbs): the NIC would go on filling the
+  // old pages while the CPU faulted in new zero ones (seen in the VM: 87 % of a far_vector
+  // wrong after the tier shrank over rxe). There the budget still bounds the frames in use,
+  // but the memory stays with the process.
+  if (budget_.limit() >= arena_len_ || arena_pinned_) return;
   dropped_frames_.clear();
   for (const paging::Victim& v : victims) dropped_frames_.push_back(v.frame);
   std::sort(dropped_frames_.begin(), dropped_frames_.end());

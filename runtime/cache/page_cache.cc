@@ -96,6 +96,7 @@ Status PageCache::init() {
   madvise(arena_, arena_len_, MADV_HUGEPAGE);  // huge pages where the kernel has them
   // Registered once: fetches land in frames directly, write-backs leave from them.
   FARMEM_RETURN_IF_ERROR(io_.register_memory({arena_, arena_len_}));
+  arena_pinned_ = io_.pins_registered_memory();
 
   fault_hist_ = std::make_unique<std::atomic<std::uint64_t>[]>(LatencyHistogram::kBuckets);
   dir_ = std::make_unique<std::atomic<DirBlock*>[]>(kDirSize);

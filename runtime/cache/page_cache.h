@@ -162,6 +162,7 @@ class PageCache final : public paging::Frontend {
   // bits, eviction and write-back belong to the pager.
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
+  bool arena_pinned_ = false;  ///< the registration pins the arena: frames are never madvised away
   std::unique_ptr<paging::Pager> pager_;
   std::vector<std::uint32_t> dropped_frames_;  ///< drop() scratch (the pager's pass lock)
 

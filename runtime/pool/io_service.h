@@ -44,6 +44,8 @@ class IoService final : public FarIo {
   /// Registers `memory` with every connection; reads land in it and writes leave from it.
   /// Ranges must not overlap.
   Status register_memory(std::span<std::byte> memory) override;
+  /// True when a connection pins registered memory (Capabilities::pins_registered_memory).
+  bool pins_registered_memory() const;
   /// Deregisters a range registered with exactly these bounds.
   Status unregister_memory(std::span<std::byte> memory) override;
 
