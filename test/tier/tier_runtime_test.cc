@@ -159,6 +159,8 @@ TEST(TierVerbs, PagesRefetchedAfterAShrinkAreCorrect) {
   std::atomic<std::uint64_t> stall_total{0};
   RuntimeOptions o;
   o.servers = {(*server)->url()};
+  o.auth_token = kToken;
+  o.slab_bytes = 4 * kMiB;
   o.local_buffer_bytes = 1 * kMiB;
   o.cache_budget_bytes = kCeiling;
   o.budget_floor = kFloor;
