@@ -53,6 +53,17 @@ std::uint64_t value(std::uint64_t i, std::uint64_t p) {
   return z ^ (z >> 31);
 }
 
+// A "Key:  N kB" line of a /proc file, in bytes (0 when absent).
+std::uint64_t proc_kb(const char* path, const char* key) {
+  std::ifstream in(path);
+  std::string line;
+  const std::size_t n = std::strlen(key);
+  while (std::getline(in, line)) {
+    if (line.compare(0, n, key) == 0) return std::stoull(line.substr(n)) * 1024;
+  }
+  return 0;
+}
+
 std::uint64_t rss_bytes() {
   std::ifstream in("/proc/self/status");
   std::string line;
@@ -162,9 +173,10 @@ class Sampler {
       if (s.t >= next_log) {  // a progress line a second, for the logs
         next_log = s.t + 1;
         std::fprintf(stderr,
-                     "farmem_bench_tier: t %.2f budget %llu resident %llu rss %llu cgroup %llu "
-                     "shrinks %llu grows %llu (%s)\n",
+                     "farmem_bench_tier: t %.2f budget %llu resident %llu rss %llu thp %llu "
+                     "cgroup %llu shrinks %llu grows %llu (%s)\n",
                      s.t, mib(s.budget), mib(s.resident), mib(s.rss),
+                     mib(proc_kb("/proc/self/smaps_rollup", "AnonHugePages:")),
                      mib(ts.last_reading.cgroup_current.value_or(0)),
                      static_cast<unsigned long long>(ts.shrinks),
                      static_cast<unsigned long long>(ts.grows), ts.last_reason.c_str());

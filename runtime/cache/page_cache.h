@@ -163,6 +163,7 @@ class PageCache final : public paging::Frontend {
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
   bool arena_pinned_ = false;  ///< the registration pins the arena: frames are never madvised away
+  bool arena_small_pages_ = false;  ///< MADV_NOHUGEPAGE once frames are given back (drop())
   std::unique_ptr<paging::Pager> pager_;
   std::vector<std::uint32_t> dropped_frames_;  ///< drop() scratch (the pager's pass lock)
 
