@@ -43,7 +43,7 @@ rc=0
 cg_setup || exit 1
 memserver_start 7482 1G || exit 1
 
-if [[ -z $STEP_JSON || ! -s $STEP_JSON ]]; then
+if [[ -z $STEP_JSON ]]; then   # the test did not run in this boot: its tier case, here
   FARMEM_TIER_TEST_PASSES=1 bash "$here/../test/tier/cgroup_vm_test.sh" "$BUILD" "$WORK/step" --tier-only ||
     rc=1
   STEP_JSON=$WORK/step/tier_survives_hog.json

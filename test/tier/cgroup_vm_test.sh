@@ -5,7 +5,7 @@
 # Each case: a fresh cgroup (memory.max $MAX, memory.high $HIGH, no swap); in it
 # farmem_bench_tier --mode far with a working set of 2 x memory.max in a far_vector (far
 # memory: a farmem-memserver over tcp on the guest's loopback, outside the cgroup), budget
-# $BUDGET; after the fill, a hog joins the cgroup and takes $HOG in 1 MiB steps every 20 ms,
+# $BUDGET; after the fill, a hog joins the cgroup and takes $HOG in 1 MiB steps every $HOG_STEP_MS ms,
 # then holds it. The workload keeps running read-check-write passes over every element.
 #   tier_survives_hog      the tier on (floor $FLOOR, ceiling $BUDGET): the workload exits 0
 #                          with no wrong element, no OOM kill in the cgroup, the hog still
@@ -27,13 +27,17 @@ trap lib_cleanup EXIT
 # Sizes: small, because the VM emulates its CPUs (farmem moves ~1-2 MB/s there on a busy
 # host) and CI has about five minutes for this and the quick benchmark. The cgroup holds
 # ~5 MiB besides the cache (heap, stacks, socket buffers): budget 16 + 5 + hog 14 > 32 (max),
-# so a fixed budget cannot survive the hog; the tier must go below ~28 x 0.9 - 14 - 5 = 6 MiB.
-# memory.high (below max) is where the kernel throttles the cgroup instead of killing in it:
-# the time the tier needs to write dirty pages back and give their frames up.
-MAX=${FARMEM_TIER_TEST_MAX:-32M} HIGH=${FARMEM_TIER_TEST_HIGH:-28M}
+# so a fixed budget cannot survive the hog; the tier must go to ~2-3 MiB (24 x 0.9 - 14 - 5).
+# memory.high (8 MiB below max) is where the kernel throttles the cgroup instead of killing in
+# it: the time the tier needs to write dirty pages back and give their frames up. The hog
+# takes 1 MiB every $HOG_STEP_MS ms: the tier needs 1-4 s to give back ~10 MiB of dirty pages
+# here (README), and a hog taking its 14 MiB in well under a second (1 MiB every 20 ms, with
+# memory.high at 28 MiB) got the workload OOM-killed in one of seven runs.
+MAX=${FARMEM_TIER_TEST_MAX:-32M} HIGH=${FARMEM_TIER_TEST_HIGH:-24M}
 ELEMENTS=${FARMEM_TIER_TEST_ELEMENTS:-8388608}   # 64 MiB of uint64: 2 x memory.max
 BUDGET=${FARMEM_TIER_TEST_BUDGET:-16M} FLOOR=${FARMEM_TIER_TEST_FLOOR:-2M} HOG=${FARMEM_TIER_TEST_HOG:-14M}
 PASSES=${FARMEM_TIER_TEST_PASSES:-1} INTERVAL_MS=${FARMEM_TIER_TEST_INTERVAL_MS:-50}
+HOG_STEP_MS=${FARMEM_TIER_TEST_HOG_STEP_MS:-50}
 PAGE=${FARMEM_TIER_TEST_PAGE:-64K}   # the cache's page size: 16x fewer round trips than 4K
 # tcp (default) or rdma: see README "The tier in a real cgroup" for why not rdma
 TRANSPORT=${FARMEM_TIER_TEST_TRANSPORT:-tcp}
@@ -55,7 +59,9 @@ run_case() {
   local ready=$WORK/$name.ready step=$WORK/$name.step wpid hpid
   OUT=$WORK/$name.json
   rm -f "$ready" "$step"
-  cg_new "$name" "$MAX" "$HIGH" 0 || { RC=-1; return; }
+  RC=-1 HOG_ALIVE=0 OOM_KILLS=-1
+  : >"$OUT"
+  cg_new "$name" "$MAX" "$HIGH" 0 || return
   echo "=== $name: memory.max $MAX, memory.high $HIGH, working set $((ELEMENTS * 8 >> 20)) MiB, $TRANSPORT, $*"
   local url=$MEMSERVER_URL
   [[ $TRANSPORT != rdma ]] || url=$MEMSERVER_RDMA_URL
@@ -74,7 +80,7 @@ run_case() {
   hpid=""
   if [[ -e $ready ]]; then
     echo "$name: fill done after $(($(date +%s) - t_case)) s; the hog ($HOG) joins"
-    cg_exec "$name" "$bin" --mode hog --bytes "$HOG" --chunk 1M --chunk-interval-ms 20 \
+    cg_exec "$name" "$bin" --mode hog --bytes "$HOG" --chunk 1M --chunk-interval-ms "$HOG_STEP_MS" \
       --step-file "$step" >"$WORK/$name.hog.log" 2>&1 &
     hpid=$!
   fi

@@ -26,7 +26,11 @@ cg_setup() {
 
 cg_new() {
   local d=$CG/$1
-  [[ -d $d ]] && rmdir "$d" 2>/dev/null
+  if [[ -d $d ]]; then   # left from an earlier run in this boot: empty it first
+    echo 1 >"$d/cgroup.kill" 2>/dev/null
+    wait_until 10 bash -c '[[ ! -s $0/cgroup.procs ]]' "$d"
+    rmdir "$d" || return 1
+  fi
   mkdir "$d" || return 1
   echo "$2" >"$d/memory.max" && echo "$3" >"$d/memory.high" && echo "$4" >"$d/memory.swap.max"
 }
