@@ -27,13 +27,15 @@ trap lib_cleanup EXIT
 # Sizes: small, because the VM emulates its CPUs (farmem moves ~1-2 MB/s there on a busy
 # host) and CI has about five minutes for this and the quick benchmark. The cgroup holds
 # ~5 MiB besides the cache (heap, stacks, socket buffers): budget 16 + 5 + hog 14 > 32 (max),
-# so a fixed budget cannot survive the hog; the tier must go to ~2-3 MiB (24 x 0.9 - 14 - 5).
-# memory.high (8 MiB below max) is where the kernel throttles the cgroup instead of killing in
-# it: the time the tier needs to write dirty pages back and give their frames up. The hog
-# takes 1 MiB every $HOG_STEP_MS ms: the tier needs 1-4 s to give back ~10 MiB of dirty pages
-# here (README), and a hog taking its 14 MiB in well under a second (1 MiB every 20 ms, with
-# memory.high at 28 MiB) got the workload OOM-killed in one of seven runs.
-MAX=${FARMEM_TIER_TEST_MAX:-32M} HIGH=${FARMEM_TIER_TEST_HIGH:-24M}
+# so a fixed budget cannot survive the hog; the tier must go below ~28 x 0.9 - 14 - 5 = 6 MiB.
+# memory.high (below max) is where the kernel throttles the cgroup instead of killing in it:
+# the time the tier needs to write dirty pages back and give their frames up. The hog takes
+# 1 MiB every $HOG_STEP_MS ms: the tier needs 1-4 s to give back ~10 MiB of dirty pages here
+# (README), and a hog taking its 14 MiB in 1 MiB steps every 20 ms got the workload
+# OOM-killed in one of seven runs. memory.high 8 MiB below max was no cure: the fixed-budget
+# case then sat throttled above memory.high, never reached max, and died of its own 10 s
+# far-memory timeouts (SIGABRT) instead of an OOM kill.
+MAX=${FARMEM_TIER_TEST_MAX:-32M} HIGH=${FARMEM_TIER_TEST_HIGH:-28M}
 ELEMENTS=${FARMEM_TIER_TEST_ELEMENTS:-8388608}   # 64 MiB of uint64: 2 x memory.max
 BUDGET=${FARMEM_TIER_TEST_BUDGET:-16M} FLOOR=${FARMEM_TIER_TEST_FLOOR:-2M} HOG=${FARMEM_TIER_TEST_HOG:-14M}
 PASSES=${FARMEM_TIER_TEST_PASSES:-1} INTERVAL_MS=${FARMEM_TIER_TEST_INTERVAL_MS:-50}
