@@ -162,6 +162,7 @@ class PageCache final : public paging::Frontend {
   // bits, eviction and write-back belong to the pager.
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
+  bool arena_small_pages_ = false;  ///< MADV_NOHUGEPAGE once frames are given back (drop())
   std::unique_ptr<paging::Pager> pager_;
   std::vector<std::uint32_t> dropped_frames_;  ///< drop() scratch (the pager's pass lock)
 

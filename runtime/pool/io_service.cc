@@ -105,6 +105,13 @@ Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* loc
   return Status::Ok();
 }
 
+bool IoService::pins_registered_memory() const {
+  for (std::size_t c = 0; c < pool_.connection_count(); ++c) {
+    if (pool_.connection(c).capabilities().pins_registered_memory) return true;
+  }
+  return false;
+}
+
 Status IoService::register_memory(std::span<std::byte> memory) {
   if (memory.empty()) return InvalidArgument("registering empty memory");
   std::lock_guard reg(reg_mu_);  // no server is added meanwhile

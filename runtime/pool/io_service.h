@@ -48,6 +48,19 @@ class IoService final : public FarIo {
   /// Registers every range registered so far with connection `conn`, new in the pool (the
   /// pool opens it to new slabs only after this succeeded).
   Status add_connection(std::size_t conn);
+  /// True when a connection pins registered memory (Capabilities::pins_registered_memory).
+  bool pins_registered_memory() const;
+  /// Runs `give_back` (which returns registered pages to the OS) only when no connection
+  /// pins registered memory, and with no connection being added meanwhile: a server joining
+  /// over verbs would pin the pages given back (see Capabilities::pins_registered_memory).
+  /// Returns whether it ran.
+  template <typename F>
+  bool if_unpinned(F&& give_back) {
+    std::lock_guard reg(reg_mu_);
+    if (pins_registered_memory()) return false;
+    give_back();
+    return true;
+  }
   /// Deregisters a range registered with exactly these bounds.
   Status unregister_memory(std::span<std::byte> memory) override;
 

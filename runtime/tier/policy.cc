@@ -67,7 +67,16 @@ Step TierPolicy::next(const PressureReading& r, std::chrono::microseconds interv
                                                      : nullptr;
   if (why != nullptr) {
     calm_ = 0;
-    const auto cut = static_cast<std::uint64_t>(std::ceil(static_cast<double>(s.budget) * o_.shrink_step));
+    auto cut = static_cast<std::uint64_t>(std::ceil(static_cast<double>(s.budget) * o_.shrink_step));
+    if (cgroup_tight) {
+      // A tenth a reading is too slow against a cgroup limit: a hog filling the cgroup at tens
+      // of MB/s passes memory.max within an interval or two and the kernel OOM-kills. Give back
+      // at least what the cgroup holds above its roomy line (limit less twice the headroom),
+      // so one reading brings it back under.
+      const double roomy_line = static_cast<double>(*limit) * (1.0 - 2 * o_.cgroup_headroom);
+      cut = std::max(cut, static_cast<std::uint64_t>(
+                              std::ceil(static_cast<double>(*r.cgroup_current) - roomy_line)));
+    }
     const std::uint64_t target = clamp(s.budget > cut ? s.budget - cut : 0);
     s.reason = why;
     if (target < s.budget) {

@@ -8,6 +8,8 @@
 //   shrink  when the stall share > shrink_above, or the cgroup is within headroom of its
 //           memory.high / memory.max, or MemAvailable < min_available:
 //           budget -= shrink_step x budget                     (fast: pressure hurts now)
+//           and, with the cgroup near its limit, at least memory.current - (1 - 2 x headroom)
+//           x limit: the excess goes in one reading, before a growing neighbour hits max
 //   grow    after calm_intervals readings in a row with stall share < calm_below and room
 //           in the cgroup and the host:  budget += grow_step x ceiling    (slow: probing)
 //   always  floor <= budget <= ceiling, a whole number of pages

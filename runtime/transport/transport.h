@@ -41,6 +41,10 @@ struct Capabilities {
   bool one_sided = false;           ///< true when ops bypass the server CPU (RDMA)
   std::uint32_t max_op_bytes = 0;   ///< largest single Op::length
   std::uint32_t max_batch_ops = 0;  ///< largest span a single post() accepts
+  /// Registering memory pins its pages (verbs: the NIC keeps the physical pages it was given).
+  /// Such memory must not be given back with MADV_DONTNEED while registered: the CPU would
+  /// fault in fresh pages while the NIC still reads and writes the old ones.
+  bool pins_registered_memory = false;
 };
 
 /// Completion of one posted batch. Caller-owned; must outlive the wait() on it.

@@ -160,7 +160,7 @@ TEST(TierPolicy, ACgroupNearItsLimitOrALowHostShrinksWithoutStalls) {
   TierPolicy p(bounds(kMiB, 64 * kMiB));
   (void)p.next(stalls(0), microseconds(100'000), 64 * kMiB);
   PressureReading r = stalls(0);
-  r.cgroup_current = 990 * kMiB;
+  r.cgroup_current = 960 * kMiB;  // 60 MiB over the roomy line: the budget goes to 4 MiB
   r.cgroup_max = 1000 * kMiB;
   Step s = p.next(r, microseconds(100'000), 64 * kMiB);
   EXPECT_EQ(s.decision, Decision::kShrink);
@@ -174,6 +174,26 @@ TEST(TierPolicy, ACgroupNearItsLimitOrALowHostShrinksWithoutStalls) {
   r.mem_available.reset();
   r.cgroup_high = 101 * kMiB;
   EXPECT_EQ(p.next(r, microseconds(100'000), s.budget).decision, Decision::kShrink);
+}
+
+TEST(TierPolicy, ACgroupOverItsLimitGivesBackTheExcessInOneReading) {
+  TierPolicy p(bounds(4 * kMiB, 40 * kMiB));
+  (void)p.next(stalls(0), microseconds(100'000), 40 * kMiB);
+  PressureReading r = stalls(0);
+  r.cgroup_max = 64 * kMiB;
+  r.cgroup_high = 56 * kMiB;
+  r.cgroup_current = 60 * kMiB;  // 4 MiB above memory.high: a neighbour joined
+  Step s = p.next(r, microseconds(100'000), 40 * kMiB);
+  EXPECT_EQ(s.decision, Decision::kShrink);
+  // The roomy line is 90 % of memory.high (50.4 MiB): 9.6 MiB go, more than a tenth (4 MiB).
+  const double roomy = 56.0 * kMiB * 0.9;
+  EXPECT_LE(static_cast<double>(s.budget), 40.0 * kMiB - (60.0 * kMiB - roomy));
+  EXPECT_GT(static_cast<double>(s.budget), 40.0 * kMiB - (60.0 * kMiB - roomy) - kPage);
+  // A small excess still gives back a tenth; a huge one stops at the floor.
+  r.cgroup_current = 54 * kMiB;
+  EXPECT_EQ(p.next(r, microseconds(100'000), 40 * kMiB).budget, 36 * kMiB);
+  r.cgroup_current = 200 * kMiB;
+  EXPECT_EQ(p.next(r, microseconds(100'000), 40 * kMiB).budget, 4 * kMiB);
 }
 
 TEST(TierPolicy, ACounterResetIsABaselineNotAStall) {

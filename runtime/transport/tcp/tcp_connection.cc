@@ -86,7 +86,7 @@ Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
 TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id)
     : fd_(std::move(fd)),
       peer_(std::move(peer)),
-      caps_{"tcp", false, proto::kMaxDataPayload, kTcpMaxBatchOps},
+      caps_{"tcp", false, proto::kMaxDataPayload, kTcpMaxBatchOps, false},
       next_id_(first_req_id) {
   // Sized once: receive segments point into slot_hdrs_, so it must never reallocate.
   slot_hdrs_.resize(kMaxPredicted);

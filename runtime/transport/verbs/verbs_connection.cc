@@ -135,6 +135,7 @@ Status VerbsConnection::create_resources() {
   FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(verbs, id_->port_num));
   caps_.name = "verbs";
   caps_.one_sided = true;
+  caps_.pins_registered_memory = true;
   caps_.max_op_bytes = static_cast<std::uint32_t>(std::min(limits.max_msg_sz, kMaxOpBytesCap));
   caps_.max_batch_ops = kMaxBatchOps;
   return Status::Ok();
