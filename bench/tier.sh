@@ -69,8 +69,20 @@ run tier_app 0 --mode far --server "$MEMSERVER_URL" --token-file "$TOKEN_FILE" \
 # 8 pages at a time): printed beside, not the headline ratio.
 run tier_app_64k 0 --mode far --server "$MEMSERVER_URL" --token-file "$TOKEN_FILE" \
   --budget "$CEILING" --floor "$FLOOR" --ceiling "$CEILING" --page-bytes 64K || rc=1
+# Kernel swap may be OOM-killed at the same limit (seen in CI under TCG: reclaim to the
+# NVMe-oF swap device did not keep up). That is the baseline's outcome, not a farmem failure:
+# it is reported (kernel_swap_oom_killed) and the ratio is null; any other failure fails.
+swap_oom=false
 if nvmeof_swap_on; then
-  run swap_app max --mode plain || rc=1
+  if ! run swap_app max --mode plain; then
+    if awk '$1 == "oom_kill" && $2 > 0 { found = 1 } END { exit !found }' \
+        "$CG/swap_app/memory.events"; then
+      swap_oom=true
+      echo "swap_app: OOM-killed under kernel swap at memory.max $MAX"
+    else
+      rc=1
+    fi
+  fi
 else
   rc=1
 fi
@@ -89,7 +101,8 @@ awk -v ts="$(pick "$WORK/tier_app.json" app_s)" -v ss="$(pick "$WORK/swap_app.js
     -v sb="$(pick "$STEP_JSON" step_budget_s)" -v sr="$(pick "$STEP_JSON" step_rss_s)" \
     -v b0="$(pick "$STEP_JSON" budget_before_bytes)" -v b1="$(pick "$STEP_JSON" budget_new_level_bytes)" \
     -v r0="$(pick "$STEP_JSON" rss_before_bytes)" -v r1="$(pick "$STEP_JSON" rss_min_bytes)" \
-    -v ws="$((ELEMENTS * 8))" -v max="$MAX" -v passes="$PASSES" -v page="$PAGE" '
+    -v ws="$((ELEMENTS * 8))" -v max="$MAX" -v passes="$PASSES" -v page="$PAGE" \
+    -v swap_oom="$swap_oom" '
   function n(v) { return v ~ /^[-+]?[0-9.]+([eE][-+]?[0-9]+)?$/ ? v : "null" }
   function r(a, b) { return (n(a) != "null" && n(b) != "null" && b + 0 > 0) ? sprintf("%.3f", a / b) : "null" }
   BEGIN {
@@ -99,6 +112,7 @@ awk -v ts="$(pick "$WORK/tier_app.json" app_s)" -v ss="$(pick "$WORK/swap_app.js
     printf ", \"step_budget_before_bytes\": %s, \"step_budget_after_bytes\": %s", n(b0), n(b1)
     printf ", \"step_rss_before_bytes\": %s, \"step_rss_min_bytes\": %s", n(r0), n(r1)
     printf ", \"tier_app_s\": %s, \"kernel_swap_app_s\": %s", n(ts), n(ss)
+    printf ", \"kernel_swap_oom_killed\": %s", swap_oom
     printf ", \"tier_mismatches\": %s, \"kernel_swap_mismatches\": %s", n(tm), n(sm)
     printf ", \"tier_fill_s\": %s, \"kernel_swap_fill_s\": %s", n(tf), n(sf)
     printf ", \"tier_64k_app_s\": %s, \"tier_64k_mismatches\": %s", n(t64), n(m64)
