@@ -12,7 +12,8 @@
 // The passes (far and plain alike): fill (element i = value(i, 0)), then --passes times a
 // sequential read-check-write pass (element i must be value(i, p-1), becomes value(i, p)),
 // then a verify pass (value(i, passes)). Every element is checked, so lost or stale pages count
-// as mismatches; the exit status is 1 when any element was wrong.
+// as mismatches; the exit status is 1 when any element was wrong. The far mode fills with
+// far_vector::append and passes with for_each_mut: a DerefScope per page, not per element.
 // --ready-file: created (with the CLOCK_MONOTONIC time) after the fill, so a script can start
 // the hog mid-run. --step-file: the hog writes its start time there; the far mode then reports
 // how long after it the budget reached its new level and the RSS followed (from samples taken
@@ -37,7 +38,6 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;  // CLOCK_MONOTONIC on Linux: shared by processes
-constexpr std::size_t kChunk = 512;       // elements per DerefScope: 4 KiB, at most a page
 constexpr auto kSamplePeriod = std::chrono::milliseconds(10);
 // "Reached its new level": 90 % of the drop done (the last few percent are the policy's
 // growth probes and the page-granular tail, not the reaction).
@@ -87,19 +87,15 @@ struct FarArray {
   farmem::far_vector<std::uint64_t>& v;
   template <typename Body>
   void for_chunks(std::size_t n, Body&& body) {
-    for (std::size_t b = 0; b < n; b += kChunk) {
-      farmem::DerefScope s(rt);
-      const std::size_t e = std::min(n, b + kChunk);
-      for (std::size_t i = b; i < e; ++i) body(i, v.get_mut(i, s));
+    (void)n;  // the vector holds exactly n after the fill
+    if (auto st = v.for_each_mut(body); !st.ok()) {
+      std::fprintf(stderr, "farmem_bench_tier: pass: %s\n", st.to_string().c_str());
+      std::exit(2);
     }
   }
-  // push_back: one sweep (resize would write every page twice, zeros first).
-  bool fill(std::size_t n) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!v.push_back(value(i, 0)).ok()) return false;
-    }
-    return true;
-  }
+  // append: one sweep, a scope per page (push_back opens one per element; resize would
+  // write every page twice, zeros first).
+  bool fill(std::size_t n) { return v.append(n, [](std::size_t i) { return value(i, 0); }).ok(); }
 };
 struct PlainArray {
   std::uint64_t* p;

@@ -110,6 +110,27 @@ class far_vector {
     ++size_;
     return Status::Ok();
   }
+  /// Appends `n` elements, element i (its index in the vector) being gen(i), with one
+  /// DerefScope and one translation per page instead of per element: the way to fill a vector
+  /// larger than the cache (push_back pays both, and the scope's fences, for every element).
+  /// On an error the elements written before it stay appended: size() tells how many.
+  template <typename Gen>
+  Status append(std::size_t n, Gen&& gen) {
+    if (auto st = reserve(size_ + n); !st.ok()) return st;
+    const std::size_t end = size_ + n;
+    while (size_ < end) {
+      DerefScope scope(*rt_);
+      std::byte* p = scope.translate(addr_of(size_), true);
+      if (p == nullptr) return scope.error();
+      T* elems = std::launder(reinterpret_cast<T*>(p));
+      const std::size_t page_end = std::min(end, (size_ / per_page_ + 1) * per_page_);
+      for (const std::size_t first = size_; size_ < page_end; ++size_) {
+        const T value = gen(size_);
+        std::memcpy(&elems[size_ - first], &value, sizeof(T));
+      }
+    }
+    return Status::Ok();
+  }
   /// Grows with value-initialised elements, or shrinks.
   Status resize(std::size_t n) {
     if (auto st = reserve(n); !st.ok()) return st;
@@ -130,6 +151,21 @@ class far_vector {
       std::byte* p = scope.translate(addr_of(i), false);
       if (p == nullptr) return scope.error();
       const T* elems = std::launder(reinterpret_cast<const T*>(p));
+      const std::size_t page_end = std::min(size_, (i / per_page_ + 1) * per_page_);
+      for (const std::size_t first = i; i < page_end; ++i) fn(i, elems[i - first]);
+    }
+    return Status::Ok();
+  }
+
+  /// Calls fn(index, T&) for every element in order, in a fresh DerefScope per page, and
+  /// marks every page dirty: for_each() for passes that change elements in place.
+  template <typename Fn>
+  Status for_each_mut(Fn&& fn) {
+    for (std::size_t i = 0; i < size_;) {
+      DerefScope scope(*rt_);
+      std::byte* p = scope.translate(addr_of(i), true);
+      if (p == nullptr) return scope.error();
+      T* elems = std::launder(reinterpret_cast<T*>(p));
       const std::size_t page_end = std::min(size_, (i / per_page_ + 1) * per_page_);
       for (const std::size_t first = i; i < page_end; ++i) fn(i, elems[i - first]);
     }

@@ -294,6 +294,37 @@ TEST_P(CacheTest, ThreadsMissingTheSamePageFetchItOnce) {
   }
 }
 
+// The bulk paths: append() and for_each_mut() open a scope per page, not per element. Both
+// start and end mid-page here, and the vector is 16x the budget, so nearly every page of the
+// final check is read back from far memory.
+TEST_P(CacheTest, AppendAndForEachMutMatchAShadowPastTheBudget) {
+  auto rt = open(512u << 10);  // 128 frames
+  ASSERT_TRUE(rt);
+  far_vector<std::uint64_t> v(*rt);
+  constexpr std::size_t kHead = 100, kN = (1u << 20) + 37;  // 8 MiB and a bit
+  for (std::size_t i = 0; i < kHead; ++i) ASSERT_TRUE(v.push_back(i).ok());
+  std::size_t calls = 0;
+  ASSERT_TRUE(v.append(kN - kHead, [&](std::size_t i) {
+    ++calls;
+    return i * 3 + 1;
+  }).ok());
+  ASSERT_EQ(v.size(), kN);
+  EXPECT_EQ(calls, kN - kHead);
+  ASSERT_TRUE(v.append(0, [](std::size_t) -> std::uint64_t { return 0; }).ok());
+  EXPECT_EQ(v.size(), kN);
+  ASSERT_TRUE(v.for_each_mut([](std::size_t i, std::uint64_t& x) { x += i; }).ok());
+  ASSERT_TRUE(rt->flush().ok());
+  std::size_t wrong = 0, seen = 0;
+  ASSERT_TRUE(v.for_each([&](std::size_t i, const std::uint64_t& x) {
+    const std::uint64_t want = i < kHead ? 2 * i : i * 4 + 1;
+    wrong += x != want;
+    ++seen;
+  }).ok());
+  EXPECT_EQ(seen, kN);
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_GT(rt->cache_stats().evictions, 0u);
+}
+
 TEST_P(CacheTest, OnlyDirtyPagesAreWrittenBack) {
   auto rt = open(256u << 10, /*prefetch=*/false);
   ASSERT_TRUE(rt);
