@@ -75,6 +75,18 @@ class DerefScope {
     return base == nullptr ? nullptr : base + off;
   }
 
+  /// translate(addr, true) for a caller that overwrites the whole page holding `addr` before
+  /// anything reads it: a page not in the cache is not fetched but gets a zeroed frame (its
+  /// far content is lost). For filling fresh memory (far_vector::append), where a fetch would
+  /// read bytes about to be overwritten.
+  std::byte* translate_for_overwrite(FarAddr addr) {
+    const std::uint64_t key = addr.raw >> v_.page_shift;
+    const std::uint64_t off = addr.raw & ((std::uint64_t{1} << v_.page_shift) - 1);
+    if (key == tlb_key_ && tlb_writable_) return tlb_base_ + off;
+    std::byte* base = lookup(key, true, /*overwrite=*/true);
+    return base == nullptr ? nullptr : base + off;
+  }
+
   /// Why the last translate() returned nullptr.
   const Status& error() const { return error_; }
 
@@ -91,7 +103,7 @@ class DerefScope {
     return last_slot;
   }
 
-  std::byte* lookup(std::uint64_t key, bool write) {
+  std::byte* lookup(std::uint64_t key, bool write, bool overwrite = false) {
     if (slot_ == nullptr) [[unlikely]] return nullptr;  // error_ says why
     const std::uint64_t slab = (key >> v_.slab_page_bits) - 1;
     const std::uint64_t page = key & ((std::uint64_t{1} << v_.slab_page_bits) - 1);
@@ -106,7 +118,8 @@ class DerefScope {
         }
       }
     }
-    std::byte* base = detail::cache_fault(v_.cache, slot_, key, write, &error_);
+    std::byte* base = overwrite ? detail::cache_fault_overwrite(v_.cache, slot_, key, &error_)
+                                : detail::cache_fault(v_.cache, slot_, key, write, &error_);
     if (base != nullptr) remember(key, base, write);
     return base;
   }

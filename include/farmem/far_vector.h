@@ -113,6 +113,7 @@ class far_vector {
   /// Appends `n` elements, element i (its index in the vector) being gen(i), with one
   /// DerefScope and one translation per page instead of per element: the way to fill a vector
   /// larger than the cache (push_back pays both, and the scope's fences, for every element).
+  /// A page it fills whole is not fetched from far memory (translate_for_overwrite).
   /// On an error the elements written before it stay appended: size() tells how many.
   template <typename Gen>
   Status append(std::size_t n, Gen&& gen) {
@@ -120,7 +121,9 @@ class far_vector {
     const std::size_t end = size_ + n;
     while (size_ < end) {
       DerefScope scope(*rt_);
-      std::byte* p = scope.translate(addr_of(size_), true);
+      const bool whole_page = size_ % per_page_ == 0 && end - size_ >= per_page_;
+      std::byte* p = whole_page ? scope.translate_for_overwrite(addr_of(size_))
+                                : scope.translate(addr_of(size_), true);
       if (p == nullptr) return scope.error();
       T* elems = std::launder(reinterpret_cast<T*>(p));
       const std::size_t page_end = std::min(end, (size_ / per_page_ + 1) * per_page_);
@@ -131,14 +134,14 @@ class far_vector {
     }
     return Status::Ok();
   }
-  /// Grows with value-initialised elements, or shrinks.
+  /// Grows with value-initialised elements (through append: whole pages are not fetched),
+  /// or shrinks. On an error while growing, size() tells how many elements were added.
   Status resize(std::size_t n) {
-    if (auto st = reserve(n); !st.ok()) return st;
-    for (std::size_t i = size_; i < n; ++i) {
-      if (auto st = store(i, T{}); !st.ok()) return st;
+    if (n <= size_) {
+      size_ = n;
+      return Status::Ok();
     }
-    size_ = n;
-    return Status::Ok();
+    return append(n - size_, [](std::size_t) { return T{}; });
   }
 
   /// Calls fn(index, const T&) for every element in order, in a fresh DerefScope per page:

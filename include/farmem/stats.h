@@ -32,6 +32,9 @@ struct CacheStats {
   std::uint64_t evictions = 0;          ///< pages dropped from local memory
   std::uint64_t writebacks = 0;         ///< dirty pages written back
   std::uint64_t inline_evictions = 0;   ///< misses that had to evict (the free reserve was empty)
+  /// misses on pages the caller overwrote whole (DerefScope::translate_for_overwrite): given
+  /// a zeroed frame, never fetched (far_vector::append and resize of whole pages)
+  std::uint64_t overwrite_fills = 0;
   std::uint64_t bytes_read = 0;         ///< bytes fetched from far memory
   std::uint64_t bytes_written = 0;      ///< bytes written back to far memory
   std::uint64_t resident_bytes = 0;     ///< local bytes in use now

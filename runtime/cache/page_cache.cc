@@ -224,7 +224,7 @@ std::atomic<std::uint64_t>* PageCache::ensure_entry(std::uint64_t key, Status* e
 }
 
 std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write,
-                                   Status* error) {
+                                   Status* error, bool overwrite) {
   std::atomic<std::uint64_t>* e = ensure_entry(key, error);
   if (e == nullptr) return nullptr;
   // Clocks are read only once we have to wait: on VMs a clock read can cost microseconds.
@@ -249,7 +249,8 @@ std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool wri
       }
       case kPteAbsent:
         if (e->compare_exchange_strong(pte, kPteFetching)) {
-          return fetch_on_app(slot, *e, key, write, error);
+          return overwrite ? fill_on_app(slot, *e, key, error)
+                           : fetch_on_app(slot, *e, key, write, error);
         }
         break;
       default:  // another thread fetches it, or the evictor takes it: wait
@@ -317,6 +318,25 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   return frame_addr(f);
 }
 
+std::byte* PageCache::fill_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e,
+                                  std::uint64_t key, Status* error) {
+  auto frame = take_frame(slot);
+  if (!frame.ok()) {
+    e.store(kPteAbsent, std::memory_order_release);
+    *error = frame.status();
+    return nullptr;
+  }
+  const std::uint32_t f = *frame;
+  // Zeroed, not left as the frame's last page: the bytes the caller leaves (a page's tail
+  // past its last element) must not carry another page's data.
+  std::memset(frame_addr(f), 0, options_.page_bytes);
+  misses_.fetch_add(1, std::memory_order_relaxed);
+  overwrite_fills_.fetch_add(1, std::memory_order_relaxed);
+  install(e, f, key, /*dirty=*/true, paging::Pager::kDemand);  // far memory holds nothing yet
+  note_touched(slot, key);
+  return frame_addr(f);
+}
+
 Result<std::uint32_t> PageCache::take_frame(ThreadSlot* slot) {
   std::uint32_t f = 0;
   if (pager_->try_take_frame(&f)) return f;  // the common case: the evictor kept a reserve
@@ -345,6 +365,7 @@ CacheStats PageCache::stats() const {
   s.evictions = p.evictions;
   s.writebacks = p.writebacks;
   s.bytes_read = bytes_read_.load(std::memory_order_relaxed);
+  s.overwrite_fills = overwrite_fills_.load(std::memory_order_relaxed);
   s.bytes_written = p.bytes_written;
   s.inline_evictions = p.inline_evictions;
   s.resident_bytes = frames_in_use() * options_.page_bytes;
@@ -362,6 +383,10 @@ Status PageCache::background_error() const { return pager_->background_error(); 
 std::byte* cache_fault(PageCache* cache, ThreadSlot* slot, std::uint64_t key, bool write,
                        void* scope_error) {
   return cache->fault_on_app(slot, key, write, static_cast<Status*>(scope_error));
+}
+std::byte* cache_fault_overwrite(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
+                                 void* scope_error) {
+  return cache->fault_on_app(slot, key, true, static_cast<Status*>(scope_error), true);
 }
 void cache_prefetch_hit(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
                         std::uint32_t frame) {

@@ -74,7 +74,10 @@ class PageCache final : public paging::Frontend {
   /// The error of a thread that got no slot.
   Status too_many_threads() const;
   /// The miss path (called from DerefScope::lookup on the application thread).
-  std::byte* fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write, Status* error);
+  /// `overwrite`: the caller overwrites the whole page, so a missing page is zeroed, not
+  /// fetched (DerefScope::translate_for_overwrite).
+  std::byte* fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write, Status* error,
+                          bool overwrite = false);
   /// First access of a prefetched frame (application thread).
   void prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t frame);
 
@@ -123,6 +126,9 @@ class PageCache final : public paging::Frontend {
   }
   std::byte* fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e, std::uint64_t key,
                           bool write, Status* error);
+  /// The overwrite miss: a zeroed frame installed dirty, no read.
+  std::byte* fill_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& e, std::uint64_t key,
+                         Status* error);
   Result<std::uint32_t> take_frame(ThreadSlot* slot);
   /// Installs a fetched page: the pager's frame first (so a hit's dirty mark cannot be
   /// overwritten), then the entry. `prefetch_slot`: the slot whose stream fetched it ahead,
@@ -185,7 +191,7 @@ class PageCache final : public paging::Frontend {
   std::thread prefetcher_;
 
   // Counters (hits live in the slots; eviction, write-back and prefetch counts in the pager).
-  std::atomic<std::uint64_t> misses_{0}, bytes_read_{0};
+  std::atomic<std::uint64_t> misses_{0}, bytes_read_{0}, overwrite_fills_{0};
   std::unique_ptr<std::atomic<std::uint64_t>[]> fault_hist_;
 };
 

@@ -46,6 +46,7 @@ void CacheStats::merge(const CacheStats& o) {
   writebacks += o.writebacks;
   bytes_read += o.bytes_read;
   bytes_written += o.bytes_written;
+  overwrite_fills += o.overwrite_fills;
   resident_bytes += o.resident_bytes;
   budget_bytes = std::max(budget_bytes, o.budget_bytes);
   fault_latency.merge(o.fault_latency);
@@ -63,6 +64,7 @@ std::string CacheStats::to_json() const {
   j["writebacks"] = writebacks;
   j["bytes_read"] = bytes_read;
   j["bytes_written"] = bytes_written;
+  j["overwrite_fills"] = overwrite_fills;
   j["resident_bytes"] = resident_bytes;
   j["budget_bytes"] = budget_bytes;
   j["fault_latency_ns"] = {{"p50", fault_latency.percentile_ns(50)},

@@ -304,12 +304,19 @@ TEST_P(CacheTest, AppendAndForEachMutMatchAShadowPastTheBudget) {
   constexpr std::size_t kHead = 100, kN = (1u << 20) + 37;  // 8 MiB and a bit
   for (std::size_t i = 0; i < kHead; ++i) ASSERT_TRUE(v.push_back(i).ok());
   std::size_t calls = 0;
+  const CacheStats before = rt->cache_stats();
   ASSERT_TRUE(v.append(kN - kHead, [&](std::size_t i) {
     ++calls;
     return i * 3 + 1;
   }).ok());
   ASSERT_EQ(v.size(), kN);
   EXPECT_EQ(calls, kN - kHead);
+  // Whole pages are overwritten, not fetched: only the partial first page could be read.
+  const CacheStats filled = rt->cache_stats();
+  const std::uint64_t whole_pages = (kN - 512) / 512;  // per page: 512 elements of 4 KiB
+  EXPECT_GE(filled.overwrite_fills - before.overwrite_fills, whole_pages);
+  EXPECT_LE(filled.bytes_read - before.bytes_read, rt->page_bytes()) << "fresh pages fetched";
+  EXPECT_GT(filled.writebacks, before.writebacks);  // the filled pages went to far memory
   ASSERT_TRUE(v.append(0, [](std::size_t) -> std::uint64_t { return 0; }).ok());
   EXPECT_EQ(v.size(), kN);
   ASSERT_TRUE(v.for_each_mut([](std::size_t i, std::uint64_t& x) { x += i; }).ok());

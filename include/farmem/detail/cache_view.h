@@ -111,6 +111,9 @@ struct CacheView {
 /// `raw`, or nullptr with the scope's error set.
 std::byte* cache_fault(PageCache* cache, ThreadSlot* slot, std::uint64_t key, bool write,
                        void* scope_error);
+/// Out of line: the miss path of a page the caller overwrites whole (not fetched: zeroed).
+std::byte* cache_fault_overwrite(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
+                                 void* scope_error);
 /// Out of line: first use of a prefetched page (feeds the trend detector).
 void cache_prefetch_hit(PageCache* cache, ThreadSlot* slot, std::uint64_t key,
                         std::uint32_t frame);
