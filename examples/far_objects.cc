@@ -29,7 +29,8 @@ int main(int argc, char** argv) {
   }
   const std::size_t n = 2 << 20;                   // 16 MiB of doubles: 4x the budget
   farmem::far_vector<double> v(*rt);               // growable, with iterators
-  for (std::size_t i = 0; i < n; ++i) check(v.push_back(i));
+  check(v.push_back(0));                           // one element, one scope
+  check(v.append(n - 1, [](std::size_t i) { return double(i); }));  // a scope per page
   double sum = 0;                                  // for_each opens a scope per page
   check(v.for_each([&](std::size_t, const double& x) { sum += x; }));
   farmem::far_hash_map<std::uint64_t, Node> kv(*rt);
