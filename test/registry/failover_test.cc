@@ -119,10 +119,13 @@ TEST_F(EtcdFailover, SilentEndpointCostsItsShareOfTheDeadlineOnceThenTheLiveOneI
   EXPECT_GE(first, 900ms) << "the silent member was given up before its share";
   EXPECT_LT(first, 2000ms + kSlack) << "the call overran its deadline";
   EXPECT_EQ(c.endpoint(), registry::to_string(live));
-  // The next calls go straight to the member that answered.
-  t0 = Clock::now();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE(c.put("/s/x", std::to_string(i)).ok());
-  EXPECT_LT(Clock::now() - t0, 900ms) << "went back to the silent member";
+  // The next calls go straight to the member that answered: none waits out the silent
+  // member's share (1000 ms) again.
+  for (int i = 0; i < 3; ++i) {
+    t0 = Clock::now();
+    ASSERT_TRUE(c.put("/s/x", std::to_string(i)).ok());
+    EXPECT_LT(Clock::now() - t0, 1000ms) << "call " << i << " went back to the silent member";
+  }
 }
 
 TEST_F(EtcdFailover, EtcdsOwnErrorsAreNotRetriedOnOtherMembers) {
