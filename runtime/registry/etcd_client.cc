@@ -135,8 +135,9 @@ std::string EtcdClient::endpoint() const {
 }
 
 Status EtcdClient::call(std::string_view path, const std::string* body, const Decode& decode) {
-  const auto deadline = Clock::now() + options_.timeout;
   std::lock_guard lock(mu_);
+  // From here, not from the call: a caller queued behind another's call gets its own time.
+  const auto deadline = Clock::now() + options_.timeout;
   const std::size_t n = names_.size();
   if (n == 0) return InvalidArgument("etcd client without an endpoint");
   std::string errors;  // every endpoint tried, and why it failed

@@ -39,7 +39,8 @@ struct EtcdOptions {
   /// Members of one etcd cluster, tried in this order (1..kMaxEndpoints; the client refuses
   /// every call without one).
   std::vector<EtcdEndpoint> endpoints{{"127.0.0.1", 2379}};
-  /// Deadline of one call, connecting and trying other endpoints included.
+  /// Deadline of one call, connecting and trying other endpoints included (counted once the
+  /// call has the handle: see thread safety above).
   std::chrono::milliseconds timeout{2000};
 };
 
