@@ -9,8 +9,9 @@
 // (no leader, stopping), the same call tries the next ones, within the same deadline, and
 // the client stays with the endpoint that answered. Errors etcd decided (a lease not found,
 // a bad argument) are answers: they are returned, never retried elsewhere. When every
-// endpoint failed, the error names each and why. A request that timed out may still have
-// been applied by the member that got it, so a retried call can run twice (see each call).
+// endpoint failed, the error names each and why: kTimedOut when none answered in time,
+// kUnavailable otherwise. A request that timed out may still have been applied by the member
+// that got it, so a retried call can run twice (see each call).
 //
 // Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connections
 // alive between calls), so a client may be shared, but concurrent callers wait for each other.
@@ -36,8 +37,8 @@ namespace farmem::registry {
 std::string prefix_range_end(std::string_view prefix);
 
 struct EtcdOptions {
-  /// Members of one etcd cluster, tried in this order (1..kMaxEndpoints; the client refuses
-  /// every call without one).
+  /// Members of one etcd cluster, tried in this order (at least one: without, every call is
+  /// kInvalidArgument).
   std::vector<EtcdEndpoint> endpoints{{"127.0.0.1", 2379}};
   /// Deadline of one call, connecting and trying other endpoints included (counted once the
   /// call has the handle: see thread safety above).
@@ -76,7 +77,8 @@ class EtcdClient {
   Result<std::int64_t> grant_lease(std::chrono::seconds ttl);
   /// Renews lease `id`; returns its TTL in seconds. kNotFound once it has expired.
   Result<std::int64_t> keep_alive(std::int64_t id);
-  /// Revokes lease `id`: its keys go at once. kNotFound when it no longer exists.
+  /// Revokes lease `id`: its keys go at once. kNotFound when it no longer exists (also when
+  /// a try that timed out on another member revoked it).
   Status revoke_lease(std::int64_t id);
   /// Sets `key` to `value`, attached to `lease` (0: none); returns the new revision.
   /// kNotFound when the lease does not exist (any more). A put retried elsewhere may be
