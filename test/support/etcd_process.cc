@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "registry/etcd_client.h"
+#include "test/support/http_get.h"
 #include "test/support/test_server.h"
 
 namespace farmem::test {
@@ -190,12 +191,26 @@ Result<std::unique_ptr<EtcdCluster>> EtcdCluster::start(std::size_t members) {
   return c;
 }
 
-std::string EtcdCluster::registry_url() const {
-  std::string url = "etcd://";
+std::string EtcdCluster::registry_url(std::size_t first) const {
+  std::string url = "etcd://" + registry::to_string(members_.at(first)->endpoint());
   for (std::size_t i = 0; i < members_.size(); ++i) {
-    url += (i == 0 ? "" : ",") + registry::to_string(members_[i]->endpoint());
+    if (i != first) url += "," + registry::to_string(members_[i]->endpoint());
   }
   return url;
+}
+
+Result<std::size_t> EtcdCluster::leader() const {
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  while (Clock::now() < deadline) {
+    for (std::size_t i = 0; i < members_.size(); ++i) {
+      if (!members_[i]->running()) continue;
+      const auto [code, body] = http_get("http://127.0.0.1:" +
+                                         std::to_string(members_[i]->client_port()) + "/metrics");
+      if (code == 200 && prometheus_value(body, "etcd_server_is_leader") == 1) return i;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return TimedOut("no etcd member said it leads within 10 s");
 }
 
 std::vector<registry::EtcdEndpoint> EtcdCluster::endpoints() const {

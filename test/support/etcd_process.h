@@ -75,8 +75,12 @@ class EtcdCluster {
 
   std::size_t size() const { return members_.size(); }
   EtcdProcess& member(std::size_t i) { return *members_.at(i); }
-  /// "etcd://127.0.0.1:P1,127.0.0.1:P2,..." (every member, in order; default prefix).
-  std::string registry_url() const;
+  /// "etcd://127.0.0.1:P1,127.0.0.1:P2,..." (every member, member `first` first, then the
+  /// others in order; default prefix). Clients use the first member of a URL until it fails.
+  std::string registry_url(std::size_t first = 0) const;
+  /// The member that is the leader now (its /metrics says etcd_server_is_leader 1), waiting
+  /// up to 10 s for one.
+  Result<std::size_t> leader() const;
   /// Every member's client address, in order.
   std::vector<registry::EtcdEndpoint> endpoints() const;
 
