@@ -100,8 +100,10 @@ int main(int argc, char** argv) {
                  "Bind slab memory to this NUMA node (default: the RDMA device's node, or "
                  "none for TCP only)");
   app.add_option("--registry", registry,
-                 "Register in etcd so runtimes find this memserver: etcd://HOST:PORT[/PREFIX] "
-                 "(default prefix /farmem/memservers/); the record lives under a lease");
+                 "Register in etcd so runtimes find this memserver: etcd://HOST:PORT[/PREFIX], "
+                 "or every member of an etcd cluster, etcd://H1:P1,H2:P2,H3:P3[/PREFIX] (the "
+                 "next is used when one does not answer; default prefix /farmem/memservers/); "
+                 "the record lives under a lease");
   app.add_option("--registry-ttl", registry_ttl,
                  "Seconds a memserver that died stays in the registry (its lease's TTL)")
       ->capture_default_str()

@@ -53,8 +53,7 @@ Registration::Registration(Core& core, RegistrationOptions options)
     : core_(core),
       options_(std::move(options)),
       key_(options_.registry.prefix + without_scheme(options_.urls.front())),
-      etcd_(registry::EtcdOptions{options_.registry.host, options_.registry.port,
-                                  options_.timeout}) {}
+      etcd_(registry::EtcdOptions{options_.registry.endpoints, options_.timeout}) {}
 
 Result<std::unique_ptr<Registration>> Registration::start(Core& core, RegistrationOptions o) {
   if (o.urls.empty()) {

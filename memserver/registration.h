@@ -1,5 +1,7 @@
-// --registry etcd://HOST:PORT[/PREFIX]: the memserver registers itself in etcd so runtimes
-// can find it (runtime/registry/record.h has the key layout and the JSON record).
+// --registry etcd://HOST:PORT[,HOST:PORT...][/PREFIX]: the memserver registers itself in etcd
+// so runtimes can find it (runtime/registry/record.h has the key layout and the JSON record).
+// With several members listed, a member that stops answering costs nothing: the lease is
+// cluster-wide, so the calls, renewals included, go on through another member (etcd_client.h).
 //
 // It holds a lease of --registry-ttl seconds and renews it every refresh interval (a third of
 // the TTL, at most a second); the record rides on the lease, so a memserver that dies leaves

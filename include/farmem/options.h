@@ -32,11 +32,11 @@ struct RuntimeOptions {
   /// closed (Runtime::close_server) server is skipped. Empty (the default): {"local"} without
   /// a registry, none besides the registered ones with one.
   std::vector<std::string> servers;
-  /// Memservers registered in etcd: "etcd://HOST:PORT[/PREFIX]" (default prefix
-  /// /farmem/memservers/; farmem-memserver --registry). Runtime::open lists them and connects
-  /// to each (besides `servers`); then a thread lists them every registry_interval: a new one
-  /// is added (Runtime::add_server), one whose record is gone (lease expired: it died) is
-  /// closed to new slabs. An etcd that does not answer at open is an error. Empty: none.
+  /// Memservers registered in etcd (farmem-memserver --registry): "etcd://HOST:PORT[/PREFIX]",
+  /// or "etcd://H1:P1,H2:P2,H3:P3[/PREFIX]", an etcd cluster's members, the next used when one
+  /// does not answer (default prefix /farmem/memservers/). Runtime::open lists and connects to
+  /// them (besides `servers`), then lists them every registry_interval: a new one is added, one
+  /// whose record is gone (it died) closed to new slabs. No etcd answering at open: an error.
   std::string registry;
   /// Transports for registered memservers, by preference: each is reached with the first of
   /// these its record offers ("rdma", "tcp"); no fallback after a failure. {"tcp"} on a host

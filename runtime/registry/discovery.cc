@@ -52,7 +52,7 @@ Discovery::Discovery(DiscoveryOptions options, JoinFn join, LeaveFn leave)
     : options_(std::move(options)),
       join_(std::move(join)),
       leave_(std::move(leave)),
-      etcd_(EtcdOptions{options_.address.host, options_.address.port, options_.timeout}) {}
+      etcd_(EtcdOptions{options_.address.endpoints, options_.timeout}) {}
 
 Result<std::unique_ptr<Discovery>> Discovery::start(DiscoveryOptions options, JoinFn join,
                                                     LeaveFn leave) {

@@ -2,16 +2,19 @@
 
 #include <curl/curl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "common/log.h"
 #include "registry/base64.h"
 
 namespace farmem::registry {
 
 using nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -69,53 +72,34 @@ std::string lower_first(std::string s) {
   return s;
 }
 
-std::string bracket_v6(const std::string& host) {
-  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+/// Whether an endpoint's failure is the member's own (down, unreachable, too slow, without a
+/// leader), so that another member may answer the same call. Anything else is etcd's answer.
+bool fails_over(const Status& st) {
+  return st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut;
+}
+
+/// The time the `k`th try of a call (0 first) gets of the `left` of its deadline, with `n`
+/// endpoints. The first try goes to the endpoint that answered last, most likely healthy, and
+/// gets half when others remain, so that a slow but live member is not abandoned after a
+/// third; later tries split what is left evenly, the last one taking all of it.
+std::chrono::milliseconds share(std::chrono::milliseconds left, std::size_t k, std::size_t n) {
+  const auto s = (k == 0 && n > 1) ? left / 2 : left / static_cast<long>(n - k);
+  return std::max(s, std::chrono::milliseconds(1));  // libcurl reads 0 as "no timeout"
+}
+
+std::vector<std::string> names_of(const std::vector<EtcdEndpoint>& endpoints) {
+  std::vector<std::string> out;
+  for (const auto& e : endpoints) out.push_back(to_string(e));
+  return out;
+}
+
+std::vector<std::string> base_urls_of(const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (const auto& n : names) out.push_back("http://" + n);
+  return out;
 }
 
 }  // namespace
-
-Result<RegistryAddress> parse_registry_url(std::string_view url) {
-  constexpr std::string_view kScheme = "etcd://";
-  const auto bad = [&](const std::string& why) {
-    return InvalidArgument("registry '" + std::string(url) + "': " + why +
-                           " (expected etcd://HOST:PORT[/PREFIX])");
-  };
-  if (url.substr(0, kScheme.size()) != kScheme) return bad("not an etcd:// URL");
-  std::string_view rest = url.substr(kScheme.size());
-  const std::size_t slash = rest.find('/');
-  std::string_view hostport = rest.substr(0, slash);
-  RegistryAddress a;
-  std::string_view port;
-  if (!hostport.empty() && hostport[0] == '[') {
-    const std::size_t close = hostport.find(']');
-    if (close == std::string_view::npos || close + 1 >= hostport.size() ||
-        hostport[close + 1] != ':') {
-      return bad("an IPv6 host needs [ADDR]:PORT");
-    }
-    a.host = std::string(hostport.substr(1, close - 1));
-    port = hostport.substr(close + 2);
-  } else {
-    const std::size_t colon = hostport.rfind(':');
-    if (colon == std::string_view::npos) return bad("no port");
-    a.host = std::string(hostport.substr(0, colon));
-    port = hostport.substr(colon + 1);
-  }
-  if (a.host.empty()) return bad("no host");
-  unsigned p = 0;
-  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
-  if (ec != std::errc() || end != port.data() + port.size() || p == 0 || p > 65535) {
-    return bad("port '" + std::string(port) + "' is not in 1..65535");
-  }
-  a.port = static_cast<std::uint16_t>(p);
-  std::string prefix = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
-  if (prefix.empty() || prefix == "/") {
-    a.prefix = std::string(kDefaultPrefix);
-  } else {
-    a.prefix = prefix.back() == '/' ? prefix : prefix + "/";
-  }
-  return a;
-}
 
 std::string prefix_range_end(std::string_view prefix) {
   std::string end(prefix);
@@ -136,8 +120,8 @@ void EtcdClient::CurlDeleter::operator()(void* handle) const {
 
 EtcdClient::EtcdClient(EtcdOptions options)
     : options_(std::move(options)),
-      endpoint_(bracket_v6(options_.host) + ":" + std::to_string(options_.port)),
-      base_url_("http://" + endpoint_) {
+      names_(names_of(options_.endpoints)),
+      base_urls_(base_urls_of(names_)) {
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   curl_.reset(curl_easy_init());
@@ -145,21 +129,61 @@ EtcdClient::EtcdClient(EtcdOptions options)
 
 EtcdClient::~EtcdClient() = default;
 
-Status EtcdClient::perform(std::string_view path, const std::string* body, long& http_status,
-                           std::string& reply) {
-  const std::string what = "etcd at " + endpoint_;
+std::string EtcdClient::endpoint() const {
   std::lock_guard lock(mu_);
+  return names_.empty() ? std::string("(no endpoint)") : names_[current_];
+}
+
+Status EtcdClient::call(std::string_view path, const std::string* body, const Decode& decode) {
+  std::lock_guard lock(mu_);
+  // From here, not from the call: a caller queued behind another's call gets its own time.
+  const auto deadline = Clock::now() + options_.timeout;
+  const std::size_t n = names_.size();
+  if (n == 0) return InvalidArgument("etcd client without an endpoint");
+  std::string errors;  // every endpoint tried, and why it failed
+  bool all_timed_out = true;
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t i = (current_ + k) % n;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    Status st;
+    if (left.count() <= 0) {
+      st = TimedOut("etcd at " + names_[i] + ": not tried, the call's " +
+                    std::to_string(options_.timeout.count()) + " ms were spent");
+    } else {
+      Reply reply;
+      st = perform(i, path, body, share(left, k, n), reply);
+      if (st.ok()) st = decode(names_[i], reply);
+      if (!fails_over(st)) {
+        if (i != current_) {
+          log().warn("registry: {}; using etcd at {} now", errors, names_[i]);
+          current_ = i;
+        }
+        return st;
+      }
+    }
+    if (st.code() != StatusCode::kTimedOut) all_timed_out = false;
+    errors += (errors.empty() ? "" : "; ") + st.message();
+  }
+  return Status(all_timed_out ? StatusCode::kTimedOut : StatusCode::kUnavailable, errors);
+}
+
+Status EtcdClient::perform(std::size_t i, std::string_view path, const std::string* body,
+                           std::chrono::milliseconds budget, Reply& out) {
+  const std::string what = "etcd at " + names_[i];
+  std::string& reply = out.body;
+  long& http_status = out.http;
   CURL* c = static_cast<CURL*>(curl_.get());
   if (c == nullptr) return Internal(what + ": cannot create a libcurl handle");
   curl_easy_reset(c);  // keeps the live connection, drops the last request's options
-  const std::string url = base_url_ + std::string(path);
+  const std::string url = base_urls_[i] + std::string(path);
   char errbuf[CURL_ERROR_SIZE] = {};
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
   curl_easy_setopt(c, CURLOPT_URL, url.c_str());
   curl_easy_setopt(c, CURLOPT_PROXY, "");  // etcd is reached directly, whatever *_proxy say
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);  // no SIGALRM for timeouts: we are threaded
-  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.timeout.count()));
-  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options_.timeout.count()));
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, static_cast<long>(budget.count()));
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(budget.count()));
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append_reply);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
@@ -191,8 +215,8 @@ Status EtcdClient::perform(std::string_view path, const std::string* body, long&
     case CURLE_COULDNT_RESOLVE_HOST:
       return Unavailable(what + ": cannot resolve the host" + call);
     case CURLE_OPERATION_TIMEDOUT:
-      return TimedOut(what + ": no answer within " + std::to_string(options_.timeout.count()) +
-                      " ms" + call);
+      return TimedOut(what + ": no answer within " + std::to_string(budget.count()) + " ms" +
+                      call);
     case CURLE_WRITE_ERROR:
       return ProtocolError(what + ": reply larger than " + std::to_string(kMaxReplyBytes) +
                            " bytes" + call);
@@ -203,46 +227,51 @@ Status EtcdClient::perform(std::string_view path, const std::string* body, long&
 
 Result<json> EtcdClient::post(std::string_view path, const json& body) {
   const std::string text = body.dump();
-  long http = 0;
-  std::string reply;
-  FARMEM_RETURN_IF_ERROR(perform(path, &text, http, reply));
-  const std::string what = "etcd at " + endpoint_;
-  json j = json::parse(reply, nullptr, /*allow_exceptions=*/false);
-  if (http != 200) {
-    // The gateway's error: {"error": "...", "code": N, "message": "..."}.
-    if (!j.is_discarded() && j.is_object() && j.contains("message") && j["message"].is_string()) {
-      auto code = int_field(j, "code");
-      return Status(from_grpc(code.ok() ? *code : 0),
-                    what + ": " + j["message"].get<std::string>() + " (" + std::string(path) + ")");
+  json out;
+  FARMEM_RETURN_IF_ERROR(call(path, &text, [&](const std::string& name, Reply& r) -> Status {
+    const std::string what = "etcd at " + name;
+    json j = json::parse(r.body, nullptr, /*allow_exceptions=*/false);
+    if (r.http != 200) {
+      // The gateway's error: {"error": "...", "code": N, "message": "..."}.
+      if (!j.is_discarded() && j.is_object() && j.contains("message") &&
+          j["message"].is_string()) {
+        auto code = int_field(j, "code");
+        return Status(from_grpc(code.ok() ? *code : 0), what + ": " +
+                      j["message"].get<std::string>() + " (" + std::string(path) + ")");
+      }
+      return Unavailable(what + ": HTTP " + std::to_string(r.http) + " (" + std::string(path) +
+                         "); is this etcd's client port?");
     }
-    return Unavailable(what + ": HTTP " + std::to_string(http) + " (" + std::string(path) +
-                       "); is this etcd's client port?");
-  }
-  if (j.is_discarded() || !j.is_object()) {
-    return ProtocolError(what + ": reply to " + std::string(path) + " is not a JSON object");
-  }
-  return j;
+    if (j.is_discarded() || !j.is_object()) {
+      return ProtocolError(what + ": reply to " + std::string(path) + " is not a JSON object");
+    }
+    out = std::move(j);
+    return Status::Ok();
+  }));
+  return out;
 }
 
 Status EtcdClient::health() {
-  long http = 0;
-  std::string reply;
-  FARMEM_RETURN_IF_ERROR(perform("/health", nullptr, http, reply));
-  const json j = json::parse(reply, nullptr, false);
-  if (http == 200 && !j.is_discarded() && j.is_object() && j.contains("health") &&
-      j["health"] == "true") {
-    return Status::Ok();
-  }
-  return Unavailable("etcd at " + endpoint_ + ": not healthy (HTTP " + std::to_string(http) +
-                     ": " + reply.substr(0, 200) + ")");
+  return call("/health", nullptr, [](const std::string& name, Reply& r) {
+    const json j = json::parse(r.body, nullptr, false);
+    if (r.http == 200 && !j.is_discarded() && j.is_object() && j.contains("health") &&
+        j["health"] == "true") {
+      return Status::Ok();
+    }
+    return Unavailable("etcd at " + name + ": not healthy (HTTP " + std::to_string(r.http) +
+                       ": " + r.body.substr(0, 200) + ")");
+  });
 }
 
 Result<std::int64_t> EtcdClient::grant_lease(std::chrono::seconds ttl) {
+  // Not idempotent: a grant that timed out on one member may have been applied before the
+  // next member grants another. The first lease then has no key and nobody renews it, so it
+  // leaks only until its TTL runs out; etcd reclaims it.
   FARMEM_ASSIGN_OR_RETURN(json j, post("/v3/lease/grant", json{{"TTL", ttl.count()}}));
   FARMEM_ASSIGN_OR_RETURN(std::int64_t id, int_field(j, "ID"));
   if (id == 0) {
     const auto err = j.find("error");
-    return Unavailable("etcd at " + endpoint_ + ": lease not granted" +
+    return Unavailable("etcd at " + endpoint() + ": lease not granted" +
                        (err != j.end() && err->is_string() ? ": " + err->get<std::string>() : ""));
   }
   return id;
@@ -253,11 +282,11 @@ Result<std::int64_t> EtcdClient::keep_alive(std::int64_t id) {
   FARMEM_ASSIGN_OR_RETURN(json j, post("/v3/lease/keepalive", json{{"ID", std::to_string(id)}}));
   const auto result = j.find("result");
   if (result == j.end() || !result->is_object()) {
-    return ProtocolError("etcd at " + endpoint_ + ": keepalive reply without a result");
+    return ProtocolError("etcd at " + endpoint() + ": keepalive reply without a result");
   }
   FARMEM_ASSIGN_OR_RETURN(std::int64_t ttl, int_field(*result, "TTL"));
   if (ttl <= 0) {
-    return NotFound("etcd at " + endpoint_ + ": lease " + std::to_string(id) + " has expired");
+    return NotFound("etcd at " + endpoint() + ": lease " + std::to_string(id) + " has expired");
   }
   return ttl;
 }
@@ -273,7 +302,7 @@ Result<std::int64_t> EtcdClient::put(std::string_view key, std::string_view valu
   FARMEM_ASSIGN_OR_RETURN(json j, post("/v3/kv/put", body));
   const auto header = j.find("header");
   if (header == j.end()) {
-    return ProtocolError("etcd at " + endpoint_ + ": put reply without a header");
+    return ProtocolError("etcd at " + endpoint() + ": put reply without a header");
   }
   return int_field(*header, "revision");
 }
@@ -285,14 +314,14 @@ Result<RangeResult> EtcdClient::range(std::string_view key, bool prefix) {
   RangeResult out;
   const auto header = j.find("header");
   if (header == j.end()) {
-    return ProtocolError("etcd at " + endpoint_ + ": range reply without a header");
+    return ProtocolError("etcd at " + endpoint() + ": range reply without a header");
   }
   FARMEM_ASSIGN_OR_RETURN(out.revision, int_field(*header, "revision"));
   const auto kvs = j.find("kvs");
   if (kvs == j.end()) return out;  // no key: proto3 leaves the empty list out
-  if (!kvs->is_array()) return ProtocolError("etcd at " + endpoint_ + ": kvs is not a list");
+  if (!kvs->is_array()) return ProtocolError("etcd at " + endpoint() + ": kvs is not a list");
   for (const json& kv : *kvs) {
-    if (!kv.is_object()) return ProtocolError("etcd at " + endpoint_ + ": a kv is not an object");
+    if (!kv.is_object()) return ProtocolError("etcd at " + endpoint() + ": a kv is not an object");
     KeyValue v;
     FARMEM_ASSIGN_OR_RETURN(v.key, bytes_field(kv, "key"));
     FARMEM_ASSIGN_OR_RETURN(v.value, bytes_field(kv, "value"));

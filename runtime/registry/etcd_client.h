@@ -4,12 +4,22 @@
 // range (one key or a prefix) and delete. Every call has a deadline and returns a Status
 // naming the endpoint ("etcd at 127.0.0.1:2379: connection refused"); nothing throws.
 //
-// Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connection
+// Several endpoints (members of one cluster): a call goes to the current endpoint; when that
+// one does not answer (connection refused or reset, no reply in time) or answers UNAVAILABLE
+// (no leader, stopping), the same call tries the next ones, within the same deadline, and
+// the client stays with the endpoint that answered. Errors etcd decided (a lease not found,
+// a bad argument) are answers: they are returned, never retried elsewhere. When every
+// endpoint failed, the error names each and why: kTimedOut when none answered in time,
+// kUnavailable otherwise. A request that timed out may still have been applied by the member
+// that got it, so a retried call can run twice (see each call).
+//
+// Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connections
 // alive between calls), so a client may be shared, but concurrent callers wait for each other.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json_fwd.hpp>
@@ -18,31 +28,20 @@
 #include <vector>
 
 #include "farmem/status.h"
+#include "registry/address.h"
 
 namespace farmem::registry {
-
-/// Where a registry lives: "etcd://HOST:PORT[/PREFIX]".
-struct RegistryAddress {
-  std::string host;    ///< a name, an IPv4 address or an IPv6 address (without brackets)
-  std::uint16_t port = 0;
-  std::string prefix;  ///< key prefix of the memservers' records, "/" at both ends
-};
-
-/// The prefix used when a registry URL names none.
-inline constexpr std::string_view kDefaultPrefix = "/farmem/memservers/";
-
-/// Parses "etcd://HOST:PORT", "etcd://HOST:PORT/PREFIX" and "etcd://[V6]:PORT/PREFIX".
-/// kInvalidArgument with the reason for anything else.
-Result<RegistryAddress> parse_registry_url(std::string_view url);
 
 /// The smallest key greater than every key starting with `prefix` (etcd's range_end for a
 /// prefix); "\0" (every key) when the prefix is empty or all 0xff bytes.
 std::string prefix_range_end(std::string_view prefix);
 
 struct EtcdOptions {
-  std::string host = "127.0.0.1";
-  std::uint16_t port = 2379;
-  /// Deadline of one call, connecting included.
+  /// Members of one etcd cluster, tried in this order (at least one: without, every call is
+  /// kInvalidArgument).
+  std::vector<EtcdEndpoint> endpoints{{"127.0.0.1", 2379}};
+  /// Deadline of one call, connecting and trying other endpoints included (counted once the
+  /// call has the handle: see thread safety above).
   std::chrono::milliseconds timeout{2000};
 };
 
@@ -66,41 +65,59 @@ class EtcdClient {
   EtcdClient(const EtcdClient&) = delete;
   EtcdClient& operator=(const EtcdClient&) = delete;
 
-  /// "HOST:PORT", as errors name it.
-  const std::string& endpoint() const { return endpoint_; }
+  /// "HOST:PORT" of the endpoint the next call goes to first (the last one that answered),
+  /// as errors name it.
+  std::string endpoint() const;
 
-  /// GET /health: ok when etcd answers that it is healthy.
+  /// GET /health: ok when etcd answers that it is healthy (a member without a leader is not:
+  /// the next endpoint is asked).
   Status health();
-  /// A new lease of `ttl`; returns its id.
+  /// A new lease of `ttl`; returns its id. Retried elsewhere after a timeout, so a lease may
+  /// be granted twice: the one not returned is never used and expires after `ttl`.
   Result<std::int64_t> grant_lease(std::chrono::seconds ttl);
   /// Renews lease `id`; returns its TTL in seconds. kNotFound once it has expired.
   Result<std::int64_t> keep_alive(std::int64_t id);
-  /// Revokes lease `id`: its keys go at once. kNotFound when it no longer exists.
+  /// Revokes lease `id`: its keys go at once. kNotFound when it no longer exists (also when
+  /// a try that timed out on another member revoked it).
   Status revoke_lease(std::int64_t id);
   /// Sets `key` to `value`, attached to `lease` (0: none); returns the new revision.
-  /// kNotFound when the lease does not exist (any more).
+  /// kNotFound when the lease does not exist (any more). A put retried elsewhere may be
+  /// applied twice: the same value twice, which only costs a revision.
   Result<std::int64_t> put(std::string_view key, std::string_view value, std::int64_t lease = 0);
   /// The key `key`, or every key starting with it when `prefix`.
   Result<RangeResult> range(std::string_view key, bool prefix);
-  /// Deletes `key` (or every key starting with it); returns how many went.
+  /// Deletes `key` (or every key starting with it); returns how many went. A retried delete
+  /// may report 0 when its first try was applied.
   Result<std::int64_t> delete_range(std::string_view key, bool prefix);
 
  private:
+  /// What one endpoint answered: its HTTP status and body.
+  struct Reply {
+    long http = 0;
+    std::string body;
+  };
+  /// Decodes one endpoint's reply into the call's result; its errors say "etcd at NAME".
+  using Decode = std::function<Status(const std::string& name, Reply& reply)>;
+
+  /// One call: `path` (POST of `body`, or GET without one) to the current endpoint, then the
+  /// next ones while they fail over (see the top of this file), all within options_.timeout.
+  Status call(std::string_view path, const std::string* body, const Decode& decode);
   /// One POST of `body` (JSON) to `path`; the decoded reply, or the gateway's error.
   Result<nlohmann::json> post(std::string_view path, const nlohmann::json& body);
-  /// One request; the reply's HTTP status and body.
-  Status perform(std::string_view path, const std::string* body, long& http_status,
-                 std::string& reply);
+  /// One request to endpoint `i` with `budget` to finish it. Called with mu_ held.
+  Status perform(std::size_t i, std::string_view path, const std::string* body,
+                 std::chrono::milliseconds budget, Reply& reply);
 
   const EtcdOptions options_;
-  const std::string endpoint_;  ///< "host:port"
-  const std::string base_url_;  ///< "http://host:port"
+  const std::vector<std::string> names_;     ///< "host:port" of each endpoint
+  const std::vector<std::string> base_urls_;  ///< "http://host:port" of each endpoint
   struct CurlDeleter {
     void operator()(void* handle) const;
   };
-  /// Guards curl_: an easy handle serves one transfer at a time.
-  std::mutex mu_;
+  /// Guards curl_ (an easy handle serves one transfer at a time) and current_.
+  mutable std::mutex mu_;
   std::unique_ptr<void, CurlDeleter> curl_;
+  std::size_t current_ = 0;  ///< the endpoint tried first: the last one that answered
 };
 
 }  // namespace farmem::registry

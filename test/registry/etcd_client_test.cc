@@ -38,16 +38,16 @@ TEST(EtcdBase64, RoundTripsEveryLengthAndRejectsGarbage) {
 TEST(EtcdUrl, ParsesHostPortAndPrefix) {
   auto a = registry::parse_registry_url("etcd://127.0.0.1:2379");
   ASSERT_TRUE(a.ok()) << a.status().to_string();
-  EXPECT_EQ(a->host, "127.0.0.1");
-  EXPECT_EQ(a->port, 2379);
+  EXPECT_EQ(a->endpoints.at(0).host, "127.0.0.1");
+  EXPECT_EQ(a->endpoints.at(0).port, 2379);
   EXPECT_EQ(a->prefix, registry::kDefaultPrefix);
   a = registry::parse_registry_url("etcd://etcd.lan:23790/rack7/farmem");
   ASSERT_TRUE(a.ok()) << a.status().to_string();
-  EXPECT_EQ(a->host, "etcd.lan");
+  EXPECT_EQ(a->endpoints.at(0).host, "etcd.lan");
   EXPECT_EQ(a->prefix, "/rack7/farmem/");
   a = registry::parse_registry_url("etcd://[::1]:2379/x/");
   ASSERT_TRUE(a.ok()) << a.status().to_string();
-  EXPECT_EQ(a->host, "::1");
+  EXPECT_EQ(a->endpoints.at(0).host, "::1");
   EXPECT_EQ(a->prefix, "/x/");
   for (const char* bad : {"http://127.0.0.1:2379", "etcd://127.0.0.1", "etcd://:2379",
                           "etcd://h:0", "etcd://h:70000", "etcd://h:12a", "etcd://[::1/x"}) {
@@ -67,7 +67,7 @@ TEST(EtcdUrl, PrefixRangeEndIsTheNextKeyAfterThePrefix) {
 TEST(EtcdClient, UnreachableEtcdIsAClearErrorWithinTheDeadline) {
   auto port = free_loopback_port();  // nothing listens there
   ASSERT_TRUE(port.ok());
-  EtcdClient c({"127.0.0.1", *port, 1000ms});
+  EtcdClient c({{{"127.0.0.1", *port}}, 1000ms});
   const auto t0 = Clock::now();
   auto r = c.range("/farmem/", true);
   EXPECT_LT(Clock::now() - t0, 3s);
@@ -86,7 +86,7 @@ class EtcdLive : public ::testing::Test {
     ASSERT_TRUE(e.ok()) << e.status().to_string();
     etcd_ = std::move(e).value();
     client_ = std::make_unique<EtcdClient>(
-        registry::EtcdOptions{"127.0.0.1", etcd_->client_port(), 2000ms});
+        registry::EtcdOptions{{{"127.0.0.1", etcd_->client_port()}}, 2000ms});
   }
   std::unique_ptr<EtcdProcess> etcd_;
   std::unique_ptr<EtcdClient> client_;

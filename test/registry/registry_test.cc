@@ -47,7 +47,7 @@ class RegistryCluster : public ::testing::Test {
     ASSERT_TRUE(e.ok()) << e.status().to_string();
     etcd_ = std::move(e).value();
     etcd_client_ = std::make_unique<registry::EtcdClient>(
-        registry::EtcdOptions{"127.0.0.1", etcd_->client_port(), 2000ms});
+        registry::EtcdOptions{{{"127.0.0.1", etcd_->client_port()}}, 2000ms});
     for (auto& m : memservers_) {
       ASSERT_TRUE(m.start("tcp", {"--registry", etcd_->registry_url(), "--registry-ttl",
                                   std::to_string(kTtlSeconds)})
@@ -339,7 +339,7 @@ TEST(RegistryMemserver, RefusesToPublishAWildcardAddress) {
   EXPECT_FALSE(m.start("tcp", {"--registry", (*e)->registry_url(), "--advertise", "0.0.0.0"}).ok());
   const int status = m.reap();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 2) << status;
-  registry::EtcdClient c({"127.0.0.1", (*e)->client_port(), 2000ms});
+  registry::EtcdClient c({{{"127.0.0.1", (*e)->client_port()}}, 2000ms});
   auto r = c.range(std::string(registry::kDefaultPrefix), true);
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->kvs.empty());
