@@ -73,10 +73,11 @@ std::uint32_t Pager::pop_free_locked() {
   return f;
 }
 
-std::size_t Pager::revive_chunks_locked(Status* error) {
+std::size_t Pager::revive_chunks_locked(std::uint32_t need, Status* error) {
   std::size_t revived = 0;
   const std::uint32_t first_unused = first_unused_chunk();
-  for (std::uint32_t c = 0; c < first_unused && short_of_frames(); ++c) {
+  for (std::uint32_t c = 0; c < first_unused && (free_slots() < need || short_of_frames());
+       ++c) {
     if (chunk_active(c)) continue;
     const std::uint32_t first = chunk_first(c), n = chunk_size(c);
     // Registered before any of its frames can be taken: a fetch into it needs its key.
@@ -149,7 +150,7 @@ Status Pager::adjust_chunks() {
   Status first;
   {
     std::lock_guard lock(evict_mu_);
-    (void)revive_chunks_locked(&first);
+    (void)revive_chunks_locked(0, &first);
   }
   // Pages in chunks the budget leaves unused go, hot or not (they come back into low frames
   // when touched again). A pass at a time, so inline evictions are not held up for long;
@@ -192,7 +193,7 @@ Result<std::unique_ptr<Pager>> Pager::create(pool::FarIo& io, Budget& budget, Fr
     // Chunks start retired (the front end registered none): enough of them for the reserve.
     Status st;
     std::lock_guard lock(p->evict_mu_);
-    if (p->revive_chunks_locked(&st) == 0 && !st.ok()) {
+    if (p->revive_chunks_locked(0, &st) == 0 && !st.ok()) {
       return st.with_context(p->options_.name + ": the first frames");
     }
   }
@@ -351,10 +352,12 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
   for (int round = 0;; ++round) {
     if (try_charge_pages(n)) return Status::Ok();
     Status err;
-    if (options_.chunk_frames != 0 && short_of_frames()) {
-      // The budget grew since chunks were given back: take one back rather than evict.
+    if (options_.chunk_frames != 0 && (free_slots() < n || short_of_frames())) {
+      // The budget grew since chunks were given back: take one back rather than evict. With
+      // no slot for these pages at all, one back even while the budget's other consumers hold
+      // its room: charging below asks them for it only when slots are free.
       std::lock_guard lock(evict_mu_);
-      if (revive_chunks_locked(&err) > 0) continue;
+      if (revive_chunks_locked(n, &err) > 0) continue;
     }
     bool progress = evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0;
     if (!progress) {

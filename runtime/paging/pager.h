@@ -327,9 +327,10 @@ class Pager final : public Reclaimer {
   void pick_unused_locked(std::size_t want, std::vector<std::uint32_t>& out);
   /// One eviction pass over `picked_` (evict_mu_ and the front end's lock held).
   std::size_t pass_picked_locked(Status* error);
-  /// Revives retired chunks below the limit, lowest first, while short_of_frames(); returns
-  /// how many. A front end's error stops it (logged once a streak, also put in `*error`).
-  std::size_t revive_chunks_locked(Status* error);
+  /// Revives retired chunks below the limit, lowest first, while short_of_frames() or fewer
+  /// than `need` frames are free; returns how many. A front end's error stops it (logged once
+  /// a streak, also put in `*error`).
+  std::size_t revive_chunks_locked(std::uint32_t need, Status* error);
   void retire_chunks_locked();
   // The free list is a min-heap: the lowest free frame is taken first (free_mu_ held).
   void push_free_locked(std::uint32_t f);

@@ -124,5 +124,26 @@ TEST(PagerChunks, FailedRetireKeepsTheChunkAndFailedReviveHandsOutNoFrameOfIt) {
   EXPECT_EQ(fe.violations(), 0u);
 }
 
+// A chunked pager created while another consumer holds the whole budget starts with no frame
+// in use; its first take must still get one (a chunk back, then room from the other).
+TEST(PagerChunks, APagerWithNoChunkInUseTakesOneBackWhenTheBudgetIsHeldByAnother) {
+  FakeFarIo io;
+  Budget budget(kFrames * kPage, kFrames * kPage);
+  FakeFrontend other_fe(kFrames, kFarBase + (std::uint64_t{1} << 30));
+  auto other = make(io, budget, other_fe, manual(kFrames));
+  for (std::uint64_t key = 0; key < kFrames; ++key) load(*other, other_fe, io, key, 1);
+  ASSERT_EQ(budget.used(), budget.limit());
+
+  FakeFrontend fe(kFrames);
+  fe.retire_all();
+  auto p = make(io, budget, fe, chunked());
+  EXPECT_EQ(p->stats().active_frames, 0u);  // no room: nothing taken into use yet
+  EXPECT_LT(load(*p, fe, io, 1000, 1), kChunk);
+  EXPECT_EQ(p->stats().active_frames, kChunk);
+  EXPECT_GT(other->stats().evictions, 0u);  // the room came from the other consumer
+  EXPECT_EQ(fe.violations(), 0u);
+  EXPECT_EQ(other_fe.violations(), 0u);
+}
+
 }  // namespace
 }  // namespace farmem::paging::pager_test
