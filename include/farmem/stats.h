@@ -39,6 +39,11 @@ struct CacheStats {
   std::uint64_t bytes_written = 0;      ///< bytes written back to far memory
   std::uint64_t resident_bytes = 0;     ///< local bytes in use now
   std::uint64_t budget_bytes = 0;       ///< the local budget
+  /// Bytes of the cache's frame arena in use for frames now (registered for I/O); the rest
+  /// was given back to the OS because the budget shrank below it.
+  std::uint64_t arena_active_bytes = 0;
+  std::uint64_t arena_chunks_given_back = 0;  ///< arena chunks returned to the OS so far
+  std::uint64_t arena_chunks_taken_back = 0;  ///< of those, taken back (the budget grew)
   LatencyHistogram fault_latency;       ///< miss (fault) service times
 
   /// prefetches_used / prefetches_issued (1.0 when none were issued).

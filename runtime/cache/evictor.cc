@@ -4,6 +4,8 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 
 #include "cache/page_cache.h"
 #include "common/log.h"
@@ -75,14 +77,16 @@ void PageCache::stage(std::span<const paging::Victim> victims,
 
 void PageCache::drop(std::span<paging::Victim> victims) {
   for (const paging::Victim& v : victims) entry(v.key)->store(kPteAbsent, std::memory_order_release);
-  // Under a budget lowered below the arena (the tier shrank it), dropped frames go back to
-  // the OS, so the process's RSS follows the budget. At full budget they stay mapped: a frame
-  // is reused at once, and refaulting it would cost every miss a kernel page fault.
-  // Nor when a connection pins the arena by its registration (verbs): the NIC would go on
-  // filling the old pages while the CPU faulted in new zero ones (seen in the VM: 87 % of a
-  // far_vector wrong after the tier shrank over rxe). There the budget still bounds the
-  // frames in use, but the memory stays with the process. Asked at each drop, under the I/O
-  // service's registration lock: a verbs server may join a running runtime (add_server).
+  // Under a budget lowered below the arena (the tier shrank it), whole chunks of the arena the
+  // budget leaves unused go back to the OS through the pager (retire_frames: deregistered,
+  // then dropped), over every transport. Where nothing pins registered memory (tcp, local),
+  // each dropped frame goes back at once too, so RSS follows the frames in use even inside
+  // chunks still in use. At full budget they stay mapped: a frame is reused at once, and
+  // refaulting it would cost every miss a kernel page fault.
+  // Not frame by frame when a connection pins the arena by its registration (verbs): the NIC
+  // would go on filling the old pages while the CPU faulted in new zero ones (seen in the VM:
+  // 87 % of a far_vector wrong after the tier shrank over rxe). Asked at each drop, under the
+  // I/O service's registration lock: a verbs server may join a running runtime (add_server).
   if (budget_.limit() >= arena_len_) return;
   dropped_frames_.clear();
   for (const paging::Victim& v : victims) dropped_frames_.push_back(v.frame);
@@ -100,6 +104,32 @@ void PageCache::drop(std::span<paging::Victim> victims) {
       (void)::madvise(frame_addr(dropped_frames_[i]), n * options_.page_bytes, MADV_DONTNEED);
     });
   });
+}
+
+Status PageCache::retire_frames(std::uint32_t first, std::uint32_t n) {
+  // From arena_, not frame_addr(): the pager revives the first chunks before view_ is set.
+  const std::span<std::byte> chunk{arena_ + std::size_t{first} * options_.page_bytes,
+                                   std::size_t{n} * options_.page_bytes};
+  // Deregistered from every connection first (under the I/O service's registration lock, so
+  // a server added meanwhile does not register it either): over verbs the NIC lets go of the
+  // physical pages, and only then may the CPU's mapping drop them. No op can still use the
+  // chunk: the pager retires only free frames, and a frame is freed after its I/O completed.
+  FARMEM_RETURN_IF_ERROR(io_.unregister_memory(chunk).with_context("giving back cache frames"));
+  chunk_registered_[first / (chunk_bytes_ / options_.page_bytes)] = 0;
+  if (::madvise(chunk.data(), chunk.size(), MADV_DONTNEED) != 0) {
+    // Still correct (the frames are unused and refilled by fetches), only not given back.
+    log().warn("cache: MADV_DONTNEED of {} bytes failed: {}", chunk.size(), strerror(errno));
+  }
+  return Status::Ok();
+}
+
+Status PageCache::revive_frames(std::uint32_t first, std::uint32_t n) {
+  // From arena_, not frame_addr(): the pager revives the first chunks before view_ is set.
+  const std::span<std::byte> chunk{arena_ + std::size_t{first} * options_.page_bytes,
+                                   std::size_t{n} * options_.page_bytes};
+  FARMEM_RETURN_IF_ERROR(io_.register_memory(chunk).with_context("cache frames"));
+  chunk_registered_[first / (chunk_bytes_ / options_.page_bytes)] = 1;
+  return Status::Ok();
 }
 
 void PageCache::restore(std::span<paging::Victim> victims) {

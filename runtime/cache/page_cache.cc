@@ -25,6 +25,14 @@ constexpr std::uint32_t kLatencySampleEvery = 16;
 constexpr std::uint32_t kEvictBatch = 32;
 // The pager's evictor also looks at the reserve this often, to refill it after bursts.
 constexpr auto kEvictorPeriod = std::chrono::milliseconds(5);
+// The arena is registered, and given back to the OS, in chunks of at least 2 MiB: a huge page
+// (the arena is aligned to its chunks, so a chunk given back frees whole huge pages), a
+// multiple of every page size (at most 2 MiB), and big enough that registering one costs
+// little next to filling it.
+constexpr std::size_t kMinArenaChunkBytes = 2u << 20;
+// At most this many chunks (more bytes a chunk for bigger arenas): each is one registration
+// with every connection, and RDMA devices cap registrations (soft-RoCE at a few thousand).
+constexpr std::size_t kMaxArenaChunks = 256;
 
 std::atomic<std::uint64_t> g_next_cache_id{1};
 
@@ -89,13 +97,20 @@ Result<std::unique_ptr<PageCache>> PageCache::create(pool::IoService& io, paging
 
 Status PageCache::init() {
   arena_len_ = std::uint64_t{frames_} * options_.page_bytes;
-  void* p = mmap(nullptr, arena_len_, PROT_READ | PROT_WRITE,
+  chunk_bytes_ = std::max(kMinArenaChunkBytes,
+                          std::bit_ceil((arena_len_ + kMaxArenaChunks - 1) / kMaxArenaChunks));
+  // Over-allocated by a chunk so the arena can start on a chunk boundary.
+  mapping_len_ = arena_len_ + chunk_bytes_;
+  void* p = mmap(nullptr, mapping_len_, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) return ResourceExhausted(std::string("cache arena: ") + strerror(errno));
-  arena_ = static_cast<std::byte*>(p);
+  mapping_ = static_cast<std::byte*>(p);
+  const auto at = reinterpret_cast<std::uintptr_t>(mapping_);
+  arena_ = mapping_ + ((at + chunk_bytes_ - 1) / chunk_bytes_ * chunk_bytes_ - at);
   madvise(arena_, arena_len_, MADV_HUGEPAGE);  // huge pages where the kernel has them
-  // Registered once: fetches land in frames directly, write-backs leave from them.
-  FARMEM_RETURN_IF_ERROR(io_.register_memory({arena_, arena_len_}));
+  // No chunk is registered yet: the pager takes chunks into use (revive_frames) as frames are
+  // needed and the budget allows, so memory above the budget is never pinned.
+  chunk_registered_.assign((arena_len_ + chunk_bytes_ - 1) / chunk_bytes_, 0);
 
   fault_hist_ = std::make_unique<std::atomic<std::uint64_t>[]>(LatencyHistogram::kBuckets);
   dir_ = std::make_unique<std::atomic<DirBlock*>[]>(kDirSize);
@@ -120,6 +135,7 @@ Status PageCache::init() {
   po.frames = frames_;
   po.reserve_frames = reserve_;
   po.evict_batch = kEvictBatch;
+  po.chunk_frames = static_cast<std::uint32_t>(chunk_bytes_ / options_.page_bytes);
   po.write_back_batch = kEvictBatch;
   po.streams = options_.max_threads;
   po.evictor_period = kEvictorPeriod;
@@ -154,9 +170,13 @@ PageCache::~PageCache() {
   prefetch_cv_.notify_all();
   if (prefetcher_.joinable()) prefetcher_.join();
   pager_.reset();  // stops its evictor, leaves the budget, uncharges the frames in use
-  if (arena_ != nullptr) {
-    (void)io_.unregister_memory({arena_, arena_len_});
-    munmap(arena_, arena_len_);
+  if (mapping_ != nullptr) {
+    for (std::size_t c = 0; c < chunk_registered_.size(); ++c) {
+      if (chunk_registered_[c] == 0) continue;
+      const std::size_t off = c * chunk_bytes_;
+      (void)io_.unregister_memory({arena_ + off, std::min(chunk_bytes_, arena_len_ - off)});
+    }
+    munmap(mapping_, mapping_len_);
   }
 }
 
@@ -370,6 +390,9 @@ CacheStats PageCache::stats() const {
   s.inline_evictions = p.inline_evictions;
   s.resident_bytes = frames_in_use() * options_.page_bytes;
   s.budget_bytes = budget_.limit();
+  s.arena_active_bytes = p.active_frames * options_.page_bytes;
+  s.arena_chunks_given_back = p.chunks_retired;
+  s.arena_chunks_taken_back = p.chunks_revived;
   for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
     s.fault_latency.counts[b] = fault_hist_[b].load(std::memory_order_relaxed);
   }

@@ -103,6 +103,10 @@ class PageCache final : public paging::Frontend {
              std::span<std::span<const std::byte>> sources) override;
   void drop(std::span<paging::Victim> victims) override;
   void restore(std::span<paging::Victim> victims) override;
+  /// Deregisters a chunk of the arena from every connection, then gives it to the OS.
+  Status retire_frames(std::uint32_t first, std::uint32_t n) override;
+  /// Registers a chunk of the arena with every connection again.
+  Status revive_frames(std::uint32_t first, std::uint32_t n) override;
 
  private:
   PageCache(pool::IoService& io, paging::Budget& budget, CacheOptions options, std::uint32_t frames);
@@ -165,9 +169,17 @@ class PageCache final : public paging::Frontend {
   CacheView view_;
 
   // Frame arena (frame f holds its page at arena_ + f * page_bytes); frames, their state
-  // bits, eviction and write-back belong to the pager.
+  // bits, eviction and write-back belong to the pager. The arena is registered in chunks of
+  // chunk_bytes_ (aligned to them), so the pager can give unused ones back one at a time:
+  // registered memory is pinned over verbs and must be deregistered before MADV_DONTNEED.
   std::byte* arena_ = nullptr;
   std::size_t arena_len_ = 0;
+  std::byte* mapping_ = nullptr;  ///< the whole mmap (arena_ is aligned inside it)
+  std::size_t mapping_len_ = 0;
+  std::size_t chunk_bytes_ = 0;
+  /// Per chunk: registered now. Changed by retire/revive_frames (the pager serialises them)
+  /// and read by the destructor once the pager is gone.
+  std::vector<std::uint8_t> chunk_registered_;
   bool arena_small_pages_ = false;  ///< MADV_NOHUGEPAGE once frames are given back (drop())
   std::unique_ptr<paging::Pager> pager_;
   std::vector<std::uint32_t> dropped_frames_;  ///< drop() scratch (the pager's pass lock)

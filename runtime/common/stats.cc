@@ -49,6 +49,9 @@ void CacheStats::merge(const CacheStats& o) {
   overwrite_fills += o.overwrite_fills;
   resident_bytes += o.resident_bytes;
   budget_bytes = std::max(budget_bytes, o.budget_bytes);
+  arena_active_bytes += o.arena_active_bytes;
+  arena_chunks_given_back += o.arena_chunks_given_back;
+  arena_chunks_taken_back += o.arena_chunks_taken_back;
   fault_latency.merge(o.fault_latency);
 }
 
@@ -67,6 +70,9 @@ std::string CacheStats::to_json() const {
   j["overwrite_fills"] = overwrite_fills;
   j["resident_bytes"] = resident_bytes;
   j["budget_bytes"] = budget_bytes;
+  j["arena_active_bytes"] = arena_active_bytes;
+  j["arena_chunks_given_back"] = arena_chunks_given_back;
+  j["arena_chunks_taken_back"] = arena_chunks_taken_back;
   j["fault_latency_ns"] = {{"p50", fault_latency.percentile_ns(50)},
                            {"p90", fault_latency.percentile_ns(90)},
                            {"p99", fault_latency.percentile_ns(99)},

@@ -20,6 +20,158 @@ constexpr int kFlushRounds = 100;
 constexpr int kRoundsPastDeadline = 8;
 }  // namespace
 
+// ---- chunks ----
+
+std::uint32_t Pager::chunk_count() const {
+  const std::uint32_t c = options_.chunk_frames;
+  return c == 0 ? 0 : (options_.frames + c - 1) / c;
+}
+
+std::uint32_t Pager::chunk_size(std::uint32_t c) const {
+  return std::min(options_.chunk_frames, options_.frames - chunk_first(c));
+}
+
+std::uint32_t Pager::first_unused_chunk() const {
+  // This pager never holds more than limit / page_bytes frames (rounded up), wherever in the
+  // budget's other consumers stand; chunks from the one that holds frame number `most` on
+  // can only ever be needed after the limit grows.
+  const std::uint64_t limit = budget_.limit();
+  const std::uint64_t most = std::min<std::uint64_t>(
+      options_.frames, limit / options_.page_bytes + (limit % options_.page_bytes != 0));
+  return static_cast<std::uint32_t>((most + options_.chunk_frames - 1) / options_.chunk_frames);
+}
+
+bool Pager::short_of_frames() const {
+  const std::uint32_t slots = free_slots();
+  return slots < reserve_ && budget_room() > slots;
+}
+
+bool Pager::chunk_work_pending() const {
+  if (options_.chunk_frames == 0) return false;
+  const std::uint32_t first_unused = first_unused_chunk();
+  for (std::uint32_t c = first_unused; c < chunk_count(); ++c) {
+    if (chunk_active(c)) return true;  // to empty and retire
+  }
+  if (!short_of_frames()) return false;
+  for (std::uint32_t c = 0; c < first_unused; ++c) {
+    if (!chunk_active(c)) return true;  // to revive
+  }
+  return false;
+}
+
+void Pager::push_free_locked(std::uint32_t f) {
+  free_.push_back(f);
+  std::push_heap(free_.begin(), free_.end(), std::greater<>());
+  if (options_.chunk_frames != 0) ++free_in_chunk_[f / options_.chunk_frames];
+}
+
+std::uint32_t Pager::pop_free_locked() {
+  std::pop_heap(free_.begin(), free_.end(), std::greater<>());
+  const std::uint32_t f = free_.back();
+  free_.pop_back();
+  if (options_.chunk_frames != 0) --free_in_chunk_[f / options_.chunk_frames];
+  return f;
+}
+
+std::size_t Pager::revive_chunks_locked(std::uint32_t need, Status* error) {
+  std::size_t revived = 0;
+  const std::uint32_t first_unused = first_unused_chunk();
+  for (std::uint32_t c = 0; c < first_unused && (free_slots() < need || short_of_frames());
+       ++c) {
+    if (chunk_active(c)) continue;
+    const std::uint32_t first = chunk_first(c), n = chunk_size(c);
+    // Registered before any of its frames can be taken: a fetch into it needs its key.
+    if (Status st = frontend_.revive_frames(first, n); !st.ok()) {
+      if (!revive_failed_) {
+        log().warn("{}: cannot take frames {}..{} back into use, the budget's room above "
+                   "them stays unused: {}", options_.name, first, first + n - 1, st.to_string());
+      }
+      revive_failed_ = true;
+      if (error != nullptr) *error = st;
+      break;
+    }
+    revive_failed_ = false;
+    {
+      std::lock_guard lock(free_mu_);
+      for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
+    }
+    chunk_active_[c].store(1, std::memory_order_release);
+    active_frames_.fetch_add(n, std::memory_order_relaxed);
+    chunks_revived_.fetch_add(1, std::memory_order_relaxed);
+    ++revived;
+    free_cv_.notify_all();
+  }
+  return revived;
+}
+
+void Pager::retire_chunks_locked() {
+  const std::uint32_t C = options_.chunk_frames;
+  for (std::uint32_t c = first_unused_chunk(); c < chunk_count(); ++c) {
+    if (!chunk_active(c)) continue;
+    const std::uint32_t first = chunk_first(c), n = chunk_size(c);
+    {
+      std::lock_guard lock(free_mu_);
+      // Every frame free (none loading, none present) and none promised to a charge.
+      if (free_in_chunk_[c] != n || free_.size() - charged_unbound_ < n) continue;
+      std::erase_if(free_, [&](std::uint32_t f) { return f / C == c; });
+      std::make_heap(free_.begin(), free_.end(), std::greater<>());
+      free_in_chunk_[c] = 0;
+    }
+    chunk_active_[c].store(0, std::memory_order_release);
+    if (Status st = frontend_.retire_frames(first, n); !st.ok()) {
+      log().warn("{}: cannot give frames {}..{} back, they stay in use: {}", options_.name,
+                 first, first + n - 1, st.to_string());
+      {
+        std::lock_guard lock(free_mu_);
+        for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
+      }
+      chunk_active_[c].store(1, std::memory_order_release);
+      free_cv_.notify_all();
+      continue;
+    }
+    active_frames_.fetch_sub(n, std::memory_order_relaxed);
+    chunks_retired_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void Pager::pick_unused_locked(std::size_t want, std::vector<std::uint32_t>& out) {
+  for (std::uint32_t c = first_unused_chunk(); c < chunk_count() && out.size() < want; ++c) {
+    if (!chunk_active(c)) continue;
+    for (std::uint32_t f = chunk_first(c); f < chunk_first(c) + chunk_size(c); ++f) {
+      if (state(f) != FrameState::kPresent) continue;
+      out.push_back(f);
+      if (out.size() == want) break;
+    }
+  }
+}
+
+Status Pager::adjust_chunks() {
+  if (options_.chunk_frames == 0) return Status::Ok();
+  Status first;
+  {
+    std::lock_guard lock(evict_mu_);
+    (void)revive_chunks_locked(0, &first);
+  }
+  // Pages in chunks the budget leaves unused go, hot or not (they come back into low frames
+  // when touched again). A pass at a time, so inline evictions are not held up for long;
+  // bounded, since pages may keep arriving if the limit moves meanwhile.
+  const std::uint32_t rounds = options_.frames / options_.evict_batch + 2;
+  for (std::uint32_t round = 0; round < rounds; ++round) {
+    std::lock_guard lock(evict_mu_);
+    frontend_.lock_pages();
+    picked_.clear();
+    pick_unused_locked(options_.evict_batch, picked_);
+    Status st;
+    const std::size_t freed = picked_.empty() ? 0 : pass_picked_locked(&st);
+    frontend_.unlock_pages();
+    if (!st.ok() && first.ok()) first = st;
+    if (freed == 0) break;  // none left, or every one kept (in use, write-back failing)
+  }
+  std::lock_guard lock(evict_mu_);
+  retire_chunks_locked();
+  return first;
+}
+
 Pager::Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options)
     : io_(io), budget_(budget), frontend_(frontend), options_(std::move(options)),
       ref_(options_.frames), clock_(options_.frames) {}
@@ -37,6 +189,14 @@ Result<std::unique_ptr<Pager>> Pager::create(pool::FarIo& io, Budget& budget, Fr
   }
   auto p = std::unique_ptr<Pager>(new Pager(io, budget, frontend, std::move(options)));
   p->start();
+  if (p->options_.chunk_frames != 0 && p->reserve_ > 0) {
+    // Chunks start retired (the front end registered none): enough of them for the reserve.
+    Status st;
+    std::lock_guard lock(p->evict_mu_);
+    if (p->revive_chunks_locked(0, &st) == 0 && !st.ok()) {
+      return st.with_context(p->options_.name + ": the first frames");
+    }
+  }
   return p;
 }
 
@@ -50,9 +210,14 @@ void Pager::start() {
   prefetch_stream_ = std::make_unique<std::atomic<std::uint32_t>[]>(n);
   wasted_pending_ = std::make_unique<std::atomic<std::uint32_t>[]>(options_.streams);
   free_.reserve(n);
-  for (std::uint32_t f = n; f-- > 0;) {  // frame 0 is taken first
-    key_[f].store(kNoKey, std::memory_order_relaxed);
-    free_.push_back(f);
+  for (std::uint32_t f = 0; f < n; ++f) key_[f].store(kNoKey, std::memory_order_relaxed);
+  const std::uint32_t chunks = chunk_count();
+  chunk_active_ = std::make_unique<std::atomic<std::uint8_t>[]>(std::max(chunks, 1u));
+  free_in_chunk_.assign(chunks, 0);
+  if (chunks == 0) {
+    // Frame 0 is taken first (ascending order is a min-heap already).
+    for (std::uint32_t f = 0; f < n; ++f) free_.push_back(f);
+    active_frames_.store(n, std::memory_order_relaxed);
   }
   picked_.reserve(options_.evict_batch);
   victims_.reserve(options_.evict_batch);
@@ -111,8 +276,7 @@ bool Pager::charge_locked(std::uint32_t n) {
 }
 
 std::uint32_t Pager::bind_locked() {
-  const std::uint32_t f = free_.back();
-  free_.pop_back();
+  const std::uint32_t f = pop_free_locked();
   --charged_unbound_;
   state_[f].store(static_cast<std::uint8_t>(FrameState::kLoading), std::memory_order_relaxed);
   return f;
@@ -188,6 +352,13 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
   for (int round = 0;; ++round) {
     if (try_charge_pages(n)) return Status::Ok();
     Status err;
+    if (options_.chunk_frames != 0 && (free_slots() < n || short_of_frames())) {
+      // The budget grew since chunks were given back: take one back rather than evict. With
+      // no slot for these pages at all, one back even while the budget's other consumers hold
+      // its room: charging below asks them for it only when slots are free.
+      std::lock_guard lock(evict_mu_);
+      if (revive_chunks_locked(n, &err) > 0) continue;
+    }
     bool progress = evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0;
     if (!progress) {
       if (!err.ok()) last = err;
@@ -243,7 +414,7 @@ void Pager::release(std::uint32_t frame) {
   prefetched_[frame].store(0, std::memory_order_relaxed);
   {
     std::lock_guard lock(free_mu_);
-    free_.push_back(frame);
+    push_free_locked(frame);
     in_use_.fetch_sub(1, std::memory_order_relaxed);
   }
   budget_.uncharge(options_.page_bytes);
@@ -275,21 +446,36 @@ std::uint32_t Pager::take_wasted(std::uint32_t stream) {
 std::size_t Pager::evict(std::size_t want, Status* error) {
   std::lock_guard lock(evict_mu_);
   frontend_.lock_pages();
+  std::size_t freed = 0;
+  Status st;
   picked_.clear();
-  clock_.pick(
-      want, ref_,
-      [&](std::uint32_t f) {
-        return state_[f].load(std::memory_order_acquire) ==
-               static_cast<std::uint8_t>(FrameState::kPresent);
-      },
-      [&](std::uint32_t f) { frontend_.on_second_chance(f, key_of(f)); }, picked_);
+  // Pages in chunks the budget leaves unused go first: their chunks can then be given back.
+  if (options_.chunk_frames != 0) pick_unused_locked(want, picked_);
+  if (!picked_.empty()) freed = pass_picked_locked(&st);
+  if (freed < want) {
+    picked_.clear();
+    clock_.pick(
+        want - freed, ref_,
+        [&](std::uint32_t f) {
+          return state_[f].load(std::memory_order_acquire) ==
+                 static_cast<std::uint8_t>(FrameState::kPresent);
+        },
+        [&](std::uint32_t f) { frontend_.on_second_chance(f, key_of(f)); }, picked_);
+    Status st2;
+    if (!picked_.empty()) freed += pass_picked_locked(&st2);
+    if (st.ok()) st = st2;
+  }
+  frontend_.unlock_pages();
+  if (!st.ok() && error != nullptr) *error = st;
+  return freed;
+}
+
+std::size_t Pager::pass_picked_locked(Status* error) {
   victims_.clear();
   for (std::uint32_t f : picked_) victims_.push_back({f, key_of(f)});
   std::size_t freed = 0;
-  Status st;
-  if (!victims_.empty()) st = pass_locked(victims_, /*for_flush=*/false, /*count_wasted=*/true, &freed);
-  frontend_.unlock_pages();
-  if (!st.ok() && error != nullptr) *error = st;
+  Status st = pass_locked(victims_, /*for_flush=*/false, /*count_wasted=*/true, &freed);
+  if (!st.ok()) *error = st;
   return freed;
 }
 
@@ -448,10 +634,21 @@ void Pager::run_evictor() {
       return stopping_ || evict_requested_.load(std::memory_order_acquire);
     });
     if (stopping_) break;
+    lock.unlock();
+    // Chunks first: a chunk taken back spares evictions, and after a shrink the pages of
+    // chunks above the budget go before any other.
+    if (chunk_work_pending()) {
+      if (Status st = adjust_chunks(); !st.ok()) {
+        std::lock_guard elock(error_mu_);
+        if (background_error_.ok()) background_error_ = st;
+      }
+    }
     // The periodic look does not retry a refill that could not progress (write-backs to a
     // dead memserver): only a new take asks again.
-    if (!asked && (stuck || free_frames() >= reserve_ / 2 + 1)) continue;
-    lock.unlock();
+    if (!asked && (stuck || free_frames() >= reserve_ / 2 + 1)) {
+      lock.lock();
+      continue;
+    }
     stuck = false;
     while (free_frames() < reserve_) {
       Status err;
@@ -488,6 +685,9 @@ PagerStats Pager::stats() const {
   s.prefetches_wasted = prefetch_wasted_.load(std::memory_order_relaxed);
   s.frames_in_use = in_use_.load(std::memory_order_relaxed);
   s.peak_frames_in_use = peak_in_use_.load(std::memory_order_relaxed);
+  s.chunks_retired = chunks_retired_.load(std::memory_order_relaxed);
+  s.chunks_revived = chunks_revived_.load(std::memory_order_relaxed);
+  s.active_frames = active_frames_.load(std::memory_order_relaxed);
   return s;
 }
 

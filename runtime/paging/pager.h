@@ -30,6 +30,24 @@
 //   free_mu_            the free list (a leaf: nothing is called while it is held).
 // take_frame's fast path takes only free_mu_, and no code holding free_mu_ touches a region
 // page, so a region's SIGBUS handler may take a frame (see region/region.h, invariant 5).
+//
+// Giving memory back (PagerOptions::chunk_frames, the cache's arena): frames come in chunks,
+// and a free frame is always the lowest free one, so pages gather in low chunks. While the
+// budget's limit leaves a chunk wholly unused (its first frame at or past limit / page_bytes,
+// the most frames this pager can ever charge), the chunk is *retired*: its present pages are
+// evicted first, and once every frame of it is free the pager takes them off the free list
+// and the front end gives the memory back (Frontend::retire_frames: deregister, then
+// MADV_DONTNEED). A retired chunk's frames are handed out again only after
+// Frontend::revive_frames succeeded (re-registered), when the budget has grown and free frames
+// ran short. A free frame has no I/O in flight (frames are freed after the wait() of their
+// write-back or failed fetch), so a chunk all of whose frames are free can be deregistered.
+//
+//   chunk:  kActive ──all frames free, above the limit──► kRetired
+//              ▲                                              │
+//              └──────── revive_frames ok, below the limit ◄──┘
+//
+// Chunk states change only with evict_mu_ held (adjust_chunks), the free list's share of a
+// chunk under free_mu_ too.
 #pragma once
 
 #include <atomic>
@@ -77,6 +95,9 @@ struct PagerOptions {
   /// The background evictor also looks at the reserve this often (a backstop: takes that
   /// run the reserve below half of it wake the evictor at once).
   std::chrono::milliseconds evictor_period{20};
+  /// Frames per chunk given back to the OS while the budget leaves them unused (see the top
+  /// of this file); 0: frames are never given back (a region's frames are only accounting).
+  std::uint32_t chunk_frames = 0;
   /// Run a background evictor thread (tests may drive evict() by hand instead).
   bool background_evictor = true;
   std::string name = "pager";  ///< for logs
@@ -119,6 +140,18 @@ class Frontend {
   /// Victims that stay (kept by isolate or drop, or whose write-back failed; every victim of
   /// a flush) become accessible again.
   virtual void restore(std::span<Victim> victims) = 0;
+  /// Frames [first, first + n) (one chunk, PagerOptions::chunk_frames) are free, no I/O on
+  /// them is in flight, and the pager hands none of them out until revive_frames succeeded:
+  /// their memory may go back to the OS. An error leaves them as they were (the pager keeps
+  /// using them). Called with evict_mu_ held, not lock_pages.
+  virtual Status retire_frames(std::uint32_t /*first*/, std::uint32_t /*n*/) {
+    return Status::Ok();
+  }
+  /// Retired frames are about to be handed out again: make them usable for I/O (register
+  /// them). An error keeps them retired. Called with evict_mu_ held, not lock_pages.
+  virtual Status revive_frames(std::uint32_t /*first*/, std::uint32_t /*n*/) {
+    return Status::Ok();
+  }
 };
 
 struct PagerStats {
@@ -133,6 +166,9 @@ struct PagerStats {
   std::uint64_t prefetches_wasted = 0;
   std::uint64_t frames_in_use = 0;
   std::uint64_t peak_frames_in_use = 0;
+  std::uint64_t chunks_retired = 0;   ///< chunks given back (Frontend::retire_frames ok)
+  std::uint64_t chunks_revived = 0;   ///< retired chunks taken back into use
+  std::uint64_t active_frames = 0;    ///< frames in chunks not retired (all without chunks)
 };
 
 class Pager final : public Reclaimer {
@@ -231,6 +267,15 @@ class Pager final : public Reclaimer {
   /// front end keeps stay. Unused prefetched pages dropped so are not counted as wasted.
   Status drop_frames(std::span<const std::uint32_t> frames);
 
+  /// With chunk_frames: evicts the pages of chunks the budget leaves unused, retires those
+  /// chunks whose frames are all free, and revives retired chunks the budget allows again when
+  /// free frames run short (below the reserve). The background evictor calls it when there is
+  /// such work; tests without one call it by hand. A no-op without chunk_frames.
+  /// Returns the first write-back error of its evictions (those pages stay resident).
+  Status adjust_chunks();
+  /// True when adjust_chunks has something to do now (lock-free look).
+  bool chunk_work_pending() const;
+
   /// Reclaimer: evicts about `bytes` (at least one batch) for any budget consumer.
   std::uint64_t reclaim(std::uint64_t bytes) override;
   Status flush_dirty() override { return flush(); }
@@ -267,6 +312,30 @@ class Pager final : public Reclaimer {
   void run_evictor();
   void wake_evictor();
 
+  // ---- chunks (see the top of this file) ----
+  std::uint32_t chunk_count() const;
+  std::uint32_t chunk_first(std::uint32_t c) const { return c * options_.chunk_frames; }
+  std::uint32_t chunk_size(std::uint32_t c) const;
+  /// The first chunk the budget leaves unused: every chunk from it on may be retired.
+  std::uint32_t first_unused_chunk() const;
+  bool chunk_active(std::uint32_t c) const {
+    return chunk_active_[c].load(std::memory_order_acquire) != 0;
+  }
+  /// Frames need a retired chunk back: fewer free than the reserve, and budget room for more.
+  bool short_of_frames() const;
+  /// Present frames of active chunks from `first_unused_chunk` on, at most `want` (evict_mu_).
+  void pick_unused_locked(std::size_t want, std::vector<std::uint32_t>& out);
+  /// One eviction pass over `picked_` (evict_mu_ and the front end's lock held).
+  std::size_t pass_picked_locked(Status* error);
+  /// Revives retired chunks below the limit, lowest first, while short_of_frames() or fewer
+  /// than `need` frames are free; returns how many. A front end's error stops it (logged once
+  /// a streak, also put in `*error`).
+  std::size_t revive_chunks_locked(std::uint32_t need, Status* error);
+  void retire_chunks_locked();
+  // The free list is a min-heap: the lowest free frame is taken first (free_mu_ held).
+  void push_free_locked(std::uint32_t f);
+  std::uint32_t pop_free_locked();
+
   pool::FarIo& io_;
   Budget& budget_;
   Frontend& frontend_;
@@ -283,9 +352,14 @@ class Pager final : public Reclaimer {
   /// Per stream: prefetched pages evicted unused, not yet taken by take_wasted().
   std::unique_ptr<std::atomic<std::uint32_t>[]> wasted_pending_;
 
-  mutable std::mutex free_mu_;  ///< guards free_ (a leaf lock)
+  mutable std::mutex free_mu_;  ///< guards free_ and free_in_chunk_ (a leaf lock)
   std::condition_variable free_cv_;
-  std::vector<std::uint32_t> free_;
+  std::vector<std::uint32_t> free_;  ///< a min-heap of frame numbers (std::greater)
+  std::vector<std::uint32_t> free_in_chunk_;  ///< per chunk: its frames in free_
+  /// Per chunk: 1 active, 0 retired. Written under evict_mu_; read lock-free.
+  std::unique_ptr<std::atomic<std::uint8_t>[]> chunk_active_;
+  std::atomic<std::uint32_t> active_frames_{0};
+  bool revive_failed_ = false;  ///< evict_mu_: the last revive failed (logged once a streak)
   std::size_t charged_unbound_ = 0;  ///< pages charged by try_charge_pages, not yet bound
   std::atomic<std::uint32_t> in_use_{0};
   std::atomic<std::uint32_t> peak_in_use_{0};
@@ -311,7 +385,7 @@ class Pager final : public Reclaimer {
 
   std::atomic<std::uint64_t> evictions_{0}, writebacks_{0}, bytes_written_{0},
       writeback_errors_{0}, inline_evictions_{0}, background_passes_{0}, prefetch_issued_{0},
-      prefetch_used_{0}, prefetch_wasted_{0};
+      prefetch_used_{0}, prefetch_wasted_{0}, chunks_retired_{0}, chunks_revived_{0};
 };
 
 }  // namespace farmem::paging

@@ -57,23 +57,21 @@ IoService::IoService(FarPool& pool, std::chrono::nanoseconds timeout)
 // Registrations go before the connections that made them (the pool outlives the service).
 IoService::~IoService() = default;
 
-Result<std::uint32_t> IoService::lkey_for(const std::byte* p, std::uint64_t n,
-                                          std::size_t conn) const {
+Result<IoService::LocalKey> IoService::lkey_for(const std::byte* p, std::size_t conn) const {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
   std::shared_lock lock(ranges_mu_);
   auto it = ranges_.upper_bound(a);
   if (it != ranges_.begin()) {
     --it;
-    if (a - it->first < it->second.length && n <= it->second.length - (a - it->first)) {
+    if (a - it->first < it->second.length) {
       if (conn >= it->second.regs.size()) {
         return Internal("local memory is not registered with server " +
                                   std::to_string(conn) + " yet");
       }
-      return it->second.regs[conn]->lkey();
+      return LocalKey{it->second.regs[conn]->lkey(), it->second.length - (a - it->first)};
     }
   }
-  return InvalidArgument("local buffer of " + std::to_string(n) +
-                         " bytes is not inside registered memory (use local_buffer() or "
+  return InvalidArgument("local buffer is not inside registered memory (use local_buffer() or "
                          "register_memory())");
 }
 
@@ -93,11 +91,18 @@ Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* loc
   // A striped allocation splits the range at stripe boundaries, one target each.
   for (std::uint64_t at = 0; at < n;) {
     FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(FarAddr{far.raw + at}, n - at));
-    FARMEM_ASSIGN_OR_RETURN(std::uint32_t lkey, lkey_for(local + at, t.bytes, t.conn));
     const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
     for (std::uint64_t done = 0; done < t.bytes;) {
-      const auto len = static_cast<std::uint32_t>(std::min(max, t.bytes - done));
-      out[t.conn].push_back({kind, len, local + at + done, lkey, t.rkey, t.remote_addr + done});
+      // Local memory registered in adjacent pieces (the cache's arena chunks) splits the range
+      // too: one op, one registration. A gap in the registrations fails here.
+      auto key = lkey_for(local + at + done, t.conn);
+      if (!key.ok()) {
+        return key.status().with_context("local buffer of " + std::to_string(n) + " bytes");
+      }
+      const auto len =
+          static_cast<std::uint32_t>(std::min({max, t.bytes - done, key->bytes}));
+      out[t.conn].push_back(
+          {kind, len, local + at + done, key->lkey, t.rkey, t.remote_addr + done});
       done += len;
     }
     at += t.bytes;

@@ -81,7 +81,13 @@ class IoService final : public FarIo {
     std::vector<std::unique_ptr<transport::MemoryRegistration>> regs;
   };
 
-  Result<std::uint32_t> lkey_for(const std::byte* p, std::uint64_t n, std::size_t conn) const;
+  /// The key of the registration holding `p` for connection `conn`, and how many bytes from
+  /// `p` on that registration covers (an op must not run past it).
+  struct LocalKey {
+    std::uint32_t lkey;
+    std::uint64_t bytes;
+  };
+  Result<LocalKey> lkey_for(const std::byte* p, std::size_t conn) const;
   Status append_ops(transport::OpKind kind, FarAddr far, std::byte* local, std::uint64_t n,
                     std::vector<std::vector<transport::Op>>& per_conn);
   void count(transport::OpKind kind, std::uint64_t n);

@@ -95,6 +95,7 @@ class FakeFrontend : public Frontend {
     ++isolate_calls_;
     if (for_flush) ++flush_isolates_;
     for (Victim& v : victims) {
+      if (retired_.contains(v.frame)) ++violations_;
       if (pinned_.contains(v.key)) v.keep = true;
     }
   }
@@ -130,6 +131,29 @@ class FakeFrontend : public Frontend {
     if (!in_pass_) ++violations_;
     for (const Victim& v : victims) restored_.push_back(v.key);
   }
+  // Retired frames model memory given back: their bytes are scribbled over, and any pass
+  // that names one is a violation (isolate and drop check it too, through retired()).
+  Status retire_frames(std::uint32_t first, std::uint32_t n) override {
+    std::lock_guard lock(rec_mu_);
+    if (fail_retire_) return Unavailable("FakeFrontend: retire refused");
+    for (std::uint32_t f = first; f < first + n; ++f) {
+      if (retired_.contains(f)) ++violations_;  // retired twice
+      retired_.insert(f);
+      std::fill(frame_bytes(f).begin(), frame_bytes(f).end(), std::byte{0xa5});
+    }
+    retire_calls_.push_back(first);
+    return Status::Ok();
+  }
+  Status revive_frames(std::uint32_t first, std::uint32_t n) override {
+    std::lock_guard lock(rec_mu_);
+    if (fail_revive_) return Unavailable("FakeFrontend: revive refused");
+    for (std::uint32_t f = first; f < first + n; ++f) {
+      if (!retired_.contains(f)) ++violations_;  // revived while in use
+      retired_.erase(f);
+    }
+    revive_calls_.push_back(first);
+    return Status::Ok();
+  }
 
   // ---- test controls ----
 
@@ -141,6 +165,25 @@ class FakeFrontend : public Frontend {
     std::lock_guard lock(rec_mu_);
     pinned_.erase(key);
   }
+  /// A chunked pager starts with every frame retired (the front end registered none).
+  void retire_all() {
+    std::lock_guard lock(rec_mu_);
+    for (std::uint32_t f = 0; f < arena_.size() / kPage; ++f) retired_.insert(f);
+  }
+  bool retired(std::uint32_t f) {
+    std::lock_guard lock(rec_mu_);
+    return retired_.contains(f);
+  }
+  void fail_retire(bool on) {
+    std::lock_guard lock(rec_mu_);
+    fail_retire_ = on;
+  }
+  void fail_revive(bool on) {
+    std::lock_guard lock(rec_mu_);
+    fail_revive_ = on;
+  }
+  std::vector<std::uint32_t> retire_calls() { return get(retire_calls_); }
+  std::vector<std::uint32_t> revive_calls() { return get(revive_calls_); }
   void refuse_drop(std::uint64_t key) {
     std::lock_guard lock(rec_mu_);
     refuse_drop_.insert(key);
@@ -200,6 +243,9 @@ class FakeFrontend : public Frontend {
 
   std::mutex rec_mu_;  // guards everything below
   std::set<std::uint64_t> pinned_, refuse_drop_;
+  std::set<std::uint32_t> retired_;
+  std::vector<std::uint32_t> retire_calls_, revive_calls_;
+  bool fail_retire_ = false, fail_revive_ = false;
   std::map<std::uint64_t, std::uint32_t> resident_;
   std::vector<std::uint64_t> second_chances_, staged_, dropped_, restored_;
   std::uint64_t isolate_calls_ = 0, flush_isolates_ = 0, stage_calls_ = 0, violations_ = 0;
