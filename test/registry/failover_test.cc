@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <thread>
 
 #include "farmem/runtime.h"
@@ -29,15 +28,6 @@ using registry::EtcdEndpoint;
 
 /// What a loaded 2-core CI host may add to a deadline: scheduling, not waiting.
 constexpr auto kSlack = 700ms;
-
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
 
 /// A loopback port nothing listens on: connecting is refused at once.
 EtcdEndpoint closed_port() {

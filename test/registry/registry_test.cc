@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <map>
 #include <thread>
 
@@ -29,16 +28,6 @@ constexpr std::uint64_t kSlab = 4u << 20;
 constexpr auto kPoll = 200ms;  // the runtimes' registry_interval
 // etcd checks lease expiry every 500 ms and a loaded 2-core host adds scheduling delay.
 constexpr auto kExpirySlack = 3s;
-
-/// Polls `done` every 50 ms until it holds or `limit` passes; whether it held.
-bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
-  const auto deadline = Clock::now() + limit;
-  while (!done()) {
-    if (Clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(50ms);
-  }
-  return true;
-}
 
 class RegistryCluster : public ::testing::Test {
  protected:

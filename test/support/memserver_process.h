@@ -8,6 +8,8 @@
 #include <chrono>
 #include <map>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "farmem/status.h"
@@ -61,16 +63,23 @@ struct RunResult {
 Result<RunResult> run_program(const std::vector<std::string>& argv,
                               std::chrono::milliseconds deadline = std::chrono::seconds(30));
 
-/// Polls `ready` every 10 ms until it is true or `deadline` passes; returns its last value.
+/// Polls `ready` every `period` until it is true or `deadline` passes; returns its last value.
 template <typename Fn>
-bool eventually(Fn&& ready, std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+bool eventually(Fn&& ready, std::chrono::milliseconds deadline = std::chrono::seconds(10),
+                std::chrono::milliseconds period = std::chrono::milliseconds(10)) {
   const auto end = std::chrono::steady_clock::now() + deadline;
   for (;;) {  // bounded by the deadline
     if (ready()) return true;
     if (std::chrono::steady_clock::now() >= end) return false;
-    struct timespec ts{0, 10'000'000};
-    nanosleep(&ts, nullptr);
+    std::this_thread::sleep_for(period);
   }
+}
+
+/// eventually() every 50 ms: for conditions read from etcd (a listing a poll), so that the
+/// tests' own polling does not load it.
+template <typename Fn>
+bool wait_until(Fn&& done, std::chrono::milliseconds limit) {
+  return eventually(std::forward<Fn>(done), limit, std::chrono::milliseconds(50));
 }
 
 }  // namespace farmem::test
