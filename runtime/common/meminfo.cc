@@ -1,9 +1,16 @@
-// /proc/meminfo parsing (see meminfo.h).
+// /proc/meminfo parsing and mincore residency (see meminfo.h).
 #include "common/meminfo.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 namespace farmem {
 
@@ -43,6 +50,24 @@ Result<std::uint64_t> read_mem_available(const std::string& path) {
   auto bytes = parse_mem_available(ss.str());
   if (!bytes.ok()) return bytes.status().with_context(path);
   return bytes;
+}
+
+Result<std::uint64_t> resident_bytes(const void* base, std::size_t bytes) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  // A window at a time, so that asking about a large arena costs a small vector.
+  constexpr std::size_t kWindowPages = 4096;
+  std::vector<unsigned char> vec(kWindowPages);
+  std::uint64_t resident = 0;
+  auto* p = static_cast<unsigned char*>(const_cast<void*>(base));
+  for (std::size_t off = 0; off < bytes; off += kWindowPages * page) {
+    const std::size_t len = std::min(bytes - off, kWindowPages * page);
+    if (::mincore(p + off, len, vec.data()) != 0) {
+      return Internal(std::string("mincore: ") + std::strerror(errno));
+    }
+    const std::size_t pages = (len + page - 1) / page;
+    for (std::size_t i = 0; i < pages; ++i) resident += (vec[i] & 1) ? page : 0;
+  }
+  return resident;
 }
 
 }  // namespace farmem

@@ -19,6 +19,8 @@ namespace {
 
 using namespace std::chrono_literals;
 constexpr std::uint64_t kMiB = 1u << 20;
+// Arena chunks are 2 MiB for arenas up to 512 MiB (cache/page_cache.cc).
+constexpr std::uint64_t kArenaChunk = 2 * kMiB;
 
 std::uint64_t rss_bytes() {
   std::ifstream in("/proc/self/status");
@@ -80,8 +82,13 @@ TEST(TierRuntime, BudgetFollowsPressureWhileFourThreadsStayCorrectAndRssFollows)
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
   Runtime& r = **rt;
 
-  // 48 MiB of data, 1.5x the ceiling; far memory is filled first, so later RSS changes are
-  // the cache's frames, not the in-process memserver's slabs.
+  // 48 MiB of data, 1.5x the ceiling. The far memory is the in-process memserver, so its
+  // slabs count in this process's RSS too: a page's slab memory is touched when the page is
+  // first written back. After the fill, 32 MiB of it is still dirty only in the cache; were
+  // it written back first during the shrink, RSS would move from the cache to the slabs and
+  // not fall (it rose by 2-4 MB on fresh machines). Flushing writes every page to far memory
+  // now, so later RSS changes are the cache's frames alone (write-backs then land in slab
+  // memory already resident).
   constexpr std::size_t kN = 6u << 20;
   far_vector<std::uint64_t> v(r);
   std::vector<std::uint64_t> shadow(kN);
@@ -89,6 +96,7 @@ TEST(TierRuntime, BudgetFollowsPressureWhileFourThreadsStayCorrectAndRssFollows)
     shadow[i] = i * 3 + 1;
     ASSERT_TRUE(v.push_back(shadow[i]).ok());
   }
+  ASSERT_TRUE(r.flush().ok());
 
   std::atomic<bool> stop{false};
   std::atomic<int> bad{0};
@@ -115,18 +123,29 @@ TEST(TierRuntime, BudgetFollowsPressureWhileFourThreadsStayCorrectAndRssFollows)
   }
   auto budget = [&] { return r.tier_stats().budget_bytes; };
   auto resident = [&] { return r.cache_stats().resident_bytes; };
+  auto arena_rss = [&] { return r.cache_stats().arena_resident_bytes; };
 
-  // Calm: the cache fills toward the ceiling.
-  ASSERT_TRUE(eventually([&] { return resident() >= kCeiling / 2; })) << resident();
+  // Calm: the cache is full (the fill left it so; the threads keep it so), and its arena is
+  // resident: most of the ceiling counts in RSS (mincore of the arena, CacheStats).
+  const std::uint64_t kNearlyFull = kCeiling - kCeiling / 8;
+  ASSERT_TRUE(eventually([&] { return resident() >= kNearlyFull; })) << resident();
+  ASSERT_TRUE(eventually([&] { return arena_rss() >= kNearlyFull; })) << arena_rss();
   const std::uint64_t rss_full = rss_bytes();
+  const std::uint64_t arena_full = arena_rss();
 
-  // Pressure: down to the floor, and the memory really goes.
+  // Pressure: down to the floor, and the memory really goes: the arena's resident bytes
+  // fall to about the floor (a chunk of rounding), and the process's RSS falls with them.
   stalling = true;
   ASSERT_TRUE(eventually([&] { return budget() == kFloor; })) << budget();
   ASSERT_TRUE(eventually([&] { return resident() <= kFloor; })) << resident();
+  ASSERT_TRUE(eventually([&] { return arena_rss() <= kFloor + kArenaChunk; }))
+      << "the arena holds " << arena_rss() << " bytes of RAM at a " << kFloor << " budget";
   const std::uint64_t rss_low = rss_bytes();
+  const std::uint64_t arena_low = arena_rss();
+  EXPECT_GE(arena_full, arena_low + (kCeiling - kFloor) / 2);
   EXPECT_GE(rss_full, rss_low + (kCeiling - kFloor) / 2)
-      << "RSS " << rss_full << " with a full cache, " << rss_low << " at the floor";
+      << "RSS " << rss_full << " with a full cache, " << rss_low << " at the floor (arena "
+      << arena_full << " -> " << arena_low << ")";
   const std::uint64_t ops_at_floor = ops.load();
 
   // Calm again: back up to the ceiling, slowly.
@@ -155,11 +174,11 @@ struct GiveBack {
   std::uint64_t active_full = 0, active_low = 0;  // CacheStats::arena_active_bytes
   std::uint64_t given_back = 0, taken_back = 0;   // chunk counts at the end
   std::uint64_t active_regrown = 0;
+  std::uint64_t arena_rss_full = 0, arena_rss_low = 0;  // CacheStats::arena_resident_bytes
   std::size_t wrong = 0;
 };
 
-// Arena chunks are 2 MiB for arenas up to 512 MiB (cache/page_cache.cc).
-constexpr std::uint64_t kChunk = 2 * kMiB;
+constexpr std::uint64_t kChunk = kArenaChunk;
 
 // Fills far memory with 4x the ceiling, scans it (the cache fills to the ceiling), shrinks
 // the budget to the floor and waits until the arena above it is given back, rewrites a word
@@ -213,6 +232,7 @@ void shrink_and_grow(const std::string& server, std::uint64_t floor, std::uint64
 
   check();  // the cache is at the ceiling now: every chunk of the arena in use
   out.active_full = stats().arena_active_bytes;
+  out.arena_rss_full = stats().arena_resident_bytes;
   out.rss_full = rss_bytes();
 
   stalling = true;
@@ -221,6 +241,7 @@ void shrink_and_grow(const std::string& server, std::uint64_t floor, std::uint64
   ASSERT_TRUE(eventually([&] { return stats().arena_active_bytes <= low; }))
       << stats().arena_active_bytes;
   out.active_low = stats().arena_active_bytes;
+  out.arena_rss_low = stats().arena_resident_bytes;
   out.rss_low = rss_bytes();
   for (std::uint64_t round = 1; round <= 2; ++round) {  // at the floor: write back, refetch
     rewrite(round);
@@ -251,6 +272,9 @@ void expect_given_back_and_correct(const GiveBack& g, std::uint64_t floor,
   // Chunks taken into use at first count as taken back too: more than the ceiling holds.
   EXPECT_GT(g.taken_back, ceiling / kChunk);
   EXPECT_GT(g.active_regrown, g.active_low);
+  // The arena's own RAM (mincore) followed the chunks in use, whatever else the process does.
+  EXPECT_GE(g.arena_rss_full, g.active_full - g.active_full / 8);
+  EXPECT_LE(g.arena_rss_low, g.active_low);
   // The memory left the process: RSS fell by most of what the arena gave back.
   EXPECT_GE(g.rss_full, g.rss_low + (g.active_full - g.active_low) / 2)
       << "RSS " << g.rss_full << " at the ceiling, " << g.rss_low << " at the floor";
