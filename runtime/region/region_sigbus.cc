@@ -171,9 +171,11 @@ void Region::Impl::serve_readahead_on_handler() {
     pager->uncharge_pages(static_cast<std::uint32_t>(charged.size()));
     return;
   }
+  const bool install_write = write;  // clang 14 cannot capture a structured binding
   paging::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
-                           fetch_staging.data() + (1 + i) * kPageSize, write, paging::kNoStream);
+                           fetch_staging.data() + (1 + i) * kPageSize, install_write,
+                           paging::kNoStream);
   });
   pager->note_prefetch_issued(charged.size());
 }
