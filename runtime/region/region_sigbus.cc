@@ -196,7 +196,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   if (bytes < n * kPageSize) {  // past the far range's end: zeros, not stale staging
     std::memset(staging_area.data() + bytes, 0, n * kPageSize - bytes);
   }
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   // Another thread may have mapped some of the pages ahead meanwhile: stop before them.
   for (std::size_t k = 1; k < n; ++k) {
     if (table.has(page + k, region::kResident)) {
@@ -223,7 +223,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
 
 void Region::Impl::unprotect_for_write(std::size_t page) {
   counters.add(counters.wp_faults);
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   if (!table.has(page, region::kResident | region::kWriteProtected)) return;  // raced: retry
   const std::uint32_t frame = table.frame(page);
   (void)pager->note_access(frame);  // a prefetched page counts as used
