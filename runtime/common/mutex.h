@@ -3,11 +3,12 @@
 // with them. Each is the std:: type inside and nothing more: no extra state, every call
 // inline, the same size (checked below).
 //
-//   Mutex mu_;               MutexLock lock(mu_);   a scope holding it
-//   SharedMutex mu_;         ReaderLock / WriterLock
-//   Mutex + condition_variable: UniqueLock lock(mu_);
-//                               while (!ready_) lock.wait(cv_);
-//                               lock.wait_for(cv_, d, [&]() FARMEM_REQUIRES(mu_) { return ready_; });
+//   Mutex mu_;        MutexLock lock(mu_);   a scope holding it
+//   SharedMutex mu_;  ReaderLock / WriterLock
+//   Mutex + condition_variable:
+//     UniqueLock lock(mu_);
+//     while (!ready_) lock.wait(cv_);
+//     lock.wait_for(cv_, d, [&]() FARMEM_REQUIRES(mu_) { return ready_; });
 //
 // The analysis checks a lambda as a separate function that holds nothing, so a wait
 // predicate reading guarded fields says which lock it runs under (FARMEM_REQUIRES, checked in
@@ -25,7 +26,8 @@
 
 namespace farmem {
 
-/// std::mutex, seen by the analysis.
+/// std::mutex, seen by the analysis. There is no assert_held(): std::mutex does not know its
+/// owner, so it could only tell the analysis what nothing checks.
 class FARMEM_CAPABILITY("mutex") Mutex {
  public:
   Mutex() = default;
@@ -35,9 +37,6 @@ class FARMEM_CAPABILITY("mutex") Mutex {
   void lock() FARMEM_ACQUIRE() { mu_.lock(); }
   void unlock() FARMEM_RELEASE() { mu_.unlock(); }
   [[nodiscard]] bool try_lock() FARMEM_TRY_ACQUIRE(true) { return mu_.try_lock(); }
-  /// Tells the analysis the caller holds this lock, where it cannot follow how (the lock was
-  /// taken through a virtual call). Checks nothing at run time: std::mutex has no owner.
-  void assert_held() const FARMEM_ASSERT_CAPABILITY(this) {}
 
  private:
   friend class UniqueLock;
@@ -59,9 +58,6 @@ class FARMEM_CAPABILITY("mutex") SharedMutex {
   [[nodiscard]] bool try_lock_shared() FARMEM_TRY_ACQUIRE_SHARED(true) {
     return mu_.try_lock_shared();
   }
-  /// As Mutex::assert_held: no run-time check.
-  void assert_held() const FARMEM_ASSERT_CAPABILITY(this) {}
-  void assert_reader_held() const FARMEM_ASSERT_SHARED_CAPABILITY(this) {}
 
  private:
   std::shared_mutex mu_;
