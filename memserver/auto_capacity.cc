@@ -47,7 +47,7 @@ Result<std::unique_ptr<AutoCapacity>> AutoCapacity::start(Core& core, AutoCapaci
 
 AutoCapacity::~AutoCapacity() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -70,9 +70,11 @@ Status AutoCapacity::update() {
 }
 
 void AutoCapacity::run() {
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    if (cv_.wait_for(lock, options_.interval, [&] { return stopping_; })) break;
+    if (lock.wait_for(cv_, options_.interval, [&]() FARMEM_REQUIRES(mu_) { return stopping_; })) {
+      break;
+    }
     lock.unlock();
     if (Status st = update(); !st.ok()) {
       log().warn("{}; the capacity stays at {} bytes", st.to_string(), core_.capacity_bytes());

@@ -12,10 +12,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "memserver/core.h"
 
@@ -53,9 +54,9 @@ class AutoCapacity {
 
   Core& core_;
   const AutoCapacityOptions options_;
-  std::mutex mu_;  ///< guards stopping_ (and the thread's sleep)
+  Mutex mu_;  ///< guards stopping_ (and the thread's sleep)
   std::condition_variable cv_;
-  bool stopping_ = false;
+  bool stopping_ FARMEM_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -59,17 +59,17 @@ Result<std::shared_ptr<Session>> Core::open_session(std::uint16_t version,
   sessions_.fetch_add(1, std::memory_order_relaxed);
   log().info("session {} opened for {}", id, peer);
   auto session = std::make_shared<Session>(id, std::move(peer), std::move(registrar));
-  std::lock_guard lock(open_mu_);
+  MutexLock lock(open_mu_);
   open_[id] = session;
   return session;
 }
 
 void Core::close_session(Session& session) {
   {
-    std::lock_guard lock(open_mu_);
+    MutexLock lock(open_mu_);
     open_.erase(session.id());
   }
-  std::unique_lock lock(session.mu_);
+  WriterLock lock(session.mu_);
   if (session.closed_) return;
   session.closed_ = true;
   const auto reclaimed = session.slabs_.size();
@@ -127,7 +127,7 @@ proto::Message Core::alloc_slab(Session& s, const proto::Message& req) {
   Slab slab;
   slab.id = next_slab_id_.fetch_add(1, std::memory_order_relaxed);
   slab.memory = std::move(mem).value();
-  std::unique_lock lock(s.mu_);
+  WriterLock lock(s.mu_);
   if (s.closed_) {
     pool_.unmap(std::move(slab.memory));
     return proto::Message::error(StatusCode::kUnavailable, "session closed", 0);
@@ -153,7 +153,7 @@ proto::Message Core::alloc_slab(Session& s, const proto::Message& req) {
 proto::Message Core::free_slab(Session& s, const proto::Message& req) {
   auto body = req.as<proto::FreeSlab>();
   if (!body.ok()) return proto::Message::error(body.status().code(), body.status().message(), 0);
-  std::unique_lock lock(s.mu_);
+  WriterLock lock(s.mu_);
   for (auto it = s.slabs_.begin(); it != s.slabs_.end(); ++it) {
     if (it->second.id == body->slab_id) {
       release_slab_locked(s, it->second);
@@ -181,7 +181,7 @@ proto::Message Core::set_label(Session& s, const proto::Message& req) {
   }
   std::string label(reinterpret_cast<const char*>(req.payload.data()), req.payload.size());
   log().info("session {} ({}) is {}", s.id(), s.peer(), label);
-  std::unique_lock lock(s.mu_);
+  WriterLock lock(s.mu_);
   s.label_ = std::move(label);
   proto::Message ok;
   ok.type = proto::MsgType::kLabelOk;
@@ -212,7 +212,7 @@ std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::siz
   std::vector<std::shared_ptr<Session>> open;
   *more = false;
   {
-    std::lock_guard lock(open_mu_);
+    MutexLock lock(open_mu_);
     for (auto it = open_.upper_bound(after_id); it != open_.end(); ++it) {
       auto s = it->second.lock();
       if (!s) continue;
@@ -228,7 +228,7 @@ std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::siz
   for (const auto& s : open) {
     proto::SessionEntry e{};
     e.session_id = s->id();
-    std::shared_lock lock(s->mu_);
+    ReaderLock lock(s->mu_);
     for (const auto& [base, slab] : s->slabs_) e.leased_bytes += slab.memory.bytes();
     e.slabs = static_cast<std::uint32_t>(s->slabs_.size());
     e.label_len = static_cast<std::uint16_t>(std::min(s->label_.size(), sizeof e.label));
@@ -247,7 +247,7 @@ void Core::release_slab_locked(Session& s, Slab& slab) {
 std::uint32_t Core::next_key() {
   // splitmix64: keys of non-RDMA sessions are unguessable enough to catch stale or forged
   // addresses; the session's slab map is what actually isolates clients.
-  std::lock_guard lock(key_mu_);
+  MutexLock lock(key_mu_);
   std::uint64_t z = (key_state_ += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;

@@ -7,12 +7,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "memserver/slab_pool.h"
 #include "transport/proto/wire.h"
@@ -59,7 +59,7 @@ class Session {
   /// the same thing itself).
   template <typename Fn>
   Status access(std::uint64_t addr, std::uint32_t rkey, std::uint64_t len, Fn&& fn) const {
-    std::shared_lock lock(mu_);
+    ReaderLock lock(mu_);
     auto p = resolve_locked(addr, rkey, len);
     if (!p.ok()) return p.status();
     fn(*p);
@@ -69,16 +69,19 @@ class Session {
  private:
   friend class Core;
   Result<std::byte*> resolve_locked(std::uint64_t addr, std::uint32_t rkey,
-                                    std::uint64_t len) const;
+                                    std::uint64_t len) const FARMEM_REQUIRES_SHARED(mu_);
 
   const std::uint64_t id_;
   const std::string peer_;
   const std::unique_ptr<SlabRegistrar> registrar_;
-  /// Guards slabs_ and closed_: shared for data access, exclusive for alloc/free/close.
-  mutable std::shared_mutex mu_;
-  std::map<std::uint64_t, Slab> slabs_;  ///< keyed by base address, for range lookup
-  bool closed_ = false;
-  std::string label_;  ///< what the client called itself (SET_LABEL); empty: nothing
+  /// Guards slabs_, closed_ and label_: shared for data access (and LIST_SESSIONS),
+  /// exclusive for alloc/free/close/SET_LABEL. Never held with Core::open_mu_.
+  mutable SharedMutex mu_;
+  /// Keyed by base address, for range lookup.
+  std::map<std::uint64_t, Slab> slabs_ FARMEM_GUARDED_BY(mu_);
+  bool closed_ FARMEM_GUARDED_BY(mu_) = false;
+  /// What the client called itself (SET_LABEL); empty: nothing.
+  std::string label_ FARMEM_GUARDED_BY(mu_);
 };
 
 class Core {
@@ -127,8 +130,8 @@ class Core {
   proto::Message free_slab(Session& s, const proto::Message& req);
   proto::Message set_label(Session& s, const proto::Message& req);
   proto::Message list_sessions(const proto::Message& req) const;
-  void release_slab_locked(Session& s, Slab& slab);
-  std::uint32_t next_key();
+  void release_slab_locked(Session& s, Slab& slab) FARMEM_REQUIRES(s.mu_);
+  std::uint32_t next_key() FARMEM_EXCLUDES(key_mu_);
 
   const CoreOptions options_;
   SlabPool pool_;
@@ -141,11 +144,13 @@ class Core {
   std::atomic<std::uint64_t> errors_{0};
   std::atomic<std::uint64_t> bytes_served_{0};
   /// Guards open_ (the open sessions by id, for LIST_SESSIONS; expired entries are skipped).
-  mutable std::mutex open_mu_;
-  std::map<std::uint64_t, std::weak_ptr<Session>> open_;
-  /// Guards key_state_ (the rkey generator of non-RDMA sessions).
-  std::mutex key_mu_;
-  std::uint64_t key_state_;
+  /// Never held while a session's lock is (they are taken one after the other).
+  mutable Mutex open_mu_;
+  std::map<std::uint64_t, std::weak_ptr<Session>> open_ FARMEM_GUARDED_BY(open_mu_);
+  /// Guards key_state_ (the rkey generator of non-RDMA sessions); taken under a session's
+  /// lock (alloc_slab).
+  Mutex key_mu_;
+  std::uint64_t key_state_ FARMEM_GUARDED_BY(key_mu_);
 };
 
 }  // namespace farmem::memserver

@@ -25,13 +25,13 @@ Result<std::uint32_t> PdSlabRegistrar::register_slab(void* base, std::size_t byt
   auto mr = ibv::reg_mr(pd_, base, bytes, kAccess);
   if (!mr.ok()) return mr.status();
   const std::uint32_t rkey = (*mr)->rkey;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   mrs_[base] = std::move(mr).value();
   return rkey;
 }
 
 void PdSlabRegistrar::deregister_slab(void* base) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   mrs_.erase(base);
 }
 

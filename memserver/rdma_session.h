@@ -7,11 +7,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "memserver/core.h"
 #include "transport/verbs/ibv.h"
 
@@ -44,8 +45,8 @@ class PdSlabRegistrar final : public SlabRegistrar {
  private:
   ibv_pd* const pd_;
   /// Guards mrs_ (Core calls in under its session lock, but from any thread).
-  std::mutex mu_;
-  std::map<void*, ibv::Mr> mrs_;
+  Mutex mu_;
+  std::map<void*, ibv::Mr> mrs_ FARMEM_GUARDED_BY(mu_);
 };
 
 /// What a CONNECT_REQUEST asked for, copied out of its event before the event is acked.

@@ -79,7 +79,7 @@ Result<std::unique_ptr<Registration>> Registration::start(Core& core, Registrati
 
 Registration::~Registration() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -92,7 +92,7 @@ Registration::~Registration() {
 }
 
 bool Registration::registered() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return registered_;
 }
 
@@ -144,7 +144,7 @@ Status Registration::tick_on_renewer() {
       st = register_on_renewer();
     }
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   registered_ = st.ok();
   return st;
 }
@@ -152,9 +152,9 @@ Status Registration::tick_on_renewer() {
 void Registration::run() {
   const auto refresh = refresh_of(options_);
   bool down = !registered();  // start() already said so
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    if (cv_.wait_for(lock, refresh, [&] { return stopping_; })) break;
+    if (lock.wait_for(cv_, refresh, [&]() FARMEM_REQUIRES(mu_) { return stopping_; })) break;
     lock.unlock();
     const Status st = tick_on_renewer();
     if (!st.ok() && !down) {

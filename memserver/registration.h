@@ -16,10 +16,11 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "memserver/core.h"
 #include "registry/etcd_client.h"
@@ -76,10 +77,10 @@ class Registration {
   std::string last_put_;    ///< the record as last written
   std::chrono::steady_clock::time_point last_put_at_{};
   /// Guards stopping_, registered_ (and the thread's sleep).
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  bool stopping_ = false;
-  bool registered_ = false;
+  bool stopping_ FARMEM_GUARDED_BY(mu_) = false;
+  bool registered_ FARMEM_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

@@ -12,10 +12,11 @@
 #include <cerrno>
 #include <cstring>
 #include <list>
-#include <mutex>
 #include <thread>
 
 #include "common/log.h"
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "memserver/tcp_session.h"
 #include "transport/tcp/socket.h"
 
@@ -56,16 +57,18 @@ class TcpListenerImpl final : public TcpListener {
   void accept_loop();
   void admit(net::UniqueFd fd, const std::string& peer);
   void serve(Client* client, int fd, std::string peer);
-  void reap_locked();
+  void reap_locked() FARMEM_REQUIRES(mu_);
 
   Core& core_;
   const net::UniqueFd listen_fd_;
   const std::uint16_t port_;
   const net::UniqueFd wake_fd_;  ///< eventfd: written once to stop the accept thread
   std::atomic<bool> stopping_{false};
-  /// Guards clients_ and every Client's fd and finished flag.
-  std::mutex mu_;
-  std::list<Client> clients_;  // a list: client threads hold pointers to their node
+  /// Guards clients_ and every Client's fd and finished flag (those are not annotated: a
+  /// Client cannot name its listener's lock).
+  Mutex mu_;
+  /// A list: client threads hold pointers to their node.
+  std::list<Client> clients_ FARMEM_GUARDED_BY(mu_);
   std::thread acceptor_;       // last: starts once everything above exists
 };
 
@@ -77,7 +80,7 @@ TcpListenerImpl::~TcpListenerImpl() {
   }
   acceptor_.join();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     for (Client& c : clients_) {
       if (c.fd.valid()) ::shutdown(c.fd.get(), SHUT_RDWR);
     }
@@ -96,7 +99,7 @@ void TcpListenerImpl::accept_loop() {
     const int rc = ::poll(fds, 2, kReapIntervalMs);
     if (stopping_.load()) break;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       reap_locked();
     }
     if (rc <= 0 || (fds[0].revents & POLLIN) == 0) continue;
@@ -112,7 +115,7 @@ void TcpListenerImpl::accept_loop() {
 }
 
 void TcpListenerImpl::admit(net::UniqueFd fd, const std::string& peer) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (clients_.size() >= kMaxClients) {
     core_.count_error();
     log().warn("tcp listener: rejecting {}: {} clients already", peer, kMaxClients);
@@ -133,7 +136,7 @@ void TcpListenerImpl::serve(Client* client, int fd, std::string peer) {
     TcpSession session(core_, fd, std::move(peer));
     session.run();
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   // Closing under mu_ means the destructor never shuts down a reused fd number.
   client->fd.reset();
   client->finished = true;

@@ -58,7 +58,7 @@ struct Runtime::Impl {
   std::unique_ptr<heap::FarHeap> heap;
   std::unique_ptr<tier::TierManager> tier;  ///< null: a fixed budget
   transport::ConnectOptions connect;          ///< how servers are reached (also add_server)
-  std::mutex servers_mu;                      ///< serialises add_server
+  Mutex servers_mu;  ///< serialises add_server (guards no field: the pool and I/O lock theirs)
   /// Follows RuntimeOptions::registry (null without one); its thread calls add_server and
   /// close_server, so it goes before everything else.
   std::unique_ptr<registry::Discovery> discovery;
@@ -306,7 +306,7 @@ RegistryStats Runtime::registry_stats() const {
 }
 
 Status Runtime::add_server(const std::string& url) {
-  std::lock_guard lock(impl_->servers_mu);
+  MutexLock lock(impl_->servers_mu);
   if (auto i = impl_->pool->find_server(url)) {
     // Known: reopen it if it still answers; a server that came back (new process, same URL)
     // gets a new connection, and the dead one stays closed.

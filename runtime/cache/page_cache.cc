@@ -39,8 +39,8 @@ std::atomic<std::uint64_t> g_next_cache_id{1};
 
 // Threads release their slots when they exit; caches that died first must not be touched,
 // so releases go through this registry of live caches.
-std::mutex g_live_mu;
-std::vector<std::uint64_t>& live_caches() {
+Mutex g_live_mu;
+std::vector<std::uint64_t>& live_caches() FARMEM_REQUIRES(g_live_mu) {
   static std::vector<std::uint64_t> ids;
   return ids;
 }
@@ -48,7 +48,7 @@ std::vector<std::uint64_t>& live_caches() {
 struct SlotReleaser {
   std::vector<std::pair<std::uint64_t, ThreadSlot*>> held;
   ~SlotReleaser() {
-    std::lock_guard lock(g_live_mu);
+    MutexLock lock(g_live_mu);
     for (auto [id, slot] : held) {
       if (std::find(live_caches().begin(), live_caches().end(), id) != live_caches().end()) {
         slot->in_use.store(false, std::memory_order_release);
@@ -152,7 +152,7 @@ Status PageCache::init() {
   view_.prefetched = pager_->prefetched_bits();
   view_.slab_page_bits = kFarOffsetBits - view_.page_shift;
   {
-    std::lock_guard lock(g_live_mu);
+    MutexLock lock(g_live_mu);
     live_caches().push_back(view_.id);
   }
   if (options_.prefetch) prefetcher_ = std::thread([this] { prefetch_loop(); });
@@ -161,11 +161,11 @@ Status PageCache::init() {
 
 PageCache::~PageCache() {
   if (view_.id != 0) {
-    std::lock_guard lock(g_live_mu);
+    MutexLock lock(g_live_mu);
     std::erase(live_caches(), view_.id);
   }
   {
-    std::lock_guard lock(prefetch_mu_);
+    MutexLock lock(prefetch_mu_);
     stopping_ = true;
   }
   prefetch_cv_.notify_all();
@@ -185,7 +185,7 @@ ThreadSlot* PageCache::thread_slot() {
   for (auto [id, slot] : t_releaser.held) {
     if (id == view_.id) return slot;
   }
-  std::lock_guard lock(slots_mu_);
+  MutexLock lock(slots_mu_);
   for (std::uint32_t i = 0; i < options_.max_threads; ++i) {
     bool expected = false;
     if (slots_[i].in_use.compare_exchange_strong(expected, true)) {
@@ -227,7 +227,7 @@ std::atomic<std::uint64_t>* PageCache::ensure_entry(std::uint64_t key, Status* e
     *error = OutOfRange("far address is in no live slab (null, freed or corrupt far_ptr?)");
     return nullptr;
   }
-  std::lock_guard lock(table_mu_);
+  MutexLock lock(table_mu_);
   DirBlock* blk = dir_[slab >> kDirBits].load(std::memory_order_acquire);
   if (blk == nullptr) {
     blocks_.push_back(std::make_unique<DirBlock>());

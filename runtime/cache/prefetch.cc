@@ -114,14 +114,14 @@ void PageCache::post_prefetch(const std::vector<std::int64_t>& keys, std::uint32
     return;
   }
   {
-    std::lock_guard lock(prefetch_mu_);
+    MutexLock lock(prefetch_mu_);
     in_flight_.push_back(std::move(job));
   }
   prefetch_cv_.notify_one();
 }
 
 std::unique_ptr<PageCache::InFlight> PageCache::take_in_flight() {
-  std::lock_guard lock(prefetch_mu_);
+  MutexLock lock(prefetch_mu_);
   if (in_flight_.empty()) return nullptr;
   auto job = std::move(in_flight_.front());
   in_flight_.pop_front();
@@ -149,14 +149,15 @@ bool PageCache::complete_prefetch_on_app() {
 void PageCache::prefetch_loop() {
   for (;;) {
     {
-      std::unique_lock lock(prefetch_mu_);
-      prefetch_cv_.wait(lock, [&] { return stopping_ || !in_flight_.empty(); });
+      UniqueLock lock(prefetch_mu_);
+      while (!stopping_ && in_flight_.empty()) lock.wait(prefetch_cv_);
       if (in_flight_.empty()) return;  // stopping, and nothing left to complete
       if (!stopping_) {
         // Leave the batch a moment to an application thread that needs its pages: it then
         // completes it itself instead of spinning while this thread polls (on few cores, two
         // pollers starve the very software RDMA stack they wait for).
-        prefetch_cv_.wait_for(lock, kPrefetchHandoff, [&] { return stopping_; });
+        (void)lock.wait_for(prefetch_cv_, kPrefetchHandoff,
+                            [&]() FARMEM_REQUIRES(prefetch_mu_) { return stopping_; });
       }
     }
     // Posted batches are always completed, even when stopping: their frames must return.

@@ -6,6 +6,9 @@
 
 #include <mutex>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
+
 namespace farmem {
 
 namespace {
@@ -33,9 +36,9 @@ class ReopenableFileSink final : public spdlog::sinks::base_sink<std::mutex> {
   spdlog::details::file_helper file_;
 };
 
-// The sink installed by log_to_file, if any. Guarded by file_mu.
-std::mutex file_mu;
-std::shared_ptr<ReopenableFileSink> file_sink;
+// The sink installed by log_to_file, if any.
+Mutex file_mu;
+std::shared_ptr<ReopenableFileSink> file_sink FARMEM_GUARDED_BY(file_mu);
 
 }  // namespace
 
@@ -63,14 +66,14 @@ Status log_to_file(const std::string& path) {
   } catch (const spdlog::spdlog_ex& e) {
     return IoError("cannot open log file " + path + ": " + e.what());
   }
-  std::lock_guard lock(file_mu);
+  MutexLock lock(file_mu);
   log().sinks().assign(1, sink);
   file_sink = std::move(sink);
   return Status::Ok();
 }
 
 Status reopen_log_file() {
-  std::lock_guard lock(file_mu);
+  MutexLock lock(file_mu);
   if (!file_sink) return Status::Ok();
   try {
     file_sink->reopen();

@@ -73,7 +73,7 @@ Result<FarAddr> FarHeap::allocate(std::size_t bytes, std::size_t align) {
                            std::to_string(page_bytes_) +
                            "-byte page (far objects never straddle pages; use far_vector)");
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const std::uint32_t cls = class_of(bytes, align);
   Run* r = nullptr;
   if (partial_[cls].empty()) {
@@ -96,7 +96,7 @@ Result<FarAddr> FarHeap::allocate(std::size_t bytes, std::size_t align) {
 }
 
 Status FarHeap::free(FarAddr addr) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = runs_.find(addr.raw >> page_shift_);
   if (it == runs_.end()) return InvalidArgument("free of a far address the heap never handed out");
   Run* r = it->second.get();
@@ -121,21 +121,21 @@ Status FarHeap::free(FarAddr addr) {
 
 Result<FarAddr> FarHeap::allocate_pages(std::uint64_t pages) {
   if (pages == 0) return InvalidArgument("run of 0 pages");
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto r = pages_locked(pages);
   if (r.ok()) allocated_ += pages * page_bytes_;
   return r;
 }
 
 Status FarHeap::free_pages(FarAddr addr, std::uint64_t pages) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   FARMEM_RETURN_IF_ERROR(free_pages_locked(addr, pages));
   allocated_ -= pages * page_bytes_;
   return Status::Ok();
 }
 
 std::uint64_t FarHeap::allocated_bytes() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return allocated_;
 }
 

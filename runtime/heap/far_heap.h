@@ -7,10 +7,11 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/far_addr.h"
 #include "farmem/status.h"
 #include "pool/far_pool.h"
@@ -53,19 +54,21 @@ class FarHeap {
   static constexpr std::uint32_t kMinClassShift = 4;  ///< 16 bytes: two pointers
   std::uint32_t class_of(std::size_t bytes, std::size_t align) const;
   std::uint64_t class_bytes(std::uint32_t cls) const { return 1ull << (kMinClassShift + cls); }
-  Result<FarAddr> pages_locked(std::uint64_t pages);
-  Status free_pages_locked(FarAddr addr, std::uint64_t pages);
-  Result<Run*> new_run_locked(std::uint32_t cls);
+  Result<FarAddr> pages_locked(std::uint64_t pages) FARMEM_REQUIRES(mu_);
+  Status free_pages_locked(FarAddr addr, std::uint64_t pages) FARMEM_REQUIRES(mu_);
+  Result<Run*> new_run_locked(std::uint32_t cls) FARMEM_REQUIRES(mu_);
 
   pool::FarPool& pool_;  ///< where arenas come from (injected; outlives the heap)
   const std::uint32_t page_bytes_;
   const unsigned page_shift_;
   const std::uint64_t arena_bytes_;
-  mutable std::mutex mu_;  ///< guards everything below
-  std::vector<std::unique_ptr<Arena>> arenas_;
-  std::vector<std::vector<Run*>> partial_;  ///< per class: runs with a free slot
-  std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_;  ///< by page key
-  std::uint64_t allocated_ = 0;
+  mutable Mutex mu_;  ///< guards everything below
+  std::vector<std::unique_ptr<Arena>> arenas_ FARMEM_GUARDED_BY(mu_);
+  /// Per class: runs with a free slot.
+  std::vector<std::vector<Run*>> partial_ FARMEM_GUARDED_BY(mu_);
+  /// By page key.
+  std::unordered_map<std::uint64_t, std::unique_ptr<Run>> runs_ FARMEM_GUARDED_BY(mu_);
+  std::uint64_t allocated_ FARMEM_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace farmem::heap

@@ -8,9 +8,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 
 namespace farmem::paging {
@@ -106,35 +107,35 @@ class Budget {
     return first;
   }
 
-  void add_reclaimer(Reclaimer* r) {
-    std::lock_guard lock(mu_);
+  void add_reclaimer(Reclaimer* r) FARMEM_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     reclaimers_.push_back(r);
   }
   /// Unregisters `r` and waits until no charge() is still inside r->reclaim(), so `r` may be
   /// destroyed as soon as this returns. Must not be called from inside a reclaim().
-  void remove_reclaimer(Reclaimer* r) {
-    std::unique_lock lock(mu_);
+  void remove_reclaimer(Reclaimer* r) FARMEM_EXCLUDES(mu_) {
+    UniqueLock lock(mu_);
     std::erase(reclaimers_, r);
-    idle_.wait(lock, [&] { return std::count(busy_.begin(), busy_.end(), r) == 0; });
+    while (std::count(busy_.begin(), busy_.end(), r) != 0) lock.wait(idle_);
   }
 
  private:
-  std::vector<Reclaimer*> reclaimers_snapshot() {
-    std::lock_guard lock(mu_);
+  std::vector<Reclaimer*> reclaimers_snapshot() FARMEM_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
     return reclaimers_;
   }
 
   // Runs fn (a call into r) unless r was removed meanwhile; remove_reclaimer waits for it.
   template <typename Fn>
-  void call(Reclaimer* r, Fn&& fn) {
+  void call(Reclaimer* r, Fn&& fn) FARMEM_EXCLUDES(mu_) {
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (std::find(reclaimers_.begin(), reclaimers_.end(), r) == reclaimers_.end()) return;
       busy_.push_back(r);
     }
     fn();
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       busy_.erase(std::find(busy_.begin(), busy_.end(), r));
     }
     idle_.notify_all();
@@ -149,11 +150,13 @@ class Budget {
   const std::uint64_t ceiling_;
   std::atomic<std::uint64_t> used_{0};
   std::atomic<std::uint64_t> peak_{0};
-  /// Guards reclaimers_ and busy_ (registration is rare; charge() copies the list).
-  std::mutex mu_;
+  /// Guards reclaimers_ and busy_ (registration is rare; charge() copies the list). Never
+  /// held while a reclaimer runs, so it comes after every lock of a reclaimer.
+  Mutex mu_;
   std::condition_variable idle_;  ///< signalled when a reclaim call ends
-  std::vector<Reclaimer*> reclaimers_;
-  std::vector<Reclaimer*> busy_;  ///< reclaimers inside reclaim() now (one entry per call)
+  std::vector<Reclaimer*> reclaimers_ FARMEM_GUARDED_BY(mu_);
+  /// Reclaimers inside reclaim() now (one entry per call).
+  std::vector<Reclaimer*> busy_ FARMEM_GUARDED_BY(mu_);
 };
 
 }  // namespace farmem::paging

@@ -92,7 +92,7 @@ std::size_t Pager::revive_chunks_locked(std::uint32_t need, Status* error) {
     }
     revive_failed_ = false;
     {
-      std::lock_guard lock(free_mu_);
+      MutexLock lock(free_mu_);
       for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
     }
     chunk_active_[c].store(1, std::memory_order_release);
@@ -110,7 +110,7 @@ void Pager::retire_chunks_locked() {
     if (!chunk_active(c)) continue;
     const std::uint32_t first = chunk_first(c), n = chunk_size(c);
     {
-      std::lock_guard lock(free_mu_);
+      MutexLock lock(free_mu_);
       // Every frame free (none loading, none present) and none promised to a charge.
       if (free_in_chunk_[c] != n || free_.size() - charged_unbound_ < n) continue;
       std::erase_if(free_, [&](std::uint32_t f) { return f / C == c; });
@@ -122,7 +122,7 @@ void Pager::retire_chunks_locked() {
       log().warn("{}: cannot give frames {}..{} back, they stay in use: {}", options_.name,
                  first, first + n - 1, st.to_string());
       {
-        std::lock_guard lock(free_mu_);
+        MutexLock lock(free_mu_);
         for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
       }
       chunk_active_[c].store(1, std::memory_order_release);
@@ -149,7 +149,7 @@ Status Pager::adjust_chunks() {
   if (options_.chunk_frames == 0) return Status::Ok();
   Status first;
   {
-    std::lock_guard lock(evict_mu_);
+    MutexLock lock(evict_mu_);
     (void)revive_chunks_locked(0, &first);
   }
   // Pages in chunks the budget leaves unused go, hot or not (they come back into low frames
@@ -157,7 +157,7 @@ Status Pager::adjust_chunks() {
   // bounded, since pages may keep arriving if the limit moves meanwhile.
   const std::uint32_t rounds = options_.frames / options_.evict_batch + 2;
   for (std::uint32_t round = 0; round < rounds; ++round) {
-    std::lock_guard lock(evict_mu_);
+    MutexLock lock(evict_mu_);
     frontend_.lock_pages();
     picked_.clear();
     pick_unused_locked(options_.evict_batch, picked_);
@@ -167,40 +167,16 @@ Status Pager::adjust_chunks() {
     if (!st.ok() && first.ok()) first = st;
     if (freed == 0) break;  // none left, or every one kept (in use, write-back failing)
   }
-  std::lock_guard lock(evict_mu_);
+  MutexLock lock(evict_mu_);
   retire_chunks_locked();
   return first;
 }
 
 Pager::Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options)
     : io_(io), budget_(budget), frontend_(frontend), options_(std::move(options)),
-      ref_(options_.frames), clock_(options_.frames) {}
-
-Result<std::unique_ptr<Pager>> Pager::create(pool::FarIo& io, Budget& budget, Frontend& frontend,
-                                             PagerOptions options) {
-  if (options.frames < kMinFrames) {
-    return InvalidArgument(options.name + ": " + std::to_string(options.frames) +
-                           " frames; the pager needs at least " + std::to_string(kMinFrames));
-  }
-  if (options.page_bytes == 0 || options.evict_batch == 0 || options.write_back_batch == 0 ||
-      options.streams == 0) {
-    return InvalidArgument(options.name +
-                           ": page_bytes, evict_batch, write_back_batch and streams must be > 0");
-  }
-  auto p = std::unique_ptr<Pager>(new Pager(io, budget, frontend, std::move(options)));
-  p->start();
-  if (p->options_.chunk_frames != 0 && p->reserve_ > 0) {
-    // Chunks start retired (the front end registered none): enough of them for the reserve.
-    Status st;
-    std::lock_guard lock(p->evict_mu_);
-    if (p->revive_chunks_locked(0, &st) == 0 && !st.ok()) {
-      return st.with_context(p->options_.name + ": the first frames");
-    }
-  }
-  return p;
-}
-
-void Pager::start() {
+      ref_(options_.frames), clock_(options_.frames) {
+  // Tables and scratch are set up here, before another thread can see the pager (so no lock;
+  // the analysis does not check constructors).
   const std::uint32_t n = options_.frames;
   reserve_ = std::clamp<std::uint32_t>(options_.reserve_frames, 1, std::max(1u, n / 4));
   state_ = std::make_unique<std::atomic<std::uint8_t>[]>(n);
@@ -222,6 +198,33 @@ void Pager::start() {
   picked_.reserve(options_.evict_batch);
   victims_.reserve(options_.evict_batch);
   sources_.resize(options_.write_back_batch);
+}
+
+Result<std::unique_ptr<Pager>> Pager::create(pool::FarIo& io, Budget& budget, Frontend& frontend,
+                                             PagerOptions options) {
+  if (options.frames < kMinFrames) {
+    return InvalidArgument(options.name + ": " + std::to_string(options.frames) +
+                           " frames; the pager needs at least " + std::to_string(kMinFrames));
+  }
+  if (options.page_bytes == 0 || options.evict_batch == 0 || options.write_back_batch == 0 ||
+      options.streams == 0) {
+    return InvalidArgument(options.name +
+                           ": page_bytes, evict_batch, write_back_batch and streams must be > 0");
+  }
+  auto p = std::unique_ptr<Pager>(new Pager(io, budget, frontend, std::move(options)));
+  p->start();
+  if (p->options_.chunk_frames != 0 && p->reserve_ > 0) {
+    // Chunks start retired (the front end registered none): enough of them for the reserve.
+    Status st;
+    MutexLock lock(p->evict_mu_);
+    if (p->revive_chunks_locked(0, &st) == 0 && !st.ok()) {
+      return st.with_context(p->options_.name + ": the first frames");
+    }
+  }
+  return p;
+}
+
+void Pager::start() {
   budget_.add_reclaimer(this);
   registered_ = true;
   if (options_.background_evictor) evictor_ = std::thread([this] { run_evictor(); });
@@ -229,7 +232,7 @@ void Pager::start() {
 
 void Pager::stop() {
   {
-    std::lock_guard lock(evictor_mu_);
+    MutexLock lock(evictor_mu_);
     stopping_ = true;
   }
   evictor_cv_.notify_all();
@@ -248,7 +251,7 @@ Pager::~Pager() {
 // ---- frames ----
 
 std::uint32_t Pager::free_slots() const {
-  std::lock_guard lock(free_mu_);
+  MutexLock lock(free_mu_);
   return static_cast<std::uint32_t>(free_.size() - charged_unbound_);
 }
 
@@ -293,7 +296,7 @@ bool Pager::try_take_frame(std::uint32_t* frame) {
   bool got = false;
   std::size_t left = 0;
   {
-    std::lock_guard lock(free_mu_);
+    MutexLock lock(free_mu_);
     if (charge_locked(1)) {
       *frame = bind_locked();
       got = true;
@@ -308,7 +311,7 @@ bool Pager::try_charge_pages(std::uint32_t n) {
   bool got = false;
   std::size_t left = 0;
   {
-    std::lock_guard lock(free_mu_);
+    MutexLock lock(free_mu_);
     got = charge_locked(n);
     left = free_.size() - charged_unbound_;
   }
@@ -317,7 +320,7 @@ bool Pager::try_charge_pages(std::uint32_t n) {
 }
 
 bool Pager::try_charge_spare(std::uint32_t n) {
-  std::lock_guard lock(free_mu_);
+  MutexLock lock(free_mu_);
   if (free_.size() - charged_unbound_ < std::size_t{n} + reserve_) return false;
   if (budget_room() < std::uint64_t{n} + reserve_) return false;
   return charge_locked(n);
@@ -326,7 +329,7 @@ bool Pager::try_charge_spare(std::uint32_t n) {
 void Pager::uncharge_pages(std::uint32_t n) {
   if (n == 0) return;
   {
-    std::lock_guard lock(free_mu_);
+    MutexLock lock(free_mu_);
     charged_unbound_ -= n;
     in_use_.fetch_sub(n, std::memory_order_relaxed);
   }
@@ -338,7 +341,7 @@ std::uint32_t Pager::install_charged(std::uint64_t key, bool dirty, bool referen
                                      std::uint32_t prefetch_stream) {
   std::uint32_t f = 0;
   {
-    std::lock_guard lock(free_mu_);
+    MutexLock lock(free_mu_);
     f = bind_locked();
   }
   install(f, key, dirty, referenced, prefetch_stream);
@@ -356,7 +359,7 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
       // The budget grew since chunks were given back: take one back rather than evict. With
       // no slot for these pages at all, one back even while the budget's other consumers hold
       // its room: charging below asks them for it only when slots are free.
-      std::lock_guard lock(evict_mu_);
+      MutexLock lock(evict_mu_);
       if (revive_chunks_locked(n, &err) > 0) continue;
     }
     bool progress = evict(std::max<std::size_t>(n, options_.evict_batch), &err) > 0;
@@ -374,8 +377,8 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
     // times, since other takers may keep winning the room.
     if (progress && (!late || round < kRoundsPastDeadline)) continue;
     if (late) break;
-    std::unique_lock lock(free_mu_);
-    free_cv_.wait_for(lock, kFrameRetryWait);
+    UniqueLock lock(free_mu_);
+    lock.wait_for(free_cv_, kFrameRetryWait);
   }
   return ResourceExhausted(
       options_.name + ": no room for " + std::to_string(n) + " page(s) before the deadline "
@@ -385,7 +388,7 @@ Status Pager::charge_pages(std::uint32_t n, std::chrono::steady_clock::time_poin
 
 Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point deadline) {
   FARMEM_RETURN_IF_ERROR(charge_pages(1, deadline));
-  std::lock_guard lock(free_mu_);
+  MutexLock lock(free_mu_);
   return bind_locked();
 }
 
@@ -413,7 +416,7 @@ void Pager::release(std::uint32_t frame) {
   dirty_[frame].store(0, std::memory_order_relaxed);
   prefetched_[frame].store(0, std::memory_order_relaxed);
   {
-    std::lock_guard lock(free_mu_);
+    MutexLock lock(free_mu_);
     push_free_locked(frame);
     in_use_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -444,7 +447,7 @@ std::uint32_t Pager::take_wasted(std::uint32_t stream) {
 // ---- eviction and write-back ----
 
 std::size_t Pager::evict(std::size_t want, Status* error) {
-  std::lock_guard lock(evict_mu_);
+  MutexLock lock(evict_mu_);
   frontend_.lock_pages();
   std::size_t freed = 0;
   Status st;
@@ -566,7 +569,7 @@ Status Pager::write_back_locked(std::vector<Victim>& victims) {
 }
 
 Status Pager::flush() {
-  std::lock_guard lock(evict_mu_);
+  MutexLock lock(evict_mu_);
   for (int round = 0; round < kFlushRounds; ++round) {
     frontend_.lock_pages();
     std::vector<Victim> victims;
@@ -575,7 +578,7 @@ Status Pager::flush() {
     }
     if (victims.empty()) {
       frontend_.unlock_pages();
-      std::lock_guard elock(error_mu_);
+      MutexLock elock(error_mu_);
       background_error_ = Status::Ok();  // everything is durable now
       return Status::Ok();
     }
@@ -587,7 +590,7 @@ Status Pager::flush() {
 }
 
 Status Pager::drop_frames(std::span<const std::uint32_t> frames) {
-  std::lock_guard lock(evict_mu_);
+  MutexLock lock(evict_mu_);
   frontend_.lock_pages();
   std::vector<Victim> victims;
   for (std::uint32_t f : frames) {
@@ -621,25 +624,26 @@ std::uint64_t Pager::reclaim(std::uint64_t bytes) {
 void Pager::wake_evictor() {
   if (evict_requested_.exchange(true, std::memory_order_acq_rel)) return;  // already asked
   {
-    std::lock_guard lock(evictor_mu_);  // pairs with the evictor's predicate check
+    MutexLock lock(evictor_mu_);  // pairs with the evictor's predicate check
   }
   evictor_cv_.notify_one();
 }
 
 void Pager::run_evictor() {
-  std::unique_lock lock(evictor_mu_);
+  UniqueLock lock(evictor_mu_);
   bool stuck = false;
   while (!stopping_) {
-    const bool asked = evictor_cv_.wait_for(lock, options_.evictor_period, [&] {
-      return stopping_ || evict_requested_.load(std::memory_order_acquire);
-    });
+    const bool asked =
+        lock.wait_for(evictor_cv_, options_.evictor_period, [&]() FARMEM_REQUIRES(evictor_mu_) {
+          return stopping_ || evict_requested_.load(std::memory_order_acquire);
+        });
     if (stopping_) break;
     lock.unlock();
     // Chunks first: a chunk taken back spares evictions, and after a shrink the pages of
     // chunks above the budget go before any other.
     if (chunk_work_pending()) {
       if (Status st = adjust_chunks(); !st.ok()) {
-        std::lock_guard elock(error_mu_);
+        MutexLock elock(error_mu_);
         if (background_error_.ok()) background_error_ = st;
       }
     }
@@ -655,14 +659,14 @@ void Pager::run_evictor() {
       const std::size_t n = evict(options_.evict_batch, &err);
       background_passes_.fetch_add(1, std::memory_order_relaxed);
       if (!err.ok()) {
-        std::lock_guard elock(error_mu_);
+        MutexLock elock(error_mu_);
         if (background_error_.ok()) background_error_ = err;
       }
       if (n == 0) {
         stuck = true;
         break;
       }
-      std::lock_guard slock(evictor_mu_);
+      MutexLock slock(evictor_mu_);
       if (stopping_) break;
     }
     evict_requested_.store(false, std::memory_order_release);
@@ -692,7 +696,7 @@ PagerStats Pager::stats() const {
 }
 
 Status Pager::background_error() const {
-  std::lock_guard lock(error_mu_);
+  MutexLock lock(error_mu_);
   return background_error_;
 }
 

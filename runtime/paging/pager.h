@@ -28,6 +28,9 @@
 //   evict_mu_           one eviction / flush / drop pass at a time (the CLOCK hand);
 //   Frontend::lock_pages  the front end's own lock for a pass (a region's page lock);
 //   free_mu_            the free list (a leaf: nothing is called while it is held).
+// The analysis (common/thread_annotations.h) sees the front end's lock as the Frontend object
+// itself, an abstract capability that lock_pages/unlock_pages take and release; a front end
+// with a real lock (a region's page_mu_) annotates its overrides with it.
 // take_frame's fast path takes only free_mu_, and no code holding free_mu_ touches a region
 // page, so a region's SIGBUS handler may take a frame (see region/region.h, invariant 5).
 //
@@ -55,7 +58,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -64,6 +66,8 @@
 #include "farmem/far_addr.h"
 #include "farmem/io_batch.h"
 #include "farmem/status.h"
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "paging/budget.h"
 #include "paging/clock.h"
 #include "pool/far_io.h"
@@ -112,34 +116,37 @@ struct Victim {
 
 /// What the pager needs from a front end. Calls come from the evictor thread, from a thread
 /// that evicts inline (a fault that found the reserve empty), from flush() and drop_keys().
-class Frontend {
+/// To the thread-safety analysis a Frontend is itself a lock: the one lock_pages() takes.
+class FARMEM_CAPABILITY("mutex") Frontend {
  public:
   virtual ~Frontend() = default;
   /// Held around a whole eviction / flush / drop pass (a region's page lock); the cache needs
   /// none. Called with the pager's evict_mu_ held.
-  virtual void lock_pages() {}
-  virtual void unlock_pages() {}
+  virtual void lock_pages() FARMEM_ACQUIRE() {}
+  virtual void unlock_pages() FARMEM_RELEASE() {}
   /// The far address of a page.
   virtual FarAddr far_of(std::uint64_t key) const = 0;
   /// CLOCK passed over a referenced frame (its bit is now clear): a region re-protects a
-  /// dirty page here so that its next store is seen as an access again.
+  /// dirty page here so that its next store is seen as an access again. Called during a
+  /// pass, with lock_pages held; not annotated so, because the pager calls it from CLOCK's
+  /// callback (a lambda, which the analysis checks as a function holding nothing).
   virtual void on_second_chance(std::uint32_t /*frame*/, std::uint64_t /*key*/) {}
   /// Makes `victims` unreachable for new accesses, or stable for a flush (`for_flush`: they
   /// stay resident), and sets `keep` on those that must stay as they are (in use). After it
   /// returns, the dirty bit of a victim not kept does not change until restore() or drop().
-  virtual void isolate(std::span<Victim> victims, bool for_flush) = 0;
+  virtual void isolate(std::span<Victim> victims, bool for_flush) FARMEM_REQUIRES(this) = 0;
   /// Where the write-back of each victim reads from: registered memory holding the page's
   /// bytes now (a frame, or staging the front end copies into). `victims` are dirty, not
   /// kept, sorted by key, at most write_back_batch of them; the spans stay valid until the
   /// next stage() call or the end of the pass.
   virtual void stage(std::span<const Victim> victims,
-                     std::span<std::span<const std::byte>> sources) = 0;
+                     std::span<std::span<const std::byte>> sources) FARMEM_REQUIRES(this) = 0;
   /// Unmaps victims (clean now: written back or never dirty), sorted by key. Sets `keep` on
   /// any it could not unmap. The pager then frees the frames of the others.
-  virtual void drop(std::span<Victim> victims) = 0;
+  virtual void drop(std::span<Victim> victims) FARMEM_REQUIRES(this) = 0;
   /// Victims that stay (kept by isolate or drop, or whose write-back failed; every victim of
   /// a flush) become accessible again.
-  virtual void restore(std::span<Victim> victims) = 0;
+  virtual void restore(std::span<Victim> victims) FARMEM_REQUIRES(this) = 0;
   /// Frames [first, first + n) (one chunk, PagerOptions::chunk_frames) are free, no I/O on
   /// them is in flight, and the pager hands none of them out until revive_frames succeeded:
   /// their memory may go back to the OS. An error leaves them as they were (the pager keeps
@@ -297,18 +304,19 @@ class Pager final : public Reclaimer {
   Pager(pool::FarIo& io, Budget& budget, Frontend& frontend, PagerOptions options);
   void start();
 
-  std::uint32_t free_slots() const;
-  bool charge_locked(std::uint32_t n);  ///< free_mu_ held
-  std::uint32_t bind_locked();          ///< free_mu_ held; a charged page takes a free slot
+  std::uint32_t free_slots() const FARMEM_EXCLUDES(free_mu_);
+  bool charge_locked(std::uint32_t n) FARMEM_REQUIRES(free_mu_);
+  /// A charged page takes a free slot.
+  std::uint32_t bind_locked() FARMEM_REQUIRES(free_mu_);
   void after_take(bool got, std::size_t free_left);
   /// Pages' worth of free room in the budget.
   std::uint64_t budget_room() const;
-  void release(std::uint32_t frame);
+  void release(std::uint32_t frame) FARMEM_EXCLUDES(free_mu_);
   /// The pass of evict/flush/drop_frames over `victims`, with evict_mu_ and the front end's
   /// lock held: isolate, write back, then drop (or restore, for a flush).
   Status pass_locked(std::vector<Victim>& victims, bool for_flush, bool count_wasted,
-                     std::size_t* freed);
-  Status write_back_locked(std::vector<Victim>& victims);
+                     std::size_t* freed) FARMEM_REQUIRES(evict_mu_, frontend_);
+  Status write_back_locked(std::vector<Victim>& victims) FARMEM_REQUIRES(evict_mu_, frontend_);
   void run_evictor();
   void wake_evictor();
 
@@ -323,18 +331,19 @@ class Pager final : public Reclaimer {
   }
   /// Frames need a retired chunk back: fewer free than the reserve, and budget room for more.
   bool short_of_frames() const;
-  /// Present frames of active chunks from `first_unused_chunk` on, at most `want` (evict_mu_).
-  void pick_unused_locked(std::size_t want, std::vector<std::uint32_t>& out);
-  /// One eviction pass over `picked_` (evict_mu_ and the front end's lock held).
-  std::size_t pass_picked_locked(Status* error);
+  /// Present frames of active chunks from `first_unused_chunk` on, at most `want`.
+  void pick_unused_locked(std::size_t want, std::vector<std::uint32_t>& out)
+      FARMEM_REQUIRES(evict_mu_);
+  /// One eviction pass over `picked_`.
+  std::size_t pass_picked_locked(Status* error) FARMEM_REQUIRES(evict_mu_, frontend_);
   /// Revives retired chunks below the limit, lowest first, while short_of_frames() or fewer
   /// than `need` frames are free; returns how many. A front end's error stops it (logged once
   /// a streak, also put in `*error`).
-  std::size_t revive_chunks_locked(std::uint32_t need, Status* error);
-  void retire_chunks_locked();
-  // The free list is a min-heap: the lowest free frame is taken first (free_mu_ held).
-  void push_free_locked(std::uint32_t f);
-  std::uint32_t pop_free_locked();
+  std::size_t revive_chunks_locked(std::uint32_t need, Status* error) FARMEM_REQUIRES(evict_mu_);
+  void retire_chunks_locked() FARMEM_REQUIRES(evict_mu_);
+  // The free list is a min-heap: the lowest free frame is taken first.
+  void push_free_locked(std::uint32_t f) FARMEM_REQUIRES(free_mu_);
+  std::uint32_t pop_free_locked() FARMEM_REQUIRES(free_mu_);
 
   pool::FarIo& io_;
   Budget& budget_;
@@ -352,33 +361,42 @@ class Pager final : public Reclaimer {
   /// Per stream: prefetched pages evicted unused, not yet taken by take_wasted().
   std::unique_ptr<std::atomic<std::uint32_t>[]> wasted_pending_;
 
-  mutable std::mutex free_mu_;  ///< guards free_ and free_in_chunk_ (a leaf lock)
+  /// Guards free_, free_in_chunk_ and charged_unbound_ (a leaf lock: last in the order).
+  mutable Mutex free_mu_ FARMEM_ACQUIRED_AFTER(evict_mu_, frontend_);
   std::condition_variable free_cv_;
-  std::vector<std::uint32_t> free_;  ///< a min-heap of frame numbers (std::greater)
-  std::vector<std::uint32_t> free_in_chunk_;  ///< per chunk: its frames in free_
+  /// A min-heap of frame numbers (std::greater).
+  std::vector<std::uint32_t> free_ FARMEM_GUARDED_BY(free_mu_);
+  /// Per chunk: its frames in free_.
+  std::vector<std::uint32_t> free_in_chunk_ FARMEM_GUARDED_BY(free_mu_);
   /// Per chunk: 1 active, 0 retired. Written under evict_mu_; read lock-free.
   std::unique_ptr<std::atomic<std::uint8_t>[]> chunk_active_;
   std::atomic<std::uint32_t> active_frames_{0};
-  bool revive_failed_ = false;  ///< evict_mu_: the last revive failed (logged once a streak)
-  std::size_t charged_unbound_ = 0;  ///< pages charged by try_charge_pages, not yet bound
+  /// The last revive failed (logged once a streak).
+  bool revive_failed_ FARMEM_GUARDED_BY(evict_mu_) = false;
+  /// Pages charged by try_charge_pages, not yet bound.
+  std::size_t charged_unbound_ FARMEM_GUARDED_BY(free_mu_) = 0;
   std::atomic<std::uint32_t> in_use_{0};
   std::atomic<std::uint32_t> peak_in_use_{0};
 
-  std::mutex evict_mu_;  ///< one pass at a time; guards clock_ and the scratch vectors
-  Clock clock_;
-  std::vector<std::uint32_t> picked_;
-  std::vector<Victim> victims_;
-  IoBatch wb_batch_;
-  std::vector<std::span<const std::byte>> sources_;
-  std::vector<Victim> going_, staying_, chunk_;  ///< pass scratch
-  std::vector<Victim*> dirty_scratch_;
+  /// One pass at a time; guards clock_ and the scratch vectors. First in the lock order.
+  Mutex evict_mu_ FARMEM_ACQUIRED_BEFORE(frontend_, free_mu_);
+  Clock clock_ FARMEM_GUARDED_BY(evict_mu_);
+  std::vector<std::uint32_t> picked_ FARMEM_GUARDED_BY(evict_mu_);
+  std::vector<Victim> victims_ FARMEM_GUARDED_BY(evict_mu_);
+  IoBatch wb_batch_ FARMEM_GUARDED_BY(evict_mu_);
+  std::vector<std::span<const std::byte>> sources_ FARMEM_GUARDED_BY(evict_mu_);
+  /// Pass scratch.
+  std::vector<Victim> going_ FARMEM_GUARDED_BY(evict_mu_), staying_ FARMEM_GUARDED_BY(evict_mu_),
+      chunk_ FARMEM_GUARDED_BY(evict_mu_);
+  std::vector<Victim*> dirty_scratch_ FARMEM_GUARDED_BY(evict_mu_);
 
-  mutable std::mutex error_mu_;  ///< guards background_error_
-  Status background_error_;
+  /// Guards background_error_ (taken alone, or last under evict_mu_).
+  mutable Mutex error_mu_ FARMEM_ACQUIRED_AFTER(evict_mu_);
+  Status background_error_ FARMEM_GUARDED_BY(error_mu_);
 
-  std::mutex evictor_mu_;  ///< guards stopping_ and the evictor's sleep
+  Mutex evictor_mu_;  ///< guards stopping_ and the evictor's sleep (taken alone)
   std::condition_variable evictor_cv_;
-  bool stopping_ = false;
+  bool stopping_ FARMEM_GUARDED_BY(evictor_mu_) = false;
   std::atomic<bool> evict_requested_{false};
   bool registered_ = false;
   std::thread evictor_;

@@ -31,13 +31,13 @@
 #include <thread>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <random>
-#include <shared_mutex>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/far_addr.h"
 #include "pool/far_addr.h"
 #include "pool/slab_allocator.h"
@@ -98,7 +98,7 @@ class FarPool {
     return swap_ ? std::optional<std::size_t>(overflow_) : std::nullopt;
   }
   /// Held shared by batches that touch the swap file (see above).
-  std::shared_mutex& overflow_gate() { return gate_; }
+  SharedMutex& overflow_gate() FARMEM_RETURN_CAPABILITY(gate_) { return gate_; }
   /// The swap file's figures (zeros without one) and slabs moved back to far memory so far.
   SwapFileStats swap_stats() const { return swap_ ? swap_->stats() : SwapFileStats{}; }
   std::uint64_t slabs_moved_back() const { return moved_back_.load(std::memory_order_relaxed); }
@@ -150,17 +150,18 @@ class FarPool {
   /// The order in which servers are asked for a new slab of `bytes`: power of two choices
   /// first (two drawn with probability proportional to their free bytes, the one with the
   /// larger free fraction first), then the others, emptiest first.
-  std::vector<std::size_t> placement_order(std::uint64_t bytes, std::string& why);
+  std::vector<std::size_t> placement_order(std::uint64_t bytes, std::string& why)
+      FARMEM_REQUIRES(lease_mu_);
   /// Leases one piece of `bytes` from the first server of placement order that grants it.
-  Result<Piece> lease_piece(std::uint64_t bytes, std::string& why);
+  Result<Piece> lease_piece(std::uint64_t bytes, std::string& why) FARMEM_REQUIRES(lease_mu_);
   /// Leases a striped slab of at least `bytes` over as many servers as have room for an
-  /// equal share (one piece when only one has); with lease_mu_ held.
-  Result<Slab> lease_striped(std::uint64_t bytes);
-  /// Adds a leased slab to the table; returns its index (mu_ exclusive held).
-  Result<std::size_t> install_locked(Slab slab);
+  /// equal share (one piece when only one has).
+  Result<Slab> lease_striped(std::uint64_t bytes) FARMEM_REQUIRES(lease_mu_);
+  /// Adds a leased slab to the table; returns its index.
+  Result<std::size_t> install_locked(Slab slab) FARMEM_REQUIRES(mu_);
   /// Gives pieces back to their servers (no lock held: these are network calls).
-  void release(const std::vector<Piece>& pieces);
-  std::optional<FarRange> allocate_in_shared_locked(std::uint64_t bytes);
+  void release(const std::vector<Piece>& pieces) FARMEM_EXCLUDES(mu_);
+  std::optional<FarRange> allocate_in_shared_locked(std::uint64_t bytes) FARMEM_REQUIRES(mu_);
   /// Leases from the swap file after the memservers refused (`why` says how).
   Result<Piece> lease_overflow(std::uint64_t bytes, const Status& refused);
   /// Copies [from, from + len) of the swap file slab `old` into `far` through `buf`.
@@ -171,21 +172,29 @@ class FarPool {
   const PoolOptions options_;
   std::unique_ptr<std::unique_ptr<transport::Connection>[]> conns_;  ///< kMaxServers slots
   std::atomic<std::size_t> count_{0};  ///< slots [0, count_) are set and never change
-  std::mutex lease_mu_;  ///< serialises leases (before mu_ when both are held)
-  /// Guards the rest: shared for resolve(), exclusive to change.
-  mutable std::shared_mutex mu_;
-  std::vector<std::string> names_;  ///< per connection
-  std::vector<bool> closed_;        ///< per connection: closed to new slabs
-  std::vector<Slab> slabs_;         ///< indexed by FarAddr slab index; never reused
-  std::mt19937_64 rng_{0x5eed};     ///< the two random choices (fixed seed: reproducible)
+  /// Serialises leases (before mu_ when both are held).
+  Mutex lease_mu_ FARMEM_ACQUIRED_BEFORE(mu_);
+  /// Guards the tables below: shared for resolve(), exclusive to change.
+  mutable SharedMutex mu_;
+  std::vector<std::string> names_ FARMEM_GUARDED_BY(mu_);  ///< per connection
+  /// Per connection: closed to new slabs.
+  std::vector<bool> closed_ FARMEM_GUARDED_BY(mu_);
+  /// Indexed by FarAddr slab index; never reused.
+  std::vector<Slab> slabs_ FARMEM_GUARDED_BY(mu_);
+  /// The two random choices (fixed seed: reproducible); only lease_mu_ holders draw.
+  std::mt19937_64 rng_ FARMEM_GUARDED_BY(lease_mu_){0x5eed};
 
+  /// Set once by set_overflow (under mu_), before any allocation; read lock-free after that
+  /// (overflow_conn() on every submit), so not annotated as guarded.
   SwapFile* swap_ = nullptr;  ///< owned by conns_[overflow_]
   std::size_t overflow_ = 0;
-  std::shared_mutex gate_;
+  /// The overflow gate (see the top of this file): orders batches on the swap file against
+  /// a slab's switch back to far memory; guards no field. Taken before mu_.
+  SharedMutex gate_ FARMEM_ACQUIRED_BEFORE(mu_);
   std::atomic<std::uint64_t> moved_back_{0};
-  std::mutex stop_mu_;
+  Mutex stop_mu_;  ///< guards stop_ (the migration thread's sleep)
   std::condition_variable stop_cv_;
-  bool stop_ = false;
+  bool stop_ FARMEM_GUARDED_BY(stop_mu_) = false;
   std::thread migrator_;
 };
 

@@ -26,7 +26,7 @@ Status FarPool::set_overflow(std::unique_ptr<SwapFile> file, std::chrono::millis
   const std::string name = raw->peer();
   FARMEM_ASSIGN_OR_RETURN(std::size_t i, add_connection(std::move(file), name));
   {
-    std::unique_lock lock(mu_);
+    WriterLock lock(mu_);
     overflow_ = i;
     swap_ = raw;
   }
@@ -35,8 +35,8 @@ Status FarPool::set_overflow(std::unique_ptr<SwapFile> file, std::chrono::millis
 }
 
 void FarPool::migration_loop(std::chrono::milliseconds interval) {
-  std::unique_lock lock(stop_mu_);
-  while (!stop_cv_.wait_for(lock, interval, [&] { return stop_; })) {
+  UniqueLock lock(stop_mu_);
+  while (!lock.wait_for(stop_cv_, interval, [&]() FARMEM_REQUIRES(stop_mu_) { return stop_; })) {
     lock.unlock();
     migrate_once();
     lock.lock();
@@ -60,7 +60,7 @@ std::size_t FarPool::migrate_once() {
   if (!swap_) return 0;
   std::vector<std::pair<std::size_t, Piece>> on_file;
   {
-    std::shared_lock lock(mu_);
+    ReaderLock lock(mu_);
     for (std::size_t i = 0; i < slabs_.size(); ++i) {
       const Slab& s = slabs_[i];
       if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_) {
@@ -72,12 +72,12 @@ std::size_t FarPool::migrate_once() {
   std::vector<std::byte> buf(std::min<std::uint64_t>(1u << 20, options_.slab_bytes));
   for (auto& [i, old] : on_file) {
     {
-      std::lock_guard stop(stop_mu_);
+      MutexLock stop(stop_mu_);
       if (stop_) break;
     }
     Piece far;
     {
-      std::lock_guard lease(lease_mu_);
+      MutexLock lease(lease_mu_);
       std::string why;
       auto p = lease_piece(old.bytes, why);
       if (!p.ok()) break;  // no room yet: try again next pass
@@ -93,13 +93,13 @@ std::size_t FarPool::migrate_once() {
     }
     bool switched = false;
     if (st.ok()) {
-      std::unique_lock gate(gate_);
+      WriterLock gate(gate_);
       for (auto& [from, len] : swap_->take_dirty(old.server_slab_id)) {
         st = copy_out(old, far, from, len, buf, (*reg)->lkey());
         if (!st.ok()) break;
       }
       if (st.ok()) {
-        std::unique_lock lock(mu_);
+        WriterLock lock(mu_);
         Slab& s = slabs_[i];
         if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_ &&
             s.pieces[0].server_slab_id == old.server_slab_id) {

@@ -1,7 +1,6 @@
 #include "pool/io_service.h"
 
 #include <algorithm>
-#include <mutex>
 
 #include "common/in_farmem.h"
 
@@ -59,7 +58,7 @@ IoService::~IoService() = default;
 
 Result<IoService::LocalKey> IoService::lkey_for(const std::byte* p, std::size_t conn) const {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
-  std::shared_lock lock(ranges_mu_);
+  ReaderLock lock(ranges_mu_);
   auto it = ranges_.upper_bound(a);
   if (it != ranges_.begin()) {
     --it;
@@ -119,7 +118,7 @@ bool IoService::pins_registered_memory() const {
 
 Status IoService::register_memory(std::span<std::byte> memory) {
   if (memory.empty()) return InvalidArgument("registering empty memory");
-  std::lock_guard reg(reg_mu_);  // no server is added meanwhile
+  MutexLock reg(reg_mu_);  // no server is added meanwhile
   LocalRange range;
   range.length = memory.size();
   for (std::size_t c = 0; c < pool_.connection_count(); ++c) {
@@ -127,7 +126,7 @@ Status IoService::register_memory(std::span<std::byte> memory) {
     if (!reg_c.ok()) return reg_c.status().with_context("registering local memory");
     range.regs.push_back(std::move(reg_c).value());
   }
-  std::unique_lock lock(ranges_mu_);
+  WriterLock lock(ranges_mu_);
   const auto key = reinterpret_cast<std::uintptr_t>(memory.data());
   auto next = ranges_.lower_bound(key);
   const bool overlaps_next = next != ranges_.end() && next->first < key + memory.size();
@@ -141,13 +140,13 @@ Status IoService::register_memory(std::span<std::byte> memory) {
 }
 
 Status IoService::add_connection(std::size_t conn) {
-  std::lock_guard reg(reg_mu_);
+  MutexLock reg(reg_mu_);
   if (conn >= pool_.connection_count()) return OutOfRange("no connection " + std::to_string(conn));
   // Registrations made before the connection existed; a range registered after it was added
   // to the pool has it already.
   std::vector<std::pair<std::uintptr_t, std::unique_ptr<transport::MemoryRegistration>>> made;
   {
-    std::shared_lock lock(ranges_mu_);
+    ReaderLock lock(ranges_mu_);
     for (auto& [start, range] : ranges_) {
       if (range.regs.size() != conn) continue;
       auto r = pool_.connection(conn).register_memory(reinterpret_cast<void*>(start),
@@ -159,14 +158,14 @@ Status IoService::add_connection(std::size_t conn) {
       made.emplace_back(start, std::move(r).value());
     }
   }
-  std::unique_lock lock(ranges_mu_);
+  WriterLock lock(ranges_mu_);
   for (auto& [start, r] : made) ranges_.at(start).regs.push_back(std::move(r));
   return Status::Ok();
 }
 
 Status IoService::unregister_memory(std::span<std::byte> memory) {
-  std::lock_guard reg(reg_mu_);
-  std::unique_lock lock(ranges_mu_);
+  MutexLock reg(reg_mu_);
+  WriterLock lock(ranges_mu_);
   auto it = ranges_.find(reinterpret_cast<std::uintptr_t>(memory.data()));
   if (it == ranges_.end() || it->second.length != memory.size()) {
     return NotFound("no registration of exactly that range");
@@ -217,7 +216,7 @@ Status IoService::submit(IoBatch& batch) {
   if (overflow && *overflow < b.per_conn.size() && !b.per_conn[*overflow].empty()) {
     // Ops on the swap file run inside post(): holding the gate from resolving to posting
     // keeps their slabs from moving back to far memory in between (see far_pool.h).
-    std::shared_lock gate(pool_.overflow_gate());
+    ReaderLock gate(pool_.overflow_gate());
     FARMEM_RETURN_IF_ERROR(build(batch));
     return post_all(batch);
   }

@@ -11,12 +11,12 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <memory>
-#include <shared_mutex>
 #include <span>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/far_addr.h"
 #include "farmem/io_batch.h"
 #include "farmem/status.h"
@@ -55,8 +55,8 @@ class IoService final : public FarIo {
   /// over verbs would pin the pages given back (see Capabilities::pins_registered_memory).
   /// Returns whether it ran.
   template <typename F>
-  bool if_unpinned(F&& give_back) {
-    std::lock_guard reg(reg_mu_);
+  bool if_unpinned(F&& give_back) FARMEM_EXCLUDES(reg_mu_) {
+    MutexLock reg(reg_mu_);
     if (pins_registered_memory()) return false;
     give_back();
     return true;
@@ -87,7 +87,8 @@ class IoService final : public FarIo {
     std::uint32_t lkey;
     std::uint64_t bytes;
   };
-  Result<LocalKey> lkey_for(const std::byte* p, std::size_t conn) const;
+  Result<LocalKey> lkey_for(const std::byte* p, std::size_t conn) const
+      FARMEM_EXCLUDES(ranges_mu_);
   Status append_ops(transport::OpKind kind, FarAddr far, std::byte* local, std::uint64_t n,
                     std::vector<std::vector<transport::Op>>& per_conn);
   void count(transport::OpKind kind, std::uint64_t n);
@@ -100,10 +101,12 @@ class IoService final : public FarIo {
   const std::chrono::nanoseconds timeout_;
   /// Serialises (un)registration and add_connection: every range gets a registration with
   /// every connection, index for index.
-  std::mutex reg_mu_;
+  /// Taken before ranges_mu_.
+  Mutex reg_mu_ FARMEM_ACQUIRED_BEFORE(ranges_mu_);
   /// Guards ranges_: shared to look up lkeys, exclusive to change.
-  mutable std::shared_mutex ranges_mu_;
-  std::map<std::uintptr_t, LocalRange> ranges_;  ///< keyed by start address
+  mutable SharedMutex ranges_mu_;
+  /// Keyed by start address.
+  std::map<std::uintptr_t, LocalRange> ranges_ FARMEM_GUARDED_BY(ranges_mu_);
   std::atomic<std::uint64_t> reads_{0}, writes_{0}, bytes_read_{0}, bytes_written_{0};
 };
 

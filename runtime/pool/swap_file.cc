@@ -121,7 +121,7 @@ Status SwapFile::post(std::span<const transport::Op> ops, transport::Completion&
   FARMEM_RETURN_IF_ERROR(transport::validate_ops(ops, caps_));
   done.arm(1);
   Status first;
-  std::lock_guard lock(mu_);  // I/O under the lock: take_dirty() sees every write whole
+  MutexLock lock(mu_);  // I/O under the lock: take_dirty() sees every write whole
   for (const transport::Op& op : ops) {
     auto e = extent_for_locked(op.remote_addr, op.length, op.rkey);
     Status st = e.status();
@@ -152,7 +152,7 @@ Status SwapFile::wait(transport::Completion& done, std::chrono::nanoseconds) {
 Result<proto::SlabInfo> SwapFile::lease(std::uint64_t bytes) {
   const std::uint64_t c = options_.chunk_bytes;
   bytes = (bytes + c - 1) / c * c;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto off = space_.allocate(bytes, c);
   if (!off) {
     return ResourceExhausted(peer_ + ": full (" + std::to_string(space_.used_bytes()) + " of " +
@@ -177,7 +177,7 @@ Result<proto::SlabInfo> SwapFile::lease(std::uint64_t bytes) {
 }
 
 Status SwapFile::release(std::uint64_t slab_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   auto it = extents_.begin();
   while (it != extents_.end() && it->second.id != slab_id) ++it;
   if (it == extents_.end()) return NotFound(peer_ + ": no slab " + std::to_string(slab_id));
@@ -216,7 +216,10 @@ Result<proto::Message> SwapFile::call(proto::Message request, std::chrono::nanos
     case proto::MsgType::kStats: {
       const SwapFileStats s = stats();
       proto::ServerStats out{};
-      out.capacity_bytes = space_.slab_bytes();
+      {
+        MutexLock lock(mu_);
+        out.capacity_bytes = space_.slab_bytes();
+      }
       out.used_bytes = s.used_bytes;
       out.mapped_bytes = s.allocated_bytes;
       out.slabs = s.slabs;
@@ -230,7 +233,7 @@ Result<proto::Message> SwapFile::call(proto::Message request, std::chrono::nanos
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> SwapFile::take_dirty(std::uint64_t slab_id) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
   for (auto& [off, e] : extents_) {
     if (e.id != slab_id) continue;
@@ -248,14 +251,14 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> SwapFile::take_dirty(std::u
 }
 
 Status SwapFile::read_raw(std::uint64_t addr, std::span<std::byte> out) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return pread_all(fd_, out.data(), out.size(), addr);
 }
 
 SwapFileStats SwapFile::stats() const {
   SwapFileStats s;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     s.used_bytes = space_.used_bytes();
     s.slabs = extents_.size();
   }

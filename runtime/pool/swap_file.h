@@ -17,11 +17,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "pool/slab_allocator.h"
 #include "transport/transport.h"
@@ -72,17 +73,20 @@ class SwapFile final : public transport::Connection {
   SwapFile(SwapFileOptions options, int fd);
   Result<proto::SlabInfo> lease(std::uint64_t bytes);
   Status release(std::uint64_t slab_id);
-  /// The extent holding [addr, addr + len) (mu_ held), or an error worded like a memserver's.
-  Result<Extent*> extent_for_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t rkey);
+  /// The extent holding [addr, addr + len), or an error worded like a memserver's.
+  Result<Extent*> extent_for_locked(std::uint64_t addr, std::uint64_t len, std::uint32_t rkey)
+      FARMEM_REQUIRES(mu_);
 
   const SwapFileOptions options_;
   const int fd_;
   transport::Capabilities caps_;
   std::string peer_;
-  mutable std::mutex mu_;  ///< guards everything below (I/O itself runs unlocked)
-  SlabAllocator space_;    ///< file offsets
-  std::map<std::uint64_t, Extent> extents_;  ///< by file offset
-  std::uint64_t next_id_ = 1;
+  /// Guards everything below. The file's I/O runs under it too (post, read_raw), so that
+  /// take_dirty() sees every write whole.
+  mutable Mutex mu_;
+  SlabAllocator space_ FARMEM_GUARDED_BY(mu_);  ///< file offsets
+  std::map<std::uint64_t, Extent> extents_ FARMEM_GUARDED_BY(mu_);  ///< by file offset
+  std::uint64_t next_id_ FARMEM_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace farmem::pool

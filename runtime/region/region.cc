@@ -181,7 +181,7 @@ Status Region::Impl::advise(std::size_t offset, std::size_t length, Advice advic
     case Advice::kSequential: wanted_hint.store(paging::Hint::kSequential); return Status::Ok();
     case Advice::kRandom: wanted_hint.store(paging::Hint::kRandom); return Status::Ok();
     case Advice::kWillNeed: {
-      std::lock_guard lock(pull_mu_);
+      MutexLock lock(pull_mu_);
       for (std::size_t p = end; p > first; --p) {
         pull_queue.push_front(static_cast<std::uint32_t>(p - 1));
       }
@@ -197,7 +197,7 @@ Status Region::Impl::drop_range(std::size_t first, std::size_t end) {
   InFarmemScope in_farmem;
   std::vector<std::uint32_t> frames;
   {
-    std::lock_guard lock(page_mu_);
+    MutexLock lock(page_mu_);
     for (std::size_t p = first; p < end; ++p) {
       if (table.has(p, region::kResident)) frames.push_back(table.frame(p));
     }
@@ -216,7 +216,7 @@ Status Region::Impl::set_pull_order(std::vector<std::size_t> order) {
     queue.push_back(static_cast<std::uint32_t>(p));
   }
   {
-    std::lock_guard lock(pull_mu_);
+    MutexLock lock(pull_mu_);
     pull_queue.swap(queue);
   }
   wake_handler();

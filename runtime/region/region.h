@@ -47,11 +47,12 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "paging/budget.h"
 #include "paging/pager.h"
 #include "paging/trend.h"
@@ -173,7 +174,7 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   bool fetch_demand_on_handler(std::size_t page, const uffd_msg& msg);
   /// Charges what it can of `candidates` into `charged` and queues their reads in
   /// prefetch_batch.
-  void charge_prefetch_on_handler();
+  void charge_prefetch_on_handler() FARMEM_EXCLUDES(page_mu_);
   /// Waits for prefetch_batch (submitted with status `st`) and maps its pages.
   void finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st);
   bool retry_on_handler(const char* what, const Status& first, const uffd_msg& msg,
@@ -188,15 +189,16 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   void pull_some_on_handler();
   bool pull_pending_on_handler();
   void apply_hint_on_handler();
-  void mark_used_locked(std::size_t page);
+  void mark_used_locked(std::size_t page) FARMEM_REQUIRES(page_mu_);
   void sleep_on_handler(std::chrono::milliseconds d);
 
   /// Charges one faulted page: from free room (the pager's reserve) if any, else evicting
   /// inline (counted by the pager). Not in a signal handler: use pager->try_charge_pages.
-  bool charge_fault_page();
-  /// Records a mapped page (charged already) in the pager and the table. page_mu_ held.
+  /// Not with page_mu_ held (invariant 3: the eviction may run a pass of this region).
+  bool charge_fault_page() FARMEM_EXCLUDES(page_mu_);
+  /// Records a mapped page (charged already) in the pager and the table.
   void install_page_locked(std::size_t page, bool dirty, bool referenced, std::uint32_t stream,
-                           bool write_protected);
+                           bool write_protected) FARMEM_REQUIRES(page_mu_);
 
   // ---- faulting-thread mode (region_sigbus.cc) ----
   Status start_faulting_mode();
@@ -224,18 +226,23 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   Status prefault_faulting(std::size_t first, std::size_t end);
 
   // ---- paging::Frontend (region_evict.cc): the pager calls these with page_mu_ held ----
-  void lock_pages() override;
-  void unlock_pages() override { page_mu_.unlock(); }
+  // The pager sees page_mu_ as the Frontend capability (paging/pager.h); these overrides
+  // name the real lock, so their bodies are checked against it.
+  void lock_pages() override FARMEM_ACQUIRE(page_mu_);
+  void unlock_pages() override FARMEM_RELEASE(page_mu_) { page_mu_.unlock(); }
   FarAddr far_of(std::uint64_t page) const override { return page_far(page); }
-  void on_second_chance(std::uint32_t frame, std::uint64_t page) override;
-  void isolate(std::span<paging::Victim> victims, bool for_flush) override;
+  void on_second_chance(std::uint32_t frame, std::uint64_t page) override
+      FARMEM_REQUIRES(page_mu_);
+  void isolate(std::span<paging::Victim> victims, bool for_flush) override
+      FARMEM_REQUIRES(page_mu_);
   void stage(std::span<const paging::Victim> victims,
-             std::span<std::span<const std::byte>> sources) override;
-  void drop(std::span<paging::Victim> victims) override;
+             std::span<std::span<const std::byte>> sources) override FARMEM_REQUIRES(page_mu_);
+  void drop(std::span<paging::Victim> victims) override FARMEM_REQUIRES(page_mu_);
   /// Kept victims stay mapped as they are (protected, dirty or not): nothing to undo.
-  void restore(std::span<paging::Victim> /*victims*/) override {}
-  /// Write-protects the pages not yet protected, in runs; callers hold page_mu_.
-  Status protect_runs_locked(std::span<const std::uint32_t> sorted_pages);
+  void restore(std::span<paging::Victim> /*victims*/) override FARMEM_REQUIRES(page_mu_) {}
+  /// Write-protects the pages not yet protected, in runs.
+  Status protect_runs_locked(std::span<const std::uint32_t> sorted_pages)
+      FARMEM_REQUIRES(page_mu_);
   void wake_handler();
 
   /// The pager's prefetch stream id of this region's stream prefetcher (its only stream);
@@ -253,16 +260,23 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   region::UniqueFd wake_fd;  ///< eventfd: wakes the handler for stop and new pull work
   region::Mapping staging;   ///< registered with rt: fetch part + write-back part
   std::span<std::byte> fetch_staging;  ///< handler thread only
-  std::span<std::byte> wb_staging;     ///< under page_mu_
+  /// Its bytes are used under page_mu_ (the span itself is set once, in start()).
+  std::span<std::byte> wb_staging;
   bool staging_registered = false;
 
-  /// Guards table mutations and the FIFO, every protection change and drop of the mapping,
-  /// wb_staging and wb_batch. Held across a write-back's network round trip (invariant 2).
-  mutable std::mutex page_mu_;
+  /// Guards table mutations, every protection change and drop of the mapping, the bytes of
+  /// wb_staging and the pass scratch below. Held across a write-back's network round trip
+  /// (invariant 2). Taken before the pager's free_mu_ (install_page_locked).
+  mutable Mutex page_mu_;
+  /// Mutated under page_mu_, peeked at lock-free (its flags are atomics, for the handler
+  /// and signal handlers: region/page_table.h), so not annotated as guarded.
   region::PageTable table;
-  std::vector<std::uint32_t> unprotected;  ///< protect_runs_locked scratch
-  std::vector<std::uint32_t> pass_pages;   ///< isolate/drop scratch (pages, sorted)
-  std::vector<std::uint32_t> second_chances;  ///< dirty pages CLOCK spared this pass
+  /// protect_runs_locked scratch.
+  std::vector<std::uint32_t> unprotected FARMEM_GUARDED_BY(page_mu_);
+  /// isolate/drop scratch (pages, sorted).
+  std::vector<std::uint32_t> pass_pages FARMEM_GUARDED_BY(page_mu_);
+  /// Dirty pages CLOCK spared this pass.
+  std::vector<std::uint32_t> second_chances FARMEM_GUARDED_BY(page_mu_);
   /// Frames, budget, CLOCK, background evictor, write-back, prefetch feedback (created in
   /// start(), after the staging it writes back from).
   std::unique_ptr<paging::Pager> pager;
@@ -285,8 +299,8 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   std::atomic<paging::Hint> wanted_hint{paging::Hint::kNormal};
 
   /// Guards pull_queue (the background pull order; WillNeed pages go to its front).
-  std::mutex pull_mu_;
-  std::deque<std::uint32_t> pull_queue;
+  Mutex pull_mu_;
+  std::deque<std::uint32_t> pull_queue FARMEM_GUARDED_BY(pull_mu_);
   std::chrono::steady_clock::time_point pull_blocked_until{};  ///< handler only
 
 

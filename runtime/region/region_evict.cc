@@ -89,14 +89,17 @@ void Region::Impl::drop(std::span<paging::Victim> victims) {
   // every CPU running this process's threads), so fewer, larger drops are much cheaper.
   pass_pages.clear();
   for (const paging::Victim& v : victims) pass_pages.push_back(static_cast<std::uint32_t>(v.key));
-  for_each_run(pass_pages, [&](std::size_t i, std::size_t n) {
-    // pass_pages[i] is victims[i]: the run is victims[i .. i + n).
-    if (::madvise(page_addr(pass_pages[i]), n * kPageSize, MADV_DONTNEED) != 0) {
+  // The callback runs right here, under page_mu_; it reads the scratch through this span,
+  // since the analysis checks a lambda as a function that holds nothing.
+  const std::span<const std::uint32_t> run_pages = pass_pages;
+  for_each_run(run_pages, [&](std::size_t i, std::size_t n) {
+    // run_pages[i] is victims[i]: the run is victims[i .. i + n).
+    if (::madvise(page_addr(run_pages[i]), n * kPageSize, MADV_DONTNEED) != 0) {
       log().error("region: MADV_DONTNEED of {} pages failed: {}", n, std::strerror(errno));
       for (std::size_t k = i; k < i + n; ++k) victims[k].keep = true;  // still resident
       return;
     }
-    for (std::size_t k = i; k < i + n; ++k) table.remove(pass_pages[k]);
+    for (std::size_t k = i; k < i + n; ++k) table.remove(run_pages[k]);
   });
 }
 
@@ -106,13 +109,14 @@ Status Region::Impl::protect_runs_locked(std::span<const std::uint32_t> sorted) 
     if (!table.has(p, region::kWriteProtected)) unprotected.push_back(p);
   }
   Status first;
-  for_each_run(unprotected, [&](std::size_t i, std::size_t n) {
-    Status st = uffd.write_protect(page_addr(unprotected[i]), n * kPageSize, true);
+  const std::span<const std::uint32_t> runs = unprotected;  // read under page_mu_, as in drop()
+  for_each_run(runs, [&](std::size_t i, std::size_t n) {
+    Status st = uffd.write_protect(page_addr(runs[i]), n * kPageSize, true);
     if (!st.ok()) {
       if (first.ok()) first = st;
       return;
     }
-    for (std::size_t k = i; k < i + n; ++k) table.set(unprotected[k], region::kWriteProtected);
+    for (std::size_t k = i; k < i + n; ++k) table.set(runs[k], region::kWriteProtected);
   });
   return first;
 }

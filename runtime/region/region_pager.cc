@@ -134,7 +134,7 @@ void Region::Impl::handle_missing_on_handler(const uffd_msg& msg, Clock::time_po
 
 void Region::Impl::serve_present_on_handler(std::size_t page) {
   {
-    std::lock_guard lock(page_mu_);
+    MutexLock lock(page_mu_);
     if (table.has(page, region::kResident)) {
       mark_used_locked(page);
       pager->reference(table.frame(page));
@@ -271,7 +271,7 @@ void Region::Impl::install_demand_on_handler(std::size_t page, bool write) {
   if (page_bytes(page) < kPageSize) {  // past the far range's end: zeros, not stale staging
     std::memset(fetch_staging.data() + page_bytes(page), 0, kPageSize - page_bytes(page));
   }
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   // A write fault maps the page writable and dirty at once (it is about to be written): one
   // fault instead of MISSING followed by WP.
   auto out = uffd.copy(page_addr(page), fetch_staging.data(), kPageSize, /*write_protect=*/!write);
@@ -292,7 +292,7 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
     std::memset(staged + (run.size() - 1) * kPageSize + page_bytes(last), 0,
                 kPageSize - page_bytes(last));
   }
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   const bool protect = !dirty;
   // In faulting-thread mode a faulting thread may have mapped some of these pages since they
   // were chosen (every mapping happens under page_mu_, so the table is exact here): copy only
@@ -325,7 +325,7 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
 
 void Region::Impl::handle_wp_on_handler(std::size_t page) {
   counters.add(counters.wp_faults);
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   if (!table.has(page, region::kResident)) {  // evicted after the fault: refault as MISSING
     (void)uffd.wake(page_addr(page), kPageSize);
     return;
@@ -405,7 +405,7 @@ void Region::Impl::note_stream_progress_on_handler(std::size_t page,
   const std::int64_t steps = d / *stride;
   if (steps <= 1 || steps > static_cast<std::int64_t>(options.max_prefetch_pages) + 1) return;
   {
-    std::lock_guard lock(page_mu_);
+    MutexLock lock(page_mu_);
     for (std::int64_t k = 1; k < steps; ++k) {
       const std::int64_t q = last_fault_page + k * *stride;
       if (table.has(static_cast<std::size_t>(q), region::kResident)) mark_used_locked(q);
@@ -417,7 +417,7 @@ void Region::Impl::note_stream_progress_on_handler(std::size_t page,
 // ---- background pulls (set_pull_order, WillNeed) ----
 
 bool Region::Impl::pull_pending_on_handler() {
-  std::lock_guard lock(pull_mu_);
+  MutexLock lock(pull_mu_);
   return !pull_queue.empty();
 }
 
@@ -425,7 +425,7 @@ void Region::Impl::pull_some_on_handler() {
   std::vector<std::uint32_t>& batch = pull_pages;
   batch.clear();
   {
-    std::lock_guard lock(pull_mu_);
+    MutexLock lock(pull_mu_);
     while (!pull_queue.empty() && batch.size() < region::kPullBatchPages) {
       const std::uint32_t p = pull_queue.front();
       if (table.has(p, region::kResident) || std::ranges::count(batch, p) != 0) {

@@ -171,9 +171,11 @@ void Region::Impl::serve_readahead_on_handler() {
     pager->uncharge_pages(static_cast<std::uint32_t>(charged.size()));
     return;
   }
+  const bool install_write = write;  // clang 14 cannot capture a structured binding
   paging::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
-                           fetch_staging.data() + (1 + i) * kPageSize, write, paging::kNoStream);
+                           fetch_staging.data() + (1 + i) * kPageSize, install_write,
+                           paging::kNoStream);
   });
   pager->note_prefetch_issued(charged.size());
 }
@@ -194,7 +196,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   if (bytes < n * kPageSize) {  // past the far range's end: zeros, not stale staging
     std::memset(staging_area.data() + bytes, 0, n * kPageSize - bytes);
   }
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   // Another thread may have mapped some of the pages ahead meanwhile: stop before them.
   for (std::size_t k = 1; k < n; ++k) {
     if (table.has(page + k, region::kResident)) {
@@ -221,7 +223,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
 
 void Region::Impl::unprotect_for_write(std::size_t page) {
   counters.add(counters.wp_faults);
-  std::lock_guard lock(page_mu_);
+  MutexLock lock(page_mu_);
   if (!table.has(page, region::kResident | region::kWriteProtected)) return;  // raced: retry
   const std::uint32_t frame = table.frame(page);
   (void)pager->note_access(frame);  // a prefetched page counts as used

@@ -4,8 +4,9 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/stats.h"
 
 namespace farmem::region {
@@ -22,13 +23,13 @@ struct RegionCounters {
   /// A demand fault served, with its latency (fault read from the uffd -> page mapped).
   /// Counted together so that a snapshot's misses always equal its histogram's total.
   void record_fault(std::uint64_t ns) {
-    std::lock_guard lock(latency_mu_);
+    MutexLock lock(latency_mu_);
     ++faults_;
     latency_.record(ns);
   }
   /// A demand fault given up on (SIGBUS): a miss without a service time.
   void record_unserved_fault() {
-    std::lock_guard lock(latency_mu_);
+    MutexLock lock(latency_mu_);
     ++faults_;
   }
 
@@ -36,7 +37,7 @@ struct RegionCounters {
   CacheStats snapshot() const {
     CacheStats s;
     s.bytes_read = bytes_read.load(std::memory_order_relaxed);
-    std::lock_guard lock(latency_mu_);
+    MutexLock lock(latency_mu_);
     s.misses = faults_;
     s.fault_latency = latency_;
     return s;
@@ -44,9 +45,9 @@ struct RegionCounters {
 
  private:
   /// Guards faults_ and latency_ (one uncontended lock a fault; keeps them consistent).
-  mutable std::mutex latency_mu_;
-  std::uint64_t faults_ = 0;
-  LatencyHistogram latency_;
+  mutable Mutex latency_mu_;
+  std::uint64_t faults_ FARMEM_GUARDED_BY(latency_mu_) = 0;
+  LatencyHistogram latency_ FARMEM_GUARDED_BY(latency_mu_);
 };
 
 }  // namespace farmem::region

@@ -6,10 +6,11 @@
 #include <array>
 #include <atomic>
 #include <cerrno>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "region/region_constants.h"
 
 namespace farmem::region {
@@ -32,8 +33,9 @@ std::array<RangeSlot, kMaxSigbusRegions> g_ranges;
 std::array<struct sigaction, kMaxSigbusChain> g_chain;
 std::atomic<std::size_t> g_chain_len{0};
 
-/// Serialises (un)registration and (re)installation. Never taken in the signal handler.
-std::mutex g_install_mu;
+/// Serialises (un)registration and (re)installation. Never taken in the signal handler, so
+/// what it serialises (g_chain, g_ranges) is read lock-free there and annotates no field.
+Mutex g_install_mu;
 
 /// Whether the faulting access was a store: the page-fault error code's W bit on x86-64.
 /// Elsewhere unknown (false): a store then takes one more fault to be recorded as a write.
@@ -100,7 +102,7 @@ void on_sigbus(int sig, siginfo_t* info, void* ucontext) {
 }
 
 /// Makes on_sigbus the SIGBUS handler unless it is already; remembers what it replaces.
-Status install_locked() {
+Status install_locked() FARMEM_REQUIRES(g_install_mu) {
   struct sigaction current {};
   if (::sigaction(SIGBUS, nullptr, &current) != 0) return Internal("sigaction(SIGBUS) query");
   if ((current.sa_flags & SA_SIGINFO) != 0 && current.sa_sigaction == &on_sigbus) {
@@ -126,7 +128,7 @@ Status install_locked() {
 }  // namespace
 
 Status register_sigbus_range(void* start, std::size_t bytes, FaultServer* server) {
-  std::lock_guard lock(g_install_mu);
+  MutexLock lock(g_install_mu);
   FARMEM_RETURN_IF_ERROR(install_locked());
   for (RangeSlot& slot : g_ranges) {
     if (slot.server.load(std::memory_order_acquire) != nullptr) continue;
@@ -141,7 +143,7 @@ Status register_sigbus_range(void* start, std::size_t bytes, FaultServer* server
 }
 
 void unregister_sigbus_range(FaultServer* server) {
-  std::lock_guard lock(g_install_mu);
+  MutexLock lock(g_install_mu);
   for (RangeSlot& slot : g_ranges) {
     if (slot.server.load(std::memory_order_acquire) != server) continue;
     slot.server.store(nullptr, std::memory_order_release);

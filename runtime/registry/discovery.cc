@@ -67,7 +67,7 @@ Result<std::unique_ptr<Discovery>> Discovery::start(DiscoveryOptions options, Jo
 
 Discovery::~Discovery() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -86,7 +86,7 @@ Result<std::vector<Member>> Discovery::list(std::int64_t& revision) {
     Result<std::string> url = record.ok() ? choose_url(*record, options_.transports)
                                           : Result<std::string>(record.status());
     if (!url.ok()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (warned_.insert(m.key).second) {
         log().warn("registry key {}: {}; skipping it", m.key, url.status().to_string());
       }
@@ -105,7 +105,7 @@ Status Discovery::poll_on_poller() {
   const auto now = Clock::now();
   Membership::Changes changes;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!listing.ok()) {
       membership_.lost(now);
       ++failed_polls_;
@@ -119,12 +119,12 @@ Status Discovery::poll_on_poller() {
   for (const Member& m : changes.leave) {
     log().info("memserver {} ({}) left the registry: no new slabs go to it", m.url, m.key);
     leave_(m);
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     membership_.left(m);
   }
   for (const Member& m : changes.join) {
     Status st = join_(m);
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (st.ok()) {
       log().info("memserver {} ({}) joined from the registry", m.url, m.key);
       membership_.joined(m);
@@ -142,9 +142,11 @@ Status Discovery::poll_on_poller() {
 
 void Discovery::run() {
   bool down = false;
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    if (cv_.wait_for(lock, options_.interval, [&] { return stopping_; })) break;
+    if (lock.wait_for(cv_, options_.interval, [&]() FARMEM_REQUIRES(mu_) { return stopping_; })) {
+      break;
+    }
     lock.unlock();
     const Status st = poll_on_poller();
     if (!st.ok() && !down) {
@@ -159,7 +161,7 @@ void Discovery::run() {
 }
 
 DiscoveryStats Discovery::stats() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   DiscoveryStats s;
   for (const auto& [key, m] : membership_.members()) s.members.push_back(m);
   s.polls = polls_;

@@ -20,12 +20,13 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "registry/etcd_client.h"
 #include "registry/record.h"
@@ -126,14 +127,15 @@ class Discovery {
   const LeaveFn leave_;
   EtcdClient etcd_;
   /// Guards membership_, stats counters, warned_ and stopping_ (and the thread's sleep).
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  Membership membership_;
-  std::uint64_t polls_ = 0;
-  std::uint64_t failed_polls_ = 0;
-  std::string last_error_;
-  std::set<std::string> warned_;  ///< keys whose bad record or failed join was logged
-  bool stopping_ = false;
+  Membership membership_ FARMEM_GUARDED_BY(mu_);
+  std::uint64_t polls_ FARMEM_GUARDED_BY(mu_) = 0;
+  std::uint64_t failed_polls_ FARMEM_GUARDED_BY(mu_) = 0;
+  std::string last_error_ FARMEM_GUARDED_BY(mu_);
+  /// Keys whose bad record or failed join was logged.
+  std::set<std::string> warned_ FARMEM_GUARDED_BY(mu_);
+  bool stopping_ FARMEM_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

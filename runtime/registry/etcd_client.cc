@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
@@ -130,12 +131,12 @@ EtcdClient::EtcdClient(EtcdOptions options)
 EtcdClient::~EtcdClient() = default;
 
 std::string EtcdClient::endpoint() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return names_.empty() ? std::string("(no endpoint)") : names_[current_];
 }
 
 Status EtcdClient::call(std::string_view path, const std::string* body, const Decode& decode) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   // From here, not from the call: a caller queued behind another's call gets its own time.
   const auto deadline = Clock::now() + options_.timeout;
   const std::size_t n = names_.size();

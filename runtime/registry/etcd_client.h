@@ -21,12 +21,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "registry/address.h"
 
@@ -104,9 +105,9 @@ class EtcdClient {
   Status call(std::string_view path, const std::string* body, const Decode& decode);
   /// One POST of `body` (JSON) to `path`; the decoded reply, or the gateway's error.
   Result<nlohmann::json> post(std::string_view path, const nlohmann::json& body);
-  /// One request to endpoint `i` with `budget` to finish it. Called with mu_ held.
+  /// One request to endpoint `i` with `budget` to finish it.
   Status perform(std::size_t i, std::string_view path, const std::string* body,
-                 std::chrono::milliseconds budget, Reply& reply);
+                 std::chrono::milliseconds budget, Reply& reply) FARMEM_REQUIRES(mu_);
 
   const EtcdOptions options_;
   const std::vector<std::string> names_;     ///< "host:port" of each endpoint
@@ -115,9 +116,10 @@ class EtcdClient {
     void operator()(void* handle) const;
   };
   /// Guards curl_ (an easy handle serves one transfer at a time) and current_.
-  mutable std::mutex mu_;
-  std::unique_ptr<void, CurlDeleter> curl_;
-  std::size_t current_ = 0;  ///< the endpoint tried first: the last one that answered
+  mutable Mutex mu_;
+  std::unique_ptr<void, CurlDeleter> curl_ FARMEM_GUARDED_BY(mu_);
+  /// The endpoint tried first: the last one that answered.
+  std::size_t current_ FARMEM_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace farmem::registry

@@ -16,7 +16,7 @@ TierManager::TierManager(paging::Budget& budget, std::unique_ptr<PressureSource>
 
 TierManager::~TierManager() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
@@ -24,9 +24,9 @@ TierManager::~TierManager() {
 }
 
 void TierManager::run() {
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   while (!stopping_) {
-    if (cv_.wait_for(lock, interval_, [&] { return stopping_; })) break;
+    if (lock.wait_for(cv_, interval_, [&]() FARMEM_REQUIRES(mu_) { return stopping_; })) break;
     lock.unlock();
     step();
     lock.lock();
@@ -36,7 +36,7 @@ void TierManager::run() {
 void TierManager::step() {
   const auto now = std::chrono::steady_clock::now();
   auto reading = source_->read();
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   ++stats_.readings;
   if (!reading.ok()) {
     if (stats_.read_errors++ == 0) {
@@ -70,7 +70,7 @@ void TierManager::step() {
 }
 
 TierStats TierManager::stats() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   TierStats s = stats_;
   s.budget_bytes = budget_.limit();
   return s;

@@ -8,9 +8,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <memory>
-#include <mutex>
 #include <thread>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/stats.h"
 #include "paging/budget.h"
 #include "tier/policy.h"
@@ -37,14 +38,15 @@ class TierManager {
 
   paging::Budget& budget_;
   std::unique_ptr<PressureSource> source_;
-  TierPolicy policy_;
+  /// Guards stats_, stopping_ and the policy's state (policy_, last_: step() is serialised).
+  mutable Mutex mu_;
+  TierPolicy policy_ FARMEM_GUARDED_BY(mu_);
   const std::chrono::milliseconds interval_;
-  std::chrono::steady_clock::time_point last_{};
+  std::chrono::steady_clock::time_point last_ FARMEM_GUARDED_BY(mu_){};
 
-  mutable std::mutex mu_;  ///< guards stats_ and the policy's state (step() is serialised)
-  TierStats stats_;
+  TierStats stats_ FARMEM_GUARDED_BY(mu_);
   std::condition_variable cv_;  ///< the polling thread's sleep (stop ends it)
-  bool stopping_ = false;
+  bool stopping_ FARMEM_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 

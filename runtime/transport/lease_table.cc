@@ -1,18 +1,17 @@
 #include "transport/lease_table.h"
 
 #include <iterator>
-#include <mutex>
 #include <string>
 
 namespace farmem::transport {
 
 void LeaseTable::add(const proto::SlabInfo& slab) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   by_addr_[slab.addr] = slab;
 }
 
 void LeaseTable::remove(std::uint64_t slab_id) {
-  std::unique_lock lock(mu_);
+  WriterLock lock(mu_);
   for (auto it = by_addr_.begin(); it != by_addr_.end(); ++it) {
     if (it->second.slab_id == slab_id) {
       by_addr_.erase(it);
@@ -22,7 +21,7 @@ void LeaseTable::remove(std::uint64_t slab_id) {
 }
 
 Status LeaseTable::check(std::span<const Op> ops) const {
-  std::shared_lock lock(mu_);
+  ReaderLock lock(mu_);
   for (const Op& op : ops) {
     auto it = by_addr_.upper_bound(op.remote_addr);
     if (it == by_addr_.begin()) {

@@ -9,9 +9,10 @@
 
 #include <cstdint>
 #include <map>
-#include <shared_mutex>
 #include <span>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "farmem/status.h"
 #include "transport/proto/wire.h"
 #include "transport/transport.h"
@@ -34,8 +35,9 @@ class LeaseTable {
 
  private:
   /// Guards by_addr_: shared for check() on the data path, exclusive for add/remove.
-  mutable std::shared_mutex mu_;
-  std::map<std::uint64_t, proto::SlabInfo> by_addr_;  ///< keyed by the slab's base address
+  mutable SharedMutex mu_;
+  /// Keyed by the slab's base address.
+  std::map<std::uint64_t, proto::SlabInfo> by_addr_ FARMEM_GUARDED_BY(mu_);
 };
 
 }  // namespace farmem::transport

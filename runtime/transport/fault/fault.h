@@ -7,8 +7,9 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "transport/transport.h"
 
 namespace farmem::transport {
@@ -61,10 +62,11 @@ class FaultConnection final : public Connection {
   std::atomic<std::uint64_t> injected_{0};
   /// Guards plan_, pending_ (the state of each posted batch, keyed by its Completion) and
   /// broken_.
-  mutable std::mutex mu_;
-  FaultPlan plan_;
-  Status broken_;  ///< set by a timed-out wait: later ops and calls fail with it
-  std::map<Completion*, std::unique_ptr<Pending>> pending_;
+  mutable Mutex mu_;
+  FaultPlan plan_ FARMEM_GUARDED_BY(mu_);
+  /// Set by a timed-out wait: later ops and calls fail with it.
+  Status broken_ FARMEM_GUARDED_BY(mu_);
+  std::map<Completion*, std::unique_ptr<Pending>> pending_ FARMEM_GUARDED_BY(mu_);
 };
 
 std::unique_ptr<FaultConnection> wrap_with_faults(std::unique_ptr<Connection> inner,

@@ -21,12 +21,12 @@ FaultConnection::FaultConnection(std::unique_ptr<Connection> inner, FaultPlan pl
 FaultConnection::~FaultConnection() = default;
 
 void FaultConnection::set_plan(FaultPlan plan) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   plan_ = plan;
 }
 
 FaultPlan FaultConnection::plan_snapshot() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   return plan_;
 }
 
@@ -43,7 +43,7 @@ bool FaultConnection::hit(std::uint64_t n, const FaultPlan& plan) const {
 Status FaultConnection::post(std::span<const Op> ops, Completion& done) {
   FARMEM_RETURN_IF_ERROR(validate_ops(ops, caps_));
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!broken_.ok()) return broken_;
   }
   const FaultPlan plan = plan_snapshot();
@@ -81,7 +81,7 @@ Status FaultConnection::post(std::span<const Op> ops, Completion& done) {
     p->has_inner = true;
   }
   done.arm(1);
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   pending_[&done] = std::move(p);
   return Status::Ok();
 }
@@ -89,7 +89,7 @@ Status FaultConnection::post(std::span<const Op> ops, Completion& done) {
 Status FaultConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
   Pending* p = nullptr;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = pending_.find(&done);
     if (it == pending_.end()) return done.status();  // already completed earlier
     p = it->second.get();
@@ -104,7 +104,7 @@ Status FaultConnection::wait(Completion& done, std::chrono::nanoseconds timeout)
   }
   std::unique_ptr<Pending> mine;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     auto it = pending_.find(&done);
     mine = std::move(it->second);
     pending_.erase(it);
@@ -127,7 +127,7 @@ Result<proto::Message> FaultConnection::call(proto::Message request,
                    std::string(proto::to_string(request.type)) + " failed");
   }
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (!broken_.ok()) return broken_;
   }
   return inner_->call(std::move(request), timeout);

@@ -95,7 +95,7 @@ TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t f
 }
 
 TcpConnection::~TcpConnection() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   if (!broken_) {
     broken_ = true;
     broken_status_ = Unavailable(peer_ + ": connection closed by this client");
@@ -140,10 +140,10 @@ void TcpConnection::encode_batch_locked(std::span<const Op> ops, std::uint64_t f
 
 Status TcpConnection::post(std::span<const Op> ops, Completion& done) {
   FARMEM_RETURN_IF_ERROR(validate_ops(ops, caps_));
-  std::lock_guard send_lock(send_mu_);
+  MutexLock send_lock(send_mu_);
   encode_batch_locked(ops, next_id_);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (broken_) return broken_status_;
     done.arm(static_cast<std::uint32_t>(ops.size()));
     for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -156,7 +156,7 @@ Status TcpConnection::post(std::span<const Op> ops, Completion& done) {
   const Status st = send_all_locked(tx_iov_);
   if (!st.ok()) {
     // Part of the batch may be on the wire: report through the completion, not the return.
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     break_locked(st, /*as_leader=*/false);
   }
   return Status::Ok();
@@ -185,7 +185,7 @@ Status TcpConnection::send_all_locked(std::span<iovec> iov) {
 Status TcpConnection::progress_while_send_blocked() {
   bool lead = false;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (broken_) return broken_status_;
     lead = try_lead_locked();
   }
@@ -202,7 +202,7 @@ Status TcpConnection::progress_while_send_blocked() {
   } else if ((*ev & (POLLIN | POLLERR | POLLHUP)) != 0) {
     st = pump_as_leader(Clock::now(), /*poll_first=*/false);
   }
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   stop_leading_locked(st);
   return broken_ ? broken_status_ : Status::Ok();
 }
@@ -235,7 +235,7 @@ Status TcpConnection::lead_until(Completion& done, net::Deadline deadline) {
 
 Status TcpConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
   const auto deadline = net::deadline_after(timeout);
-  std::unique_lock lock(mu_);
+  UniqueLock lock(mu_);
   // Bounded by the deadline: each round completes, times out, leads until done/deadline, or
   // sleeps at most kFollowerNap.
   while (!done.done()) {
@@ -254,20 +254,20 @@ Status TcpConnection::wait(Completion& done, std::chrono::nanoseconds timeout) {
       continue;
     }
     ++waiters_;
-    cv_.wait_until(lock, std::min(deadline, Clock::now() + kFollowerNap));
+    lock.wait_until(cv_, std::min(deadline, Clock::now() + kFollowerNap));
     --waiters_;
   }
   return done.status();
 }
 
-void TcpConnection::quiesce_locked(std::unique_lock<std::mutex>& lock, Completion& done) {
+void TcpConnection::quiesce_locked(UniqueLock& lock, Completion& done) {
   // The connection is broken; a leader still receiving may write into this batch's buffers
   // and will finish `done` once its receive returns (shutdown() wakes it at once). Only then
   // may the caller free either. Bounded by kQuiesceLimit as a backstop: a leader leaves
   // within one poll slice of shutdown().
   const auto limit = Clock::now() + kQuiesceLimit;
   while (!done.done() && leader_ && Clock::now() < limit) {
-    cv_.wait_until(lock, std::min(limit, Clock::now() + kFollowerNap));
+    lock.wait_until(cv_, std::min(limit, Clock::now() + kFollowerNap));
   }
   if (!done.done() && !leader_) fail_all_locked();
   if (!done.done()) {
@@ -310,11 +310,11 @@ Result<proto::Message> TcpConnection::call(proto::Message request,
   }
   auto slot = std::make_shared<ControlSlot>();
   {
-    std::lock_guard send_lock(send_mu_);
+    MutexLock send_lock(send_mu_);
     request.req_id = next_id_;
     auto bytes = proto::encode(request);
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (broken_) return broken_status_;
       slot->done.arm(1);
       ring_.push(Pending{next_id_, Kind::kControl, 0, nullptr, &slot->done, slot});
@@ -323,7 +323,7 @@ Result<proto::Message> TcpConnection::call(proto::Message request,
     iovec iov{bytes.data(), bytes.size()};
     const Status st = send_all_locked({&iov, 1});
     if (!st.ok()) {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       break_locked(st, /*as_leader=*/false);
     }
   }

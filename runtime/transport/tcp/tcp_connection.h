@@ -27,10 +27,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "transport/proto/wire.h"
 #include "transport/tcp/socket.h"
 #include "transport/transport.h"
@@ -111,53 +112,56 @@ class TcpConnection final : public Connection {
   static bool matches(const Predicted& p, const proto::FrameHeader& h);
 
   // ---- sending (tcp_connection.cc) ----
-  void encode_batch_locked(std::span<const Op> ops, std::uint64_t first_id);
-  Status send_all_locked(std::span<iovec> iov);
-  Status progress_while_send_blocked();
+  void encode_batch_locked(std::span<const Op> ops, std::uint64_t first_id)
+      FARMEM_REQUIRES(send_mu_);
+  Status send_all_locked(std::span<iovec> iov) FARMEM_REQUIRES(send_mu_);
+  Status progress_while_send_blocked() FARMEM_EXCLUDES(mu_);
 
   // ---- leader/follower (tcp_connection.cc) ----
-  bool try_lead_locked();
-  void stop_leading_locked(const Status& st);
-  Status lead_until(Completion& done, net::Deadline deadline);
-  void break_locked(const Status& why, bool as_leader);
+  bool try_lead_locked() FARMEM_REQUIRES(mu_);
+  void stop_leading_locked(const Status& st) FARMEM_REQUIRES(mu_);
+  Status lead_until(Completion& done, net::Deadline deadline) FARMEM_EXCLUDES(mu_);
+  void break_locked(const Status& why, bool as_leader) FARMEM_REQUIRES(mu_);
   /// After a timeout broke the connection: waits until no thread can touch `done` or its
-  /// buffers any more (the leader has failed every pending op).
-  void quiesce_locked(std::unique_lock<std::mutex>& lock, Completion& done);
-  void fail_all_locked();
+  /// buffers any more (the leader has failed every pending op). `lock` holds mu_.
+  void quiesce_locked(UniqueLock& lock, Completion& done) FARMEM_REQUIRES(mu_);
+  void fail_all_locked() FARMEM_REQUIRES(mu_);
 
   // ---- receiving, leader only (tcp_receive.cc) ----
-  Status pump_as_leader(net::Deadline deadline, bool poll_first);
-  void plan_receive_locked();
+  Status pump_as_leader(net::Deadline deadline, bool poll_first) FARMEM_EXCLUDES(mu_);
+  void plan_receive_locked() FARMEM_REQUIRES(mu_);
   void plan_push(void* base, std::size_t len);
-  Status absorb_locked(std::size_t n);
-  Status advance_current_locked(std::size_t n);
-  Status on_header_locked();
-  Status finish_current_locked();
-  void spill_locked(std::size_t first_seg, std::size_t n);
-  Status consume_spill_locked();
+  Status absorb_locked(std::size_t n) FARMEM_REQUIRES(mu_);
+  Status advance_current_locked(std::size_t n) FARMEM_REQUIRES(mu_);
+  Status on_header_locked() FARMEM_REQUIRES(mu_);
+  Status finish_current_locked() FARMEM_REQUIRES(mu_);
+  void spill_locked(std::size_t first_seg, std::size_t n) FARMEM_REQUIRES(mu_);
+  Status consume_spill_locked() FARMEM_REQUIRES(mu_);
 
   const net::UniqueFd fd_;
   const std::string peer_;
   const Capabilities caps_;
 
   /// Serializes batches on the outgoing stream and guards the tx scratch and next_id_.
-  std::mutex send_mu_;
-  std::vector<std::byte> tx_hdrs_;
-  std::vector<iovec> tx_iov_;
-  std::uint64_t next_id_;
+  /// Taken before mu_.
+  Mutex send_mu_ FARMEM_ACQUIRED_BEFORE(mu_);
+  std::vector<std::byte> tx_hdrs_ FARMEM_GUARDED_BY(send_mu_);
+  std::vector<iovec> tx_iov_ FARMEM_GUARDED_BY(send_mu_);
+  std::uint64_t next_id_ FARMEM_GUARDED_BY(send_mu_);
 
   /// Guards ring_, leader_, waiters_, broken_* and, together with the leader role, the
   /// receive state below (the leader mutates it only while holding mu_; it reads into the
   /// planned buffers without mu_, which is safe because only the leader retires entries).
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable cv_;  ///< signalled when completions finish or the leader leaves
-  PendingRing ring_;
-  bool leader_ = false;
-  int waiters_ = 0;
-  bool broken_ = false;
-  Status broken_status_;
+  PendingRing ring_ FARMEM_GUARDED_BY(mu_);
+  bool leader_ FARMEM_GUARDED_BY(mu_) = false;
+  int waiters_ FARMEM_GUARDED_BY(mu_) = 0;
+  bool broken_ FARMEM_GUARDED_BY(mu_) = false;
+  Status broken_status_ FARMEM_GUARDED_BY(mu_);
 
-  // Receive state: touched only by the thread holding the leader role.
+  // Receive state: touched only by the thread holding the leader role (a role, not a lock,
+  // so not annotated; the leader reads the socket into it without mu_).
   RxFrame cur_;
   bool rx_hot_ = false;  ///< last receive moved bytes: try again before polling
   std::size_t finished_ = 0;  ///< completions finished by the current absorb

@@ -85,7 +85,7 @@ bool TcpConnection::matches(const Predicted& p, const proto::FrameHeader& h) {
 
 Status TcpConnection::pump_as_leader(net::Deadline deadline, bool poll_first) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(mu_);
     if (broken_) return broken_status_;
     plan_receive_locked();
   }
@@ -99,7 +99,7 @@ Status TcpConnection::pump_as_leader(net::Deadline deadline, bool poll_first) {
     return Status::Ok();
   }
   rx_hot_ = true;
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   finished_ = 0;
   const Status st = absorb_locked(r.bytes);
   if (finished_ > 0 && waiters_ > 0) cv_.notify_all();

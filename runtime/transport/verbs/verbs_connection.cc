@@ -235,7 +235,7 @@ Result<std::unique_ptr<MemoryRegistration>> VerbsConnection::register_memory(voi
 
 void VerbsConnection::mark_broken(const Status& cause) {
   {
-    std::lock_guard lock(broken_mu_);
+    MutexLock lock(broken_mu_);
     if (broken_.load(std::memory_order_relaxed)) return;
     broken_cause_ = cause.message();
     broken_.store(true, std::memory_order_release);
@@ -250,7 +250,7 @@ void VerbsConnection::mark_broken(const Status& cause) {
 }
 
 Status VerbsConnection::broken_status() const {
-  std::lock_guard lock(broken_mu_);
+  MutexLock lock(broken_mu_);
   return Unavailable(peer_ + ": connection broken: " + broken_cause_);
 }
 

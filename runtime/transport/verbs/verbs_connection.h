@@ -22,13 +22,14 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
 #include "transport/lease_table.h"
 #include "transport/transport.h"
 #include "transport/verbs/ibv.h"
@@ -112,10 +113,10 @@ class VerbsConnection final : public Connection {
   // ---- data path ----
   bool acquire_chunk_credit();
   Status post_chunk(std::span<const Op> ops, Completion& done);
-  /// Polls the CQ once; caller holds poll_mu_. Returns the CQEs handled.
-  int poll_cq_locked();
-  void handle_data_wc_locked(const ibv_wc& wc);
-  void handle_control_wc_locked(const ibv_wc& wc);
+  /// Polls the CQ once. Returns the CQEs handled.
+  int poll_cq_locked() FARMEM_REQUIRES(poll_mu_);
+  void handle_data_wc_locked(const ibv_wc& wc) FARMEM_REQUIRES(poll_mu_);
+  void handle_control_wc_locked(const ibv_wc& wc) FARMEM_REQUIRES(poll_mu_);
   /// One pass of progress for a thread that is waiting on something: polls if nobody else
   /// does, otherwise yields.
   void drive_progress();
@@ -145,29 +146,31 @@ class VerbsConnection final : public Connection {
   /// Chains that may still be posted before the send queue could overflow.
   std::atomic<std::int32_t> chunk_credits_{kMaxChunksInFlight};
   /// Held by the one thread polling the CQ (try_lock: others spin on their Completion).
-  std::mutex poll_mu_;
+  /// Taken before reply_mu_ and broken_mu_ (a CQE may carry a reply or break the connection).
+  Mutex poll_mu_ FARMEM_ACQUIRED_BEFORE(reply_mu_, broken_mu_);
   /// First error of a chain seen on an unsignaled WR, reported when its signaled WR
-  /// (flushed after it) comes back. Touched only under poll_mu_.
-  std::unordered_map<Completion*, Status> chain_errors_;
+  /// (flushed after it) comes back.
+  std::unordered_map<Completion*, Status> chain_errors_ FARMEM_GUARDED_BY(poll_mu_);
 
   /// Slabs leased on this connection: ops are checked against them before posting.
   LeaseTable leases_;
   bool check_leases_ = true;  ///< ConnectOptions::check_leases
 
-  /// Serializes call(): one control request in flight.
-  std::mutex call_mu_;
+  /// Serializes call(): one control request in flight; guards next_req_id_. Taken first (a
+  /// call polls the CQ while it waits).
+  Mutex call_mu_ FARMEM_ACQUIRED_BEFORE(poll_mu_, reply_mu_);
   /// Guards awaited_req_id_ and reply_ (written by the poller, read by call()).
-  std::mutex reply_mu_;
-  std::uint64_t next_req_id_ = 1;
-  std::uint64_t awaited_req_id_ = 0;
-  proto::Message reply_;
+  Mutex reply_mu_;
+  std::uint64_t next_req_id_ FARMEM_GUARDED_BY(call_mu_) = 1;
+  std::uint64_t awaited_req_id_ FARMEM_GUARDED_BY(reply_mu_) = 0;
+  proto::Message reply_ FARMEM_GUARDED_BY(reply_mu_);
   std::atomic<bool> reply_ready_{false};
   std::atomic<bool> send_done_{false};
 
   std::atomic<bool> broken_{false};
-  /// Guards broken_cause_ (set once, by whoever breaks the connection first).
-  mutable std::mutex broken_mu_;
-  std::string broken_cause_;
+  /// Guards broken_cause_ (set once, by whoever breaks the connection first). A leaf.
+  mutable Mutex broken_mu_;
+  std::string broken_cause_ FARMEM_GUARDED_BY(broken_mu_);
 
   int wake_fd_ = -1;  // eventfd that stops watcher_
   std::atomic<bool> stop_{false};

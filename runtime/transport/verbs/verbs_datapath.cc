@@ -154,7 +154,7 @@ int VerbsConnection::poll_cq_locked() {
 
 Status VerbsConnection::wc_error(const ibv_wc& wc) const {
   if (wc.status == IBV_WC_WR_FLUSH_ERR) {
-    std::lock_guard lock(broken_mu_);
+    MutexLock lock(broken_mu_);
     return Unavailable(peer_ + ": " + op_name(wc.wr_id) + " not executed: connection broken" +
                        (broken_cause_.empty() ? "" : ": " + broken_cause_));
   }
@@ -209,7 +209,7 @@ void VerbsConnection::handle_control_wc_locked(const ibv_wc& wc) {
     log().warn("{}: bad control frame from memserver: {}", peer_, msg.status().to_string());
     return;
   }
-  std::lock_guard lock(reply_mu_);
+  MutexLock lock(reply_mu_);
   if (msg->req_id != awaited_req_id_) {
     log().debug("{}: dropping a stale reply (req_id {})", peer_, msg->req_id);
     return;
@@ -268,7 +268,7 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
   if (!proto::is_request(request.type)) {
     return InvalidArgument("not a control request: " + std::string(proto::to_string(request.type)));
   }
-  std::lock_guard call_lock(call_mu_);
+  MutexLock call_lock(call_mu_);
   if (broken()) return broken_status();
   const proto::MsgType request_type = request.type;
   std::uint64_t freed_slab = 0;
@@ -276,7 +276,7 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
     if (auto f = request.as<proto::FreeSlab>(); f.ok()) freed_slab = f->slab_id;
   }
   {
-    std::lock_guard lock(reply_mu_);
+    MutexLock lock(reply_mu_);
     request.req_id = next_req_id_++;
     awaited_req_id_ = request.req_id;
   }
@@ -322,7 +322,7 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
       return s;
     }
   }
-  std::lock_guard lock(reply_mu_);
+  MutexLock lock(reply_mu_);
   proto::Message reply = std::move(reply_);
   if (Status s = reply.error_status(); !s.ok()) return s.with_context(peer_);
   leases_.observe(request_type, freed_slab, reply);
