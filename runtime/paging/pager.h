@@ -311,6 +311,9 @@ class Pager final : public Reclaimer {
   Status write_back_locked(std::vector<Victim>& victims);
   void run_evictor();
   void wake_evictor();
+  /// Debug builds: frames, the free list, chunks and in_use_ add up (O(frames), sampled by
+  /// dcheck_due). Where a pass ends, with evict_mu_ held; takes free_mu_.
+  void check_invariants_locked();
 
   // ---- chunks (see the top of this file) ----
   std::uint32_t chunk_count() const;
