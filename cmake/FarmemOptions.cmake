@@ -24,3 +24,27 @@ elseif(FARMEM_SANITIZER STREQUAL "thread")
 elseif(NOT FARMEM_SANITIZER STREQUAL "")
   message(FATAL_ERROR "FARMEM_SANITIZER must be '', address or thread (got '${FARMEM_SANITIZER}')")
 endif()
+
+# FARMEM_DCHECK: executable invariants (runtime/common/dcheck.h). AUTO turns them on in builds
+# made to find bugs (a sanitizer, or the Debug configuration) and leaves release builds
+# (Release, RelWithDebInfo, MinSizeRel) without them. Passed as FARMEM_DCHECK_ON=0/1 through
+# farmem_warnings, which every farmem target links, so that all of a build agrees.
+set(FARMEM_DCHECK "AUTO" CACHE STRING
+  "Invariant checks (FARMEM_DCHECK): AUTO (on with FARMEM_SANITIZER or in Debug), ON, OFF")
+set_property(CACHE FARMEM_DCHECK PROPERTY STRINGS AUTO ON OFF)
+string(TOUPPER "${FARMEM_DCHECK}" farmem_dcheck_mode)
+if(farmem_dcheck_mode STREQUAL "AUTO")
+  if(NOT FARMEM_SANITIZER STREQUAL "")
+    set(farmem_dcheck_on 1)
+  else()
+    # A generator expression, so that multi-config generators decide per configuration.
+    set(farmem_dcheck_on "$<IF:$<CONFIG:Debug>,1,0>")
+  endif()
+elseif(farmem_dcheck_mode STREQUAL "ON")
+  set(farmem_dcheck_on 1)
+elseif(farmem_dcheck_mode STREQUAL "OFF")
+  set(farmem_dcheck_on 0)
+else()
+  message(FATAL_ERROR "FARMEM_DCHECK must be AUTO, ON or OFF (got '${FARMEM_DCHECK}')")
+endif()
+target_compile_definitions(farmem_warnings INTERFACE FARMEM_DCHECK_ON=${farmem_dcheck_on})

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "cache/page_cache.h"
+#include "common/dcheck.h"
 #include "common/log.h"
 #include "paging/runs.h"
 
@@ -29,6 +30,10 @@ void PageCache::isolate(std::span<paging::Victim> victims, bool /*for_flush*/) {
     if (e == nullptr ||
         !e->compare_exchange_strong(expected, make_pte(v.frame, kPteEvicting),
                                     std::memory_order_seq_cst)) {
+      // A present frame's page has an entry, and between passes it is either present in
+      // that frame or, while install() runs, still kFetching: nothing else.
+      FARMEM_DCHECK_MSG(e != nullptr && expected == kPteFetching,
+                        "page {} of present frame {} has entry {:#x}", v.key, v.frame, expected);
       v.keep = true;  // not present under this frame any more (being installed)
       continue;
     }
@@ -76,7 +81,11 @@ void PageCache::stage(std::span<const paging::Victim> victims,
 }
 
 void PageCache::drop(std::span<paging::Victim> victims) {
-  for (const paging::Victim& v : victims) entry(v.key)->store(kPteAbsent, std::memory_order_release);
+  for (const paging::Victim& v : victims) {
+    // Only victims isolate() marked and nobody kept (pinned pages stay) are dropped.
+    FARMEM_DCHECK_EQ(entry(v.key)->load(), make_pte(v.frame, kPteEvicting));
+    entry(v.key)->store(kPteAbsent, std::memory_order_release);
+  }
   // Under a budget lowered below the arena (the tier shrank it), whole chunks of the arena the
   // budget leaves unused go back to the OS through the pager (retire_frames: deregistered,
   // then dropped), over every transport. Where nothing pins registered memory (tcp, local),
@@ -114,8 +123,11 @@ Status PageCache::retire_frames(std::uint32_t first, std::uint32_t n) {
   // a server added meanwhile does not register it either): over verbs the NIC lets go of the
   // physical pages, and only then may the CPU's mapping drop them. No op can still use the
   // chunk: the pager retires only free frames, and a frame is freed after its I/O completed.
+  const std::size_t c = first / (chunk_bytes_ / options_.page_bytes);
+  FARMEM_DCHECK_EQ(first % (chunk_bytes_ / options_.page_bytes), 0u);
+  FARMEM_DCHECK_EQ(chunk_registered_[c], 1u);  // the pager retires an active chunk only
   FARMEM_RETURN_IF_ERROR(io_.unregister_memory(chunk).with_context("giving back cache frames"));
-  chunk_registered_[first / (chunk_bytes_ / options_.page_bytes)] = 0;
+  chunk_registered_[c] = 0;
   if (::madvise(chunk.data(), chunk.size(), MADV_DONTNEED) != 0) {
     // Still correct (the frames are unused and refilled by fetches), only not given back.
     log().warn("cache: MADV_DONTNEED of {} bytes failed: {}", chunk.size(), strerror(errno));
@@ -127,8 +139,11 @@ Status PageCache::revive_frames(std::uint32_t first, std::uint32_t n) {
   // From arena_, not frame_addr(): the pager revives the first chunks before view_ is set.
   const std::span<std::byte> chunk{arena_ + std::size_t{first} * options_.page_bytes,
                                    std::size_t{n} * options_.page_bytes};
+  const std::size_t c = first / (chunk_bytes_ / options_.page_bytes);
+  FARMEM_DCHECK_EQ(first % (chunk_bytes_ / options_.page_bytes), 0u);
+  FARMEM_DCHECK_EQ(chunk_registered_[c], 0u);  // the pager revives a retired chunk only
   FARMEM_RETURN_IF_ERROR(io_.register_memory(chunk).with_context("cache frames"));
-  chunk_registered_[first / (chunk_bytes_ / options_.page_bytes)] = 1;
+  chunk_registered_[c] = 1;
   return Status::Ok();
 }
 

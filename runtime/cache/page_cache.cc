@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 #include "common/meminfo.h"
 
@@ -246,6 +247,9 @@ std::atomic<std::uint64_t>* PageCache::ensure_entry(std::uint64_t key, Status* e
 
 std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool write,
                                    Status* error, bool overwrite) {
+  // The miss path runs inside a DerefScope (state odd): the grace period then waits for it.
+  FARMEM_DCHECK_MSG((slot->state.load(std::memory_order_relaxed) & 1) != 0 && slot->depth > 0,
+                    "a far page is translated outside a DerefScope");
   std::atomic<std::uint64_t>* e = ensure_entry(key, error);
   if (e == nullptr) return nullptr;
   // Clocks are read only once we have to wait: on VMs a clock read can cost microseconds.
@@ -260,6 +264,7 @@ std::byte* PageCache::fault_on_app(ThreadSlot* slot, std::uint64_t key, bool wri
     switch (pte_state(pte)) {
       case kPtePresent: {
         const std::uint32_t f = pte_frame(pte);
+        FARMEM_DCHECK_LT(f, frames_);
         pager_->reference(f);
         if (write) pager_->mark_dirty(f);
         if (view_.prefetched[f].load(std::memory_order_relaxed) != 0) {
@@ -302,6 +307,7 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   auto frame = take_frame(slot);
   if (!frame.ok()) {
+    FARMEM_DCHECK_EQ(e.load(), kPteFetching);  // ours since the CAS: only we end the claim
     e.store(kPteAbsent, std::memory_order_release);
     *error = frame.status();
     return nullptr;
@@ -319,6 +325,7 @@ std::byte* PageCache::fetch_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>&
   if (st.ok()) st = io_.wait(batch);
   if (!st.ok()) {
     pager_->give_back(f);
+    FARMEM_DCHECK_EQ(e.load(), kPteFetching);
     e.store(kPteAbsent, std::memory_order_release);
     abandon(extra);
     *error = st.with_context("fetching a far page");
@@ -343,6 +350,7 @@ std::byte* PageCache::fill_on_app(ThreadSlot* slot, std::atomic<std::uint64_t>& 
                                   std::uint64_t key, Status* error) {
   auto frame = take_frame(slot);
   if (!frame.ok()) {
+    FARMEM_DCHECK_EQ(e.load(), kPteFetching);
     e.store(kPteAbsent, std::memory_order_release);
     *error = frame.status();
     return nullptr;

@@ -2,6 +2,7 @@
 // batches posted on first use of prefetched pages, and their completion, by an application
 // thread that needs the pages or else by the prefetch thread.
 #include "cache/page_cache.h"
+#include "common/dcheck.h"
 #include "common/log.h"
 
 namespace farmem::detail {
@@ -62,18 +63,23 @@ std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t ke
 void PageCache::abandon(const std::vector<Pending>& pending) {
   for (const Pending& p : pending) {
     pager_->give_back(p.frame);
+    FARMEM_DCHECK_EQ(p.e->load(), kPteFetching);  // claimed for this prefetch, still ours
     p.e->store(kPteAbsent, std::memory_order_release);
   }
 }
 
 void PageCache::install(std::atomic<std::uint64_t>& e, std::uint32_t f, std::uint64_t key,
                         bool dirty, std::uint32_t prefetch_slot) {
+  // kFetching -> kPresent: only the thread that claimed the entry installs it.
+  FARMEM_DCHECK_MSG(e.load() == kPteFetching, "page {} installed from entry state {}", key,
+                    pte_state(e.load()));
   // A fresh page gets one sweep of grace (referenced).
   pager_->install(f, key, dirty, /*referenced=*/true, prefetch_slot);
   e.store(make_pte(f, kPtePresent), std::memory_order_release);
 }
 
 void PageCache::prefetch_hit_on_app(ThreadSlot* slot, std::uint64_t key, std::uint32_t f) {
+  FARMEM_DCHECK_LT(f, frames_);
   const std::uint32_t owner = pager_->note_access(f);
   if (owner == paging::Pager::kDemand) return;  // not a prefetched page, or used already
   streams_[slot->index].on_prefetched_page_used();

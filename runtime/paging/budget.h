@@ -12,6 +12,7 @@
 
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
+#include "common/dcheck.h"
 #include "farmem/status.h"
 
 namespace farmem::paging {
@@ -59,7 +60,10 @@ class Budget {
     }
     return true;
   }
-  void uncharge(std::uint64_t bytes) { used_.fetch_sub(bytes, std::memory_order_relaxed); }
+  void uncharge(std::uint64_t bytes) {
+    [[maybe_unused]] const std::uint64_t before = used_.fetch_sub(bytes, std::memory_order_relaxed);
+    FARMEM_DCHECK_LE(bytes, before);  // never more than was charged: `used` must not wrap
+  }
 
   /// Charges `bytes`, asking reclaimers for room first when needed (bounded number of
   /// rounds); false when nothing more could be reclaimed.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 
 namespace farmem::paging {
@@ -60,16 +61,28 @@ bool Pager::chunk_work_pending() const {
 }
 
 void Pager::push_free_locked(std::uint32_t f) {
+  FARMEM_DCHECK_LT(f, options_.frames);
+  FARMEM_DCHECK_MSG(state(f) == FrameState::kFree, "frame {} goes on the free list in state {}",
+                    f, +state_[f].load());
+  FARMEM_DCHECK_LT(free_.size(), options_.frames);  // else some frame is on it twice
   free_.push_back(f);
   std::push_heap(free_.begin(), free_.end(), std::greater<>());
-  if (options_.chunk_frames != 0) ++free_in_chunk_[f / options_.chunk_frames];
+  if (options_.chunk_frames != 0) {
+    const std::uint32_t c = f / options_.chunk_frames;
+    ++free_in_chunk_[c];
+    FARMEM_DCHECK_LE(free_in_chunk_[c], chunk_size(c));
+  }
 }
 
 std::uint32_t Pager::pop_free_locked() {
+  FARMEM_DCHECK(!free_.empty());
   std::pop_heap(free_.begin(), free_.end(), std::greater<>());
   const std::uint32_t f = free_.back();
   free_.pop_back();
-  if (options_.chunk_frames != 0) --free_in_chunk_[f / options_.chunk_frames];
+  if (options_.chunk_frames != 0) {
+    FARMEM_DCHECK_GT(free_in_chunk_[f / options_.chunk_frames], 0u);
+    --free_in_chunk_[f / options_.chunk_frames];
+  }
   return f;
 }
 
@@ -91,12 +104,15 @@ std::size_t Pager::revive_chunks_locked(std::uint32_t need, Status* error) {
       break;
     }
     revive_failed_ = false;
-    {
-      MutexLock lock(free_mu_);
-      for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
-    }
+    // Active before its frames are on the free list: a frame that can be taken is in an
+    // active chunk, and frames in use never outnumber active ones (both checked).
     chunk_active_[c].store(1, std::memory_order_release);
     active_frames_.fetch_add(n, std::memory_order_relaxed);
+    {
+      MutexLock lock(free_mu_);
+      FARMEM_DCHECK_EQ(free_in_chunk_[c], 0u);  // a retired chunk has no frame on the list
+      for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
+    }
     chunks_revived_.fetch_add(1, std::memory_order_relaxed);
     ++revived;
     free_cv_.notify_all();
@@ -113,19 +129,22 @@ void Pager::retire_chunks_locked() {
       MutexLock lock(free_mu_);
       // Every frame free (none loading, none present) and none promised to a charge.
       if (free_in_chunk_[c] != n || free_.size() - charged_unbound_ < n) continue;
+      [[maybe_unused]] const std::size_t listed = free_.size();
       std::erase_if(free_, [&](std::uint32_t f) { return f / C == c; });
       std::make_heap(free_.begin(), free_.end(), std::greater<>());
+      FARMEM_DCHECK_EQ(listed - free_.size(), n);  // every frame of it, once each
+      FARMEM_DCHECK_LE(charged_unbound_, free_.size());  // charges still have their frames
       free_in_chunk_[c] = 0;
     }
     chunk_active_[c].store(0, std::memory_order_release);
     if (Status st = frontend_.retire_frames(first, n); !st.ok()) {
       log().warn("{}: cannot give frames {}..{} back, they stay in use: {}", options_.name,
                  first, first + n - 1, st.to_string());
+      chunk_active_[c].store(1, std::memory_order_release);  // before its frames can be taken
       {
         MutexLock lock(free_mu_);
         for (std::uint32_t f = first; f < first + n; ++f) push_free_locked(f);
       }
-      chunk_active_[c].store(1, std::memory_order_release);
       free_cv_.notify_all();
       continue;
     }
@@ -169,6 +188,7 @@ Status Pager::adjust_chunks() {
   }
   MutexLock lock(evict_mu_);
   retire_chunks_locked();
+  check_invariants_locked();
   return first;
 }
 
@@ -245,6 +265,10 @@ void Pager::stop() {
 
 Pager::~Pager() {
   stop();
+  {
+    MutexLock lock(evict_mu_);
+    check_invariants_locked();
+  }
   budget_.uncharge(std::uint64_t{in_use_.load()} * options_.page_bytes);
 }
 
@@ -272,6 +296,8 @@ bool Pager::charge_locked(std::uint32_t n) {
   if (!budget_.try_charge(std::uint64_t{n} * options_.page_bytes)) return false;
   charged_unbound_ += n;
   const std::uint32_t now = in_use_.fetch_add(n, std::memory_order_relaxed) + n;
+  // Each charged page has a free frame of an active chunk waiting (charged_unbound_ of them).
+  FARMEM_DCHECK_LE(now, active_frames_.load(std::memory_order_relaxed));
   std::uint32_t peak = peak_in_use_.load(std::memory_order_relaxed);
   while (now > peak && !peak_in_use_.compare_exchange_weak(peak, now)) {
   }
@@ -279,7 +305,12 @@ bool Pager::charge_locked(std::uint32_t n) {
 }
 
 std::uint32_t Pager::bind_locked() {
+  FARMEM_DCHECK_GT(charged_unbound_, 0u);  // bound only after it was charged
   const std::uint32_t f = pop_free_locked();
+  FARMEM_DCHECK_MSG(state(f) == FrameState::kFree, "frame {} on the free list in state {}", f,
+                    +state_[f].load());
+  FARMEM_DCHECK_MSG(options_.chunk_frames == 0 || chunk_active(f / options_.chunk_frames),
+                    "frame {} on the free list is in a retired chunk", f);
   --charged_unbound_;
   state_[f].store(static_cast<std::uint8_t>(FrameState::kLoading), std::memory_order_relaxed);
   return f;
@@ -330,6 +361,7 @@ void Pager::uncharge_pages(std::uint32_t n) {
   if (n == 0) return;
   {
     MutexLock lock(free_mu_);
+    FARMEM_DCHECK_LE(n, charged_unbound_);  // only pages charged and not installed
     charged_unbound_ -= n;
     in_use_.fetch_sub(n, std::memory_order_relaxed);
   }
@@ -392,10 +424,20 @@ Result<std::uint32_t> Pager::take_frame(std::chrono::steady_clock::time_point de
   return bind_locked();
 }
 
-void Pager::give_back(std::uint32_t frame) { release(frame); }
+void Pager::give_back(std::uint32_t frame) {
+  FARMEM_DCHECK_LT(frame, options_.frames);
+  FARMEM_DCHECK_MSG(state(frame) == FrameState::kLoading,
+                    "frame {} given back in state {}, not kLoading", frame, +state_[frame].load());
+  release(frame);
+}
 
 void Pager::install(std::uint32_t frame, std::uint64_t key, bool dirty, bool referenced,
                     std::uint32_t prefetch_stream) {
+  // kLoading -> kPresent only: a frame is installed once, by whoever took it.
+  FARMEM_DCHECK_LT(frame, options_.frames);
+  FARMEM_DCHECK_MSG(state(frame) == FrameState::kLoading,
+                    "frame {} installed in state {}, not kLoading", frame, +state_[frame].load());
+  FARMEM_DCHECK_NE(key, kNoKey);
   key_[frame].store(key, std::memory_order_relaxed);
   dirty_[frame].store(dirty ? 1 : 0, std::memory_order_relaxed);
   if (referenced) {
@@ -410,13 +452,17 @@ void Pager::install(std::uint32_t frame, std::uint64_t key, bool dirty, bool ref
 }
 
 void Pager::release(std::uint32_t frame) {
-  state_[frame].store(static_cast<std::uint8_t>(FrameState::kFree), std::memory_order_relaxed);
+  FARMEM_DCHECK_MSG(state(frame) != FrameState::kFree, "frame {} freed twice", frame);
   key_[frame].store(kNoKey, std::memory_order_relaxed);
   ref_.clear(frame);
   dirty_[frame].store(0, std::memory_order_relaxed);
   prefetched_[frame].store(0, std::memory_order_relaxed);
   {
     MutexLock lock(free_mu_);
+    // Free in the same critical section as it goes on the list: under free_mu_, the kFree
+    // frames of active chunks are exactly the listed ones (check_invariants_locked).
+    state_[frame].store(static_cast<std::uint8_t>(FrameState::kFree), std::memory_order_relaxed);
+    FARMEM_DCHECK_GT(in_use_.load(std::memory_order_relaxed), 0u);
     push_free_locked(frame);
     in_use_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -469,6 +515,7 @@ std::size_t Pager::evict(std::size_t want, Status* error) {
     if (st.ok()) st = st2;
   }
   frontend_.unlock_pages();
+  check_invariants_locked();
   if (!st.ok() && error != nullptr) *error = st;
   return freed;
 }
@@ -486,6 +533,15 @@ Status Pager::pass_locked(std::vector<Victim>& victims, bool for_flush, bool cou
                           std::size_t* freed) {
   std::sort(victims.begin(), victims.end(),
             [](const Victim& a, const Victim& b) { return a.key < b.key; });
+  // Under evict_mu_ a present frame stays present (only a pass frees one), and one page is
+  // present in one frame: a pass never sees the same page twice.
+  for (std::size_t i = 0; i < victims.size(); ++i) {
+    FARMEM_DCHECK_MSG(state(victims[i].frame) == FrameState::kPresent,
+                      "victim frame {} is not present", victims[i].frame);
+    FARMEM_DCHECK_MSG(i == 0 || victims[i - 1].key != victims[i].key,
+                      "page {} is in frames {} and {}", victims[i].key, victims[i - 1].frame,
+                      victims[i].frame);
+  }
   frontend_.isolate(victims, for_flush);
   Status st = write_back_locked(victims);
   if (for_flush) {
@@ -532,6 +588,10 @@ Status Pager::write_back_locked(std::vector<Victim>& victims) {
     chunk.clear();
     for (std::size_t i = 0; i < n; ++i) chunk.push_back(*dirty[base + i]);
     frontend_.stage(chunk, std::span(sources_.data(), n));
+    for (std::size_t i = 0; i < n; ++i) {  // Frontend::stage: a page's bytes, at most a page
+      FARMEM_DCHECK_MSG(!sources_[i].empty() && sources_[i].size() <= options_.page_bytes,
+                        "page {} staged as {} bytes", chunk[i].key, sources_[i].size());
+    }
     // Pages adjacent both in far memory and in the staged bytes go as one operation.
     wb_batch_.clear();
     std::uint64_t bytes = 0;
@@ -578,6 +638,7 @@ Status Pager::flush() {
     }
     if (victims.empty()) {
       frontend_.unlock_pages();
+      check_invariants_locked();
       MutexLock elock(error_mu_);
       background_error_ = Status::Ok();  // everything is durable now
       return Status::Ok();
@@ -606,6 +667,7 @@ Status Pager::drop_frames(std::span<const std::uint32_t> frames) {
   Status st;
   if (!victims.empty()) st = pass_locked(victims, false, /*count_wasted=*/false, &freed);
   frontend_.unlock_pages();
+  check_invariants_locked();
   if (st.ok() && freed < victims.size()) {
     return TimedOut(options_.name + ": " + std::to_string(victims.size() - freed) +
                     " page(s) stayed resident: in use");
@@ -617,6 +679,52 @@ std::uint64_t Pager::reclaim(std::uint64_t bytes) {
   const std::size_t pages = (bytes + options_.page_bytes - 1) / options_.page_bytes;
   Status err;
   return evict(std::max<std::size_t>(pages, options_.evict_batch), &err) * options_.page_bytes;
+}
+
+// ---- invariants (debug builds) ----
+
+void Pager::check_invariants_locked() {
+  if constexpr (kDcheckOn) {
+    static std::atomic<std::uint64_t> calls{0};
+    if (!dcheck_due(calls, options_.frames)) return;
+    const std::uint32_t n = options_.frames, C = options_.chunk_frames;
+    MutexLock lock(free_mu_);  // with evict_mu_: no chunk or free-list change now
+    std::vector<std::uint8_t> listed(n, 0);
+    for (std::uint32_t f : free_) {
+      FARMEM_DCHECK_LT(f, n);
+      FARMEM_DCHECK_MSG(listed[f] == 0, "frame {} is on the free list twice", f);
+      listed[f] = 1;
+      FARMEM_DCHECK_MSG(state(f) == FrameState::kFree, "listed frame {} in state {}", f,
+                        +state_[f].load());
+    }
+    FARMEM_DCHECK(std::is_heap(free_.begin(), free_.end(), std::greater<>()));
+    // Frames: free (listed when their chunk is active) or in use (kLoading, kPresent) in an
+    // active chunk; in_use_ counts those in use and the charged pages not bound yet.
+    std::uint64_t active = 0, used = 0;
+    for (std::uint32_t f = 0; f < n; ++f) {
+      const bool is_active = C == 0 || chunk_active(f / C);
+      active += is_active ? 1 : 0;
+      if (state(f) != FrameState::kFree) {
+        ++used;
+        FARMEM_DCHECK_MSG(is_active, "frame {} is in use in a retired chunk", f);
+      } else {
+        FARMEM_DCHECK_MSG(listed[f] == is_active, "free frame {} is {} the free list", f,
+                          is_active ? "missing from" : "of a retired chunk, yet on");
+      }
+    }
+    for (std::uint32_t c = 0; c < chunk_count(); ++c) {
+      std::uint32_t on_list = 0;
+      for (std::uint32_t f = chunk_first(c); f < chunk_first(c) + chunk_size(c); ++f) {
+        on_list += listed[f];
+      }
+      FARMEM_DCHECK_EQ(free_in_chunk_[c], on_list);
+    }
+    FARMEM_DCHECK_EQ(active_frames_.load(), active);
+    FARMEM_DCHECK_LE(charged_unbound_, free_.size());
+    FARMEM_DCHECK_EQ(in_use_.load(), charged_unbound_ + used);
+    // Charged before counted, uncounted before uncharged (charge_locked, release).
+    FARMEM_DCHECK_LE(std::uint64_t{in_use_.load()} * options_.page_bytes, budget_.used());
+  }
 }
 
 // ---- the background evictor ----

@@ -319,6 +319,9 @@ class Pager final : public Reclaimer {
   Status write_back_locked(std::vector<Victim>& victims) FARMEM_REQUIRES(evict_mu_, frontend_);
   void run_evictor();
   void wake_evictor();
+  /// Debug builds: frames, the free list, chunks and in_use_ add up (O(frames), sampled by
+  /// dcheck_due). Where a pass ends, with evict_mu_ held; takes free_mu_.
+  void check_invariants_locked() FARMEM_REQUIRES(evict_mu_) FARMEM_EXCLUDES(free_mu_);
 
   // ---- chunks (see the top of this file) ----
   std::uint32_t chunk_count() const;

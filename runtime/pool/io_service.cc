@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/dcheck.h"
 #include "common/in_farmem.h"
 
 namespace farmem {
@@ -25,18 +26,28 @@ struct IoBatch::Impl {
 };
 
 IoBatch::IoBatch() : impl_(std::make_unique<Impl>()) {}
-IoBatch::~IoBatch() = default;
+IoBatch::~IoBatch() {
+  // A connection may still write into a batch that was not waited for (io_batch.h).
+  FARMEM_DCHECK_MSG(impl_ == nullptr || impl_->in_flight == 0,
+                    "an IoBatch is destroyed with {} posted part(s) not waited for",
+                    impl_ == nullptr ? 0 : impl_->in_flight);
+}
 IoBatch::IoBatch(IoBatch&&) noexcept = default;
 IoBatch& IoBatch::operator=(IoBatch&&) noexcept = default;
 
 void IoBatch::read(FarAddr src, std::span<std::byte> dst) {
+  FARMEM_DCHECK_EQ(impl_->in_flight, 0u);  // not reused before wait()
   impl_->requests.push_back({transport::OpKind::kRead, src, dst.data(), dst.size()});
 }
 void IoBatch::write(FarAddr dst, std::span<const std::byte> src) {
+  FARMEM_DCHECK_EQ(impl_->in_flight, 0u);
   impl_->requests.push_back(
       {transport::OpKind::kWrite, dst, const_cast<std::byte*>(src.data()), src.size()});
 }
-void IoBatch::clear() { impl_->requests.clear(); }
+void IoBatch::clear() {
+  FARMEM_DCHECK_EQ(impl_->in_flight, 0u);  // not while in flight (io_batch.h)
+  impl_->requests.clear();
+}
 std::size_t IoBatch::size() const { return impl_->requests.size(); }
 
 namespace pool {
@@ -87,9 +98,13 @@ void IoService::count(transport::OpKind kind, std::uint64_t n) {
 Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* local,
                              std::uint64_t n, std::vector<std::vector<transport::Op>>& out) {
   if (n == 0) return InvalidArgument("read or write of 0 bytes");
+  [[maybe_unused]] std::uint64_t covered = 0;  // bytes of [far, far + n) in ops so far
   // A striped allocation splits the range at stripe boundaries, one target each.
   for (std::uint64_t at = 0; at < n;) {
     FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(FarAddr{far.raw + at}, n - at));
+    // The first bytes of what is left, some of them (else this loop would never end).
+    FARMEM_DCHECK_MSG(t.bytes > 0 && t.bytes <= n - at, "resolved {} of {} bytes", t.bytes,
+                      n - at);
     const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
     for (std::uint64_t done = 0; done < t.bytes;) {
       // Local memory registered in adjacent pieces (the cache's arena chunks) splits the range
@@ -100,12 +115,15 @@ Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* loc
       }
       const auto len =
           static_cast<std::uint32_t>(std::min({max, t.bytes - done, key->bytes}));
+      FARMEM_DCHECK_GT(len, 0u);  // inside one registration, which covers local + at + done
       out[t.conn].push_back(
           {kind, len, local + at + done, key->lkey, t.rkey, t.remote_addr + done});
       done += len;
+      covered += len;
     }
     at += t.bytes;
   }
+  FARMEM_DCHECK_EQ(covered, n);  // the ops cover the request exactly, no byte twice
   return Status::Ok();
 }
 
@@ -247,6 +265,7 @@ Status IoService::post_all(IoBatch& batch) {
       ++b.in_flight;
     }
   }
+  FARMEM_DCHECK_LE(b.in_flight, b.posted.size());
   // What was posted must still be waited for; wait() reports submit_error then.
   if (!b.submit_error.ok() && b.in_flight == 0) return b.submit_error;
   return Status::Ok();
@@ -261,6 +280,10 @@ Status IoService::wait(IoBatch& batch) {
   for (std::size_t i = 0; i < b.in_flight; ++i) {
     auto& slot = b.posted[i];
     auto st = pool_.connection(slot.conn).wait(*slot.done, timeout_);
+    // Connection::wait returns only once nothing touches the completion any more, even on a
+    // timeout: the completion is reused by the next submit.
+    FARMEM_DCHECK_MSG(slot.done->done(), "{}: wait returned ({}) with parts still pending",
+                      pool_.connection(slot.conn).peer(), st.to_string());
     if (!st.ok() && first.ok()) first = st;
   }
   b.in_flight = 0;

@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "common/dcheck.h"
+
 namespace farmem::region {
 
 enum PageBits : std::uint8_t {
@@ -49,8 +51,12 @@ class PageTable {
   std::size_t pages() const { return pages_; }
   std::uint8_t flags(std::size_t p) const { return flags_[p].load(std::memory_order_acquire); }
   bool has(std::size_t p, std::uint8_t bits) const { return (flags(p) & bits) == bits; }
-  void set(std::size_t p, std::uint8_t bits) { flags_[p].fetch_or(bits, std::memory_order_acq_rel); }
+  void set(std::size_t p, std::uint8_t bits) {
+    check_protection_change(p, bits);
+    flags_[p].fetch_or(bits, std::memory_order_acq_rel);
+  }
   void clear(std::size_t p, std::uint8_t bits) {
+    check_protection_change(p, bits);
     flags_[p].fetch_and(static_cast<std::uint8_t>(~bits), std::memory_order_acq_rel);
   }
   std::size_t resident_pages() const { return resident_.load(std::memory_order_relaxed); }
@@ -59,6 +65,10 @@ class PageTable {
 
   /// A page was just mapped into `frame`: resident, plus `bits` (kWriteProtected or 0).
   void install(std::size_t p, std::uint32_t frame, std::uint8_t bits) {
+    FARMEM_DCHECK_LT(p, pages_);
+    FARMEM_DCHECK_MSG(flags(p) == 0, "page {} mapped twice (flags {:#x})", p, flags(p));
+    FARMEM_DCHECK_NE(frame, kNoFrame);
+    FARMEM_DCHECK_EQ(bits & ~kWriteProtected, 0);
     frame_[p].store(frame, std::memory_order_relaxed);
     flags_[p].store(static_cast<std::uint8_t>(kResident | bits), std::memory_order_release);
     resident_.fetch_add(1, std::memory_order_relaxed);
@@ -66,12 +76,24 @@ class PageTable {
 
   /// A page was unmapped.
   void remove(std::size_t p) {
+    FARMEM_DCHECK_LT(p, pages_);
+    FARMEM_DCHECK_MSG(has(p, kResident), "page {} unmapped but not resident", p);
+    FARMEM_DCHECK_GT(resident_.load(std::memory_order_relaxed), 0u);
     flags_[p].store(0, std::memory_order_release);
     frame_[p].store(kNoFrame, std::memory_order_relaxed);
     resident_.fetch_sub(1, std::memory_order_relaxed);
   }
 
  private:
+  // Residency changes only through install/remove; set/clear change a resident page's
+  // write protection (W without V is no state).
+  void check_protection_change([[maybe_unused]] std::size_t p,
+                               [[maybe_unused]] std::uint8_t bits) const {
+    FARMEM_DCHECK_LT(p, pages_);
+    FARMEM_DCHECK_EQ(bits, kWriteProtected);
+    FARMEM_DCHECK_MSG(has(p, kResident), "protection of page {} changed while not resident", p);
+  }
+
   std::size_t pages_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> flags_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> frame_;

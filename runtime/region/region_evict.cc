@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 #include "region/region.h"
 #include "region/region_constants.h"
@@ -27,6 +28,34 @@ namespace farmem {
 
 using paging::for_each_run;
 using region::kPageSize;
+
+namespace {
+
+// Debug builds, at the start of a pass (page_mu_ held): the pager's present frames and the
+// table's resident pages are the same pages, each resident page in the frame keyed by it; and
+// no frame is kLoading, since a region binds and installs a frame in one step under page_mu_
+// (install_page_locked). O(frames), sampled by dcheck_due.
+void check_pages_locked(const Region::Impl& r) {
+  if constexpr (kDcheckOn) {
+    static std::atomic<std::uint64_t> calls{0};
+    if (!dcheck_due(calls, r.pager->frames())) return;
+    std::size_t present = 0;
+    for (std::uint32_t f = 0; f < r.pager->frames(); ++f) {
+      const paging::FrameState s = r.pager->state(f);
+      FARMEM_DCHECK_MSG(s != paging::FrameState::kLoading, "region frame {} is kLoading", f);
+      if (s != paging::FrameState::kPresent) continue;
+      ++present;
+      const std::uint64_t page = r.pager->key_of(f);
+      FARMEM_DCHECK_LT(page, r.pages);
+      FARMEM_DCHECK_MSG(r.table.has(page, region::kResident) && r.table.frame(page) == f,
+                        "frame {} holds page {}, which the table maps to frame {}", f, page,
+                        r.table.frame(page));
+    }
+    FARMEM_DCHECK_EQ(present, r.table.resident_pages());
+  }
+}
+
+}  // namespace
 
 bool Region::Impl::charge_fault_page() {
   // One round of inline eviction at most: the fault path's own retry (with backoff) and the
@@ -46,6 +75,7 @@ void Region::Impl::lock_pages() {
 }
 
 void Region::Impl::on_second_chance(std::uint32_t frame, std::uint64_t page) {
+  FARMEM_DCHECK_EQ(table.frame(page), frame);
   // A dirty page is re-protected so that its next write is seen as an access again; in runs,
   // at isolate(), because each protection change is a TLB shootdown.
   if (pager->dirty(frame) && !table.has(page, region::kWriteProtected)) {
@@ -54,6 +84,12 @@ void Region::Impl::on_second_chance(std::uint32_t frame, std::uint64_t page) {
 }
 
 void Region::Impl::isolate(std::span<paging::Victim> victims, bool /*for_flush*/) {
+  check_pages_locked(*this);
+  for (const paging::Victim& v : victims) {  // the pager's frame is the page's frame
+    FARMEM_DCHECK_MSG(table.has(v.key, region::kResident) && table.frame(v.key) == v.frame,
+                      "victim page {} in frame {}, the table says {}", v.key, v.frame,
+                      table.frame(v.key));
+  }
   if (!second_chances.empty()) {
     std::sort(second_chances.begin(), second_chances.end());
     (void)protect_runs_locked(second_chances);  // best effort: only loses access information
@@ -76,6 +112,7 @@ void Region::Impl::isolate(std::span<paging::Victim> victims, bool /*for_flush*/
 
 void Region::Impl::stage(std::span<const paging::Victim> victims,
                          std::span<std::span<const std::byte>> sources) {
+  FARMEM_DCHECK_LE(victims.size() * kPageSize, wb_staging.size());  // write_back_batch fits
   for (std::size_t i = 0; i < victims.size(); ++i) {
     const std::size_t p = victims[i].key;
     std::byte* dst = wb_staging.data() + i * kPageSize;
@@ -88,7 +125,10 @@ void Region::Impl::drop(std::span<paging::Victim> victims) {
   // Victims come sorted by page: one MADV_DONTNEED a run. Each is a TLB shootdown (an IPI to
   // every CPU running this process's threads), so fewer, larger drops are much cheaper.
   pass_pages.clear();
-  for (const paging::Victim& v : victims) pass_pages.push_back(static_cast<std::uint32_t>(v.key));
+  for (const paging::Victim& v : victims) {
+    FARMEM_DCHECK_EQ(table.frame(v.key), v.frame);  // isolated, kept resident since
+    pass_pages.push_back(static_cast<std::uint32_t>(v.key));
+  }
   // The callback runs right here, under page_mu_; it reads the scratch through this span,
   // since the analysis checks a lambda as a function that holds nothing.
   const std::span<const std::uint32_t> run_pages = pass_pages;

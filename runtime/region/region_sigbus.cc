@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 #include "common/in_farmem.h"
 #include "region/region.h"
@@ -81,7 +82,10 @@ region::FaulterSlot* Region::Impl::claim_slot() {
 
 void Region::Impl::release_slot(region::FaulterSlot* slot) {
   const auto i = static_cast<std::uint32_t>(slot - faulter_slots.data());
-  free_slots.fetch_or(1u << i, std::memory_order_acq_rel);
+  FARMEM_DCHECK_LT(i, region::kFaulterSlots);
+  [[maybe_unused]] const std::uint32_t was =
+      free_slots.fetch_or(1u << i, std::memory_order_acq_rel);
+  FARMEM_DCHECK_MSG((was & (1u << i)) == 0, "faulter slot {} released twice", i);
 }
 
 bool Region::Impl::serve_sigbus(std::uintptr_t addr, bool write) {
@@ -249,6 +253,8 @@ bool Region::Impl::hand_off(std::uintptr_t addr, bool write) {
       while (h.state.load(std::memory_order_acquire) == Handoff::kPosted) {
         futex_wait(h.state, Handoff::kPosted);
       }
+      // kPosted -> kDone is the helper's only move; the slot is ours until we free it.
+      FARMEM_DCHECK_EQ(h.state.load(std::memory_order_acquire), std::uint32_t{Handoff::kDone});
       const bool ok = h.ok;
       h.state.store(Handoff::kFree, std::memory_order_release);
       return ok;
@@ -261,6 +267,7 @@ void Region::Impl::serve_handoffs_on_handler() {
   for (Handoff& h : mailbox) {
     if (h.state.load(std::memory_order_acquire) != Handoff::kPosted) continue;
     h.ok = serve_handoff_on_handler(h.addr, h.write);
+    FARMEM_DCHECK_EQ(h.state.load(std::memory_order_relaxed), std::uint32_t{Handoff::kPosted});
     h.state.store(Handoff::kDone, std::memory_order_release);
     futex_wake_all(h.state);
   }

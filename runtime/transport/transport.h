@@ -16,6 +16,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/dcheck.h"
 #include "farmem/status.h"
 #include "transport/proto/wire.h"
 
@@ -64,6 +65,8 @@ class Completion {
   // ---- backend side ----
   /// Prepares for a new batch that will report `parts` completions.
   void arm(std::uint32_t parts) {
+    // Armed only once the last batch completed (each posted batch is waited for, see wait()).
+    FARMEM_DCHECK_EQ(pending_.load(std::memory_order_acquire), 0u);
     error_ = Status::Ok();
     failed_.store(false, std::memory_order_relaxed);
     pending_.store(parts, std::memory_order_release);
@@ -71,10 +74,14 @@ class Completion {
   /// Reports one part finished. The first non-ok status is the batch's.
   void finish_part(const Status& s) {
     if (!s.ok() && !failed_.exchange(true, std::memory_order_acq_rel)) error_ = s;
-    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    [[maybe_unused]] const std::uint32_t was = pending_.fetch_sub(1, std::memory_order_acq_rel);
+    FARMEM_DCHECK_GT(was, 0u);  // no part finishes twice (`this` may be gone: `was` only)
   }
   /// Reports one part finished successfully (hot path: no Status constructed).
-  void finish_part_ok() { pending_.fetch_sub(1, std::memory_order_acq_rel); }
+  void finish_part_ok() {
+    [[maybe_unused]] const std::uint32_t was = pending_.fetch_sub(1, std::memory_order_acq_rel);
+    FARMEM_DCHECK_GT(was, 0u);
+  }
 
  private:
   std::atomic<std::uint32_t> pending_{0};

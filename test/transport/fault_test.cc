@@ -66,6 +66,18 @@ TEST_F(Fault, DroppedOpsTimeOut) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(50));
 }
 
+TEST_F(Fault, ADroppedBatchIsCompleteOnceItsWaitTimedOut) {
+  // As on every backend (transport.h): once wait() returned, even kTimedOut, the batch has
+  // completed and nothing of it is pending, so its Completion may be reused or freed.
+  conn_->set_plan({.action = FaultPlan::Action::kDrop});
+  const transport::Op op = write_op(0);
+  transport::Completion done;
+  ASSERT_TRUE(conn_->post(std::span(&op, 1), done).ok());
+  EXPECT_EQ(conn_->wait(done, std::chrono::milliseconds(50)).code(), StatusCode::kTimedOut);
+  EXPECT_TRUE(done.done());
+  EXPECT_FALSE(done.status().ok());
+}
+
 TEST_F(Fault, ATimedOutWaitBreaksTheConnection) {
   conn_->set_plan({.action = FaultPlan::Action::kDrop});
   EXPECT_EQ(conn_->execute(write_op(0), std::chrono::milliseconds(50)).code(),

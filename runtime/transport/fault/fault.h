@@ -19,8 +19,9 @@ struct FaultPlan {
     kNone,
     kFail,   ///< a hit op is not performed; its batch completes with kIoError
     kDelay,  ///< a hit op's batch is posted only after `delay`
-    kDrop,   ///< a hit op is not performed and its batch never completes (wait times out,
-             ///< which breaks the connection as a real timeout does)
+    kDrop,   ///< a hit op is not performed and its batch does not complete before wait's
+             ///< deadline: wait times out, which breaks the connection and completes the
+             ///< batch with kTimedOut, as a real timeout does
   };
   Action action = Action::kNone;
   std::uint64_t after_ops = 0;  ///< the first `after_ops` data ops pass untouched

@@ -113,7 +113,12 @@ Status FaultConnection::wait(Completion& done, std::chrono::nanoseconds timeout)
       broken_ = Unavailable(peer() + ": connection broken: " + st.message());
     }
   }
-  if (st.code() == StatusCode::kTimedOut) return st;
+  if (st.code() == StatusCode::kTimedOut) {
+    // Completed, failed, as a timed-out batch is on every backend (tcp fails its entries,
+    // verbs polls its flushes): the caller may reuse `done` at once.
+    done.finish_part(st);
+    return st;
+  }
   done.finish_part(!mine->injected.ok() ? mine->injected : st);
   return done.status();
 }
