@@ -10,6 +10,12 @@
 //  | -   -   -   -   -   W   -   V |   V resident (mapped)   W write-protected
 //  +---+---+---+---+---+---+---+---+
 //
+// Each unmapping also stamps the page with the region's drop epoch (a count of unmappings),
+// so a fetch can tell whether the page was mapped, possibly written back, and unmapped while
+// its read was in flight: a fetch notes epoch() before its read goes out, and under the page
+// lock installs a page only if !dropped_since(page, noted). Otherwise its bytes may predate a
+// write-back and are thrown away (the access faults again and reads the new bytes).
+//
 // Eviction order is the pager's CLOCK over frames. A region cannot see reads of resident
 // pages (no fault is taken), so its reference bits are set by what it does see: each demand
 // fault and each first write after a (re)protection; when CLOCK passes over a referenced
@@ -44,8 +50,12 @@ class PageTable {
   explicit PageTable(std::size_t pages)
       : pages_(pages),
         flags_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)),
-        frame_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)) {
-    for (std::size_t p = 0; p < pages; ++p) frame_[p].store(kNoFrame, std::memory_order_relaxed);
+        frame_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)),
+        dropped_at_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)) {
+    for (std::size_t p = 0; p < pages; ++p) {
+      frame_[p].store(kNoFrame, std::memory_order_relaxed);
+      dropped_at_[p].store(0, std::memory_order_relaxed);
+    }
   }
 
   std::size_t pages() const { return pages_; }
@@ -74,14 +84,25 @@ class PageTable {
     resident_.fetch_add(1, std::memory_order_relaxed);
   }
 
-  /// A page was unmapped.
+  /// A page was unmapped (after its write-back, if it was dirty).
   void remove(std::size_t p) {
     FARMEM_DCHECK_LT(p, pages_);
     FARMEM_DCHECK_MSG(has(p, kResident), "page {} unmapped but not resident", p);
     FARMEM_DCHECK_GT(resident_.load(std::memory_order_relaxed), 0u);
+    dropped_at_[p].store(drop_epoch_.fetch_add(1, std::memory_order_acq_rel) + 1,
+                         std::memory_order_release);
     flags_[p].store(0, std::memory_order_release);
     frame_[p].store(kNoFrame, std::memory_order_relaxed);
     resident_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  /// The drop epoch now: note it before a fetch's read goes out.
+  std::uint32_t epoch() const { return drop_epoch_.load(std::memory_order_acquire); }
+  /// True when page `p` was unmapped after `epoch` was noted, so bytes fetched since then
+  /// may be older than its last write-back. Exact under the page lock (unmapping holds it).
+  /// Wrap-safe: a fetch outlives far fewer than 2^31 unmappings.
+  bool dropped_since(std::size_t p, std::uint32_t epoch) const {
+    return static_cast<std::int32_t>(dropped_at_[p].load(std::memory_order_acquire) - epoch) > 0;
   }
 
  private:
@@ -97,6 +118,8 @@ class PageTable {
   std::size_t pages_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> flags_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> frame_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> dropped_at_;  ///< drop epoch of the last unmap
+  std::atomic<std::uint32_t> drop_epoch_{0};                   ///< unmappings so far
   std::atomic<std::size_t> resident_{0};
 };
 

@@ -157,20 +157,24 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
   fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
   // The demand read goes out first; the prefetch is charged (evicting only if the reserve
   // is used up) while it is in flight. The demand page is mapped (waking its thread) first.
+  // The epoch is noted before either read: a page dropped after it (by the prefetch charge's
+  // own eviction, or a pass) is thrown away at install, never mapped stale.
+  std::uint32_t epoch = table.epoch();
   Status demand = io.submit(fetch_batch);
   charge_prefetch_on_handler();
   const std::span<const std::uint32_t> pf = charged;
   Status ahead = pf.empty() ? Status::Ok() : io.submit(prefetch_batch);
   if (demand.ok()) demand = io.wait(fetch_batch);
   const bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
-  if (demand.ok()) install_demand_on_handler(page, write);
-  if (!pf.empty()) finish_prefetch_on_handler(pf, ahead);
+  if (demand.ok()) install_demand_on_handler(page, write, epoch);
+  if (!pf.empty()) finish_prefetch_on_handler(pf, ahead, epoch);
   if (demand.ok()) return true;
+  epoch = table.epoch();  // before the retried reads (read_one_on_handler)
   if (!retry_on_handler("reading", demand, msg, &Impl::read_one_on_handler, page)) {
     pager->uncharge_pages(1);
     return false;
   }
-  install_demand_on_handler(page, write);
+  install_demand_on_handler(page, write, epoch);
   return true;
 }
 
@@ -198,7 +202,8 @@ void Region::Impl::charge_prefetch_on_handler() {
   });
 }
 
-void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st) {
+void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st,
+                                              std::uint32_t epoch) {
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // prefetching is optional: forget it, the pages fault in on demand
     pager->uncharge_pages(static_cast<std::uint32_t>(pf.size()));
@@ -209,7 +214,7 @@ void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf,
   // are written back even if never stored to (a wasted write, never a lost one).
   for_each_run(pf, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(pf.subspan(i, n), fetch_staging.data() + (1 + i) * kPageSize,
-                           writing_stream, kStream);
+                           writing_stream, kStream, epoch);
   });
   pager->note_prefetch_issued(pf.size());
 }
@@ -266,12 +271,18 @@ void Region::Impl::sleep_on_handler(std::chrono::milliseconds d) {
   }
 }
 
-void Region::Impl::install_demand_on_handler(std::size_t page, bool write) {
+void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::uint32_t epoch) {
   counters.add(counters.bytes_read, page_bytes(page));
   if (page_bytes(page) < kPageSize) {  // past the far range's end: zeros, not stale staging
     std::memset(fetch_staging.data() + page_bytes(page), 0, kPageSize - page_bytes(page));
   }
   MutexLock lock(page_mu_);
+  if (table.dropped_since(page, epoch)) {  // mapped, maybe written back, unmapped meanwhile
+    counters.add(counters.stale_fetches);
+    pager->uncharge_pages(1);
+    (void)uffd.wake(page_addr(page), kPageSize);  // it refaults and reads the new bytes
+    return;
+  }
   // A write fault maps the page writable and dirty at once (it is about to be written): one
   // fault instead of MISSING followed by WP.
   auto out = uffd.copy(page_addr(page), fetch_staging.data(), kPageSize, /*write_protect=*/!write);
@@ -286,7 +297,8 @@ void Region::Impl::install_demand_on_handler(std::size_t page, bool write) {
 }
 
 void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
-                                          std::byte* staged, bool dirty, std::uint32_t stream) {
+                                          std::byte* staged, bool dirty, std::uint32_t stream,
+                                          std::uint32_t epoch) {
   const std::size_t last = run.back();
   if (page_bytes(last) < kPageSize) {
     std::memset(staged + (run.size() - 1) * kPageSize + page_bytes(last), 0,
@@ -296,15 +308,21 @@ void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
   const bool protect = !dirty;
   // In faulting-thread mode a faulting thread may have mapped some of these pages since they
   // were chosen (every mapping happens under page_mu_, so the table is exact here): copy only
-  // the stretches still absent, so that no UFFDIO_COPY stops half-way on EEXIST.
+  // the stretches still absent, so that no UFFDIO_COPY stops half-way on EEXIST. A page
+  // that was mapped and unmapped again since the read went out is skipped too: it may have
+  // been written to and written back after the read, so the staged bytes may be stale.
+  auto usable = [&](std::uint32_t p) FARMEM_REQUIRES(page_mu_) {
+    return !table.has(p, region::kResident) && !table.dropped_since(p, epoch);
+  };
   for (std::size_t i = 0; i < run.size();) {
-    if (table.has(run[i], region::kResident)) {
+    if (!usable(run[i])) {
+      if (!table.has(run[i], region::kResident)) counters.add(counters.stale_fetches);
       pager->uncharge_pages(1);
       ++i;
       continue;
     }
     std::size_t j = i + 1;
-    while (j < run.size() && !table.has(run[j], region::kResident)) ++j;
+    while (j < run.size() && usable(run[j])) ++j;
     auto out = uffd.copy(page_addr(run[i]), staged + i * kPageSize, (j - i) * kPageSize, protect);
     if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
       pager->uncharge_pages(static_cast<std::uint32_t>(j - i));
@@ -448,6 +466,7 @@ void Region::Impl::pull_some_on_handler() {
     prefetch_batch.read(page_far(batch[i]),
                         fetch_staging.subspan((1 + i) * kPageSize, page_bytes(batch[i])));
   }
+  const std::uint32_t epoch = table.epoch();
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // best effort: those pages will be fetched on demand instead
@@ -458,7 +477,8 @@ void Region::Impl::pull_some_on_handler() {
   }
   for_each_run(batch, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span(batch).subspan(i, n),
-                           fetch_staging.data() + (1 + i) * kPageSize, false, paging::kNoStream);
+                           fetch_staging.data() + (1 + i) * kPageSize, false, paging::kNoStream,
+                           epoch);
   });
   pager->note_prefetch_issued(batch.size());
 }

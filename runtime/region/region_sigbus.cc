@@ -169,6 +169,7 @@ void Region::Impl::serve_readahead_on_handler() {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
     prefetch_batch.read(page_far(charged[i]), fetch_staging.subspan((1 + i) * kPageSize, bytes));
   });
+  const std::uint32_t epoch = table.epoch();
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // optional work: the stream faults the pages in itself
@@ -179,7 +180,7 @@ void Region::Impl::serve_readahead_on_handler() {
   paging::for_each_run(charged, [&](std::size_t i, std::size_t n) {
     install_run_on_handler(std::span<const std::uint32_t>(charged).subspan(i, n),
                            fetch_staging.data() + (1 + i) * kPageSize, install_write,
-                           paging::kNoStream);
+                           paging::kNoStream, epoch);
   });
   pager->note_prefetch_issued(charged.size());
 }
@@ -190,6 +191,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   const std::size_t bytes = (n - 1) * kPageSize + page_bytes(page + n - 1);
   batch.clear();
   batch.read(page_far(page), staging_area.first(bytes));
+  const std::uint32_t epoch = table.epoch();
   Status st = io.submit(batch);
   if (st.ok()) st = io.wait(batch);
   if (!st.ok()) {
@@ -201,9 +203,18 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
     std::memset(staging_area.data() + bytes, 0, n * kPageSize - bytes);
   }
   MutexLock lock(page_mu_);
-  // Another thread may have mapped some of the pages ahead meanwhile: stop before them.
+  if (table.dropped_since(page, epoch)) {
+    // Mapped by another thread (a readahead, a pull), perhaps written to and written back, and
+    // unmapped while this read was in flight: these bytes may be older than far memory's.
+    // Nothing is mapped; the access faults again and reads the new bytes.
+    counters.add(counters.stale_fetches);
+    pager->uncharge_pages(static_cast<std::uint32_t>(n));
+    return Status::Ok();
+  }
+  // Another thread may have mapped some of the pages ahead meanwhile, or mapped and unmapped
+  // them (stale, as above): stop before them.
   for (std::size_t k = 1; k < n; ++k) {
-    if (table.has(page + k, region::kResident)) {
+    if (table.has(page + k, region::kResident) || table.dropped_since(page + k, epoch)) {
       pager->uncharge_pages(static_cast<std::uint32_t>(n - k));
       n = k;
       break;

@@ -15,6 +15,9 @@ struct RegionCounters {
   std::atomic<std::uint64_t> wp_faults{0};          ///< first writes after (re)protection
   std::atomic<std::uint64_t> bytes_read{0};
   std::atomic<std::uint64_t> fetch_errors{0};       ///< failed far reads (each retried)
+  /// fetched pages thrown away: the page was mapped and unmapped (perhaps written back)
+  /// while the read was in flight (PageTable::dropped_since)
+  std::atomic<std::uint64_t> stale_fetches{0};
 
   void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
     c.fetch_add(n, std::memory_order_relaxed);
