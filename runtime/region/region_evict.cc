@@ -20,6 +20,7 @@
 
 #include "common/dcheck.h"
 #include "common/log.h"
+#include "common/sanitizers.h"
 #include "region/region.h"
 #include "region/region_constants.h"
 #include "paging/runs.h"
@@ -116,6 +117,9 @@ void Region::Impl::stage(std::span<const paging::Victim> victims,
   for (std::size_t i = 0; i < victims.size(); ++i) {
     const std::size_t p = victims[i].key;
     std::byte* dst = wb_staging.data() + i * kPageSize;
+    // The page is write-protected (isolate) and its stores happened before that in the
+    // kernel's order; TSan sees no user-space synchronisation with the storing threads.
+    TsanIgnoreAccesses ordered_by_write_protection;
     std::memcpy(dst, page_addr(p), page_bytes(p));
     sources[i] = {dst, page_bytes(p)};
   }

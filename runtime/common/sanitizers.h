@@ -1,0 +1,42 @@
+// What the sanitizers cannot see, said to them in one place.
+#pragma once
+
+namespace farmem {
+
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+
+extern "C" {
+// The TSan runtime's own entry points (libclang_rt.tsan / libtsan); called only when
+// kThreadSanitizer, so a build without TSan never needs them. Weak: nothing to link otherwise.
+[[gnu::weak]] void __tsan_ignore_thread_begin();
+[[gnu::weak]] void __tsan_ignore_thread_end();
+}
+
+/// For its scope, TSan ignores this thread's memory accesses (interceptors' memcpy included).
+/// Only for accesses ordered by something TSan cannot model. The one user: a region page
+/// copied for write-back (region_evict.cc), whose application stores are ordered before the
+/// copy by the kernel's write protection (UFFDIO_WRITEPROTECT under the page lock: a store
+/// after it faults and waits for the page lock), not by any user-space synchronisation.
+class TsanIgnoreAccesses {
+ public:
+  TsanIgnoreAccesses() {
+    if constexpr (kThreadSanitizer) __tsan_ignore_thread_begin();
+  }
+  ~TsanIgnoreAccesses() {
+    if constexpr (kThreadSanitizer) __tsan_ignore_thread_end();
+  }
+  TsanIgnoreAccesses(const TsanIgnoreAccesses&) = delete;
+  TsanIgnoreAccesses& operator=(const TsanIgnoreAccesses&) = delete;
+};
+
+}  // namespace farmem
