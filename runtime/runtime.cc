@@ -338,6 +338,11 @@ CacheStats Runtime::cache_stats() const {
   return s;
 }
 
+Result<std::uint64_t> Runtime::cache_arena_resident_bytes() const {
+  if (!impl_->cache) return std::uint64_t{0};
+  return impl_->cache->arena_resident_bytes();
+}
+
 std::uint64_t Runtime::cache_frames_in_use() const {
   return impl_->cache ? impl_->cache->frames_in_use() : 0;
 }

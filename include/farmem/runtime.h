@@ -135,8 +135,13 @@ class Runtime {
   /// Application hint for the page cache: kWillNeed prefetches the range, kDontNeed writes it
   /// back and drops it; kSequential / kRandom / kNormal steer the calling thread's prefetcher.
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
-  /// The page cache's counters.
+  /// The page cache's counters (cheap: no system call; fine in a monitoring loop).
   CacheStats cache_stats() const;
+  /// Bytes of the page cache's frame arena the kernel holds in RAM now: what the cache costs
+  /// the process's RSS, whatever its counters say (0 without a cache). It asks the kernel
+  /// (mincore over the whole arena, about a page-table walk per 4 KiB page), so it is not
+  /// for a hot loop.
+  Result<std::uint64_t> cache_arena_resident_bytes() const;
   /// Closes the memserver `url` (as given in RuntimeOptions::servers) to new slabs: far
   /// memory already placed there stays usable and is freed as usual. kNotFound for a URL the
   /// runtime does not use.

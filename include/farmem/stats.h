@@ -44,9 +44,6 @@ struct CacheStats {
   std::uint64_t arena_active_bytes = 0;
   std::uint64_t arena_chunks_given_back = 0;  ///< arena chunks returned to the OS so far
   std::uint64_t arena_chunks_taken_back = 0;  ///< of those, taken back (the budget grew)
-  /// Bytes of the arena the kernel holds in RAM now (mincore): what the cache's frames cost
-  /// the process's RSS, whatever the counters above say. 0 where mincore fails.
-  std::uint64_t arena_resident_bytes = 0;
   LatencyHistogram fault_latency;       ///< miss (fault) service times
 
   /// prefetches_used / prefetches_issued (1.0 when none were issued).

@@ -402,11 +402,14 @@ CacheStats PageCache::stats() const {
   s.arena_active_bytes = p.active_frames * options_.page_bytes;
   s.arena_chunks_given_back = p.chunks_retired;
   s.arena_chunks_taken_back = p.chunks_revived;
-  if (auto r = resident_bytes(arena_, arena_len_); r.ok()) s.arena_resident_bytes = *r;
   for (int b = 0; b < LatencyHistogram::kBuckets; ++b) {
     s.fault_latency.counts[b] = fault_hist_[b].load(std::memory_order_relaxed);
   }
   return s;
+}
+
+Result<std::uint64_t> PageCache::arena_resident_bytes() const {
+  return resident_bytes(arena_, arena_len_);
 }
 
 Status PageCache::background_error() const { return pager_->background_error(); }

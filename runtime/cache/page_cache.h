@@ -89,6 +89,8 @@ class PageCache final : public paging::Frontend {
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
 
   CacheStats stats() const;
+  /// Bytes of the arena resident in RAM now (mincore; see Runtime::cache_arena_resident_bytes).
+  Result<std::uint64_t> arena_resident_bytes() const;
   /// Frames holding a page now (fetching or present), from the cache's own accounting.
   std::uint64_t frames_in_use() const;
   /// Sticky: the first write-back failure of the background evictor (Ok if none).

@@ -52,7 +52,6 @@ void CacheStats::merge(const CacheStats& o) {
   arena_active_bytes += o.arena_active_bytes;
   arena_chunks_given_back += o.arena_chunks_given_back;
   arena_chunks_taken_back += o.arena_chunks_taken_back;
-  arena_resident_bytes += o.arena_resident_bytes;
   fault_latency.merge(o.fault_latency);
 }
 
@@ -74,7 +73,6 @@ std::string CacheStats::to_json() const {
   j["arena_active_bytes"] = arena_active_bytes;
   j["arena_chunks_given_back"] = arena_chunks_given_back;
   j["arena_chunks_taken_back"] = arena_chunks_taken_back;
-  j["arena_resident_bytes"] = arena_resident_bytes;
   j["fault_latency_ns"] = {{"p50", fault_latency.percentile_ns(50)},
                            {"p90", fault_latency.percentile_ns(90)},
                            {"p99", fault_latency.percentile_ns(99)},

@@ -124,10 +124,14 @@ TEST(TierRuntime, BudgetFollowsPressureWhileFourThreadsStayCorrectAndRssFollows)
   }
   auto budget = [&] { return r.tier_stats().budget_bytes; };
   auto resident = [&] { return r.cache_stats().resident_bytes; };
-  auto arena_rss = [&] { return r.cache_stats().arena_resident_bytes; };
+  auto arena_rss = [&] {
+    auto b = r.cache_arena_resident_bytes();
+    EXPECT_TRUE(b.ok()) << b.status().to_string();
+    return b.ok() ? *b : 0;
+  };
 
   // Calm: the cache is full (the fill left it so; the threads keep it so), and its arena is
-  // resident: most of the ceiling counts in RSS (mincore of the arena, CacheStats).
+  // resident: most of the ceiling counts in RSS (Runtime::cache_arena_resident_bytes).
   const std::uint64_t kNearlyFull = kCeiling - kCeiling / 8;
   ASSERT_TRUE(eventually([&] { return resident() >= kNearlyFull; })) << resident();
   ASSERT_TRUE(eventually([&] { return arena_rss() >= kNearlyFull; })) << arena_rss();
@@ -179,7 +183,7 @@ struct GiveBack {
   std::uint64_t active_full = 0, active_low = 0;  // CacheStats::arena_active_bytes
   std::uint64_t given_back = 0, taken_back = 0;   // chunk counts at the end
   std::uint64_t active_regrown = 0;
-  std::uint64_t arena_rss_full = 0, arena_rss_low = 0;  // CacheStats::arena_resident_bytes
+  std::uint64_t arena_rss_full = 0, arena_rss_low = 0;  // Runtime::cache_arena_resident_bytes()
   std::size_t wrong = 0;
 };
 
@@ -234,10 +238,15 @@ void shrink_and_grow(const std::string& server, std::uint64_t floor, std::uint64
     }
   };
   auto stats = [&] { return r.cache_stats(); };
+  auto arena_rss = [&] {
+    auto b = r.cache_arena_resident_bytes();
+    EXPECT_TRUE(b.ok()) << b.status().to_string();
+    return b.ok() ? *b : 0;
+  };
 
   check();  // the cache is at the ceiling now: every chunk of the arena in use
   out.active_full = stats().arena_active_bytes;
-  out.arena_rss_full = stats().arena_resident_bytes;
+  out.arena_rss_full = arena_rss();
   out.rss_full = rss_bytes();
 
   stalling = true;
@@ -246,7 +255,7 @@ void shrink_and_grow(const std::string& server, std::uint64_t floor, std::uint64
   ASSERT_TRUE(eventually([&] { return stats().arena_active_bytes <= low; }))
       << stats().arena_active_bytes;
   out.active_low = stats().arena_active_bytes;
-  out.arena_rss_low = stats().arena_resident_bytes;
+  out.arena_rss_low = arena_rss();
   out.rss_low = rss_bytes();
   for (std::uint64_t round = 1; round <= 2; ++round) {  // at the floor: write back, refetch
     rewrite(round);
