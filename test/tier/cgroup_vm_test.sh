@@ -32,14 +32,18 @@ trap lib_cleanup EXIT
 # the time the tier needs to write dirty pages back and give their frames up. The hog takes
 # 1 MiB every $HOG_STEP_MS ms: the tier needs 1-4 s to give back ~10 MiB of dirty pages here
 # (README), and a hog taking its 14 MiB in 1 MiB steps every 20 ms got the workload
-# OOM-killed in one of seven runs. memory.high 8 MiB below max was no cure: the fixed-budget
+# OOM-killed in one of seven runs; at 50 ms a CI run on a fresh machine lost the same race
+# (the budget cut to 8 MiB but 12 MiB still resident: the cgroup reached memory.high first,
+# and above it the kernel throttles the evictor's write-back with the rest of the cgroup).
+# Hence 100 ms: the tier gets ~0.5 s between the hog's start and memory.high, not 0.25 s.
+# memory.high 8 MiB below max was no cure: the fixed-budget
 # case then sat throttled above memory.high, never reached max, and died of its own 10 s
 # far-memory timeouts (SIGABRT) instead of an OOM kill.
 MAX=${FARMEM_TIER_TEST_MAX:-32M} HIGH=${FARMEM_TIER_TEST_HIGH:-28M}
 ELEMENTS=${FARMEM_TIER_TEST_ELEMENTS:-8388608}   # 64 MiB of uint64: 2 x memory.max
 BUDGET=${FARMEM_TIER_TEST_BUDGET:-16M} FLOOR=${FARMEM_TIER_TEST_FLOOR:-2M} HOG=${FARMEM_TIER_TEST_HOG:-14M}
 PASSES=${FARMEM_TIER_TEST_PASSES:-1} INTERVAL_MS=${FARMEM_TIER_TEST_INTERVAL_MS:-50}
-HOG_STEP_MS=${FARMEM_TIER_TEST_HOG_STEP_MS:-50}
+HOG_STEP_MS=${FARMEM_TIER_TEST_HOG_STEP_MS:-100}
 PAGE=${FARMEM_TIER_TEST_PAGE:-64K}   # the cache's page size: 16x fewer round trips than 4K
 # tcp (default) or rdma: see README "The tier in a real cgroup" for why not rdma
 TRANSPORT=${FARMEM_TIER_TEST_TRANSPORT:-tcp}
@@ -97,6 +101,13 @@ run_case() {
   echo "$name: peak $(cat "$CG/$name/memory.peak" 2>/dev/null || echo '?') bytes"
   tail -n 3 "$WORK/$name.err"; tail -n 1 "$OUT"
 }
+# failed_case_log NAME: the whole of a failed case's progress (the workload's lines a second
+# and the cgroup's memory a second), so that a failure in CI explains itself.
+failed_case_log() {
+  echo "--- $1: the workload's stderr"; cat "$WORK/$1.err"
+  echo "--- $1: the cgroup's memory a second"; cat "$WORK/$1.cgroup.log"
+  echo "--- $1: the hog"; cat "$WORK/$1.hog.log"
+}
 
 t0=$SECONDS
 cg_setup || { verdict cgroup_v2_setup "no cgroup v2 memory controller"; exit 1; }
@@ -111,6 +122,7 @@ why=()
 [[ $HOG_ALIVE -eq 1 ]] || why+=("the hog did not survive")
 [[ $(json_num "$OUT" shrinks) -gt 0 ]] 2>/dev/null || why+=("the tier never shrank")
 verdict tier_survives_hog "${why[@]+"${why[@]}"}"
+[[ ${#why[@]} -eq 0 ]] || failed_case_log tier_survives_hog
 
 if [[ $tier_only -eq 1 ]]; then echo "cgroup_vm_test: $((SECONDS - t0)) s"; exit 0; fi
 t_case=$(date +%s)
@@ -119,6 +131,7 @@ why=()
 [[ $RC -eq 137 ]] || why+=("workload exit $RC, not 137 (SIGKILL)")
 [[ ${OOM_KILLS:-0} -ge 1 ]] || why+=("memory.events oom_kill ${OOM_KILLS:-?}")
 verdict fixed_budget_oom_killed "${why[@]+"${why[@]}"}"
+[[ ${#why[@]} -eq 0 ]] || failed_case_log fixed_budget_oom_killed
 
 echo "cgroup_vm_test: $((SECONDS - t0)) s"
 ! grep -q '^failed ' "$results"
