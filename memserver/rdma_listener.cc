@@ -218,18 +218,14 @@ void RdmaListenerImpl::on_connect_request_on_event_thread(ibv::CmEvent ev) {
   ev.reset();
 
   // Private data arrives zero-padded (56 bytes on IB/RoCE): token_len says what is ours.
-  proto::ConnectData cd{};
-  if (req.private_data.size() >= sizeof cd) std::memcpy(&cd, req.private_data.data(), sizeof cd);
-  if (cd.magic != proto::kMagic || cd.token_len > proto::kMaxTokenBytes ||
-      sizeof cd + cd.token_len > req.private_data.size()) {
-    log().warn("{}: rejected: malformed connect data (not a farmem client?)", req.peer);
+  const auto hello = proto::parse_connect_data(req.private_data);
+  if (!hello.ok()) {
+    log().warn("{}: rejected: {}", req.peer, hello.status().message());
     core_.count_error();
     return reject(id.get(), StatusCode::kProtocolError);
   }
-  const std::string_view token(reinterpret_cast<const char*>(req.private_data.data()) + sizeof cd,
-                               cd.token_len);
   auto session = std::make_unique<RdmaSession>(core_, std::move(id), req.peer);
-  if (Status s = session->accept(cd.version, token, req); !s.ok()) {
+  if (Status s = session->accept(hello->version, hello->token, req); !s.ok()) {
     log().warn("{}: rejected: {}", req.peer, s.to_string());
     return reject(session->cm_id(), s.code());
   }

@@ -69,19 +69,7 @@ Status TcpSession::handshake() {
   FARMEM_RETURN_IF_ERROR(need(nullptr, kHeaderBytes, deadline));
   FrameHeader h;
   std::memcpy(&h, peek(), sizeof h);
-  if (Status v = proto::validate_header(h); !v.ok()) {
-    queue_error(h.req_id, v);
-    return v;
-  }
-  if (static_cast<MsgType>(h.type) != MsgType::kHello) {
-    const Status st = ProtocolError("expected HELLO as the first frame, got " +
-                                    std::string(proto::to_string(MsgType(h.type))));
-    queue_error(h.req_id, st);
-    return st;
-  }
-  if (h.length > proto::kMaxTokenBytes) {
-    const Status st = InvalidArgument("auth token of " + std::to_string(h.length) +
-                                      " bytes; at most " + std::to_string(proto::kMaxTokenBytes));
+  if (Status st = proto::check_hello_header(h); !st.ok()) {
     queue_error(h.req_id, st);
     return st;
   }

@@ -74,6 +74,39 @@ TEST(Wire, LabelAndSessionListMessagesAreRequestsOrRepliesByName) {
   EXPECT_GE(proto::kMaxSessionsPerList, 50u);
 }
 
+TEST(Wire, HelloHeaderMustBeAHelloWithABoundedToken) {
+  EXPECT_TRUE(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes)).ok());
+  EXPECT_EQ(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes + 1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(check_hello_header(make_header(MsgType::kStats, 1, 0)).code(),
+            StatusCode::kProtocolError);
+  FrameHeader h = make_header(MsgType::kHello, 1, 4);
+  h.magic = 0;
+  EXPECT_EQ(check_hello_header(h).code(), StatusCode::kProtocolError);
+}
+
+TEST(Wire, ConnectDataCarriesVersionAndTokenAndToleratesPadding) {
+  const std::string token = "s3cret";
+  std::vector<std::byte> pd(56);  // zero-padded as rdma_cm delivers it on IB/RoCE
+  const ConnectData cd{kMagic, 7, static_cast<std::uint16_t>(token.size())};
+  std::memcpy(pd.data(), &cd, sizeof cd);
+  std::memcpy(pd.data() + sizeof cd, token.data(), token.size());
+  auto hello = parse_connect_data(pd);
+  ASSERT_TRUE(hello.ok()) << hello.status().to_string();
+  EXPECT_EQ(hello->version, 7);  // judged by the Core, not here
+  EXPECT_EQ(hello->token, token);
+
+  EXPECT_FALSE(parse_connect_data(std::span(pd).first(sizeof cd + token.size() - 1)).ok());
+  EXPECT_FALSE(parse_connect_data(std::span(pd).first(4)).ok());
+  auto bad = pd;
+  bad[0] = std::byte{0};
+  EXPECT_EQ(parse_connect_data(bad).status().code(), StatusCode::kProtocolError);
+  const ConnectData too_long{kMagic, kVersion, static_cast<std::uint16_t>(kMaxTokenBytes + 1)};
+  std::vector<std::byte> big(sizeof too_long + kMaxTokenBytes + 1);
+  std::memcpy(big.data(), &too_long, sizeof too_long);
+  EXPECT_EQ(parse_connect_data(big).status().code(), StatusCode::kProtocolError);
+}
+
 TEST(Endpoint, ParsesUrlsAndRejectsBadOnes) {
   auto e = transport::parse_endpoint("rdma://10.0.0.1:7471");
   ASSERT_TRUE(e.ok());

@@ -120,6 +120,31 @@ Result<Message> decode(std::span<const std::byte> frame) {
   return m;
 }
 
+Status check_hello_header(const FrameHeader& h) {
+  FARMEM_RETURN_IF_ERROR(validate_header(h));
+  if (static_cast<MsgType>(h.type) != MsgType::kHello) {
+    return ProtocolError("expected HELLO as the first frame, got " +
+                         std::string(to_string(MsgType(h.type))));
+  }
+  if (h.length > kMaxTokenBytes) {
+    return InvalidArgument("auth token of " + std::to_string(h.length) + " bytes; at most " +
+                           std::to_string(kMaxTokenBytes));
+  }
+  return Status::Ok();
+}
+
+Result<Hello> parse_connect_data(std::span<const std::byte> private_data) {
+  ConnectData cd{};
+  if (private_data.size() >= sizeof cd) std::memcpy(&cd, private_data.data(), sizeof cd);
+  if (cd.magic != kMagic || cd.token_len > kMaxTokenBytes ||
+      sizeof cd + cd.token_len > private_data.size()) {
+    return ProtocolError("malformed connect data (not a farmem client?)");
+  }
+  return Hello{cd.version, std::string_view(
+                               reinterpret_cast<const char*>(private_data.data()) + sizeof cd,
+                               cd.token_len)};
+}
+
 Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t len,
                     std::uint32_t rkey) {
   if (slab == nullptr) {

@@ -169,6 +169,18 @@ struct ConnectData {
 };
 static_assert(sizeof(ConnectData) == 8);
 
+/// What a client presents to open a session (TCP: HELLO; RDMA: the connect private data).
+struct Hello {
+  std::uint16_t version;
+  std::string_view token;  ///< views the bytes it was parsed from
+};
+
+/// Parses the private data of an RDMA connect request: a ConnectData with our magic, then
+/// token_len <= kMaxTokenBytes token bytes, then anything (rdma_cm zero-pads it to 56 bytes
+/// on IB/RoCE). The version is returned, not checked: the Core judges it. kProtocolError
+/// when the data is short, not ours or announces more token than it holds.
+Result<Hello> parse_connect_data(std::span<const std::byte> private_data);
+
 /// Private data of an RDMA connect reject: why.
 struct RejectData {
   std::uint32_t magic;
@@ -232,5 +244,9 @@ Status validate_header(const FrameHeader& h);
 std::vector<std::byte> encode(const Message& m);
 /// Parses one whole frame (header + exactly `length` payload bytes).
 Result<Message> decode(std::span<const std::byte> frame);
+/// Checks the header of a TCP client's first frame before its token is read: a valid header
+/// (validate_header's errors), of a HELLO (else kProtocolError) carrying at most
+/// kMaxTokenBytes of token (else kInvalidArgument). The token is the frame's payload.
+Status check_hello_header(const FrameHeader& h);
 
 }  // namespace farmem::proto
