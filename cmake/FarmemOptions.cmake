@@ -15,7 +15,26 @@ target_compile_options(farmem_warnings INTERFACE -Wall -Wextra -Wpedantic -Wshad
 target_compile_options(farmem_warnings INTERFACE
   $<$<CXX_COMPILER_ID:Clang,AppleClang>:-Wthread-safety>)
 
-if(FARMEM_SANITIZER STREQUAL "address")
+# FARMEM_FUZZ: the libFuzzer targets of test/fuzz (ci/fuzz runs them). libFuzzer is clang's,
+# so the build must be clang's. Every target of the build is compiled with ASan+UBSan and
+# libFuzzer's coverage (fuzzer-no-link), so the code under test guides the fuzzer; only the
+# targets link libFuzzer's main. UBSan halts at the first report: a fuzz run must stop at the
+# input that caused it, not print and go on.
+option(FARMEM_FUZZ "Build the libFuzzer targets of test/fuzz (clang only; ASan+UBSan)" OFF)
+if(FARMEM_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "FARMEM_FUZZ needs clang (libFuzzer is part of it), not "
+      "${CMAKE_CXX_COMPILER_ID}: configure a fresh build folder with CXX=clang++ (ci/fuzz does)")
+  endif()
+  if(NOT FARMEM_SANITIZER STREQUAL "" AND NOT FARMEM_SANITIZER STREQUAL "address")
+    message(FATAL_ERROR "FARMEM_FUZZ builds with ASan+UBSan; it cannot be combined with "
+      "FARMEM_SANITIZER=${FARMEM_SANITIZER}")
+  endif()
+  target_compile_options(farmem_warnings INTERFACE -fsanitize=fuzzer-no-link
+    -fno-sanitize-recover=undefined)
+endif()
+
+if(FARMEM_SANITIZER STREQUAL "address" OR FARMEM_FUZZ)
   target_compile_options(farmem_warnings INTERFACE -fsanitize=address,undefined -fno-omit-frame-pointer)
   target_link_options(farmem_warnings INTERFACE -fsanitize=address,undefined)
 elseif(FARMEM_SANITIZER STREQUAL "thread")
@@ -26,15 +45,15 @@ elseif(NOT FARMEM_SANITIZER STREQUAL "")
 endif()
 
 # FARMEM_DCHECK: executable invariants (runtime/common/dcheck.h). AUTO turns them on in builds
-# made to find bugs (a sanitizer, or the Debug configuration) and leaves release builds
+# made to find bugs (a sanitizer, the fuzz targets, or the Debug configuration) and leaves release builds
 # (Release, RelWithDebInfo, MinSizeRel) without them. Passed as FARMEM_DCHECK_ON=0/1 through
 # farmem_warnings, which every farmem target links, so that all of a build agrees.
 set(FARMEM_DCHECK "AUTO" CACHE STRING
-  "Invariant checks (FARMEM_DCHECK): AUTO (on with FARMEM_SANITIZER or in Debug), ON, OFF")
+  "Invariant checks (FARMEM_DCHECK): AUTO (on with FARMEM_SANITIZER, FARMEM_FUZZ or in Debug), ON, OFF")
 set_property(CACHE FARMEM_DCHECK PROPERTY STRINGS AUTO ON OFF)
 string(TOUPPER "${FARMEM_DCHECK}" farmem_dcheck_mode)
 if(farmem_dcheck_mode STREQUAL "AUTO")
-  if(NOT FARMEM_SANITIZER STREQUAL "")
+  if(NOT FARMEM_SANITIZER STREQUAL "" OR FARMEM_FUZZ)
     set(farmem_dcheck_on 1)
   else()
     # A generator expression, so that multi-config generators decide per configuration.
