@@ -74,6 +74,14 @@ TEST(Wire, LabelAndSessionListMessagesAreRequestsOrRepliesByName) {
   EXPECT_GE(proto::kMaxSessionsPerList, 50u);
 }
 
+TEST(Wire, ErrorRepliesMayHaveNoText) {
+  // Found by fuzz_wire: the empty text was memcpy'd from a null payload (UB, UBSan aborts).
+  auto back = decode(encode(Message::error(StatusCode::kNotFound, "", 3)));
+  ASSERT_TRUE(back.ok());
+  EXPECT_TRUE(back->payload.empty());
+  EXPECT_EQ(back->error_status().code(), StatusCode::kNotFound);
+}
+
 TEST(Wire, HelloHeaderMustBeAHelloWithABoundedToken) {
   EXPECT_TRUE(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes)).ok());
   EXPECT_EQ(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes + 1)).code(),

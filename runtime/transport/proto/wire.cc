@@ -46,9 +46,10 @@ Message Message::error(StatusCode code, std::string_view text, std::uint64_t req
   m.type = MsgType::kError;
   m.req_id = req_id;
   m.status = code;
-  const auto n = std::min<std::size_t>(text.size(), kMaxControlPayload);
-  m.payload.resize(n);
-  std::memcpy(m.payload.data(), text.data(), n);
+  // assign, not resize + memcpy: an empty text leaves payload.data() null, and memcpy from
+  // or to null is undefined even for 0 bytes (UBSan stops there; fuzz_wire found it).
+  const auto* bytes = reinterpret_cast<const std::byte*>(text.data());
+  m.payload.assign(bytes, bytes + std::min<std::size_t>(text.size(), kMaxControlPayload));
   return m;
 }
 
