@@ -45,8 +45,8 @@ elseif(NOT FARMEM_SANITIZER STREQUAL "")
 endif()
 
 # FARMEM_DCHECK: executable invariants (runtime/common/dcheck.h). AUTO turns them on in builds
-# made to find bugs (a sanitizer, the fuzz targets, or the Debug configuration) and leaves release builds
-# (Release, RelWithDebInfo, MinSizeRel) without them. Passed as FARMEM_DCHECK_ON=0/1 through
+# made to find bugs (a sanitizer, the fuzz targets, or the Debug configuration) and leaves
+# release builds (Release, RelWithDebInfo, MinSizeRel) without them. Passed as FARMEM_DCHECK_ON=0/1 through
 # farmem_warnings, which every farmem target links, so that all of a build agrees.
 set(FARMEM_DCHECK "AUTO" CACHE STRING
   "Invariant checks (FARMEM_DCHECK): AUTO (on with FARMEM_SANITIZER, FARMEM_FUZZ or in Debug), ON, OFF")

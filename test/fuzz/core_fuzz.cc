@@ -75,7 +75,9 @@ struct KnownSlab {
 class Harness {
  public:
   Harness()
-      : core_({.capacity_bytes = kCapacity, .chunk_bytes = kChunk, .token = std::string(kToken),
+      : core_({.capacity_bytes = kCapacity,
+               .chunk_bytes = kChunk,
+               .token = std::string(kToken),
                .numa_node = -1}) {
     victim_ = open("victim");
     fuzzed_ = open("fuzzed");
@@ -115,7 +117,8 @@ class Harness {
 };
 
 void Harness::set_victim_up() {
-  auto reply = core_.handle(*victim_, Message::of(MsgType::kAllocSlab, proto::AllocSlab{kVictimBytes}));
+  auto reply =
+      core_.handle(*victim_, Message::of(MsgType::kAllocSlab, proto::AllocSlab{kVictimBytes}));
   auto info = reply.as<proto::SlabInfo>();
   FUZZ_CHECK(reply.type == MsgType::kSlabInfo && info.ok(), "victim's ALLOC_SLAB failed");
   FUZZ_CHECK(info->bytes == kVictimBytes, "victim's slab of %llu bytes",
@@ -127,8 +130,9 @@ void Harness::set_victim_up() {
   FUZZ_CHECK(st.ok(), "victim's write: %s", st.to_string().c_str());
   Message label;
   label.type = MsgType::kSetLabel;
-  label.payload.assign(reinterpret_cast<const std::byte*>(kVictimLabel.data()),
-                       reinterpret_cast<const std::byte*>(kVictimLabel.data()) + kVictimLabel.size());
+  label.payload.assign(
+      reinterpret_cast<const std::byte*>(kVictimLabel.data()),
+      reinterpret_cast<const std::byte*>(kVictimLabel.data()) + kVictimLabel.size());
   FUZZ_CHECK(core_.handle(*victim_, label).type == MsgType::kLabelOk, "victim's SET_LABEL");
 }
 
@@ -148,8 +152,8 @@ proto::DataOp Harness::resolve(proto::DataOp op) const {
 
 KnownSlab* Harness::own_slab_holding(std::uint64_t addr, std::uint64_t len, std::uint32_t rkey) {
   for (auto& s : own_) {
-    if (addr >= s.addr && addr - s.addr < s.model.size() && len <= s.model.size() - (addr - s.addr) &&
-        rkey == s.rkey) {
+    if (addr >= s.addr && addr - s.addr < s.model.size() &&
+        len <= s.model.size() - (addr - s.addr) && rkey == s.rkey) {
       return &s;
     }
   }
@@ -197,10 +201,10 @@ void Harness::serve_read(const FrameHeader& h, fuzz::Reader& r) {
                "READ failed with %s", st.to_string().c_str());
     return;
   }
-  FUZZ_CHECK(std::memcmp(buf_.data(), expect->model.data() + (op.addr - expect->addr),
-                         op.length) == 0,
-             "READ of slab %llu returned other bytes than were written",
-             static_cast<unsigned long long>(expect->id));
+  FUZZ_CHECK(
+      std::memcmp(buf_.data(), expect->model.data() + (op.addr - expect->addr), op.length) == 0,
+      "READ of slab %llu returned other bytes than were written",
+      static_cast<unsigned long long>(expect->id));
 }
 
 void Harness::serve_write(const FrameHeader& h, fuzz::Reader& r) {
@@ -245,15 +249,20 @@ void Harness::check_reply(const Message& req, const Message& reply) {
                "kError without a code");
   }
   switch (req.type) {
-    case MsgType::kAllocSlab: return check_alloc(req, reply);
-    case MsgType::kFreeSlab: return check_free(req, reply);
-    case MsgType::kStats: return check_stats(reply);
-    case MsgType::kListSessions: return check_list(req, reply);
+    case MsgType::kAllocSlab:
+      return check_alloc(req, reply);
+    case MsgType::kFreeSlab:
+      return check_free(req, reply);
+    case MsgType::kStats:
+      return check_stats(reply);
+    case MsgType::kListSessions:
+      return check_list(req, reply);
     case MsgType::kSetLabel: {
       const bool fits = !req.payload.empty() && req.payload.size() <= proto::kMaxLabelBytes;
-      FUZZ_CHECK(reply.type == (fits ? MsgType::kLabelOk : MsgType::kError), "SET_LABEL of %zu bytes",
-                 req.payload.size());
-      if (fits) own_label_.assign(reinterpret_cast<const char*>(req.payload.data()), req.payload.size());
+      FUZZ_CHECK(reply.type == (fits ? MsgType::kLabelOk : MsgType::kError),
+                 "SET_LABEL of %zu bytes", req.payload.size());
+      if (fits)
+        own_label_.assign(reinterpret_cast<const char*>(req.payload.data()), req.payload.size());
       return;
     }
     default:
@@ -339,7 +348,8 @@ void Harness::check_list(const Message& req, const Message& reply) {
   proto::SessionListHead head;
   FUZZ_CHECK(reply.payload.size() >= sizeof head, "SESSION_LIST without its head");
   std::memcpy(&head, reply.payload.data(), sizeof head);
-  FUZZ_CHECK(head.more == 0 && reply.payload.size() == sizeof head + head.count * sizeof(proto::SessionEntry),
+  FUZZ_CHECK(head.more == 0 &&
+                 reply.payload.size() == sizeof head + head.count * sizeof(proto::SessionEntry),
              "SESSION_LIST of %zu bytes for %u entries", reply.payload.size(), head.count);
   const std::size_t expect = (victim_->id() > body->after_session_id ? 1 : 0) +
                              (fuzzed_->id() > body->after_session_id ? 1 : 0);
@@ -370,11 +380,11 @@ void Harness::check_pool() {
 
 void Harness::finish() {
   buf_.resize(victim_slab_.model.size());
-  const Status st = victim_->access(victim_slab_.addr, victim_slab_.rkey, buf_.size(),
-                                    [&](std::byte* p) { std::memcpy(buf_.data(), p, buf_.size()); });
+  const Status st =
+      victim_->access(victim_slab_.addr, victim_slab_.rkey, buf_.size(),
+                      [&](std::byte* p) { std::memcpy(buf_.data(), p, buf_.size()); });
   FUZZ_CHECK(st.ok() && std::memcmp(buf_.data(), victim_slab_.model.data(), buf_.size()) == 0,
-             "the victim's slab changed: %s",
-             st.to_string().c_str());
+             "the victim's slab changed: %s", st.to_string().c_str());
   core_.close_session(*fuzzed_);
   FUZZ_CHECK(core_.used_bytes() == victim_slab_.model.size() && core_.stats().slabs == 1 &&
                  core_.stats().sessions == 1,

@@ -48,8 +48,8 @@ std::optional<proto::Hello> tcp_hello(std::span<const std::byte> in) {
                  h.length <= proto::kMaxTokenBytes && h.magic == proto::kMagic,
              "check_hello_header passed type %u, length %u", h.type, h.length);
   if (in.size() - sizeof h < h.length) return std::nullopt;  // it waits for the token
-  return proto::Hello{h.version, std::string_view(
-                                     reinterpret_cast<const char*>(in.data()) + sizeof h, h.length)};
+  return proto::Hello{
+      h.version, std::string_view(reinterpret_cast<const char*>(in.data()) + sizeof h, h.length)};
 }
 
 std::optional<proto::Hello> rdma_hello(std::span<const std::byte> in) {
@@ -88,8 +88,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
              "a token of %zu bytes outside the input", hello->token.size());
 
   // A small pool: the handshake leases nothing, and a Core per input keeps inputs apart.
-  memserver::Core core({.capacity_bytes = 1 << 20, .chunk_bytes = 4096,
-                        .token = std::string(kToken), .numa_node = -1});
+  memserver::Core core({.capacity_bytes = 1 << 20,
+                        .chunk_bytes = 4096,
+                        .token = std::string(kToken),
+                        .numa_node = -1});
   auto session = core.open_session(hello->version, hello->token, rdma ? "fuzz-rdma" : "fuzz-tcp");
   const bool should = hello->version == proto::kVersion && hello->token == kToken;
   FUZZ_CHECK(session.ok() == should, "open_session: %s (version %u, %zu-byte token)",

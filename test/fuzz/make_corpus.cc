@@ -75,7 +75,8 @@ void wire(const std::filesystem::path& dir) {
   put(dir, "alloc_slab", frame(MsgType::kAllocSlab, AllocSlab{4096}, 2));
   put(dir, "slab_info", frame(MsgType::kSlabInfo, SlabInfo{1, 0x7f0000000000, 2 << 20, 42, 0}, 2));
   put(dir, "free_slab", frame(MsgType::kFreeSlab, FreeSlab{1}, 3));
-  put(dir, "stats_reply", frame(MsgType::kStatsReply, ServerStats{1 << 30, 4096, 4096, 1, 1, 0, 9, 0}, 4));
+  put(dir, "stats_reply",
+      frame(MsgType::kStatsReply, ServerStats{1 << 30, 4096, 4096, 1, 1, 0, 9, 0}, 4));
   put(dir, "error", frame(Message::error(StatusCode::kOutOfRange, "access outside slab 1", 5)));
   put(dir, "list_sessions", frame(MsgType::kListSessions, ListSessions{0}, 6));
   SessionEntry e{};
@@ -112,7 +113,8 @@ void handshake(const std::filesystem::path& dir) {
   std::memcpy(priv.data(), &cd, sizeof cd);
   std::memcpy(priv.data() + sizeof cd, kToken.data(), kToken.size());
   put(dir, "rdma_connect", tagged(1, priv));
-  put(dir, "rdma_connect_exact", tagged(1, Bytes(priv.begin(), priv.begin() + sizeof cd + kToken.size())));
+  put(dir, "rdma_connect_exact",
+      tagged(1, Bytes(priv.begin(), priv.begin() + sizeof cd + kToken.size())));
 }
 
 void core(const std::filesystem::path& dir) {
@@ -134,7 +136,8 @@ void core(const std::filesystem::path& dir) {
            frame(MsgType::kAllocSlab, AllocSlab{0}, 5),
            frame(MsgType::kAllocSlab, AllocSlab{1 << 20}, 6)}));  // beyond the capacity
   put(dir, "labels_and_lists",
-      cat({frame(MsgType::kSetLabel, "pid@host1", 1), frame(MsgType::kListSessions, ListSessions{0}, 2),
+      cat({frame(MsgType::kSetLabel, "pid@host1", 1),
+           frame(MsgType::kListSessions, ListSessions{0}, 2),
            frame(MsgType::kListSessions, ListSessions{1}, 3), frame(MsgType::kHello, kToken, 4),
            frame(MsgType::kSlabInfo, SlabInfo{}, 5), frame(MsgType::kStats, "", 6)}));
 }
