@@ -115,6 +115,12 @@ TEST(Wire, ConnectDataCarriesVersionAndTokenAndToleratesPadding) {
   EXPECT_EQ(parse_connect_data(big).status().code(), StatusCode::kProtocolError);
 }
 
+TEST(Wire, AnAddressInNoSlabIsNamedInHex) {
+  const Status st = check_access(nullptr, 0xdeadbeef000, 8, 1);
+  EXPECT_EQ(st.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(st.message().find("address 0xdeadbeef000 "), std::string::npos) << st.message();
+}
+
 TEST(Endpoint, ParsesUrlsAndRejectsBadOnes) {
   auto e = transport::parse_endpoint("rdma://10.0.0.1:7471");
   ASSERT_TRUE(e.ok());

@@ -149,7 +149,9 @@ Result<Hello> parse_connect_data(std::span<const std::byte> private_data) {
 Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t len,
                     std::uint32_t rkey) {
   if (slab == nullptr) {
-    return OutOfRange("address 0x" + std::to_string(addr) + " is in no slab of this session");
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(addr));
+    return OutOfRange(std::string("address ") + hex + " is in no slab of this session");
   }
   const std::uint64_t off = addr - slab->base;
   if (off >= slab->bytes || len > slab->bytes - off) {
