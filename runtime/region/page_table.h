@@ -51,7 +51,7 @@ class PageTable {
       : pages_(pages),
         flags_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)),
         frame_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)),
-        dropped_at_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)) {
+        dropped_at_(std::make_unique<std::atomic<std::uint64_t>[]>(pages)) {
     for (std::size_t p = 0; p < pages; ++p) {
       frame_[p].store(kNoFrame, std::memory_order_relaxed);
       dropped_at_[p].store(0, std::memory_order_relaxed);
@@ -97,12 +97,14 @@ class PageTable {
   }
 
   /// The drop epoch now: note it before a fetch's read goes out.
-  std::uint32_t epoch() const { return drop_epoch_.load(std::memory_order_acquire); }
+  std::uint64_t epoch() const { return drop_epoch_.load(std::memory_order_acquire); }
   /// True when page `p` was unmapped after `epoch` was noted, so bytes fetched since then
   /// may be older than its last write-back. Exact under the page lock (unmapping holds it).
-  /// Wrap-safe: a fetch outlives far fewer than 2^31 unmappings.
-  bool dropped_since(std::size_t p, std::uint32_t epoch) const {
-    return static_cast<std::int32_t>(dropped_at_[p].load(std::memory_order_acquire) - epoch) > 0;
+  /// 64 bits, compared as they are: a page's stamp may be as old as the region (a page never
+  /// dropped has 0), so a 32-bit epoch that wrapped after 2^31 drops elsewhere would call it
+  /// dropped at every fetch from then on, and its fetches would be discarded forever.
+  bool dropped_since(std::size_t p, std::uint64_t epoch) const {
+    return dropped_at_[p].load(std::memory_order_acquire) > epoch;
   }
 
  private:
@@ -118,8 +120,8 @@ class PageTable {
   std::size_t pages_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> flags_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> frame_;
-  std::unique_ptr<std::atomic<std::uint32_t>[]> dropped_at_;  ///< drop epoch of the last unmap
-  std::atomic<std::uint32_t> drop_epoch_{0};                   ///< unmappings so far
+  std::unique_ptr<std::atomic<std::uint64_t>[]> dropped_at_;  ///< drop epoch of the last unmap
+  std::atomic<std::uint64_t> drop_epoch_{0};                   ///< unmappings so far
   std::atomic<std::size_t> resident_{0};
 };
 

@@ -178,19 +178,19 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   /// Waits for prefetch_batch (submitted with status `st`, after the table's drop epoch was
   /// `epoch`) and maps its pages.
   void finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st,
-                                  std::uint32_t epoch);
+                                  std::uint64_t epoch);
   bool retry_on_handler(const char* what, const Status& first, const uffd_msg& msg,
                         Status (Impl::*attempt)(std::size_t), std::size_t page);
   Status charge_one_on_handler(std::size_t page);
   Status read_one_on_handler(std::size_t page);
   /// Maps the demand page read into fetch_staging, unless it was unmapped since `epoch` (the
   /// table's drop epoch when the read went out: the bytes may be stale; the access refaults).
-  void install_demand_on_handler(std::size_t page, bool write, std::uint32_t epoch);
+  void install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch);
   /// Maps prefetched pages (charged already) from `staged`: writable and dirty when `dirty`,
   /// else write-protected; `stream` is the pager's prefetch stream (kStream or kNoStream).
   /// Pages mapped meanwhile, or unmapped since `epoch` (their bytes may be stale), are skipped.
   void install_run_on_handler(std::span<const std::uint32_t> pages, std::byte* staged,
-                              bool dirty, std::uint32_t stream, std::uint32_t epoch);
+                              bool dirty, std::uint32_t stream, std::uint64_t epoch);
   void pull_some_on_handler();
   bool pull_pending_on_handler();
   void apply_hint_on_handler();

@@ -159,7 +159,7 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
   // is used up) while it is in flight. The demand page is mapped (waking its thread) first.
   // The epoch is noted before either read: a page dropped after it (by the prefetch charge's
   // own eviction, or a pass) is thrown away at install, never mapped stale.
-  std::uint32_t epoch = table.epoch();
+  std::uint64_t epoch = table.epoch();
   Status demand = io.submit(fetch_batch);
   charge_prefetch_on_handler();
   const std::span<const std::uint32_t> pf = charged;
@@ -203,7 +203,7 @@ void Region::Impl::charge_prefetch_on_handler() {
 }
 
 void Region::Impl::finish_prefetch_on_handler(std::span<const std::uint32_t> pf, Status st,
-                                              std::uint32_t epoch) {
+                                              std::uint64_t epoch) {
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // prefetching is optional: forget it, the pages fault in on demand
     pager->uncharge_pages(static_cast<std::uint32_t>(pf.size()));
@@ -271,7 +271,7 @@ void Region::Impl::sleep_on_handler(std::chrono::milliseconds d) {
   }
 }
 
-void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::uint32_t epoch) {
+void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch) {
   counters.add(counters.bytes_read, page_bytes(page));
   if (page_bytes(page) < kPageSize) {  // past the far range's end: zeros, not stale staging
     std::memset(fetch_staging.data() + page_bytes(page), 0, kPageSize - page_bytes(page));
@@ -298,7 +298,7 @@ void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::
 
 void Region::Impl::install_run_on_handler(std::span<const std::uint32_t> run,
                                           std::byte* staged, bool dirty, std::uint32_t stream,
-                                          std::uint32_t epoch) {
+                                          std::uint64_t epoch) {
   const std::size_t last = run.back();
   if (page_bytes(last) < kPageSize) {
     std::memset(staged + (run.size() - 1) * kPageSize + page_bytes(last), 0,
@@ -466,7 +466,7 @@ void Region::Impl::pull_some_on_handler() {
     prefetch_batch.read(page_far(batch[i]),
                         fetch_staging.subspan((1 + i) * kPageSize, page_bytes(batch[i])));
   }
-  const std::uint32_t epoch = table.epoch();
+  const std::uint64_t epoch = table.epoch();
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // best effort: those pages will be fetched on demand instead
