@@ -169,7 +169,7 @@ void Region::Impl::serve_readahead_on_handler() {
     const std::size_t bytes = (n - 1) * kPageSize + page_bytes(charged[i + n - 1]);
     prefetch_batch.read(page_far(charged[i]), fetch_staging.subspan((1 + i) * kPageSize, bytes));
   });
-  const std::uint32_t epoch = table.epoch();
+  const std::uint64_t epoch = table.epoch();
   Status st = io.submit(prefetch_batch);
   if (st.ok()) st = io.wait(prefetch_batch);
   if (!st.ok()) {  // optional work: the stream faults the pages in itself
@@ -191,7 +191,7 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
   const std::size_t bytes = (n - 1) * kPageSize + page_bytes(page + n - 1);
   batch.clear();
   batch.read(page_far(page), staging_area.first(bytes));
-  const std::uint32_t epoch = table.epoch();
+  const std::uint64_t epoch = table.epoch();
   Status st = io.submit(batch);
   if (st.ok()) st = io.wait(batch);
   if (!st.ok()) {
@@ -317,23 +317,30 @@ bool Region::Impl::serve_handoff_on_handler(std::uintptr_t addr, bool write) {
 }
 
 Status Region::Impl::prefault_faulting(std::size_t first, std::size_t end) {
+  // fetch_install maps nothing when the page was mapped and unmapped by another thread while
+  // its read was in flight (stale bytes): fetch again, a bounded number of times, so that Ok
+  // means every page was mapped.
+  constexpr int kMaxStaleFetches = 64;
   for (std::size_t p = first; p < end; ++p) {
-    if (table.has(p, region::kResident)) {
-      // The kernel's own stores cannot be tracked in this mode: map it writable and dirty.
-      if (table.has(p, region::kWriteProtected)) unprotect_for_write(p);
-      continue;
+    for (int stale = 0; !table.has(p, region::kResident); ++stale) {
+      if (stale == kMaxStaleFetches) {
+        return Unavailable("prefault: page " + std::to_string(p) + " was unmapped under " +
+                       std::to_string(stale) + " fetches in a row");
+      }
+      if (!charge_fault_page()) {
+        return ResourceExhausted("prefault: the local budget is full and nothing can be evicted");
+      }
+      region::FaulterSlot* slot = claim_slot();
+      while (slot == nullptr) {
+        std::this_thread::yield();
+        slot = claim_slot();
+      }
+      const Status st = fetch_install(slot->staging, slot->batch, p, 0, /*write=*/true);
+      release_slot(slot);
+      FARMEM_RETURN_IF_ERROR(st.with_context("prefault"));
     }
-    if (!charge_fault_page()) {
-      return ResourceExhausted("prefault: the local budget is full and nothing can be evicted");
-    }
-    region::FaulterSlot* slot = claim_slot();
-    while (slot == nullptr) {
-      std::this_thread::yield();
-      slot = claim_slot();
-    }
-    const Status st = fetch_install(slot->staging, slot->batch, p, 0, /*write=*/true);
-    release_slot(slot);
-    FARMEM_RETURN_IF_ERROR(st.with_context("prefault"));
+    // The kernel's own stores cannot be tracked in this mode: map it writable and dirty.
+    if (table.has(p, region::kWriteProtected)) unprotect_for_write(p);
   }
   return Status::Ok();
 }
