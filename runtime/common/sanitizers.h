@@ -20,6 +20,7 @@ extern "C" {
 // kThreadSanitizer, so a build without TSan never needs them. Weak: nothing to link otherwise.
 [[gnu::weak]] void __tsan_ignore_thread_begin();
 [[gnu::weak]] void __tsan_ignore_thread_end();
+[[gnu::weak]] void __tsan_write_range(void* addr, unsigned long size);
 }
 
 /// For its scope, TSan ignores this thread's memory accesses (interceptors' memcpy included).
@@ -38,5 +39,13 @@ class TsanIgnoreAccesses {
   TsanIgnoreAccesses(const TsanIgnoreAccesses&) = delete;
   TsanIgnoreAccesses& operator=(const TsanIgnoreAccesses&) = delete;
 };
+
+/// Tells TSan this thread wrote [p, p + n): for a copy made under TsanIgnoreAccesses whose
+/// destination is ordinary memory, so races on the destination are still reported.
+inline void tsan_note_write(void* p, unsigned long n) {
+  if constexpr (kThreadSanitizer) {
+    if (__tsan_write_range != nullptr) __tsan_write_range(p, n);
+  }
+}
 
 }  // namespace farmem

@@ -117,10 +117,13 @@ void Region::Impl::stage(std::span<const paging::Victim> victims,
   for (std::size_t i = 0; i < victims.size(); ++i) {
     const std::size_t p = victims[i].key;
     std::byte* dst = wb_staging.data() + i * kPageSize;
-    // The page is write-protected (isolate) and its stores happened before that in the
-    // kernel's order; TSan sees no user-space synchronisation with the storing threads.
-    TsanIgnoreAccesses ordered_by_write_protection;
-    std::memcpy(dst, page_addr(p), page_bytes(p));
+    {
+      // The page is write-protected (isolate) and its stores happened before that in the
+      // kernel's order; TSan sees no user-space synchronisation with the storing threads.
+      TsanIgnoreAccesses ordered_by_write_protection;
+      std::memcpy(dst, page_addr(p), page_bytes(p));
+    }
+    tsan_note_write(dst, page_bytes(p));  // the staging buffer is ours: its races still count
     sources[i] = {dst, page_bytes(p)};
   }
 }
