@@ -291,8 +291,10 @@ void expect_given_back_and_correct(const GiveBack& g, std::uint64_t floor,
   EXPECT_LE(g.arena_rss_low, g.active_low);
   // The memory left the process: RSS fell by most of what the arena gave back (not
   // measurable under TSan, whose shadow of the arena stays resident).
-  if (!kThreadSanitizer) EXPECT_GE(g.rss_full, g.rss_low + (g.active_full - g.active_low) / 2)
-      << "RSS " << g.rss_full << " at the ceiling, " << g.rss_low << " at the floor";
+  if (!kThreadSanitizer) {
+    EXPECT_GE(g.rss_full, g.rss_low + (g.active_full - g.active_low) / 2)
+        << "RSS " << g.rss_full << " at the ceiling, " << g.rss_low << " at the floor";
+  }
   std::printf("give-back: VmRSS %.1f MiB at the ceiling, %.1f MiB at the floor; arena in use "
               "%.1f -> %.1f -> %.1f MiB; chunks given back %llu, taken back %llu\n",
               g.rss_full / double(kMiB), g.rss_low / double(kMiB), g.active_full / double(kMiB),
