@@ -17,7 +17,11 @@
 // --ready-file: created (with the CLOCK_MONOTONIC time) after the fill, so a script can start
 // the hog mid-run. --step-file: the hog writes its start time there; the far mode then reports
 // how long after it the budget reached its new level and the RSS followed (from samples taken
-// every 10 ms). Last stdout line: one JSON object.
+// every 10 ms). --held-file (hog): created once the hog holds all its bytes; --until-file F
+// (far, plain): after --passes, more passes while F does not exist, up to --max-passes, so the
+// workload is still running when the hog holds everything (a quick workload on an idle host
+// could otherwise finish while the hog was still taking its bytes). Last stdout line: one
+// JSON object ("passes": the passes done).
 #include <farmem/farmem.h>
 #include <sys/mman.h>
 
@@ -125,10 +129,23 @@ struct PlainArray {
 struct PassTimes {
   double fill_s = 0, passes_s = 0, verify_s = 0;
   std::uint64_t mismatches = 0;
+  int passes = 0;  // done
+};
+
+// How many passes to run: at least `passes`; then, while `until_file` (if named) does not
+// exist, more, up to `max_passes`.
+struct PassPlan {
+  int passes = 1, max_passes = 1;
+  std::string until_file;
+  bool another(int done) const {
+    if (done < passes) return true;
+    if (until_file.empty() || done >= max_passes) return false;
+    return !std::ifstream(until_file).good();
+  }
 };
 
 template <typename Array>
-PassTimes run_passes(Array a, std::size_t n, int passes, const std::string& ready_file) {
+PassTimes run_passes(Array a, std::size_t n, const PassPlan& plan, const std::string& ready_file) {
   PassTimes t;
   double t0 = now_s();
   if (!a.fill(n)) {
@@ -139,7 +156,8 @@ PassTimes run_passes(Array a, std::size_t n, int passes, const std::string& read
   t.fill_s = now_s() - t0;
   write_time_file(ready_file);
   t0 = now_s();
-  for (int p = 1; p <= passes; ++p) {
+  int p = 1;
+  for (; plan.another(p - 1); ++p) {
     std::uint64_t bad = 0;
     a.for_chunks(n, [&](std::size_t i, std::uint64_t& x) {
       bad += x != value(i, p - 1);
@@ -149,9 +167,10 @@ PassTimes run_passes(Array a, std::size_t n, int passes, const std::string& read
     std::fprintf(stderr, "farmem_bench_tier: pass %d done at %.3f (%llu wrong)\n", p, now_s(),
                  static_cast<unsigned long long>(bad));
   }
+  t.passes = p - 1;
   t.passes_s = now_s() - t0;
   t0 = now_s();
-  a.scan(n, [&](std::size_t i, const std::uint64_t& x) { t.mismatches += x != value(i, passes); });
+  a.scan(n, [&](std::size_t i, const std::uint64_t& x) { t.mismatches += x != value(i, t.passes); });
   t.verify_s = now_s() - t0;
   return t;
 }
@@ -229,7 +248,8 @@ nlohmann::json step_figures(const std::vector<Sample>& s, double t_hog) {
   return j;
 }
 
-int hog(std::uint64_t bytes, std::uint64_t chunk, int interval_ms, const std::string& step_file) {
+int hog(std::uint64_t bytes, std::uint64_t chunk, int interval_ms, const std::string& step_file,
+        const std::string& held_file) {
   write_time_file(step_file);
   std::vector<std::unique_ptr<char[]>> held;
   for (std::uint64_t got = 0; got < bytes; got += chunk) {
@@ -240,6 +260,7 @@ int hog(std::uint64_t bytes, std::uint64_t chunk, int interval_ms, const std::st
   }
   std::fprintf(stderr, "farmem_bench_tier: hog holds %llu bytes\n",
                static_cast<unsigned long long>(bytes));
+  write_time_file(held_file);
   for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));  // until killed
 }
 
@@ -248,9 +269,11 @@ int hog(std::uint64_t bytes, std::uint64_t chunk, int interval_ms, const std::st
 int main(int argc, char** argv) {
   CLI::App app{"farmem_bench_tier: a working set larger than its cgroup, far or plain"};
   std::string mode = "far", server = "local", token, token_file, ready_file, step_file;
+  std::string held_file;
+  PassPlan plan;
   std::uint64_t elements = 16u << 20, budget = 32u << 20, floor = 0, ceiling = 0;
   std::uint64_t hog_bytes = 32u << 20, hog_chunk = 1u << 20, page_bytes = 4096;
-  int passes = 2, interval_ms = 100, hog_interval_ms = 20;
+  int passes = 2, max_passes = 0, interval_ms = 100, hog_interval_ms = 20;
   app.add_option("--mode", mode, "far, plain or hog")
       ->check(CLI::IsMember({"far", "plain", "hog"}))->capture_default_str();
   app.add_option("--server", server, "memserver URL (far mode)")->capture_default_str();
@@ -271,6 +294,11 @@ int main(int argc, char** argv) {
   app.add_option("--tier-interval-ms", interval_ms, "tier_interval")->capture_default_str();
   app.add_option("--ready-file", ready_file, "created after the fill");
   app.add_option("--step-file", step_file, "hog: writes its start time; far: reads it");
+  app.add_option("--held-file", held_file, "hog: created once it holds all its bytes");
+  app.add_option("--until-file", plan.until_file,
+                 "more passes while FILE does not exist (up to --max-passes)");
+  app.add_option("--max-passes", max_passes, "with --until-file: at most this many passes")
+      ->check(CLI::PositiveNumber);
   app.add_option("--bytes", hog_bytes, "hog: bytes to take")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
   app.add_option("--chunk", hog_chunk, "hog: bytes per step")
@@ -281,20 +309,21 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   if (!token_file.empty()) std::getline(std::ifstream(token_file), token);
   if (mode == "hog") return hog(hog_bytes, std::max<std::uint64_t>(hog_chunk, 4096),
-                                hog_interval_ms, step_file);
+                                hog_interval_ms, step_file, held_file);
+  plan.passes = passes;
+  plan.max_passes = std::max(passes, max_passes);
 
   nlohmann::json j;
   j["mode"] = mode;
   j["elements"] = elements;
   j["working_set_bytes"] = elements * sizeof(std::uint64_t);
-  j["passes"] = passes;
   if (mode == "far") j["page_bytes"] = page_bytes;
   PassTimes pt;
   if (mode == "plain") {
     const std::size_t len = elements * sizeof(std::uint64_t);
     void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) { std::perror("farmem_bench_tier: mmap"); return 2; }
-    pt = run_passes(PlainArray{static_cast<std::uint64_t*>(p)}, elements, passes, ready_file);
+    pt = run_passes(PlainArray{static_cast<std::uint64_t*>(p)}, elements, plan, ready_file);
   } else {
     farmem::RuntimeOptions o;
     o.servers = {server};
@@ -316,7 +345,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     Sampler sampler(**rt);
-    pt = run_passes(FarArray{**rt, v}, elements, passes, ready_file);
+    pt = run_passes(FarArray{**rt, v}, elements, plan, ready_file);
     sampler.stop();
     const farmem::TierStats ts = (*rt)->tier_stats();
     j["tier"] = ts.enabled;
@@ -339,6 +368,7 @@ int main(int argc, char** argv) {
       if (in >> t_hog) j["step"] = step_figures(sampler.samples(), t_hog);
     }
   }
+  j["passes"] = pt.passes;
   j["fill_s"] = pt.fill_s;
   j["passes_s"] = pt.passes_s;
   j["verify_s"] = pt.verify_s;

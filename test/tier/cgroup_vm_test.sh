@@ -6,7 +6,8 @@
 # farmem_bench_tier --mode far with a working set of 2 x memory.max in a far_vector (far
 # memory: a farmem-memserver over tcp on the guest's loopback, outside the cgroup), budget
 # $BUDGET; after the fill, a hog joins the cgroup and takes $HOG in 1 MiB steps every $HOG_STEP_MS ms,
-# then holds it. The workload keeps running read-check-write passes over every element.
+# then holds it. The workload keeps running read-check-write passes over every element, at
+# least $PASSES and until the hog holds all its bytes (at most $MAX_PASSES).
 #   tier_survives_hog      the tier on (floor $FLOOR, ceiling $BUDGET): the workload exits 0
 #                          with no wrong element, no OOM kill in the cgroup, the hog still
 #                          alive, and the tier shrank the budget
@@ -44,6 +45,10 @@ ELEMENTS=${FARMEM_TIER_TEST_ELEMENTS:-8388608}   # 64 MiB of uint64: 2 x memory.
 BUDGET=${FARMEM_TIER_TEST_BUDGET:-16M} FLOOR=${FARMEM_TIER_TEST_FLOOR:-2M} HOG=${FARMEM_TIER_TEST_HOG:-14M}
 PASSES=${FARMEM_TIER_TEST_PASSES:-1} INTERVAL_MS=${FARMEM_TIER_TEST_INTERVAL_MS:-50}
 HOG_STEP_MS=${FARMEM_TIER_TEST_HOG_STEP_MS:-100}
+# The workload runs its passes until the hog holds all of its bytes (at most MAX_PASSES): on
+# an idle host a 64 MiB pass takes ~1 s, less than the hog's ramp, and a workload that had
+# finished before the hog was in proved nothing (the fixed budget then survived, in one run).
+MAX_PASSES=${FARMEM_TIER_TEST_MAX_PASSES:-20}
 PAGE=${FARMEM_TIER_TEST_PAGE:-64K}   # the cache's page size: 16x fewer round trips than 4K
 # tcp (default) or rdma: see README "The tier in a real cgroup" for why not rdma
 TRANSPORT=${FARMEM_TIER_TEST_TRANSPORT:-tcp}
@@ -62,9 +67,9 @@ json_num() { sed -n "s/.*\"$2\":\([-0-9.e+]*\).*/\1/p" "$1" | tail -n1; }
 # Sets RC (the workload's exit status), HOG_ALIVE (1/0), OOM_KILLS, OUT (its stdout file).
 run_case() {
   local name=$1; shift
-  local ready=$WORK/$name.ready step=$WORK/$name.step wpid hpid
+  local ready=$WORK/$name.ready step=$WORK/$name.step held=$WORK/$name.held wpid hpid
   OUT=$WORK/$name.json
-  rm -f "$ready" "$step"
+  rm -f "$ready" "$step" "$held"
   RC=-1 HOG_ALIVE=0 OOM_KILLS=-1
   : >"$OUT"
   cg_new "$name" "$MAX" "$HIGH" 0 || return
@@ -73,7 +78,8 @@ run_case() {
   [[ $TRANSPORT != rdma ]] || url=$MEMSERVER_RDMA_URL
   cg_exec "$name" "$bin" --mode far --server "$url" --token-file "$TOKEN_FILE" \
     --elements "$ELEMENTS" --passes "$PASSES" --budget "$BUDGET" --page-bytes "$PAGE" \
-    --tier-interval-ms "$INTERVAL_MS" --ready-file "$ready" --step-file "$step" "$@" \
+    --tier-interval-ms "$INTERVAL_MS" --ready-file "$ready" --step-file "$step" \
+    --until-file "$held" --max-passes "$MAX_PASSES" "$@" \
     >"$OUT" 2>"$WORK/$name.err" &
   wpid=$!
   # the cgroup's memory every second, for the log
@@ -87,7 +93,7 @@ run_case() {
   if [[ -e $ready ]]; then
     echo "$name: fill done after $(($(date +%s) - t_case)) s; the hog ($HOG) joins"
     cg_exec "$name" "$bin" --mode hog --bytes "$HOG" --chunk 1M --chunk-interval-ms "$HOG_STEP_MS" \
-      --step-file "$step" >"$WORK/$name.hog.log" 2>&1 &
+      --step-file "$step" --held-file "$held" >"$WORK/$name.hog.log" 2>&1 &
     hpid=$!
   fi
   RC=0
