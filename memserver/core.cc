@@ -9,22 +9,48 @@
 namespace farmem::memserver {
 
 namespace {
-// Compares without an early exit, so response time does not leak the matching prefix.
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  const std::size_t n = std::max(a.size(), b.size());
-  for (std::size_t i = 0; i < n; ++i) {
-    const unsigned char x = i < a.size() ? static_cast<unsigned char>(a[i]) : 0;
-    const unsigned char y = i < b.size() ? static_cast<unsigned char>(b[i]) : 0;
-    diff |= x ^ y;
-  }
-  return diff == 0;
+std::string tenant_label(std::string_view name) {
+  return name.empty() ? std::string("the anonymous tenant") : "tenant '" + std::string(name) + "'";
 }
 }  // namespace
+
+bool Tenant::take_bytes(std::uint64_t n) {
+  if (config_.quota_bytes == 0) {
+    used_.fetch_add(n, std::memory_order_relaxed);
+    return true;
+  }
+  std::uint64_t used = used_.load(std::memory_order_relaxed);
+  // Bounded: each retry means another session of this tenant changed used_ meanwhile.
+  do {
+    if (n > config_.quota_bytes || used > config_.quota_bytes - n) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!used_.compare_exchange_weak(used, used + n, std::memory_order_relaxed));
+  return true;
+}
+
+bool Tenant::take_connection() {
+  std::uint32_t n = connections_.load(std::memory_order_relaxed);
+  do {
+    if (config_.max_connections != 0 && n >= config_.max_connections) {
+      refused_.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+  } while (!connections_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed));
+  return true;
+}
+
+TenantUsage Tenant::usage() const {
+  return TenantUsage{config_.name, used_.load(std::memory_order_relaxed), config_.quota_bytes,
+                     connections_.load(std::memory_order_relaxed), config_.max_connections,
+                     refused_.load(std::memory_order_relaxed)};
+}
 
 Result<std::byte*> Session::resolve_locked(std::uint64_t addr, std::uint32_t rkey,
                                            std::uint64_t len) const {
   if (closed_) return Unavailable("session closed");
+  if (tenant_ == nullptr) return PermissionDenied("not authenticated: AUTH first");
   auto it = slabs_.upper_bound(addr);
   if (it == slabs_.begin()) return proto::check_access(nullptr, addr, len, rkey);
   --it;
@@ -35,32 +61,68 @@ Result<std::byte*> Session::resolve_locked(std::uint64_t addr, std::uint32_t rke
   return slab.memory.base() + (addr - base);
 }
 
+namespace {
+std::string random_secret() {
+  std::string out;
+  for (int i = 0; i < 2; ++i) {
+    auto n = proto::random_nonce();
+    std::random_device rd;  // the fallback only matters if the CSPRNG failed
+    for (std::size_t j = 0; j < proto::kNonceBytes; ++j) {
+      out.push_back(static_cast<char>(n.ok() ? (*n)[j] : static_cast<std::uint8_t>(rd())));
+    }
+  }
+  return out;
+}
+}  // namespace
+
 Core::Core(CoreOptions options)
     : options_(std::move(options)),
+      auth_required_(!options_.token.empty() || !options_.tenants.empty()),
+      decoy_secret_(random_secret()),
       pool_(options_.capacity_bytes, options_.chunk_bytes, options_.numa_node),
-      key_state_(std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32)) {}
+      key_state_(std::random_device{}() | (std::uint64_t{std::random_device{}()} << 32)) {
+  // The anonymous tenant always exists: with --token it is the one tenant that can log in;
+  // with no secrets at all (--insecure) every session belongs to it.
+  TenantConfig anonymous;
+  anonymous.secret = options_.token;
+  tenants_.emplace("", std::make_shared<Tenant>(std::move(anonymous)));
+  for (const TenantConfig& t : options_.tenants) {
+    if (!t.name.empty()) tenants_.emplace(t.name, std::make_shared<Tenant>(t));
+  }
+}
 
 Core::~Core() = default;
 
-Result<std::shared_ptr<Session>> Core::open_session(std::uint16_t version,
-                                                    std::string_view token, std::string peer,
+Result<std::shared_ptr<Session>> Core::open_session(const proto::Hello& hello, std::string peer,
                                                     std::unique_ptr<SlabRegistrar> registrar) {
-  if (version != proto::kVersion) {
+  if (hello.version != proto::kVersion) {
     count_error();
-    return ProtocolError("client speaks protocol version " + std::to_string(version) +
+    return ProtocolError("client speaks protocol version " + std::to_string(hello.version) +
                          ", this memserver speaks " + std::to_string(proto::kVersion));
   }
-  if (!constant_time_equal(token, options_.token)) {
+  if (hello.tenant.size() > proto::kMaxTenantBytes) {
     count_error();
-    log().warn("rejected {}: wrong auth token", peer);
-    return PermissionDenied("wrong auth token");
+    return InvalidArgument("tenant name of " + std::to_string(hello.tenant.size()) +
+                           " bytes; at most " + std::to_string(proto::kMaxTenantBytes));
   }
+  FARMEM_ASSIGN_OR_RETURN(proto::Nonce server_nonce, proto::random_nonce());
   const auto id = next_session_id_.fetch_add(1, std::memory_order_relaxed);
-  sessions_.fetch_add(1, std::memory_order_relaxed);
-  log().info("session {} opened for {}", id, peer);
   auto session = std::make_shared<Session>(id, std::move(peer), std::move(registrar));
+  session->claimed_tenant_ = std::string(hello.tenant);
+  session->client_nonce_ = hello.client_nonce;
+  session->server_nonce_ = server_nonce;
+  if (!auth_required_) {
+    // --insecure: everyone is the anonymous tenant, which has no cap.
+    auto anonymous = tenants_.find("")->second;
+    anonymous->take_connection();
+    WriterLock lock(session->mu_);
+    session->tenant_ = std::move(anonymous);
+  }
+  sessions_.fetch_add(1, std::memory_order_relaxed);
+  log().info("session {} opened for {}{}", id, session->peer(),
+             auth_required_ ? " (authenticating as " + tenant_label(hello.tenant) + ")" : "");
   MutexLock lock(open_mu_);
-  open_[id] = session;
+  open_[id] = OpenEntry{session, auth_required_ ? nullptr : tenants_.find("")->second.get()};
   return session;
 }
 
@@ -75,6 +137,7 @@ void Core::close_session(Session& session) {
   const auto reclaimed = session.slabs_.size();
   for (auto& [base, slab] : session.slabs_) release_slab_locked(session, slab);
   session.slabs_.clear();
+  if (session.tenant_) session.tenant_->give_connection();
   slabs_reclaimed_.fetch_add(reclaimed, std::memory_order_relaxed);
   sessions_.fetch_sub(1, std::memory_order_relaxed);
   log().info("session {} ({}) closed, {} slab(s) reclaimed", session.id(), session.peer(),
@@ -82,13 +145,105 @@ void Core::close_session(Session& session) {
 }
 
 proto::HelloOk Core::hello_reply(const Session& session) const {
-  return proto::HelloOk{session.id(), pool_.capacity_bytes(), options_.chunk_bytes};
+  proto::HelloOk ok{};
+  ok.session_id = session.id();
+  ok.capacity_bytes = auth_required_ ? 0 : pool_.capacity_bytes();
+  ok.chunk_bytes = options_.chunk_bytes;
+  ok.server_nonce = session.server_nonce_;
+  ok.flags = auth_required_ ? proto::kHelloAuthRequired : 0;
+  return ok;
+}
+
+std::vector<TenantUsage> Core::tenants() const {
+  std::vector<TenantUsage> out;
+  for (const auto& [name, t] : tenants_) {
+    // The anonymous tenant of a Core with named tenants and no token cannot log in: skip it.
+    if (name.empty() && auth_required_ && options_.token.empty()) continue;
+    out.push_back(t->usage());
+  }
+  return out;
+}
+
+proto::Message Core::refuse(Session& s, StatusCode code, const std::string& why,
+                            std::uint64_t req_id) {
+  auth_failures_.fetch_add(1, std::memory_order_relaxed);
+  log().warn("session {} ({}): {}", s.id(), s.peer(), why);
+  close_session(s);
+  return proto::Message::error(code, why, req_id);
+}
+
+proto::Message Core::authenticate(Session& s, const proto::Message& req) {
+  {
+    ReaderLock lock(s.mu_);
+    if (s.closed_) return proto::Message::error(StatusCode::kUnavailable, "session closed", 0);
+    if (s.tenant_ != nullptr) {
+      return proto::Message::error(StatusCode::kProtocolError,
+                                   auth_required_ ? "AUTH sent twice"
+                                                  : "this memserver runs --insecure: no AUTH",
+                                   0);
+    }
+  }
+  auto proof = req.as<proto::AuthProof>();
+  if (!proof.ok()) return refuse(s, StatusCode::kProtocolError, proof.status().message(), 0);
+  auto it = tenants_.find(s.claimed_tenant_);
+  // An unknown tenant, or the anonymous one when only named tenants are configured, is
+  // judged against a random secret: the same work and the same answer as a wrong secret.
+  const bool usable = it != tenants_.end() && !it->second->config().secret.empty();
+  const std::string& secret = usable ? it->second->config().secret : decoy_secret_;
+  auto expected = proto::auth_proof(secret, proto::AuthRole::kClient, s.claimed_tenant_,
+                                    s.client_nonce_, s.server_nonce_, s.id());
+  if (!expected.ok()) return refuse(s, expected.status().code(), expected.status().message(), 0);
+  if (!proto::mac_equal(*expected, proof->mac) || !usable) {
+    return refuse(s, StatusCode::kPermissionDenied,
+                  "authentication failed for " + tenant_label(s.claimed_tenant_) +
+                      ": unknown tenant or wrong secret",
+                  0);
+  }
+  const std::shared_ptr<Tenant>& tenant = it->second;
+  if (!tenant->take_connection()) {
+    return refuse(s, StatusCode::kResourceExhausted,
+                  tenant_label(s.claimed_tenant_) + " has " +
+                      std::to_string(tenant->config().max_connections) +
+                      " connection(s) open already, its cap",
+                  0);
+  }
+  auto answer = proto::auth_proof(secret, proto::AuthRole::kServer, s.claimed_tenant_,
+                                  s.client_nonce_, s.server_nonce_, s.id());
+  if (!answer.ok()) {
+    tenant->give_connection();
+    return refuse(s, answer.status().code(), answer.status().message(), 0);
+  }
+  {
+    WriterLock lock(s.mu_);
+    if (s.closed_) {
+      tenant->give_connection();
+      return proto::Message::error(StatusCode::kUnavailable, "session closed", 0);
+    }
+    s.tenant_ = tenant;
+  }
+  {
+    MutexLock lock(open_mu_);
+    if (auto e = open_.find(s.id()); e != open_.end()) e->second.tenant = tenant.get();
+  }
+  log().info("session {} ({}) authenticated as {}", s.id(), s.peer(),
+             tenant_label(s.claimed_tenant_));
+  return proto::Message::of(proto::MsgType::kAuthOk, proto::AuthProof{*answer});
 }
 
 proto::Message Core::handle(Session& session, const proto::Message& req) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   proto::Message reply;
-  switch (req.type) {
+  if (req.type == proto::MsgType::kAuth) {
+    reply = authenticate(session, req);
+  } else if (!session.authenticated()) {
+    reply = proto::Message::error(
+        StatusCode::kPermissionDenied,
+        req.type == proto::MsgType::kHello ? "HELLO sent twice"
+                                           : "not authenticated: this memserver takes " +
+                                                 std::string(proto::to_string(req.type)) +
+                                                 " only after AUTH succeeded",
+        req.req_id);
+  } else switch (req.type) {
     case proto::MsgType::kAllocSlab:
       reply = alloc_slab(session, req);
       break;
@@ -102,7 +257,7 @@ proto::Message Core::handle(Session& session, const proto::Message& req) {
       reply = set_label(session, req);
       break;
     case proto::MsgType::kListSessions:
-      reply = list_sessions(req);
+      reply = list_sessions(session, req);
       break;
     case proto::MsgType::kHello:
       reply = proto::Message::error(StatusCode::kProtocolError, "HELLO sent twice", req.req_id);
@@ -132,9 +287,21 @@ proto::Message Core::alloc_slab(Session& s, const proto::Message& req) {
     pool_.unmap(std::move(slab.memory));
     return proto::Message::error(StatusCode::kUnavailable, "session closed", 0);
   }
+  if (!s.tenant_->take_bytes(slab.memory.bytes())) {
+    const auto usage = s.tenant_->usage();
+    const auto asked = slab.memory.bytes();
+    pool_.unmap(std::move(slab.memory));
+    return proto::Message::error(
+        StatusCode::kResourceExhausted,
+        "quota of " + tenant_label(usage.name) + " reached: " + std::to_string(usage.used_bytes) +
+            " of " + std::to_string(usage.quota_bytes) + " bytes leased, a slab of " +
+            std::to_string(asked) + " more refused",
+        0);
+  }
   if (s.registrar_) {
     auto rkey = s.registrar_->register_slab(slab.memory.base(), slab.memory.bytes());
     if (!rkey.ok()) {
+      s.tenant_->give_bytes(slab.memory.bytes());
       pool_.unmap(std::move(slab.memory));
       return proto::Message::error(rkey.status().code(), rkey.status().message(), 0);
     }
@@ -188,11 +355,18 @@ proto::Message Core::set_label(Session& s, const proto::Message& req) {
   return ok;
 }
 
-proto::Message Core::list_sessions(const proto::Message& req) const {
+proto::Message Core::list_sessions(const Session& s, const proto::Message& req) const {
   auto body = req.as<proto::ListSessions>();
   if (!body.ok()) return proto::Message::error(body.status().code(), body.status().message(), 0);
   bool more = false;
-  const auto entries = sessions(body->after_session_id, proto::kMaxSessionsPerList, &more);
+  const Tenant* tenant = nullptr;
+  {
+    ReaderLock lock(s.mu_);
+    tenant = s.tenant_.get();  // the Core's tenants live as long as it does
+  }
+  // A client sees its own tenant's sessions only.
+  const auto entries =
+      sessions(body->after_session_id, proto::kMaxSessionsPerList, &more, tenant);
   const proto::SessionListHead head{static_cast<std::uint32_t>(entries.size()), more ? 1u : 0u};
   proto::Message m;
   m.type = proto::MsgType::kSessionList;
@@ -206,7 +380,7 @@ proto::Message Core::list_sessions(const proto::Message& req) const {
 }
 
 std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::size_t max,
-                                                bool* more) const {
+                                                bool* more, const Tenant* tenant) const {
   // Collect first, then read each session under its own lock: open_mu_ is never held while
   // a session's lock is (close_session takes them one after the other).
   std::vector<std::shared_ptr<Session>> open;
@@ -214,7 +388,8 @@ std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::siz
   {
     MutexLock lock(open_mu_);
     for (auto it = open_.upper_bound(after_id); it != open_.end(); ++it) {
-      auto s = it->second.lock();
+      if (tenant != nullptr && it->second.tenant != tenant) continue;
+      auto s = it->second.session.lock();
       if (!s) continue;
       if (open.size() == max) {
         *more = true;
@@ -240,6 +415,7 @@ std::vector<proto::SessionEntry> Core::sessions(std::uint64_t after_id, std::siz
 
 void Core::release_slab_locked(Session& s, Slab& slab) {
   if (s.registrar_) s.registrar_->deregister_slab(slab.memory.base());
+  if (s.tenant_) s.tenant_->give_bytes(slab.memory.bytes());
   pool_.unmap(std::move(slab.memory));
   slabs_.fetch_sub(1, std::memory_order_relaxed);
 }

@@ -1,6 +1,13 @@
 // The memserver's transport-independent core: the growable slab pool, client sessions with
-// their slab leases, authentication, and control-message dispatch. The TCP and RDMA listeners
-// and the in-process ("local") transport all drive one Core.
+// their slab leases, tenants and their quotas, challenge-response authentication
+// (transport/proto/auth.h), and control-message dispatch. The TCP and RDMA listeners and the
+// in-process ("local") transport all drive one Core.
+//
+// A session opens unauthenticated (HELLO, or the RDMA connect request): it can only answer
+// the memserver's challenge (AUTH). Until AUTH succeeds it leases nothing, reads and writes
+// nothing and sees nothing; a failed AUTH closes it. A Core without any secret (no token, no
+// tenants: the memserver's --insecure) authenticates every session at once as the anonymous
+// tenant.
 #pragma once
 
 #include <atomic>
@@ -19,11 +26,33 @@
 
 namespace farmem::memserver {
 
+/// One tenant: who may lease memory here, how much and over how many connections.
+struct TenantConfig {
+  std::string name;                   ///< 1..kMaxTenantBytes; "" only for the --token tenant
+  std::string secret;                 ///< shared with its runtimes; never sent on the wire
+  std::uint64_t quota_bytes = 0;      ///< most bytes it may lease at once; 0 = capacity only
+  std::uint32_t max_connections = 0;  ///< most sessions at once; 0 = no cap
+};
+
 struct CoreOptions {
   std::uint64_t capacity_bytes = 1ull << 30;  ///< most bytes leased at once, over all clients
   std::uint64_t chunk_bytes = 2ull << 20;     ///< slab granularity (2 MiB: one huge page)
-  std::string token;                          ///< clients must present it; empty = no auth
+  /// The secret of the anonymous tenant (name ""), for small setups; empty: none.
+  std::string token;
+  /// Named tenants (--tenants FILE). No token and no tenants: every client is served
+  /// unauthenticated (the memserver refuses that unless --insecure).
+  std::vector<TenantConfig> tenants;
   int numa_node = -1;                         ///< bind slab memory to this node; -1 = don't
+};
+
+/// A tenant's use, as metrics and farmemctl show it.
+struct TenantUsage {
+  std::string name;
+  std::uint64_t used_bytes = 0;
+  std::uint64_t quota_bytes = 0;
+  std::uint32_t connections = 0;
+  std::uint32_t max_connections = 0;
+  std::uint64_t refused = 0;  ///< slabs and connections refused by its quota or cap
 };
 
 /// Registers slab memory with hardware for one session (verbs: with the session's own
@@ -44,6 +73,26 @@ struct Slab {
   SlabMemory memory;
 };
 
+/// A tenant's live accounting (shared by its sessions).
+class Tenant {
+ public:
+  explicit Tenant(TenantConfig config) : config_(std::move(config)) {}
+  const TenantConfig& config() const { return config_; }
+  /// Takes `n` bytes of the quota; false (nothing taken, refusal counted) if that passes it.
+  bool take_bytes(std::uint64_t n);
+  void give_bytes(std::uint64_t n) { used_.fetch_sub(n, std::memory_order_relaxed); }
+  /// Takes a connection under the cap; false (refusal counted) when the cap is reached.
+  bool take_connection();
+  void give_connection() { connections_.fetch_sub(1, std::memory_order_relaxed); }
+  TenantUsage usage() const;
+
+ private:
+  const TenantConfig config_;
+  std::atomic<std::uint64_t> used_{0};
+  std::atomic<std::uint32_t> connections_{0};
+  std::atomic<std::uint64_t> refused_{0};
+};
+
 /// One client's session. Slabs are leased to it and reclaimed when it closes.
 class Session {
  public:
@@ -52,6 +101,11 @@ class Session {
 
   std::uint64_t id() const { return id_; }
   const std::string& peer() const { return peer_; }
+  /// AUTH succeeded (or the Core needs none).
+  bool authenticated() const {
+    ReaderLock lock(mu_);
+    return tenant_ != nullptr;
+  }
 
   /// Runs fn(std::byte* p) with p the server address of [addr, addr + len), which must lie
   /// inside one of this session's slabs and be addressed with that slab's rkey. The slab
@@ -74,9 +128,15 @@ class Session {
   const std::uint64_t id_;
   const std::string peer_;
   const std::unique_ptr<SlabRegistrar> registrar_;
-  /// Guards slabs_, closed_ and label_: shared for data access (and LIST_SESSIONS),
-  /// exclusive for alloc/free/close/SET_LABEL. Never held with Core::open_mu_.
+  // The handshake (set by open_session, before anyone else sees the session).
+  std::string claimed_tenant_;
+  proto::Nonce client_nonce_{};
+  proto::Nonce server_nonce_{};
+  /// Guards slabs_, closed_, label_ and tenant_: shared for data access (and LIST_SESSIONS),
+  /// exclusive for alloc/free/close/SET_LABEL/AUTH. Never held with Core::open_mu_.
   mutable SharedMutex mu_;
+  /// Set once AUTH succeeded: the tenant this session leases for. Null: not authenticated.
+  std::shared_ptr<Tenant> tenant_ FARMEM_GUARDED_BY(mu_);
   /// Keyed by base address, for range lookup.
   std::map<std::uint64_t, Slab> slabs_ FARMEM_GUARDED_BY(mu_);
   bool closed_ FARMEM_GUARDED_BY(mu_) = false;
@@ -93,19 +153,27 @@ class Core {
 
   const CoreOptions& options() const { return options_; }
 
-  /// Checks version and token (constant-time compare) and opens a session.
-  Result<std::shared_ptr<Session>> open_session(std::uint16_t version, std::string_view token,
-                                                std::string peer,
+  /// Checks the version and opens a session for `hello`'s tenant, unauthenticated unless the
+  /// Core has no secrets (see the top of this file).
+  Result<std::shared_ptr<Session>> open_session(const proto::Hello& hello, std::string peer,
                                                 std::unique_ptr<SlabRegistrar> registrar = {});
+  /// Whether sessions must AUTH (the Core has a token or tenants).
+  bool auth_required() const { return auth_required_; }
   /// Ends a session: every slab still leased to it returns to the pool. Idempotent.
   void close_session(Session& session);
 
   /// Handles one control request of an open session and returns the reply (kError on
-  /// failure, never throws). Data requests (kRead/kWrite) are not control requests.
+  /// failure, never throws). Data requests (kRead/kWrite) are not control requests. Before
+  /// AUTH succeeded, only AUTH is served; a failed AUTH closes the session.
   proto::Message handle(Session& session, const proto::Message& request);
 
-  /// The HELLO_OK payload for a session just opened.
+  /// The HELLO_OK payload for a session just opened (its server nonce, whether AUTH must
+  /// follow; the capacity only when it need not).
   proto::HelloOk hello_reply(const Session& session) const;
+  /// Every tenant's use now, by name.
+  std::vector<TenantUsage> tenants() const;
+  /// Handshakes refused: a wrong secret or an unknown tenant (counter).
+  std::uint64_t auth_failures() const { return auth_failures_.load(std::memory_order_relaxed); }
 
   proto::ServerStats stats() const;
   /// The slab pool's capacity now, and moving it (see SlabPool::set_capacity).
@@ -121,19 +189,29 @@ class Core {
   std::uint64_t bytes_served() const { return bytes_served_.load(std::memory_order_relaxed); }
 
   /// Open sessions with ids above `after_id`, in id order, at most `max` of them; `*more`
-  /// says whether others follow.
+  /// says whether others follow. With `tenant`, only that tenant's authenticated sessions.
   std::vector<proto::SessionEntry> sessions(std::uint64_t after_id, std::size_t max,
-                                            bool* more) const;
+                                            bool* more, const Tenant* tenant = nullptr) const;
 
  private:
+  proto::Message authenticate(Session& s, const proto::Message& req);
   proto::Message alloc_slab(Session& s, const proto::Message& req);
   proto::Message free_slab(Session& s, const proto::Message& req);
   proto::Message set_label(Session& s, const proto::Message& req);
-  proto::Message list_sessions(const proto::Message& req) const;
+  proto::Message list_sessions(const Session& s, const proto::Message& req) const;
+  /// Ends a session after a refused AUTH (the caller's reply says why).
+  proto::Message refuse(Session& s, StatusCode code, const std::string& why,
+                        std::uint64_t req_id);
   void release_slab_locked(Session& s, Slab& slab) FARMEM_REQUIRES(s.mu_);
   std::uint32_t next_key() FARMEM_EXCLUDES(key_mu_);
 
   const CoreOptions options_;
+  const bool auth_required_;
+  /// By name; fixed after construction. The anonymous tenant ("") is always there.
+  std::map<std::string, std::shared_ptr<Tenant>, std::less<>> tenants_;
+  /// Stands in for an unknown tenant's secret, so that a refusal costs the same HMAC.
+  std::string decoy_secret_;
+  std::atomic<std::uint64_t> auth_failures_{0};
   SlabPool pool_;
   std::atomic<std::uint64_t> next_session_id_{1};
   std::atomic<std::uint64_t> next_slab_id_{1};
@@ -146,7 +224,11 @@ class Core {
   /// Guards open_ (the open sessions by id, for LIST_SESSIONS; expired entries are skipped).
   /// Never held while a session's lock is (they are taken one after the other).
   mutable Mutex open_mu_;
-  std::map<std::uint64_t, std::weak_ptr<Session>> open_ FARMEM_GUARDED_BY(open_mu_);
+  struct OpenEntry {
+    std::weak_ptr<Session> session;
+    const Tenant* tenant = nullptr;  ///< set once it authenticated (the Core owns tenants)
+  };
+  std::map<std::uint64_t, OpenEntry> open_ FARMEM_GUARDED_BY(open_mu_);
   /// Guards key_state_ (the rkey generator of non-RDMA sessions); taken under a session's
   /// lock (alloc_slab).
   Mutex key_mu_;

@@ -17,6 +17,7 @@
 #include "memserver/metrics_http.h"
 #include "memserver/registration.h"
 #include "memserver/server.h"
+#include "memserver/tenants.h"
 
 namespace {
 
@@ -61,8 +62,8 @@ int main(int argc, char** argv) {
                "them or disconnects; an idle memserver holds almost no memory."};
   std::string tcp, rdma, capacity = "1G", chunk = "2M", token, token_file, level = "info";
   std::string capacity_reserve = "256M", meminfo = "/proc/meminfo";
-  std::string metrics, log_file;
-  bool print_config = false;
+  std::string metrics, log_file, tenants_file;
+  bool print_config = false, insecure = false;
   int numa = -1;
   app.set_config("--config", "",
                  "Read options from FILE (TOML: one `name = value` a line, names as the long "
@@ -91,11 +92,20 @@ int main(int argc, char** argv) {
                  "Slab granularity: every slab is a multiple of it (power of two, >= 4K)")
       ->capture_default_str();
   auto* tok = app.add_option("--token", token,
-                             "Auth token clients must present (at most 48 bytes); prefer "
-                             "--token-file, since arguments are visible to other users");
-  app.add_option("--token-file", token_file, "Read the auth token from the first line of FILE")
+                             "The secret of the anonymous tenant: clients prove they hold it "
+                             "(HMAC-SHA256 challenge-response; it never crosses the wire); "
+                             "prefer --token-file, since arguments are visible to other users");
+  app.add_option("--token-file", token_file, "Read the token from the first line of FILE")
       ->excludes(tok)
       ->check(CLI::ExistingFile);
+  app.add_option("--tenants", tenants_file,
+                 "Tenants (JSON, mode 0600): {\"tenants\": [{\"name\": N, \"secret\": S, "
+                 "\"quota\": \"4G\", \"max_connections\": 16}, ...]}; each runtime "
+                 "authenticates as one and sees only its own slabs and sessions")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure", insecure,
+               "Serve without a token or tenants: anyone who can reach this memserver may "
+               "lease, read and write its memory (without this flag, it refuses to start so)");
   app.add_option("--numa", numa,
                  "Bind slab memory to this NUMA node (default: the RDMA device's node, or "
                  "none for TCP only)");
@@ -160,6 +170,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   opts.core.token = token;
+  if (!tenants_file.empty()) {
+    opts.core.tenants = or_exit(farmem::memserver::read_tenants_file(tenants_file), "--tenants");
+  }
+  opts.insecure = insecure;
+  or_exit_status(farmem::memserver::check_credentials(opts), "credentials");
   opts.core.numa_node = numa;
   if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");
   if (!rdma.empty()) opts.rdma = or_exit(farmem::memserver::parse_listen_address(rdma), "--rdma");

@@ -23,6 +23,29 @@ void metric(std::string& out, const char* name, const char* type, const char* he
   out += '\n';
 }
 
+// One labelled series per tenant: HELP and TYPE once, then a line a tenant.
+template <typename Get>
+void tenant_metric(std::string& out, const char* name, const char* type, const char* help,
+                   const std::vector<TenantUsage>& tenants, Get get) {
+  if (tenants.empty()) return;
+  out += std::string("# HELP farmem_memserver_tenant_") + name + ' ' + help +
+         "\n# TYPE farmem_memserver_tenant_" + name + ' ' + type + '\n';
+  for (const TenantUsage& t : tenants) {
+    // Tenant names are 1..32 bytes of the operator's file; escape what the text format needs.
+    std::string label;
+    for (char c : t.name) {
+      if (c == '\\' || c == '"') label += '\\';
+      if (c == '\n') {
+        label += "\\n";
+        continue;
+      }
+      label += c;
+    }
+    out += std::string("farmem_memserver_tenant_") + name + "{tenant=\"" + label + "\"} " +
+           std::to_string(get(t)) + '\n';
+  }
+}
+
 }  // namespace
 
 MetricsSnapshot snapshot(const Core& core) {
@@ -36,6 +59,8 @@ MetricsSnapshot snapshot(const Core& core) {
   m.requests = st.requests;
   m.rejected = st.errors;
   m.bytes_served = core.bytes_served();
+  m.auth_failures = core.auth_failures();
+  m.tenants = core.tenants();
   return m;
 }
 
@@ -66,6 +91,21 @@ std::string render_prometheus(const MetricsSnapshot& m) {
          "Data bytes read and written by TCP clients. One-sided RDMA READ/WRITE bypasses the "
          "memserver's CPU and is not counted.",
          m.bytes_served);
+  metric(out, "auth_failures_total", "counter",
+         "Handshakes refused: a wrong secret, an unknown tenant, a tenant at its connection "
+         "cap, a malformed AUTH.",
+         m.auth_failures);
+  tenant_metric(out, "used_bytes", "gauge", "Bytes leased to the tenant now.", m.tenants,
+                [](const TenantUsage& t) { return t.used_bytes; });
+  tenant_metric(out, "quota_bytes", "gauge", "The tenant's quota (0: none beyond capacity).",
+                m.tenants, [](const TenantUsage& t) { return t.quota_bytes; });
+  tenant_metric(out, "connections", "gauge", "The tenant's authenticated sessions now.",
+                m.tenants, [](const TenantUsage& t) { return std::uint64_t{t.connections}; });
+  tenant_metric(out, "max_connections", "gauge", "The tenant's connection cap (0: none).",
+                m.tenants, [](const TenantUsage& t) { return std::uint64_t{t.max_connections}; });
+  tenant_metric(out, "refused_total", "counter",
+                "Slabs and connections refused by the tenant's quota or cap.", m.tenants,
+                [](const TenantUsage& t) { return t.refused; });
   return out;
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "memserver/core.h"
 
@@ -19,6 +20,8 @@ struct MetricsSnapshot {
   std::uint64_t requests = 0;           ///< control requests handled (counter)
   std::uint64_t rejected = 0;           ///< requests answered with an error (counter)
   std::uint64_t bytes_served = 0;       ///< TCP data bytes read and written (counter)
+  std::uint64_t auth_failures = 0;      ///< handshakes refused: wrong secret, unknown tenant (counter)
+  std::vector<TenantUsage> tenants;     ///< each tenant's use (labelled series)
 };
 
 MetricsSnapshot snapshot(const Core& core);

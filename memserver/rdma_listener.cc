@@ -217,7 +217,7 @@ void RdmaListenerImpl::on_connect_request_on_event_thread(ibv::CmEvent ev) {
   ibv::CmId id(ev->id);
   ev.reset();
 
-  // Private data arrives zero-padded (56 bytes on IB/RoCE): token_len says what is ours.
+  // Private data arrives zero-padded (56 bytes on IB/RoCE): tenant_len says what is ours.
   const auto hello = proto::parse_connect_data(req.private_data);
   if (!hello.ok()) {
     log().warn("{}: rejected: {}", req.peer, hello.status().message());
@@ -225,7 +225,7 @@ void RdmaListenerImpl::on_connect_request_on_event_thread(ibv::CmEvent ev) {
     return reject(id.get(), StatusCode::kProtocolError);
   }
   auto session = std::make_unique<RdmaSession>(core_, std::move(id), req.peer);
-  if (Status s = session->accept(hello->version, hello->token, req); !s.ok()) {
+  if (Status s = session->accept(*hello, req); !s.ok()) {
     log().warn("{}: rejected: {}", req.peer, s.to_string());
     return reject(session->cm_id(), s.code());
   }

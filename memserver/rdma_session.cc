@@ -46,11 +46,10 @@ RdmaSession::~RdmaSession() {
   if (session_) core_.close_session(*session_);
 }
 
-Status RdmaSession::accept(std::uint16_t version, std::string_view token,
-                           const ConnectRequest& req) {
+Status RdmaSession::accept(const proto::Hello& hello, const ConnectRequest& req) {
   ibv_context* verbs = id_->verbs;
   FARMEM_ASSIGN_OR_RETURN(pd_, ibv::alloc_pd(verbs));
-  FARMEM_ASSIGN_OR_RETURN(session_, core_.open_session(version, token, peer_,
+  FARMEM_ASSIGN_OR_RETURN(session_, core_.open_session(hello, peer_,
                                                        std::make_unique<PdSlabRegistrar>(pd_.get())));
   FARMEM_RETURN_IF_ERROR(create_verbs_objects());
   FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(verbs, id_->port_num));
@@ -60,10 +59,10 @@ Status RdmaSession::accept(std::uint16_t version, std::string_view token,
                       sizeof ack_timeout) != 0) {
     log().debug("{}: cannot set the ACK timeout: {}", peer_, ibv::errno_text(errno));
   }
-  const proto::HelloOk hello = core_.hello_reply(*session_);
+  const proto::HelloOk ok = core_.hello_reply(*session_);
   rdma_conn_param param{};
-  param.private_data = &hello;
-  param.private_data_len = sizeof hello;
+  param.private_data = &ok;
+  param.private_data_len = sizeof ok;
   // Serve as many concurrent RDMA READs as the client asks and the device allows: the
   // client's read bandwidth depends on it.
   param.responder_resources = static_cast<std::uint8_t>(

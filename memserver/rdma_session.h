@@ -68,9 +68,11 @@ class RdmaSession {
   RdmaSession(const RdmaSession&) = delete;
   RdmaSession& operator=(const RdmaSession&) = delete;
 
-  /// Authenticates (Core::open_session) and builds the session's verbs objects, then
-  /// rdma_accept. On failure the caller rejects with the returned code and drops *this.
-  Status accept(std::uint16_t version, std::string_view token, const ConnectRequest& req);
+  /// Opens the Core session (unauthenticated until the client's AUTH, a control message)
+  /// and builds the session's verbs objects, then rdma_accept with HELLO_OK as private data
+  /// (the memserver's nonce). On failure the caller rejects with the returned code and drops
+  /// *this.
+  Status accept(const proto::Hello& hello, const ConnectRequest& req);
 
   rdma_cm_id* cm_id() const { return id_.get(); }
   /// The completion channel fd to wait on (POLLIN: CQ events).

@@ -1,6 +1,8 @@
 #include "memserver/server.h"
 
 #include <charconv>
+#include <set>
+#include <string_view>
 
 #include "common/log.h"
 #include "memserver/rdma_listener.h"
@@ -8,6 +10,32 @@
 #include "memserver/tcp_listener.h"
 
 namespace farmem::memserver {
+
+Status check_credentials(const ServerOptions& options) {
+  const CoreOptions& core = options.core;
+  if (core.token.empty() && core.tenants.empty() && !options.insecure) {
+    return InvalidArgument("no credentials: give a token (--token-file) or tenants (--tenants), "
+                           "or --insecure to serve anyone who can reach this memserver");
+  }
+  if (core.token.size() > proto::kMaxSecretBytes) {
+    return InvalidArgument("auth token of " + std::to_string(core.token.size()) +
+                           " bytes; at most " + std::to_string(proto::kMaxSecretBytes));
+  }
+  std::set<std::string_view> names;
+  for (const TenantConfig& t : core.tenants) {
+    const std::string who = "tenant '" + t.name + "'";
+    if (t.name.empty() || t.name.size() > proto::kMaxTenantBytes) {
+      return InvalidArgument(who + ": a name is 1.." + std::to_string(proto::kMaxTenantBytes) +
+                             " bytes");
+    }
+    if (t.secret.empty() || t.secret.size() > proto::kMaxSecretBytes) {
+      return InvalidArgument(who + ": a secret is 1.." + std::to_string(proto::kMaxSecretBytes) +
+                             " bytes");
+    }
+    if (!names.insert(t.name).second) return InvalidArgument(who + " is listed twice");
+  }
+  return Status::Ok();
+}
 
 Result<std::unique_ptr<Server>> Server::start(ServerOptions options) {
   if (!options.tcp && !options.rdma) {
@@ -19,18 +47,16 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options) {
                            ") must be at least one chunk (" +
                            std::to_string(options.core.chunk_bytes) + ")");
   }
-  if (options.core.token.size() > proto::kMaxTokenBytes) {
-    return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes) +
-                           " bytes");
-  }
+  FARMEM_RETURN_IF_ERROR(check_credentials(options));
   // Slabs live on the NUMA node of the RDMA device unless the operator chose one.
   if (options.core.numa_node < 0 && options.rdma) {
     options.core.numa_node = numa_node_of_rdma_address(options.rdma->host);
   }
   auto server = std::unique_ptr<Server>(new Server);
   server->core_ = std::make_unique<Core>(options.core);
-  if (options.core.token.empty()) {
-    log().warn("no auth token configured: any client that can reach this memserver may use it");
+  if (!server->core_->auth_required()) {
+    log().warn("--insecure: no token and no tenants: any client that can reach this memserver "
+               "may lease, read and write its memory");
   }
   if (options.rdma) {
     auto l = RdmaListener::start(*server->core_, options.rdma->host, options.rdma->port);

@@ -26,7 +26,14 @@ struct ServerOptions {
   /// The capacity moves (--capacity auto, memserver/auto_capacity.h): it may start below one
   /// chunk, even at 0, when the host has nothing to spare yet.
   bool auto_capacity = false;
+  /// Serve without any token or tenant: anyone who reaches the memserver may use it. Without
+  /// it, start() refuses a memserver that has no credentials.
+  bool insecure = false;
 };
+
+/// The credentials of `options`: some (or `insecure`), within the sizes the protocol takes,
+/// tenant names unique. kInvalidArgument naming the culprit.
+Status check_credentials(const ServerOptions& options);
 
 class Server {
  public:

@@ -31,7 +31,8 @@ constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
-         t == MsgType::kStats || t == MsgType::kSetLabel || t == MsgType::kListSessions;
+         t == MsgType::kStats || t == MsgType::kSetLabel || t == MsgType::kListSessions ||
+         t == MsgType::kAuth;
 }
 
 }  // namespace
@@ -65,6 +66,8 @@ void TcpSession::run() {
 }
 
 Status TcpSession::handshake() {
+  // HELLO, then (when the memserver has secrets) AUTH: both within one deadline, so a client
+  // that connects and says nothing, or never answers the challenge, does not hold a thread.
   const auto deadline = net::deadline_after(kHelloTimeout);
   FARMEM_RETURN_IF_ERROR(need(nullptr, kHeaderBytes, deadline));
   FrameHeader h;
@@ -74,8 +77,13 @@ Status TcpSession::handshake() {
     return st;
   }
   FARMEM_RETURN_IF_ERROR(need(&h, kHeaderBytes + h.length, deadline));
-  const std::string_view token(reinterpret_cast<const char*>(peek()) + kHeaderBytes, h.length);
-  auto session = core_.open_session(h.version, token, peer_);
+  auto hello = proto::parse_hello(h.version, {peek() + kHeaderBytes, h.length});
+  if (!hello.ok()) {
+    consume(kHeaderBytes + h.length);
+    queue_error(h.req_id, hello.status());
+    return hello.status();
+  }
+  auto session = core_.open_session(*hello, peer_);
   consume(kHeaderBytes + h.length);
   if (!session.ok()) {
     queue_error(h.req_id, session.status(), /*count=*/false);  // the Core counted it
@@ -85,6 +93,32 @@ Status TcpSession::handshake() {
   auto reply = proto::Message::of(MsgType::kHelloOk, core_.hello_reply(*session_));
   reply.req_id = h.req_id;
   queue_message(reply);
+  if (session_->authenticated()) return Status::Ok();  // --insecure
+
+  FARMEM_RETURN_IF_ERROR(need(nullptr, kHeaderBytes, deadline));  // flushes HELLO_OK first
+  std::memcpy(&h, peek(), sizeof h);
+  Status st = proto::validate_header(h);
+  if (st.ok() && (static_cast<MsgType>(h.type) != MsgType::kAuth ||
+                  h.length != sizeof(proto::AuthProof))) {
+    st = PermissionDenied("expected AUTH (" + std::to_string(sizeof(proto::AuthProof)) +
+                          " bytes) after HELLO_OK, got " +
+                          std::string(proto::to_string(MsgType(h.type))) + " of " +
+                          std::to_string(h.length) + " bytes");
+  }
+  if (!st.ok()) {
+    queue_error(h.req_id, st);
+    return st;
+  }
+  FARMEM_RETURN_IF_ERROR(need(&h, kHeaderBytes + h.length, deadline));
+  auto auth = proto::decode({peek(), kHeaderBytes + h.length});
+  consume(kHeaderBytes + h.length);
+  if (!auth.ok()) {
+    queue_error(h.req_id, auth.status());
+    return auth.status();
+  }
+  const proto::Message answer = core_.handle(*session_, *auth);  // the Core counts refusals
+  queue_message(answer);
+  if (answer.type == MsgType::kError) return answer.error_status();
   return Status::Ok();
 }
 

@@ -109,7 +109,12 @@ Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& imp
   if (url == "local" && !impl.local_core) {
     memserver::CoreOptions lo;
     lo.capacity_bytes = impl.options.local_server_capacity;
-    lo.token = impl.options.auth_token;
+    // The in-process memserver knows this runtime's own credentials (and no others).
+    if (impl.options.auth_tenant.empty()) {
+      lo.token = impl.options.auth_token;
+    } else {
+      lo.tenants.push_back({impl.options.auth_tenant, impl.options.auth_token, 0, 0});
+    }
     impl.local_core = std::make_shared<memserver::Core>(lo);
   }
   auto c = transport::connect(url, impl.connect, impl.local_core);
@@ -150,6 +155,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
   impl->connect.token = options.auth_token;
+  impl->connect.tenant = options.auth_tenant;
   impl->connect.connect_timeout = options.connect_timeout;
   impl->connect.control_timeout = options.op_timeout;
   std::vector<std::unique_ptr<transport::Connection>> conns;

@@ -31,10 +31,18 @@ Status check_runtime_options(const RuntimeOptions& o) {
                            " memservers; a runtime uses at most " +
                            std::to_string(pool::FarPool::kMaxServers));
   }
-  if (o.auth_token.size() > proto::kMaxTokenBytes) {
+  if (o.auth_token.size() > proto::kMaxSecretBytes) {
     return InvalidArgument("RuntimeOptions.auth_token is " + std::to_string(o.auth_token.size()) +
-                           " bytes; memservers accept at most " +
-                           std::to_string(proto::kMaxTokenBytes));
+                           " bytes; at most " + std::to_string(proto::kMaxSecretBytes));
+  }
+  if (o.auth_tenant.size() > proto::kMaxTenantBytes) {
+    return InvalidArgument("RuntimeOptions.auth_tenant '" + o.auth_tenant + "' is " +
+                           std::to_string(o.auth_tenant.size()) + " bytes; at most " +
+                           std::to_string(proto::kMaxTenantBytes));
+  }
+  if (!o.auth_tenant.empty() && o.auth_token.empty()) {
+    return InvalidArgument("RuntimeOptions.auth_tenant '" + o.auth_tenant +
+                           "' is set but auth_token (its secret) is empty");
   }
   if (o.client_label.size() > proto::kMaxLabelBytes) {
     return InvalidArgument("RuntimeOptions.client_label is " +

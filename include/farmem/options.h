@@ -44,8 +44,14 @@ struct RuntimeOptions {
   std::vector<std::string> registry_transports{"rdma", "tcp"};
   /// How often the registry is listed after open.
   std::chrono::milliseconds registry_interval{1000};
-  /// Token every memserver checks at connect (at most 48 bytes).
+  /// The secret every memserver checks at connect: the --token of memservers started with
+  /// one, or this runtime's tenant's secret (`auth_tenant`). It never crosses the wire: both
+  /// sides prove they hold it (HMAC-SHA256 challenge-response). Empty: only memservers
+  /// started with --insecure serve this runtime; with a secret, such memservers are refused.
   std::string auth_token;
+  /// The tenant this runtime authenticates as (at most 32 bytes; memserver --tenants FILE).
+  /// Empty: the anonymous tenant of a memserver started with --token.
+  std::string auth_tenant;
   /// How this runtime names itself to every memserver (at most 48 bytes), so that operators
   /// can find its far footprint (`farmemctl footprint --client LABEL`). Empty (the default):
   /// "PID@HOSTNAME". A memserver too old to take a label is used all the same.

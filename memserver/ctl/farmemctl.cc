@@ -138,13 +138,18 @@ int main(int argc, char** argv) {
                "far footprint on each"};
   app.set_version_flag("--version", std::string("farmemctl ") + farmem::version());
   app.require_subcommand(1);
-  std::string token, token_file, client;
+  std::string token, token_file, tenant, client;
   int timeout_ms = 5000;
   bool as_json = false;
   std::vector<std::string> urls;
-  auto* tok = app.add_option("--token", token, "The memservers' auth token (prefer --token-file)");
-  app.add_option("--token-file", token_file, "Read the auth token from the first line of FILE")
+  auto* tok = app.add_option("--token", token,
+                             "The memservers' auth token, or the --tenant's secret (prefer "
+                             "--token-file)");
+  app.add_option("--token-file", token_file, "Read the secret from the first line of FILE")
       ->excludes(tok)->check(CLI::ExistingFile);
+  app.add_option("--tenant", tenant,
+                 "Authenticate as this tenant of the memservers' --tenants file (it sees only "
+                 "its own sessions); default: the anonymous tenant of --token");
   app.add_option("--timeout-ms", timeout_ms, "Deadline of connecting and of each request")
       ->capture_default_str()->check(CLI::Range(1, 600000));
   app.add_flag("--json", as_json, "One JSON document on stdout instead of a table");
@@ -167,6 +172,7 @@ int main(int argc, char** argv) {
   }
   farmem::ctl::QueryOptions qo;
   qo.token = token;
+  qo.tenant = tenant;
   qo.timeout = std::chrono::milliseconds(timeout_ms);
   qo.sessions = !servers->parsed();
   qo.own_label = own_label();

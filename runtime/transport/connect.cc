@@ -8,10 +8,7 @@ namespace farmem::transport {
 
 Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectOptions& options,
                                             std::shared_ptr<memserver::Core> local_core) {
-  if (options.token.size() > proto::kMaxTokenBytes) {
-    return InvalidArgument("auth token of " + std::to_string(options.token.size()) +
-                           " bytes; at most " + std::to_string(proto::kMaxTokenBytes));
-  }
+  FARMEM_RETURN_IF_ERROR(validate_credentials(options));
   FARMEM_ASSIGN_OR_RETURN(Endpoint ep, parse_endpoint(url));
   if (ep.scheme == "local") {
     if (!local_core) return InvalidArgument("'local' server requested but none was provided");

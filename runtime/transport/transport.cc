@@ -55,6 +55,59 @@ Result<proto::Message> expect(Result<proto::Message> reply, proto::MsgType want)
 }
 }  // namespace
 
+Status validate_credentials(const ConnectOptions& options) {
+  if (options.token.size() > proto::kMaxSecretBytes) {
+    return InvalidArgument("auth secret of " + std::to_string(options.token.size()) +
+                           " bytes; at most " + std::to_string(proto::kMaxSecretBytes));
+  }
+  if (options.tenant.size() > proto::kMaxTenantBytes) {
+    return InvalidArgument("tenant name '" + options.tenant + "' is " +
+                           std::to_string(options.tenant.size()) + " bytes; at most " +
+                           std::to_string(proto::kMaxTenantBytes));
+  }
+  if (!options.tenant.empty() && options.token.empty()) {
+    return InvalidArgument("tenant '" + options.tenant + "' given without its secret");
+  }
+  return Status::Ok();
+}
+
+Status authenticate(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
+                    const proto::Nonce& client_nonce) {
+  const bool required = (ok.flags & proto::kHelloAuthRequired) != 0;
+  if (!required) {
+    if (options.token.empty()) return Status::Ok();
+    return PermissionDenied(c.peer() +
+                            ": the memserver does not authenticate (it runs --insecure) but "
+                            "this client has a secret: refusing a memserver that cannot prove "
+                            "it holds it");
+  }
+  if (options.token.empty()) {
+    return PermissionDenied(c.peer() +
+                            ": the memserver requires authentication: give the tenant's "
+                            "secret (RuntimeOptions::auth_token, and auth_tenant for a named "
+                            "tenant)");
+  }
+  FARMEM_ASSIGN_OR_RETURN(proto::Mac mine,
+                          proto::auth_proof(options.token, proto::AuthRole::kClient,
+                                            options.tenant, client_nonce, ok.server_nonce,
+                                            ok.session_id));
+  auto reply = expect(c.call(proto::Message::of(proto::MsgType::kAuth, proto::AuthProof{mine}),
+                             options.control_timeout),
+                      proto::MsgType::kAuthOk);
+  if (!reply.ok()) return reply.status().with_context(c.peer());
+  FARMEM_ASSIGN_OR_RETURN(proto::AuthProof theirs, reply->as<proto::AuthProof>());
+  FARMEM_ASSIGN_OR_RETURN(proto::Mac expected,
+                          proto::auth_proof(options.token, proto::AuthRole::kServer,
+                                            options.tenant, client_nonce, ok.server_nonce,
+                                            ok.session_id));
+  if (!proto::mac_equal(theirs.mac, expected)) {
+    return PermissionDenied(c.peer() +
+                            ": the memserver's answer to our challenge is wrong: it does not "
+                            "hold this tenant's secret (not the memserver you meant?)");
+  }
+  return Status::Ok();
+}
+
 Result<proto::SlabInfo> alloc_slab(Connection& c, std::uint64_t bytes,
                                    std::chrono::nanoseconds timeout) {
   auto reply = expect(c.call(proto::Message::of(proto::MsgType::kAllocSlab,

@@ -164,7 +164,12 @@ class Connection {
 
 /// What every factory needs besides the address.
 struct ConnectOptions {
-  std::string token;                                   ///< auth token (<= kMaxTokenBytes)
+  /// The tenant's secret (or the memserver's --token for the anonymous tenant); it never
+  /// crosses the wire (challenge-response, transport/proto/auth.h). Empty: the memserver
+  /// must run --insecure, and a memserver that asks for a secret is refused.
+  std::string token;
+  /// The tenant to authenticate as (<= kMaxTenantBytes); empty: the anonymous tenant.
+  std::string tenant;
   std::chrono::milliseconds connect_timeout{5000};     ///< for address resolution + handshake
   std::chrono::milliseconds control_timeout{5000};     ///< for control calls made by the factory
   /// One-sided backends check every op against the slabs leased on the connection before
@@ -193,6 +198,16 @@ Status set_label(Connection& c, std::string_view label, std::chrono::nanoseconds
 /// Every session open on the memserver (LIST_SESSIONS, page by page), in id order.
 Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
                                                        std::chrono::nanoseconds timeout);
+
+/// The client's half of the handshake once the connection exists and HELLO_OK (`ok`) came
+/// back for `client_nonce`: AUTH with this tenant's proof when the memserver asks for one,
+/// and the check of the memserver's own proof. kPermissionDenied when either side cannot
+/// prove the secret, or when the two disagree on whether there is one (a client with a
+/// secret does not trust an --insecure memserver: it might be anyone).
+Status authenticate(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
+                    const proto::Nonce& client_nonce);
+/// Checks the token and tenant sizes every factory accepts.
+Status validate_credentials(const ConnectOptions& options);
 
 /// The registration of backends that move bytes with the CPU (tcp, local, the swap file):
 /// nothing to pin and no key (lkey 0). kInvalidArgument for a null or empty range.

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_check.h"
+#include "support/core_session.h"
 #include "memserver/core.h"
 #include "transport/proto/wire.h"
 
@@ -90,8 +91,8 @@ class Harness {
 
  private:
   std::shared_ptr<memserver::Session> open(const char* peer) {
-    auto s = core_.open_session(proto::kVersion, kToken, peer);
-    FUZZ_CHECK(s.ok(), "open_session with the right token: %s", s.status().to_string().c_str());
+    auto s = test::open_session(core_, kToken, "", peer);
+    FUZZ_CHECK(s.ok(), "open_session with the right secret: %s", s.status().to_string().c_str());
     return std::move(s).value();
   }
   void set_victim_up();

@@ -22,8 +22,6 @@ namespace {
 
 using Bytes = std::vector<std::byte>;
 
-// Must match kToken of handshake_fuzz.cc and core_fuzz.cc.
-constexpr std::string_view kToken = "fuzz-token-0123456789";
 // core_fuzz.cc's names for known slabs and their rkeys (see its header comment).
 constexpr std::uint64_t slab_ref(unsigned slab, std::int32_t offset) {
   return (std::uint64_t{0xA0} << 56) | (std::uint64_t{slab & 0xFF} << 48) |
@@ -70,8 +68,10 @@ void put(const std::filesystem::path& dir, const std::string& name, const Bytes&
 }
 
 void wire(const std::filesystem::path& dir) {
-  put(dir, "hello", frame(MsgType::kHello, kToken, 1));
-  put(dir, "hello_ok", frame(MsgType::kHelloOk, HelloOk{1, 1 << 30, 2 << 20}, 1));
+  put(dir, "hello", encode(make_hello("kv", Nonce{1, 2, 3}, 1)));
+  put(dir, "hello_ok", frame(MsgType::kHelloOk, HelloOk{1, 1 << 30, 2 << 20, Nonce{4, 5}, 1, 0}, 1));
+  put(dir, "auth", frame(MsgType::kAuth, AuthProof{Mac{7, 7}}, 2));
+  put(dir, "auth_ok", frame(MsgType::kAuthOk, AuthProof{Mac{8, 8}}, 2));
   put(dir, "alloc_slab", frame(MsgType::kAllocSlab, AllocSlab{4096}, 2));
   put(dir, "slab_info", frame(MsgType::kSlabInfo, SlabInfo{1, 0x7f0000000000, 2 << 20, 42, 0}, 2));
   put(dir, "free_slab", frame(MsgType::kFreeSlab, FreeSlab{1}, 3));
@@ -104,17 +104,19 @@ void handshake(const std::filesystem::path& dir) {
     out.insert(out.end(), b.begin(), b.end());
     return out;
   };
-  put(dir, "tcp_hello", tagged(0, frame(MsgType::kHello, kToken, 1)));
-  put(dir, "tcp_hello_wrong_token", tagged(0, frame(MsgType::kHello, "not-the-token", 1)));
+  // Tag bit 0: rdma; bit 1: the harness presents the right proof (else the bytes after the
+  // handshake are the proof).
+  const Bytes hello = encode(make_hello("", Nonce{1, 2, 3}, 1));
+  put(dir, "tcp_hello_right_proof", tagged(2, hello));
+  put(dir, "tcp_hello_wrong_proof", tagged(0, cat({hello, Bytes(sizeof(AuthProof), std::byte{9})})));
+  put(dir, "tcp_hello_tenant", tagged(2, encode(make_hello("kv", Nonce{4}, 1))));
   // The RDMA private data as verbs_connection.cc builds it, zero-padded to the 56 bytes an
   // RC connect request carries.
-  Bytes priv(sizeof(ConnectData) + kMaxTokenBytes);
-  const ConnectData cd{kMagic, kVersion, static_cast<std::uint16_t>(kToken.size())};
-  std::memcpy(priv.data(), &cd, sizeof cd);
-  std::memcpy(priv.data() + sizeof cd, kToken.data(), kToken.size());
-  put(dir, "rdma_connect", tagged(1, priv));
-  put(dir, "rdma_connect_exact",
-      tagged(1, Bytes(priv.begin(), priv.begin() + sizeof cd + kToken.size())));
+  Bytes priv = make_connect_data("", Nonce{5, 6});
+  put(dir, "rdma_connect_exact", tagged(3, priv));
+  priv.resize(56);
+  put(dir, "rdma_connect", tagged(3, priv));
+  put(dir, "rdma_connect_tenant", tagged(1, make_connect_data("graph", Nonce{7})));
 }
 
 void core(const std::filesystem::path& dir) {
@@ -138,7 +140,8 @@ void core(const std::filesystem::path& dir) {
   put(dir, "labels_and_lists",
       cat({frame(MsgType::kSetLabel, "pid@host1", 1),
            frame(MsgType::kListSessions, ListSessions{0}, 2),
-           frame(MsgType::kListSessions, ListSessions{1}, 3), frame(MsgType::kHello, kToken, 4),
+           frame(MsgType::kListSessions, ListSessions{1}, 3), encode(make_hello("", Nonce{}, 4)),
+           frame(MsgType::kAuth, AuthProof{}, 7),
            frame(MsgType::kSlabInfo, SlabInfo{}, 5), frame(MsgType::kStats, "", 6)}));
 }
 

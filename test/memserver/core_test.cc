@@ -1,8 +1,11 @@
-// The memserver core without any listener: sessions, auth, leases, capacity, reclaim.
+// The memserver core without any listener: sessions, auth, tenants, leases, capacity,
+// reclaim.
 #include <gtest/gtest.h>
 
 #include "memserver/core.h"
 #include "memserver/server.h"
+#include "memserver/tenants.h"
+#include "test/support/core_session.h"
 
 namespace farmem::memserver {
 namespace {
@@ -19,22 +22,209 @@ proto::Message alloc(std::uint64_t bytes) {
   return proto::Message::of(proto::MsgType::kAllocSlab, proto::AllocSlab{bytes});
 }
 
-TEST(Core, AuthenticatesWithVersionAndToken) {
+proto::Hello hello_of(std::string_view tenant, const proto::Nonce& nonce,
+                      std::uint16_t version = proto::kVersion) {
+  proto::Hello h;
+  h.version = version;
+  h.tenant = tenant;
+  h.client_nonce = nonce;
+  return h;
+}
+
+TEST(Core, AuthenticatesByChallengeResponse) {
   Core core(small());
-  EXPECT_EQ(core.open_session(proto::kVersion, "wrong", "t").status().code(),
-            StatusCode::kPermissionDenied);
-  EXPECT_EQ(core.open_session(proto::kVersion, "secre", "t").status().code(),
-            StatusCode::kPermissionDenied);
-  EXPECT_EQ(core.open_session(proto::kVersion + 1, "secret", "t").status().code(),
+  for (const char* wrong : {"wrong", "secre", "secret!", ""}) {
+    auto s = test::open_session(core, wrong);
+    EXPECT_EQ(s.status().code(), StatusCode::kPermissionDenied) << wrong;
+  }
+  EXPECT_EQ(core.open_session(hello_of("", {}, proto::kVersion + 1), "t").status().code(),
             StatusCode::kProtocolError);
-  EXPECT_TRUE(core.open_session(proto::kVersion, "secret", "t").ok());
-  EXPECT_EQ(core.stats().errors, 3u);
+  EXPECT_TRUE(test::open_session(core, "secret").ok());
+  EXPECT_EQ(core.auth_failures(), 4u);
+  EXPECT_EQ(core.stats().sessions, 1u);  // the refused ones were closed
+}
+
+TEST(Core, NothingIsServedBeforeAuthAndAFailedAuthClosesTheSession) {
+  Core core(small());
+  const proto::Nonce nonce{1, 2, 3};
+  auto s = *core.open_session(hello_of("", nonce), "t");
+  EXPECT_FALSE(s->authenticated());
+  const proto::HelloOk ok = core.hello_reply(*s);
+  EXPECT_EQ(ok.flags & proto::kHelloAuthRequired, proto::kHelloAuthRequired);
+  EXPECT_EQ(ok.capacity_bytes, 0u);  // told only to whom authenticated
+  for (auto type : {proto::MsgType::kAllocSlab, proto::MsgType::kStats,
+                    proto::MsgType::kListSessions, proto::MsgType::kSetLabel}) {
+    proto::Message m;
+    m.type = type;
+    EXPECT_EQ(core.handle(*s, m).error_status().code(), StatusCode::kPermissionDenied)
+        << proto::to_string(type);
+  }
+  EXPECT_EQ(s->access(0, 0, 8, [](std::byte*) {}).code(), StatusCode::kPermissionDenied);
+  auto bad = test::auth_request(core, *s, "wrong", "", nonce);
+  EXPECT_EQ(core.handle(*s, bad).error_status().code(), StatusCode::kPermissionDenied);
+  // Closed now: even the right proof comes too late.
+  auto good = test::auth_request(core, *s, "secret", "", nonce);
+  EXPECT_EQ(core.handle(*s, good).error_status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(core.stats().sessions, 0u);
+}
+
+TEST(Core, AReplayedProofIsRefused) {
+  Core core(small());
+  const proto::Nonce nonce{9, 9, 9};
+  auto first = *core.open_session(hello_of("", nonce), "victim");
+  const proto::Message proof = test::auth_request(core, *first, "secret", "", nonce);
+  ASSERT_EQ(core.handle(*first, proof).type, proto::MsgType::kAuthOk);
+  // An eavesdropper replays the victim's HELLO (same nonce) and AUTH: the memserver's nonce
+  // and the session id differ, so the old proof does not fit.
+  auto replay = *core.open_session(hello_of("", nonce), "eavesdropper");
+  EXPECT_EQ(core.handle(*replay, proof).error_status().code(), StatusCode::kPermissionDenied);
+  EXPECT_FALSE(replay->authenticated());
+  // AUTH twice on a good session is a protocol error, not a second login.
+  EXPECT_EQ(core.handle(*first, proof).error_status().code(), StatusCode::kProtocolError);
+}
+
+TEST(Core, WithoutSecretsEveryoneIsTheAnonymousTenant) {
+  CoreOptions o = small();
+  o.token.clear();
+  Core core(o);
+  EXPECT_FALSE(core.auth_required());
+  auto s = *core.open_session(hello_of("", {}), "t");
+  EXPECT_TRUE(s->authenticated());
+  EXPECT_EQ(core.hello_reply(*s).flags, 0u);
+  EXPECT_EQ(core.handle(*s, alloc(1)).type, proto::MsgType::kSlabInfo);
+}
+
+CoreOptions with_tenants() {
+  CoreOptions o;
+  o.capacity_bytes = 32u << 20;
+  o.chunk_bytes = 2u << 20;
+  o.tenants = {{"kv", "kv-secret", 4u << 20, 2}, {"graph", "graph-secret", 0, 0}};
+  return o;
+}
+
+TEST(Core, TenantsLogInWithTheirOwnSecretOnly) {
+  Core core(with_tenants());
+  EXPECT_TRUE(test::open_session(core, "kv-secret", "kv").ok());
+  EXPECT_TRUE(test::open_session(core, "graph-secret", "graph").ok());
+  // Another tenant's secret, an unknown tenant, and the anonymous tenant (no token) fail
+  // alike.
+  EXPECT_EQ(test::open_session(core, "graph-secret", "kv").status().code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_EQ(test::open_session(core, "x", "nobody").status().code(),
+            StatusCode::kPermissionDenied);
+  EXPECT_EQ(test::open_session(core, "", "").status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(core.auth_failures(), 3u);
+}
+
+TEST(Core, ATenantsQuotaAndConnectionCapAreClearErrors) {
+  Core core(with_tenants());
+  auto a = *test::open_session(core, "kv-secret", "kv");
+  ASSERT_EQ(core.handle(*a, alloc(4u << 20)).type, proto::MsgType::kSlabInfo);
+  const auto over = core.handle(*a, alloc(1)).error_status();
+  EXPECT_EQ(over.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(over.message().find("quota of tenant 'kv'"), std::string::npos) << over.to_string();
+  // The pool itself had room: another tenant still leases.
+  auto g = *test::open_session(core, "graph-secret", "graph");
+  EXPECT_EQ(core.handle(*g, alloc(8u << 20)).type, proto::MsgType::kSlabInfo);
+
+  auto b = *test::open_session(core, "kv-secret", "kv");  // kv's second connection: its cap
+  const auto third = test::open_session(core, "kv-secret", "kv").status();
+  EXPECT_EQ(third.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(third.message().find("cap"), std::string::npos) << third.to_string();
+  core.close_session(*b);
+  EXPECT_TRUE(test::open_session(core, "kv-secret", "kv").ok());  // a slot came back
+
+  bool found = false;
+  for (const TenantUsage& t : core.tenants()) {
+    if (t.name != "kv") continue;
+    found = true;
+    EXPECT_EQ(t.used_bytes, 4u << 20);
+    EXPECT_EQ(t.quota_bytes, 4u << 20);
+    EXPECT_EQ(t.refused, 2u);  // one slab, one connection
+  }
+  EXPECT_TRUE(found);
+  core.close_session(*a);  // its slab goes back to the quota
+  for (const TenantUsage& t : core.tenants()) {
+    if (t.name == "kv") EXPECT_EQ(t.used_bytes, 0u);
+  }
+}
+
+TEST(Core, ATenantCannotTouchFreeOrListAnotherTenantsSlabsAndSessions) {
+  Core core(with_tenants());
+  auto victim = *test::open_session(core, "graph-secret", "graph", "victim");
+  auto info = *core.handle(*victim, alloc(4096)).as<proto::SlabInfo>();
+  bool written = false;
+  victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
+    std::memset(p, 0x5a, 8);
+    written = true;
+  });
+  ASSERT_TRUE(written);
+  auto thief = *test::open_session(core, "kv-secret", "kv", "thief");
+  bool touched = false;
+  // Knowing the address, the key and the slab id (as a guesser might) gets it nothing.
+  EXPECT_EQ(thief->access(info.addr, info.rkey, 8, [&](std::byte*) { touched = true; }).code(),
+            StatusCode::kOutOfRange);
+  EXPECT_FALSE(touched);
+  EXPECT_EQ(core.handle(*thief, proto::Message::of(proto::MsgType::kFreeSlab,
+                                                   proto::FreeSlab{info.slab_id}))
+                .error_status()
+                .code(),
+            StatusCode::kNotFound);
+  auto list = core.handle(*thief, proto::Message::of(proto::MsgType::kListSessions,
+                                                     proto::ListSessions{0}));
+  ASSERT_EQ(list.type, proto::MsgType::kSessionList);
+  proto::SessionListHead head;
+  std::memcpy(&head, list.payload.data(), sizeof head);
+  EXPECT_EQ(head.count, 1u);  // itself only
+  proto::SessionEntry e;
+  std::memcpy(&e, list.payload.data() + sizeof head, sizeof e);
+  EXPECT_EQ(e.session_id, thief->id());
+  // The bystander's bytes are intact.
+  victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
+    for (int i = 0; i < 8; ++i) EXPECT_EQ(p[i], std::byte{0x5a});
+  });
+}
+
+TEST(Tenants, FileIsCheckedStrictly) {
+  auto ok = parse_tenants(R"({"tenants": [{"name": "kv", "secret": "s", "quota": "4G",
+                             "max_connections": 3}, {"name": "g", "secret": "t", "quota": 1024}]})",
+                          "f");
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  ASSERT_EQ(ok->size(), 2u);
+  EXPECT_EQ((*ok)[0].quota_bytes, 4ull << 30);
+  EXPECT_EQ((*ok)[0].max_connections, 3u);
+  EXPECT_EQ((*ok)[1].quota_bytes, 1024u);
+  for (const char* bad : {
+           "not json", R"({"tenant": []})", R"({"tenants": []})",
+           R"({"tenants": [{"name": "kv"}]})", R"({"tenants": [{"secret": "s"}]})",
+           R"({"tenants": [{"name": "kv", "secret": "s", "qouta": 1}]})",
+           R"({"tenants": [{"name": "kv", "secret": "s"}, {"name": "kv", "secret": "t"}]})",
+           R"({"tenants": [{"name": "0123456789012345678901234567890123", "secret": "s"}]})",
+           R"({"tenants": [{"name": "kv", "secret": "s", "quota": "12Q"}]})",
+           R"({"tenants": [{"name": "kv", "secret": "s", "max_connections": -1}]})"}) {
+    auto r = parse_tenants(bad, "f");
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ServerCredentials, RefusesNoneUnlessInsecure) {
+  ServerOptions o;
+  o.tcp = ListenAddress{"127.0.0.1", 0};
+  const Status none = check_credentials(o);
+  EXPECT_EQ(none.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(none.message().find("--insecure"), std::string::npos) << none.to_string();
+  EXPECT_EQ(Server::start(o).status().code(), StatusCode::kInvalidArgument);
+  o.insecure = true;
+  EXPECT_TRUE(check_credentials(o).ok());
+  o.insecure = false;
+  o.core.token = "t";
+  EXPECT_TRUE(check_credentials(o).ok());
 }
 
 TEST(Core, GrowsOnDemandUpToCapacityAndReclaimsOnClose) {
   Core core(small());
   EXPECT_EQ(core.stats().used_bytes, 0u);  // an idle server holds nothing
-  auto s = *core.open_session(proto::kVersion, "secret", "a");
+  auto s = *test::open_session(core, "secret", "", "a");
   auto r1 = core.handle(*s, alloc(1));
   ASSERT_EQ(r1.type, proto::MsgType::kSlabInfo);
   EXPECT_EQ(r1.as<proto::SlabInfo>()->bytes, 2u << 20);
@@ -53,8 +243,8 @@ TEST(Core, GrowsOnDemandUpToCapacityAndReclaimsOnClose) {
 
 TEST(Core, SessionsCannotTouchOrFreeEachOthersSlabs) {
   Core core(small());
-  auto a = *core.open_session(proto::kVersion, "secret", "a");
-  auto b = *core.open_session(proto::kVersion, "secret", "b");
+  auto a = *test::open_session(core, "secret", "", "a");
+  auto b = *test::open_session(core, "secret", "", "b");
   auto info = *core.handle(*a, alloc(4096)).as<proto::SlabInfo>();
   bool touched = false;
   auto st = b->access(info.addr, info.rkey, 8, [&](std::byte*) { touched = true; });
@@ -79,7 +269,7 @@ TEST(Core, SessionsCannotTouchOrFreeEachOthersSlabs) {
 
 TEST(Core, AnswersUnknownAndMalformedRequestsWithErrors) {
   Core core(small());
-  auto s = *core.open_session(proto::kVersion, "secret", "a");
+  auto s = *test::open_session(core, "secret", "", "a");
   proto::Message unknown;
   unknown.type = static_cast<proto::MsgType>(999);
   EXPECT_EQ(core.handle(*s, unknown).error_status().code(), StatusCode::kProtocolError);

@@ -46,7 +46,10 @@ Exposition parse(const std::string& text) {
     } else if (!a.empty() && a[0] != '#') {
       char* end = nullptr;
       const double v = std::strtod(b.c_str(), &end);
-      if (b.empty() || *end != '\0' || e.types.count(a) == 0) {
+      // A labelled sample (name{label="v"}) has its family's TYPE.
+      const std::string family = a.substr(0, a.find('{'));
+      const bool labels_ok = family.size() == a.size() || a.back() == '}';
+      if (b.empty() || *end != '\0' || e.types.count(family) == 0 || !labels_ok) {
         if (e.problem.empty()) e.problem = line;
         continue;
       }
@@ -156,6 +159,11 @@ TEST_F(MetricsEndpoint, ValuesFollowALeaseDataAndARejection) {
             before.values["farmem_memserver_bytes_served_total"] + 8192 + 4096);
   EXPECT_EQ(after.values["farmem_memserver_rejected_requests_total"],
             before.values["farmem_memserver_rejected_requests_total"] + 1);
+  EXPECT_EQ(after.values["farmem_memserver_auth_failures_total"],
+            before.values["farmem_memserver_auth_failures_total"] + 1);
+  // The --token tenant is the anonymous one: its use is labelled tenant="".
+  EXPECT_EQ(after.values["farmem_memserver_tenant_used_bytes{tenant=\"\"}"], 4u << 20);
+  EXPECT_EQ(after.values["farmem_memserver_tenant_connections{tenant=\"\"}"], 1);
 
   c->reset();  // the session ends: its slab goes back
   EXPECT_TRUE(eventually([&] { return scrape().values["farmem_memserver_used_bytes"] == 0; }));

@@ -8,6 +8,7 @@
 
 #include "farmem/farmem.h"
 #include "memserver/ctl/query.h"
+#include "test/support/core_session.h"
 #include "test/support/memserver_process.h"
 #include "test/support/test_server.h"
 #include "transport/connect.h"
@@ -87,7 +88,7 @@ TEST(SessionList, PagesThroughMoreSessionsThanOneReplyHolds) {
   }());
   const std::size_t n = proto::kMaxSessionsPerList * 2 + 3;
   std::vector<std::shared_ptr<memserver::Session>> open;
-  for (std::size_t i = 0; i < n; ++i) open.push_back(*core.open_session(proto::kVersion, "t", "p"));
+  for (std::size_t i = 0; i < n; ++i) open.push_back(*test::open_session(core, "t", "", "p"));
   core.close_session(*open[5]);  // a hole in the ids
 
   std::uint64_t after = 0;

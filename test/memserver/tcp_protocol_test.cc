@@ -100,13 +100,33 @@ class Raw {
                                           deadline, "raw"));
     return proto::decode(frame);
   }
-  void hello(const std::string& token = test::kToken) {
-    std::vector<std::byte> t(token.size());
-    std::memcpy(t.data(), token.data(), token.size());
-    send_frame(MsgType::kHello, 1, t);
+  /// HELLO (req 1) with a fresh nonce; the HELLO_OK that came back.
+  proto::HelloOk hello_only(const std::string& tenant = "") {
+    nonce_ = *proto::random_nonce();
+    send_frame(MsgType::kHello, 1, proto::make_hello(tenant, nonce_, 1).payload);
+    auto reply = read_frame();
+    EXPECT_TRUE(reply.ok()) << reply.status().to_string();
+    if (!reply.ok()) return {};
+    EXPECT_EQ(reply->type, MsgType::kHelloOk);
+    return reply->as<proto::HelloOk>().ok() ? *reply->as<proto::HelloOk>() : proto::HelloOk{};
+  }
+  /// The AUTH a client holding `secret` sends after `ok`.
+  proto::AuthProof proof(const proto::HelloOk& ok, const std::string& secret,
+                         const std::string& tenant = "") const {
+    return proto::AuthProof{*proto::auth_proof(secret, proto::AuthRole::kClient, tenant, nonce_,
+                                               ok.server_nonce, ok.session_id)};
+  }
+  /// The whole handshake: HELLO, AUTH (req 2), AUTH_OK checked.
+  void hello(const std::string& secret = test::kToken) {
+    const proto::HelloOk ok = hello_only();
+    ASSERT_NE(ok.flags & proto::kHelloAuthRequired, 0u);
+    send_body(MsgType::kAuth, 2, proof(ok, secret));
     auto reply = read_frame();
     ASSERT_TRUE(reply.ok()) << reply.status().to_string();
-    ASSERT_EQ(reply->type, MsgType::kHelloOk);
+    ASSERT_EQ(reply->type, MsgType::kAuthOk) << text_of_payload(*reply);
+  }
+  static std::string text_of_payload(const proto::Message& m) {
+    return std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
   }
   /// The server closed the connection (EOF or reset), rather than going silent.
   bool closed_by_server() {
@@ -118,6 +138,7 @@ class Raw {
 
  private:
   net::UniqueFd fd_;
+  proto::Nonce nonce_{};
 };
 
 std::string text_of(const proto::Message& m) {
@@ -218,10 +239,8 @@ TEST_F(TcpProtocolTest, TruncatedFrameIsReportedThenClosed) {
 
 TEST_F(TcpProtocolTest, WrongVersionIsRejectedThenClosed) {
   Raw raw(port_);
-  const std::string token = test::kToken;
-  std::vector<std::byte> t(token.size());
-  std::memcpy(t.data(), token.data(), t.size());
-  raw.send_frame(MsgType::kHello, 1, t, proto::kVersion + 1);
+  raw.send_frame(MsgType::kHello, 1, proto::make_hello("", proto::Nonce{}, 1).payload,
+                 proto::kVersion + 1);
   EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kProtocolError, 1, "version");
   EXPECT_TRUE(raw.closed_by_server());
 }
@@ -244,20 +263,51 @@ TEST_F(TcpProtocolTest, WrongTokenIsPermissionDenied) {
   EXPECT_EQ(conn.status().code(), StatusCode::kPermissionDenied) << conn.status().to_string();
 
   Raw raw(port_);
-  std::vector<std::byte> t(5, std::byte{'x'});
-  raw.send_frame(MsgType::kHello, 9, t);
-  EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kPermissionDenied, 9, "token");
+  const proto::HelloOk ok = raw.hello_only();
+  raw.send_body(MsgType::kAuth, 9, raw.proof(ok, "not-the-token"));
+  EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kPermissionDenied, 9, "authentication failed");
   EXPECT_TRUE(raw.closed_by_server());
+}
+
+TEST_F(TcpProtocolTest, NothingButAuthIsTakenAfterHello) {
+  for (MsgType first : {MsgType::kStats, MsgType::kAllocSlab, MsgType::kRead}) {
+    Raw raw(port_);
+    raw.hello_only();
+    if (first == MsgType::kRead) {
+      raw.send_body(first, 2, proto::DataOp{bystander_.slab.addr, bystander_.slab.rkey, kPage});
+    } else if (first == MsgType::kAllocSlab) {
+      raw.send_body(first, 2, proto::AllocSlab{kChunk});
+    } else {
+      raw.send_frame(first, 2, {});
+    }
+    EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kPermissionDenied, 2, "expected AUTH");
+    EXPECT_TRUE(raw.closed_by_server());
+  }
+}
+
+TEST_F(TcpProtocolTest, AReplayedHandshakeIsRefused) {
+  // An eavesdropper replays a good client's HELLO and AUTH bytes on a new connection: the
+  // memserver's nonce is new, so the recorded proof no longer fits.
+  Raw good(port_);
+  const proto::HelloOk ok = good.hello_only();
+  const proto::AuthProof recorded = good.proof(ok, test::kToken);
+  good.send_body(MsgType::kAuth, 2, recorded);
+  auto accepted = good.read_frame();
+  ASSERT_TRUE(accepted.ok());
+  ASSERT_EQ(accepted->type, MsgType::kAuthOk);
+
+  Raw replay(port_);
+  replay.hello_only();
+  replay.send_body(MsgType::kAuth, 2, recorded);
+  EXPECT_ERROR_FRAME(replay.read_frame(), StatusCode::kPermissionDenied, 2, "authentication failed");
+  EXPECT_TRUE(replay.closed_by_server());
 }
 
 TEST_F(TcpProtocolTest, HelloTwiceIsRejectedButTheSessionGoesOn) {
   Raw raw(port_);
   raw.hello();
-  const std::string token = test::kToken;
-  std::vector<std::byte> t(token.size());
-  std::memcpy(t.data(), token.data(), t.size());
-  raw.send_frame(MsgType::kHello, 2, t);
-  EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kProtocolError, 2, "HELLO sent twice");
+  raw.send_frame(MsgType::kHello, 3, proto::make_hello("", proto::Nonce{}, 3).payload);
+  EXPECT_ERROR_FRAME(raw.read_frame(), StatusCode::kProtocolError, 3, "HELLO sent twice");
   raw.send_body(MsgType::kAllocSlab, 3, proto::AllocSlab{kChunk});
   auto slab = raw.read_frame();
   ASSERT_TRUE(slab.ok());
@@ -464,10 +514,12 @@ class FakeServer {
       if (!fd.ok()) return;
       const auto d = net::deadline_after(kTimeout);
       proto::FrameHeader h{};
-      std::byte token[64];
-      if (!net::read_full(fd->get(), &h, sizeof h, d, "").ok()) return;
-      if (!net::read_full(fd->get(), token, h.length, d, "").ok()) return;
-      auto ok = proto::encode(proto::Message::of(MsgType::kHelloOk, proto::HelloOk{1, 1, 1}));
+      std::byte hello[128];
+      if (!net::read_full(fd->get(), &h, sizeof h, d, "").ok() || h.length > sizeof hello) return;
+      if (!net::read_full(fd->get(), hello, h.length, d, "").ok()) return;
+      // An --insecure memserver's HELLO_OK: no AUTH follows.
+      auto ok = proto::encode(
+          proto::Message::of(MsgType::kHelloOk, proto::HelloOk{1, 1, 1, {}, 0, 0}));
       if (!net::write_full(fd->get(), ok.data(), ok.size(), d, "").ok()) return;
       script(fd->get());
     });

@@ -122,7 +122,7 @@ TEST(Runtime, RefusesBadOptionsAndUnreachableServers) {
   o.servers = {"carrier-pigeon://x:1"};
   EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kInvalidArgument);
   o.servers = {"local"};
-  o.auth_token = std::string(100, 'x');
+  o.auth_token = std::string(2000, 'x');
   EXPECT_EQ(Runtime::open(o).status().code(), StatusCode::kInvalidArgument);
 
   auto server = std::move(TestServer::start("tcp")).value();
@@ -156,7 +156,9 @@ TEST(Runtime, ChecksOptionCombinationsAtOpen) {
       {"connect_timeout", [](RuntimeOptions& o) { o.connect_timeout = std::chrono::milliseconds(-1); }},
       {"max_prefetch_pages", [](RuntimeOptions& o) { o.max_prefetch_pages = 0; }},
       {"max_cache_threads", [](RuntimeOptions& o) { o.max_cache_threads = 0; }},
-      {"auth_token", [](RuntimeOptions& o) { o.auth_token = std::string(49, 't'); }},
+      {"auth_token", [](RuntimeOptions& o) { o.auth_token = std::string(1025, 't'); }},
+      {"auth_tenant", [](RuntimeOptions& o) { o.auth_tenant = std::string(33, 't'); }},
+      {"auth_tenant", [](RuntimeOptions& o) { o.auth_token.clear(); o.auth_tenant = "kv"; }},
       {"local_buffer_bytes", [](RuntimeOptions& o) { o.local_buffer_bytes = 0; }},
   };
   for (const Case& c : cases) {

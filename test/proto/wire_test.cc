@@ -82,37 +82,68 @@ TEST(Wire, ErrorRepliesMayHaveNoText) {
   EXPECT_EQ(back->error_status().code(), StatusCode::kNotFound);
 }
 
-TEST(Wire, HelloHeaderMustBeAHelloWithABoundedToken) {
-  EXPECT_TRUE(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes)).ok());
-  EXPECT_EQ(check_hello_header(make_header(MsgType::kHello, 1, kMaxTokenBytes + 1)).code(),
+TEST(Wire, HelloHeaderMustBeAHelloWithABoundedTenant) {
+  const auto fixed = static_cast<std::uint32_t>(sizeof(HelloRequest));
+  EXPECT_TRUE(check_hello_header(make_header(MsgType::kHello, 1, fixed)).ok());
+  EXPECT_TRUE(check_hello_header(make_header(MsgType::kHello, 1, fixed + kMaxTenantBytes)).ok());
+  EXPECT_EQ(check_hello_header(make_header(MsgType::kHello, 1, fixed + kMaxTenantBytes + 1)).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(check_hello_header(make_header(MsgType::kHello, 1, fixed - 1)).code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(check_hello_header(make_header(MsgType::kStats, 1, 0)).code(),
             StatusCode::kProtocolError);
-  FrameHeader h = make_header(MsgType::kHello, 1, 4);
+  FrameHeader h = make_header(MsgType::kHello, 1, fixed);
   h.magic = 0;
   EXPECT_EQ(check_hello_header(h).code(), StatusCode::kProtocolError);
 }
 
-TEST(Wire, ConnectDataCarriesVersionAndTokenAndToleratesPadding) {
-  const std::string token = "s3cret";
-  std::vector<std::byte> pd(56);  // zero-padded as rdma_cm delivers it on IB/RoCE
-  const ConnectData cd{kMagic, 7, static_cast<std::uint16_t>(token.size())};
-  std::memcpy(pd.data(), &cd, sizeof cd);
-  std::memcpy(pd.data() + sizeof cd, token.data(), token.size());
+TEST(Wire, HelloCarriesTenantAndNonceButNoSecret) {
+  const Nonce nonce{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  const Message m = make_hello("kv", nonce, 5);
+  EXPECT_EQ(m.payload.size(), sizeof(HelloRequest) + 2);
+  auto hello = parse_hello(kVersion, m.payload);
+  ASSERT_TRUE(hello.ok()) << hello.status().to_string();
+  EXPECT_EQ(hello->tenant, "kv");
+  EXPECT_EQ(hello->client_nonce, nonce);
+  auto cut = m.payload;
+  cut.pop_back();
+  EXPECT_EQ(parse_hello(kVersion, cut).status().code(), StatusCode::kProtocolError);
+}
+
+TEST(Wire, ConnectDataCarriesVersionTenantAndNonceAndToleratesPadding) {
+  const Nonce nonce{7, 7, 7};
+  std::vector<std::byte> pd = make_connect_data("graph", nonce);
+  ASSERT_LE(pd.size(), 56u);
+  pd.resize(56);  // zero-padded as rdma_cm delivers it on IB/RoCE
   auto hello = parse_connect_data(pd);
   ASSERT_TRUE(hello.ok()) << hello.status().to_string();
-  EXPECT_EQ(hello->version, 7);  // judged by the Core, not here
-  EXPECT_EQ(hello->token, token);
-
-  EXPECT_FALSE(parse_connect_data(std::span(pd).first(sizeof cd + token.size() - 1)).ok());
+  EXPECT_EQ(hello->version, kVersion);
+  EXPECT_EQ(hello->tenant, "graph");
+  EXPECT_EQ(hello->client_nonce, nonce);
+  const std::size_t used = sizeof(ConnectData) + kNonceBytes + 5;
+  EXPECT_FALSE(parse_connect_data(std::span(pd).first(used - 1)).ok());
   EXPECT_FALSE(parse_connect_data(std::span(pd).first(4)).ok());
   auto bad = pd;
   bad[0] = std::byte{0};
   EXPECT_EQ(parse_connect_data(bad).status().code(), StatusCode::kProtocolError);
-  const ConnectData too_long{kMagic, kVersion, static_cast<std::uint16_t>(kMaxTokenBytes + 1)};
-  std::vector<std::byte> big(sizeof too_long + kMaxTokenBytes + 1);
+  const ConnectData too_long{kMagic, kVersion, static_cast<std::uint16_t>(kMaxTenantBytes + 1)};
+  std::vector<std::byte> big(sizeof too_long + kNonceBytes + kMaxTenantBytes + 1);
   std::memcpy(big.data(), &too_long, sizeof too_long);
   EXPECT_EQ(parse_connect_data(big).status().code(), StatusCode::kProtocolError);
+  // The longest name fits an RC connect request.
+  EXPECT_EQ(make_connect_data(std::string(kMaxTenantBytes, 'n'), nonce).size(), 56u);
+}
+
+TEST(Auth, ProofsBindSecretRoleTenantNoncesAndSession) {
+  const Nonce c{1}, sv{2};
+  const Mac base = *auth_proof("s", AuthRole::kClient, "t", c, sv, 7);
+  EXPECT_TRUE(mac_equal(base, *auth_proof("s", AuthRole::kClient, "t", c, sv, 7)));
+  EXPECT_FALSE(mac_equal(base, *auth_proof("S", AuthRole::kClient, "t", c, sv, 7)));
+  EXPECT_FALSE(mac_equal(base, *auth_proof("s", AuthRole::kServer, "t", c, sv, 7)));
+  EXPECT_FALSE(mac_equal(base, *auth_proof("s", AuthRole::kClient, "u", c, sv, 7)));
+  EXPECT_FALSE(mac_equal(base, *auth_proof("s", AuthRole::kClient, "t", sv, c, 7)));
+  EXPECT_FALSE(mac_equal(base, *auth_proof("s", AuthRole::kClient, "t", c, sv, 8)));
+  EXPECT_FALSE(*random_nonce() == *random_nonce());
 }
 
 TEST(Wire, AnAddressInNoSlabIsNamedInHex) {

@@ -73,9 +73,20 @@ class LocalConnection final : public Connection {
 Result<std::unique_ptr<Connection>> connect_local(std::shared_ptr<memserver::Core> core,
                                                   const ConnectOptions& options) {
   if (!core) return InvalidArgument("connect_local: no in-process memserver");
-  auto session = core->open_session(proto::kVersion, options.token, "local");
+  FARMEM_RETURN_IF_ERROR(validate_credentials(options));
+  // The same handshake as over a network, through the Core's calls: an in-process memserver
+  // with secrets checks them like any other.
+  FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
+  proto::Hello hello;
+  hello.version = proto::kVersion;
+  hello.tenant = options.tenant;
+  hello.client_nonce = nonce;
+  auto session = core->open_session(hello, "local");
   if (!session.ok()) return session.status().with_context("local");
-  return std::unique_ptr<Connection>(new LocalConnection(std::move(core), std::move(session).value()));
+  const proto::HelloOk ok = core->hello_reply(**session);
+  std::unique_ptr<Connection> conn(new LocalConnection(std::move(core), std::move(session).value()));
+  FARMEM_RETURN_IF_ERROR(authenticate(*conn, options, ok, nonce));
+  return conn;
 }
 
 }  // namespace farmem::transport

@@ -1,5 +1,7 @@
 #include "transport/proto/wire.h"
 
+#include <algorithm>
+
 namespace farmem::proto {
 
 bool is_request(MsgType t) {
@@ -10,6 +12,7 @@ bool is_request(MsgType t) {
     case MsgType::kStats:
     case MsgType::kSetLabel:
     case MsgType::kListSessions:
+    case MsgType::kAuth:
     case MsgType::kRead:
     case MsgType::kWrite:
       return true;
@@ -37,6 +40,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kLabelOk: return "LABEL_OK";
     case MsgType::kListSessions: return "LIST_SESSIONS";
     case MsgType::kSessionList: return "SESSION_LIST";
+    case MsgType::kAuth: return "AUTH";
+    case MsgType::kAuthOk: return "AUTH_OK";
   }
   return "UNKNOWN";
 }
@@ -127,23 +132,66 @@ Status check_hello_header(const FrameHeader& h) {
     return ProtocolError("expected HELLO as the first frame, got " +
                          std::string(to_string(MsgType(h.type))));
   }
-  if (h.length > kMaxTokenBytes) {
-    return InvalidArgument("auth token of " + std::to_string(h.length) + " bytes; at most " +
-                           std::to_string(kMaxTokenBytes));
+  if (h.length < sizeof(HelloRequest) || h.length > sizeof(HelloRequest) + kMaxTenantBytes) {
+    return InvalidArgument("HELLO of " + std::to_string(h.length) + " bytes; it carries " +
+                           std::to_string(sizeof(HelloRequest)) + " bytes and a tenant name of at most " +
+                           std::to_string(kMaxTenantBytes));
   }
   return Status::Ok();
+}
+
+Result<Hello> parse_hello(std::uint16_t version, std::span<const std::byte> payload) {
+  HelloRequest req{};
+  if (payload.size() < sizeof req) {
+    return ProtocolError("HELLO of " + std::to_string(payload.size()) + " bytes is too short");
+  }
+  std::memcpy(&req, payload.data(), sizeof req);
+  if (req.tenant_len > kMaxTenantBytes || sizeof req + req.tenant_len != payload.size()) {
+    return ProtocolError("HELLO announces a tenant name of " + std::to_string(req.tenant_len) +
+                         " bytes but carries " + std::to_string(payload.size() - sizeof req));
+  }
+  Hello hello;
+  hello.version = version;
+  hello.tenant = std::string_view(reinterpret_cast<const char*>(payload.data()) + sizeof req,
+                                  req.tenant_len);
+  hello.client_nonce = req.client_nonce;
+  return hello;
+}
+
+Message make_hello(std::string_view tenant, const Nonce& client_nonce, std::uint64_t req_id) {
+  HelloRequest req{};
+  req.client_nonce = client_nonce;
+  req.tenant_len = static_cast<std::uint16_t>(std::min(tenant.size(), kMaxTenantBytes));
+  Message m = Message::of(MsgType::kHello, req);
+  m.req_id = req_id;
+  const auto* name = reinterpret_cast<const std::byte*>(tenant.data());
+  m.payload.insert(m.payload.end(), name, name + req.tenant_len);
+  return m;
 }
 
 Result<Hello> parse_connect_data(std::span<const std::byte> private_data) {
   ConnectData cd{};
   if (private_data.size() >= sizeof cd) std::memcpy(&cd, private_data.data(), sizeof cd);
-  if (cd.magic != kMagic || cd.token_len > kMaxTokenBytes ||
-      sizeof cd + cd.token_len > private_data.size()) {
+  if (cd.magic != kMagic || cd.tenant_len > kMaxTenantBytes ||
+      sizeof cd + kNonceBytes + cd.tenant_len > private_data.size()) {
     return ProtocolError("malformed connect data (not a farmem client?)");
   }
-  return Hello{cd.version, std::string_view(
-                               reinterpret_cast<const char*>(private_data.data()) + sizeof cd,
-                               cd.token_len)};
+  Hello hello;
+  hello.version = cd.version;
+  std::memcpy(hello.client_nonce.data(), private_data.data() + sizeof cd, kNonceBytes);
+  hello.tenant = std::string_view(
+      reinterpret_cast<const char*>(private_data.data()) + sizeof cd + kNonceBytes, cd.tenant_len);
+  return hello;
+}
+
+std::vector<std::byte> make_connect_data(std::string_view tenant, const Nonce& client_nonce) {
+  const auto len = std::min(tenant.size(), kMaxTenantBytes);
+  std::vector<std::byte> out(sizeof(ConnectData) + kNonceBytes + len);
+  const ConnectData cd{kMagic, kVersion, static_cast<std::uint16_t>(len)};
+  std::memcpy(out.data(), &cd, sizeof cd);
+  std::memcpy(out.data() + sizeof cd, client_nonce.data(), kNonceBytes);
+  if (len != 0) std::memcpy(out.data() + sizeof cd + kNonceBytes, tenant.data(), len);
+  return out;
 }
 
 Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t len,

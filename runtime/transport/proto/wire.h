@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "farmem/status.h"
+#include "transport/proto/auth.h"
 
 namespace farmem::proto {
 
@@ -30,23 +31,29 @@ static_assert(std::endian::native == std::endian::little, "farmem's wire format 
 
 /// "FMEM" read as a little-endian u32.
 inline constexpr std::uint32_t kMagic = 0x4D454D46;
-/// Bumped on any incompatible change of a frame or payload layout.
-inline constexpr std::uint16_t kVersion = 1;
+/// Bumped on any incompatible change of a frame or payload layout. 2: challenge-response
+/// authentication with tenants (HELLO and the RDMA connect data carry a tenant name and a
+/// nonce, never a secret; AUTH/AUTH_OK follow HELLO_OK).
+inline constexpr std::uint16_t kVersion = 2;
 /// Control payloads are tiny; 4 KiB leaves room for stats and error text, and bounds what a
 /// malicious client can make the server buffer before it is judged.
 inline constexpr std::uint32_t kMaxControlPayload = 4096;
 /// Largest single data operation (READ/WRITE) on the TCP transport: 64 MiB keeps one frame's
 /// buffer bounded while making the per-frame header cost negligible.
 inline constexpr std::uint32_t kMaxDataPayload = 64u << 20;
-/// Auth tokens must fit, with an 8-byte header, in the 56 bytes of private data an RC
-/// connect request carries (see rdma_connect(3)).
-inline constexpr std::size_t kMaxTokenBytes = 48;
+/// Secrets (a tenant's, or the single --token) never cross the wire; the bound only keeps
+/// configuration sane.
+inline constexpr std::size_t kMaxSecretBytes = 1024;
+/// A tenant's name must fit, with the 8-byte ConnectData and the 16-byte nonce, in the 56
+/// bytes of private data an RC connect request carries (see rdma_connect(3)). The empty name
+/// is the anonymous tenant of a memserver started with --token.
+inline constexpr std::size_t kMaxTenantBytes = 32;
 /// A client's label ("pid@host" or a name its runtime was given) names it to operators
 /// (farmemctl); 48 bytes hold a hostname-qualified name and keep SessionEntry at 72 bytes.
 inline constexpr std::size_t kMaxLabelBytes = 48;
 
 enum class MsgType : std::uint16_t {
-  kHello = 1,      ///< payload: token bytes
+  kHello = 1,      ///< payload: HelloRequest, then HelloRequest::tenant_len name bytes
   kHelloOk = 2,    ///< payload: HelloOk
   kAllocSlab = 3,  ///< payload: AllocSlab
   kSlabInfo = 4,   ///< payload: SlabInfo
@@ -65,6 +72,8 @@ enum class MsgType : std::uint16_t {
   kLabelOk = 11,       ///< payload: none
   kListSessions = 12,  ///< payload: ListSessions
   kSessionList = 13,   ///< payload: SessionListHead, then SessionListHead::count SessionEntry
+  kAuth = 14,          ///< payload: AuthProof (the client's); see transport/proto/auth.h
+  kAuthOk = 15,        ///< payload: AuthProof (the memserver's)
 };
 
 /// True for the request types a client may send.
@@ -81,12 +90,34 @@ struct FrameHeader {
 };
 static_assert(sizeof(FrameHeader) == 24);
 
+/// HELLO's fixed part (TCP). The RDMA connect data carries the same fields (ConnectData).
+struct HelloRequest {
+  Nonce client_nonce;      ///< fresh random bytes of the client's
+  std::uint16_t tenant_len;  ///< name bytes that follow, at most kMaxTenantBytes
+  std::uint16_t reserved;
+  std::uint32_t reserved2;
+};
+static_assert(sizeof(HelloRequest) == 24);
+
+/// HelloOk::flags: the client must AUTH before anything else (the memserver has secrets).
+/// Without it the memserver runs --insecure and serves anyone.
+inline constexpr std::uint32_t kHelloAuthRequired = 1;
+
 struct HelloOk {
   std::uint64_t session_id;
-  std::uint64_t capacity_bytes;  ///< the server's --capacity
+  std::uint64_t capacity_bytes;  ///< the server's --capacity (0 until authenticated)
   std::uint64_t chunk_bytes;     ///< slabs are multiples of this
+  Nonce server_nonce;            ///< fresh random bytes of the memserver's
+  std::uint32_t flags;           ///< kHelloAuthRequired
+  std::uint32_t reserved;
 };
-static_assert(sizeof(HelloOk) == 24);
+static_assert(sizeof(HelloOk) == 48);
+
+/// AUTH and AUTH_OK payload.
+struct AuthProof {
+  Mac mac;
+};
+static_assert(sizeof(AuthProof) == 32);
 
 struct AllocSlab {
   std::uint64_t bytes;  ///< rounded up to a multiple of chunk_bytes by the server
@@ -161,25 +192,31 @@ struct DataOp {
 };
 static_assert(sizeof(DataOp) == 16);
 
-/// Private data of an RDMA connect request (then the token bytes).
+/// Private data of an RDMA connect request: ConnectData, the client's nonce (kNonceBytes),
+/// then tenant_len name bytes: at most 8 + 16 + 32 = 56 bytes, all an RC REQ carries.
 struct ConnectData {
   std::uint32_t magic;
   std::uint16_t version;
-  std::uint16_t token_len;
+  std::uint16_t tenant_len;
 };
 static_assert(sizeof(ConnectData) == 8);
+inline constexpr std::size_t kMaxConnectDataBytes = sizeof(ConnectData) + kNonceBytes + kMaxTenantBytes;
+static_assert(kMaxConnectDataBytes <= 56, "an RC connect request carries 56 bytes of private data");
 
 /// What a client presents to open a session (TCP: HELLO; RDMA: the connect private data).
 struct Hello {
-  std::uint16_t version;
-  std::string_view token;  ///< views the bytes it was parsed from
+  std::uint16_t version = 0;
+  std::string_view tenant;  ///< views the bytes it was parsed from
+  Nonce client_nonce{};
 };
 
-/// Parses the private data of an RDMA connect request: a ConnectData with our magic, then
-/// token_len <= kMaxTokenBytes token bytes, then anything (rdma_cm zero-pads it to 56 bytes
-/// on IB/RoCE). The version is returned, not checked: the Core judges it. kProtocolError
-/// when the data is short, not ours or announces more token than it holds.
+/// Parses the private data of an RDMA connect request: a ConnectData with our magic, the
+/// nonce, then tenant_len <= kMaxTenantBytes name bytes, then anything (rdma_cm zero-pads it
+/// to 56 bytes on IB/RoCE). The version is returned, not checked: the Core judges it.
+/// kProtocolError when the data is short, not ours or announces more name than it holds.
 Result<Hello> parse_connect_data(std::span<const std::byte> private_data);
+/// The private data a client sends (the inverse of parse_connect_data).
+std::vector<std::byte> make_connect_data(std::string_view tenant, const Nonce& client_nonce);
 
 /// Private data of an RDMA connect reject: why.
 struct RejectData {
@@ -244,9 +281,14 @@ Status validate_header(const FrameHeader& h);
 std::vector<std::byte> encode(const Message& m);
 /// Parses one whole frame (header + exactly `length` payload bytes).
 Result<Message> decode(std::span<const std::byte> frame);
-/// Checks the header of a TCP client's first frame before its token is read: a valid header
-/// (validate_header's errors), of a HELLO (else kProtocolError) carrying at most
-/// kMaxTokenBytes of token (else kInvalidArgument). The token is the frame's payload.
+/// Checks the header of a TCP client's first frame before its payload is read: a valid header
+/// (validate_header's errors), of a HELLO (else kProtocolError) whose payload is a
+/// HelloRequest plus at most kMaxTenantBytes of name (else kInvalidArgument).
 Status check_hello_header(const FrameHeader& h);
+/// A TCP HELLO for `tenant` with `client_nonce`.
+Message make_hello(std::string_view tenant, const Nonce& client_nonce, std::uint64_t req_id);
+/// Parses a HELLO's payload (after check_hello_header accepted its header): kProtocolError
+/// when the name length disagrees with the payload.
+Result<Hello> parse_hello(std::uint16_t version, std::span<const std::byte> payload);
 
 }  // namespace farmem::proto

@@ -47,14 +47,10 @@ Result<proto::Message> read_frame(int fd, net::Deadline deadline, const std::str
   return proto::decode(frame);
 }
 
-Status say_hello(int fd, const ConnectOptions& options, net::Deadline deadline,
-                 const std::string& peer) {
-  proto::Message hello;
-  hello.type = proto::MsgType::kHello;
-  hello.req_id = kHelloReqId;
-  const auto* token = reinterpret_cast<const std::byte*>(options.token.data());
-  hello.payload.assign(token, token + options.token.size());
-  const auto bytes = proto::encode(hello);
+Result<proto::HelloOk> say_hello(int fd, const ConnectOptions& options,
+                                 const proto::Nonce& nonce, net::Deadline deadline,
+                                 const std::string& peer) {
+  const auto bytes = proto::encode(proto::make_hello(options.tenant, nonce, kHelloReqId));
   FARMEM_RETURN_IF_ERROR(net::write_full(fd, bytes.data(), bytes.size(), deadline, peer));
   FARMEM_ASSIGN_OR_RETURN(proto::Message reply, read_frame(fd, deadline, peer));
   if (reply.type == proto::MsgType::kError) return reply.error_status().with_context(peer);
@@ -63,24 +59,24 @@ Status say_hello(int fd, const ConnectOptions& options, net::Deadline deadline,
                          std::string(proto::to_string(reply.type)));
   }
   FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, reply.as<proto::HelloOk>());
-  log().debug("{}: session {} (capacity {} bytes)", peer, ok.session_id, ok.capacity_bytes);
-  return Status::Ok();
+  log().debug("{}: session {}", peer, ok.session_id);
+  return ok;
 }
 
 }  // namespace
 
 Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
                                                 const ConnectOptions& options) {
-  if (options.token.size() > proto::kMaxTokenBytes) {
-    return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes) +
-                           " bytes");
-  }
+  FARMEM_RETURN_IF_ERROR(validate_credentials(options));
   const std::string peer = endpoint.to_string();
   const auto deadline = net::deadline_after(options.connect_timeout);
   FARMEM_ASSIGN_OR_RETURN(net::UniqueFd fd,
                           net::connect_to(endpoint.host, endpoint.port, deadline, peer));
-  FARMEM_RETURN_IF_ERROR(say_hello(fd.get(), options, deadline, peer));
-  return std::unique_ptr<Connection>(new TcpConnection(std::move(fd), peer, kHelloReqId + 1));
+  FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
+  FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, say_hello(fd.get(), options, nonce, deadline, peer));
+  std::unique_ptr<Connection> conn(new TcpConnection(std::move(fd), peer, kHelloReqId + 1));
+  FARMEM_RETURN_IF_ERROR(authenticate(*conn, options, ok, nonce));
+  return conn;
 }
 
 TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id)

@@ -1,6 +1,6 @@
 // The verbs backend: rdma-core RC queue pairs, one-sided RDMA READ/WRITE, control messages
 // as SEND/RECV; connection setup with librdmacm (the connect private data carries protocol
-// version and auth token).
+// version, tenant and the client's nonce; AUTH follows as a control message).
 #pragma once
 
 #include <memory>

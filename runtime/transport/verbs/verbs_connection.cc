@@ -39,7 +39,7 @@ Status reject_status(const rdma_cm_event& e, const std::string& peer) {
   const auto code = static_cast<StatusCode>(rd.status);
   switch (code) {
     case StatusCode::kPermissionDenied:
-      return PermissionDenied(peer + ": memserver rejected the connection: wrong auth token");
+      return PermissionDenied(peer + ": memserver rejected the connection: not authorized");
     case StatusCode::kProtocolError:
       return ProtocolError(peer + ": memserver rejected the connection: protocol version "
                            "mismatch or malformed connect data (this client speaks version " +
@@ -78,10 +78,12 @@ Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& e
   c->check_leases_ = options.check_leases;
   FARMEM_RETURN_IF_ERROR(c->resolve(ep, deadline));
   FARMEM_RETURN_IF_ERROR(c->create_resources());
-  FARMEM_RETURN_IF_ERROR(c->establish(options, deadline));
+  FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
+  FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, c->establish(options, nonce, deadline));
   c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
   c->watcher_ = std::thread([conn = c.get()] { conn->watch_cm_events(); });
+  FARMEM_RETURN_IF_ERROR(authenticate(*c, options, ok, nonce));
   log().debug("{}: connected (QP {}, inline {} B)", c->peer_, c->qp_->qp->qp_num,
               c->shape_.max_inline);
   return c;
@@ -141,20 +143,17 @@ Status VerbsConnection::create_resources() {
   return Status::Ok();
 }
 
-Status VerbsConnection::establish(const ConnectOptions& options, Clock::time_point deadline) {
+Result<proto::HelloOk> VerbsConnection::establish(const ConnectOptions& options,
+                                                  const proto::Nonce& nonce,
+                                                  Clock::time_point deadline) {
   FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(id_->verbs, id_->port_num));
-  if (options.token.size() > proto::kMaxTokenBytes) {
-    return InvalidArgument("auth token longer than " + std::to_string(proto::kMaxTokenBytes));
-  }
-  // Private data: ConnectData, then the token (8 + 48 bytes: all an RC REQ carries).
-  std::byte priv[sizeof(proto::ConnectData) + proto::kMaxTokenBytes]{};
-  const proto::ConnectData cd{proto::kMagic, proto::kVersion,
-                              static_cast<std::uint16_t>(options.token.size())};
-  std::memcpy(priv, &cd, sizeof cd);
-  std::memcpy(priv + sizeof cd, options.token.data(), options.token.size());
+  FARMEM_RETURN_IF_ERROR(validate_credentials(options));
+  // Private data: ConnectData, our nonce, the tenant's name (at most 56 bytes: all an RC REQ
+  // carries). No secret: that is proven later, over the connection (AUTH).
+  const std::vector<std::byte> priv = proto::make_connect_data(options.tenant, nonce);
   rdma_conn_param param{};
-  param.private_data = priv;
-  param.private_data_len = static_cast<std::uint8_t>(sizeof cd + options.token.size());
+  param.private_data = priv.data();
+  param.private_data_len = static_cast<std::uint8_t>(priv.size());
   // Many RDMA READs in flight is what makes batched reads fast: ask for all the device has.
   param.initiator_depth =
       static_cast<std::uint8_t>(std::min(limits.max_qp_init_rd_atom, kConnParamRdAtomMax));
@@ -167,8 +166,18 @@ Status VerbsConnection::establish(const ConnectOptions& options, Clock::time_poi
   auto ev = ibv::next_cm_event(channel_.get(), std::chrono::milliseconds(ibv::ms_until(deadline)));
   if (!ev.ok()) return ev.status().with_context(peer_ + ": connect");
   switch ((*ev)->event) {
-    case RDMA_CM_EVENT_ESTABLISHED:
-      return Status::Ok();
+    case RDMA_CM_EVENT_ESTABLISHED: {
+      // The memserver's HELLO_OK rides in the accept's private data (zero-padded by rdma_cm).
+      const auto& conn = (*ev)->param.conn;
+      proto::HelloOk ok{};
+      if (conn.private_data == nullptr || conn.private_data_len < sizeof ok) {
+        return ProtocolError(peer_ + ": the memserver's accept carries " +
+                             std::to_string(conn.private_data_len) +
+                             " bytes of private data, not a HELLO_OK (an older memserver?)");
+      }
+      std::memcpy(&ok, conn.private_data, sizeof ok);
+      return ok;
+    }
     case RDMA_CM_EVENT_REJECTED:
       return reject_status(**ev, peer_);
     default:

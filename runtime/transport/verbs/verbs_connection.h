@@ -106,7 +106,9 @@ class VerbsConnection final : public Connection {
   // ---- setup (verbs_connection.cc) ----
   Status resolve(const Endpoint& ep, std::chrono::steady_clock::time_point deadline);
   Status create_resources();
-  Status establish(const ConnectOptions& options, std::chrono::steady_clock::time_point deadline);
+  /// rdma_connect with our connect data; the memserver's HELLO_OK from its accept.
+  Result<proto::HelloOk> establish(const ConnectOptions& options, const proto::Nonce& nonce,
+                                   std::chrono::steady_clock::time_point deadline);
   Status post_recv(std::uint64_t slot);
   void watch_cm_events();
 
