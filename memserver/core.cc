@@ -89,9 +89,148 @@ Core::Core(CoreOptions options)
   for (const TenantConfig& t : options_.tenants) {
     if (!t.name.empty()) tenants_.emplace(t.name, std::make_shared<Tenant>(t));
   }
+  if (options_.lease_grace.count() > 0) reaper_ = std::thread([this] { reaper_loop(); });
 }
 
-Core::~Core() = default;
+Core::~Core() {
+  if (reaper_.joinable()) {
+    {
+      MutexLock lock(reaper_mu_);
+      reaper_stop_ = true;
+    }
+    reaper_cv_.notify_all();
+    reaper_.join();
+  }
+}
+
+void Core::reaper_loop() {
+  // Checks a quarter of the grace (at most 1 s) after the last check: a detached session
+  // is reclaimed at most that late. Bounded: ends when the destructor sets reaper_stop_.
+  const auto period = std::min<std::chrono::milliseconds>(options_.lease_grace / 4,
+                                                          std::chrono::seconds(1));
+  UniqueLock lock(reaper_mu_);
+  while (!reaper_stop_) {
+    lock.wait_for(reaper_cv_, std::max(period, std::chrono::milliseconds(1)));
+    if (reaper_stop_) break;
+    lock.unlock();
+    reap_expired(std::chrono::steady_clock::now());
+    lock.lock();
+  }
+}
+
+std::size_t Core::reap_expired(std::chrono::steady_clock::time_point now) {
+  std::vector<std::shared_ptr<Session>> open;
+  {
+    MutexLock lock(open_mu_);
+    for (auto& [id, e] : open_) {
+      if (auto s = e.session.lock()) open.push_back(std::move(s));
+    }
+  }
+  std::size_t n = 0;
+  for (const auto& s : open) {
+    std::size_t reclaimed = 0;
+    {
+      // Checked and closed under one lock: a RESUME that came first wins.
+      WriterLock lock(s->mu_);
+      if (!s->detached_ || s->closed_ || now < s->expires_) continue;
+      reclaimed = close_locked(*s);
+    }
+    {
+      MutexLock lock(open_mu_);
+      open_.erase(s->id());
+    }
+    expired_.fetch_add(1, std::memory_order_relaxed);
+    log().info("session {} ({}) not resumed within the lease grace: closed, {} slab(s) reclaimed",
+               s->id(), s->peer(), reclaimed);
+    ++n;
+  }
+  return n;
+}
+
+void Core::detach_session(Session& session, std::uint64_t attachment) {
+  bool close_now = false;
+  {
+    WriterLock lock(session.mu_);
+    if (session.closed_ || session.detached_ || session.attachment_ != attachment) return;
+    close_now = options_.lease_grace.count() == 0 || session.tenant_ == nullptr ||
+                session.registrar_ != nullptr;
+    if (!close_now) {
+      session.detached_ = true;
+      session.expires_ = std::chrono::steady_clock::now() + options_.lease_grace;
+      session.tenant_->give_connection();
+      detached_now_.fetch_add(1, std::memory_order_relaxed);
+      log().info("session {} ({}): connection lost; its {} slab(s) are kept {} ms for a resume",
+                 session.id(), session.peer(), session.slabs_.size(),
+                 options_.lease_grace.count());
+    }
+  }
+  if (close_now) {
+    close_session(session);
+    return;
+  }
+  // The Core keeps it alive now: its connection's owner lets go of it.
+  MutexLock lock(open_mu_);
+  if (auto it = open_.find(session.id()); it != open_.end()) it->second.kept = it->second.session.lock();
+}
+
+Result<std::shared_ptr<Session>> Core::resume_session(Session& fresh,
+                                                      const proto::ResumeRequest& req) {
+  const auto gone = [&] {
+    return NotFound("no session " + std::to_string(req.session_id) +
+                    " to resume (closed, expired, or not this tenant's)");
+  };
+  std::shared_ptr<Tenant> tenant;
+  {
+    ReaderLock lock(fresh.mu_);
+    if (fresh.closed_) return Unavailable("session closed");
+    if (fresh.tenant_ == nullptr) return PermissionDenied("not authenticated: AUTH first");
+    if (!fresh.slabs_.empty()) {
+      return InvalidArgument("RESUME must come before anything is leased on the connection");
+    }
+    tenant = fresh.tenant_;
+  }
+  if (fresh.registrar_ != nullptr) {
+    return InvalidArgument("RESUME is not supported over RDMA yet (a session's keys belong to "
+                           "its connection's protection domain)");
+  }
+  std::shared_ptr<Session> old;
+  {
+    MutexLock lock(open_mu_);
+    if (auto it = open_.find(req.session_id); it != open_.end()) old = it->second.session.lock();
+  }
+  if (!old || old.get() == &fresh) return gone();
+  bool take_slot = false;
+  {
+    WriterLock lock(old->mu_);
+    proto::Mac a{}, b{};
+    std::copy(req.resume_secret.begin(), req.resume_secret.end(), a.begin());
+    std::copy(old->resume_secret_.begin(), old->resume_secret_.end(), b.begin());
+    if (old->closed_ || old->tenant_ != tenant || old->registrar_ != nullptr ||
+        !proto::mac_equal(a, b)) {
+      return gone();
+    }
+    ++old->attachment_;  // the connection before (if it still runs) can do nothing more
+    take_slot = old->detached_;
+    if (old->detached_) {
+      old->detached_ = false;
+      detached_now_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+  {
+    MutexLock lock(open_mu_);
+    if (auto it = open_.find(old->id()); it != open_.end()) it->second.kept.reset();
+  }
+  if (take_slot) {
+    // The resumed session takes over the fresh one's place under its tenant's cap.
+    WriterLock lock(fresh.mu_);
+    fresh.detached_ = true;  // so closing it does not give the slot back
+    detached_now_.fetch_add(1, std::memory_order_relaxed);  // close_session takes it off
+  }
+  close_session(fresh);
+  resumed_.fetch_add(1, std::memory_order_relaxed);
+  log().info("session {} ({}) resumed by {}", old->id(), old->peer(), fresh.peer());
+  return old;
+}
 
 Result<std::shared_ptr<Session>> Core::open_session(const proto::Hello& hello, std::string peer,
                                                     std::unique_ptr<SlabRegistrar> registrar) {
@@ -111,6 +250,7 @@ Result<std::shared_ptr<Session>> Core::open_session(const proto::Hello& hello, s
   session->claimed_tenant_ = std::string(hello.tenant);
   session->client_nonce_ = hello.client_nonce;
   session->server_nonce_ = server_nonce;
+  FARMEM_ASSIGN_OR_RETURN(session->resume_secret_, proto::random_nonce());
   if (!auth_required_) {
     // --insecure: everyone is the anonymous tenant, which has no cap.
     auto anonymous = tenants_.find("")->second;
@@ -133,15 +273,24 @@ void Core::close_session(Session& session) {
   }
   WriterLock lock(session.mu_);
   if (session.closed_) return;
+  const auto reclaimed = close_locked(session);
+  log().info("session {} ({}) closed, {} slab(s) reclaimed", session.id(), session.peer(),
+             reclaimed);
+}
+
+std::size_t Core::close_locked(Session& session) {
   session.closed_ = true;
   const auto reclaimed = session.slabs_.size();
   for (auto& [base, slab] : session.slabs_) release_slab_locked(session, slab);
   session.slabs_.clear();
-  if (session.tenant_) session.tenant_->give_connection();
+  if (session.detached_) {
+    detached_now_.fetch_sub(1, std::memory_order_relaxed);
+  } else if (session.tenant_) {
+    session.tenant_->give_connection();
+  }
   slabs_reclaimed_.fetch_add(reclaimed, std::memory_order_relaxed);
   sessions_.fetch_sub(1, std::memory_order_relaxed);
-  log().info("session {} ({}) closed, {} slab(s) reclaimed", session.id(), session.peer(),
-             reclaimed);
+  return reclaimed;
 }
 
 proto::HelloOk Core::hello_reply(const Session& session) const {
@@ -151,6 +300,7 @@ proto::HelloOk Core::hello_reply(const Session& session) const {
   ok.chunk_bytes = options_.chunk_bytes;
   ok.server_nonce = session.server_nonce_;
   ok.flags = auth_required_ ? proto::kHelloAuthRequired : 0;
+  if (!auth_required_) ok.resume_secret = session.resume_secret_;
   return ok;
 }
 
@@ -227,7 +377,7 @@ proto::Message Core::authenticate(Session& s, const proto::Message& req) {
   }
   log().info("session {} ({}) authenticated as {}", s.id(), s.peer(),
              tenant_label(s.claimed_tenant_));
-  return proto::Message::of(proto::MsgType::kAuthOk, proto::AuthProof{*answer});
+  return proto::Message::of(proto::MsgType::kAuthOk, proto::AuthOk{*answer, s.resume_secret_});
 }
 
 proto::Message Core::handle(Session& session, const proto::Message& req) {
@@ -255,6 +405,14 @@ proto::Message Core::handle(Session& session, const proto::Message& req) {
       break;
     case proto::MsgType::kSetLabel:
       reply = set_label(session, req);
+      break;
+    case proto::MsgType::kPing:
+      reply.type = proto::MsgType::kPong;
+      break;
+    case proto::MsgType::kResume:
+      // The transport serves RESUME (it changes which session the connection serves).
+      reply = proto::Message::error(StatusCode::kProtocolError,
+                                    "RESUME is not served on this connection", req.req_id);
       break;
     case proto::MsgType::kListSessions:
       reply = list_sessions(session, req);

@@ -11,7 +11,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <thread>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +46,9 @@ struct CoreOptions {
   /// unauthenticated (the memserver refuses that unless --insecure).
   std::vector<TenantConfig> tenants;
   int numa_node = -1;                         ///< bind slab memory to this node; -1 = don't
+  /// How long a session whose connection broke keeps its slabs for a RESUME before they are
+  /// reclaimed (the memserver's --lease-grace). 0: at once.
+  std::chrono::milliseconds lease_grace{0};
 };
 
 /// A tenant's use, as metrics and farmemctl show it.
@@ -106,6 +112,29 @@ class Session {
     ReaderLock lock(mu_);
     return tenant_ != nullptr;
   }
+  /// Slabs leased to it now.
+  std::size_t slab_count() const {
+    ReaderLock lock(mu_);
+    return slabs_.size();
+  }
+  /// Which connection serves the session now: it changes when another one RESUMEs it, and
+  /// the one before may then do nothing more (access() refuses it).
+  std::uint64_t attachment() const {
+    ReaderLock lock(mu_);
+    return attachment_;
+  }
+
+  /// access() for the connection of `attachment` only: kUnavailable once another took over.
+  template <typename Fn>
+  Status access_as(std::uint64_t attachment, std::uint64_t addr, std::uint32_t rkey,
+                   std::uint64_t len, Fn&& fn) const {
+    ReaderLock lock(mu_);
+    if (attachment != attachment_) return Unavailable("session taken over by another connection");
+    auto p = resolve_locked(addr, rkey, len);
+    if (!p.ok()) return p.status();
+    fn(*p);
+    return Status::Ok();
+  }
 
   /// Runs fn(std::byte* p) with p the server address of [addr, addr + len), which must lie
   /// inside one of this session's slabs and be addressed with that slab's rkey. The slab
@@ -132,11 +161,17 @@ class Session {
   std::string claimed_tenant_;
   proto::Nonce client_nonce_{};
   proto::Nonce server_nonce_{};
+  proto::Nonce resume_secret_{};
   /// Guards slabs_, closed_, label_ and tenant_: shared for data access (and LIST_SESSIONS),
   /// exclusive for alloc/free/close/SET_LABEL/AUTH. Never held with Core::open_mu_.
   mutable SharedMutex mu_;
   /// Set once AUTH succeeded: the tenant this session leases for. Null: not authenticated.
   std::shared_ptr<Tenant> tenant_ FARMEM_GUARDED_BY(mu_);
+  std::uint64_t attachment_ FARMEM_GUARDED_BY(mu_) = 0;
+  /// Its connection broke; kept until `expires_` for a RESUME. A detached session holds no
+  /// connection of its tenant's cap.
+  bool detached_ FARMEM_GUARDED_BY(mu_) = false;
+  std::chrono::steady_clock::time_point expires_ FARMEM_GUARDED_BY(mu_);
   /// Keyed by base address, for range lookup.
   std::map<std::uint64_t, Slab> slabs_ FARMEM_GUARDED_BY(mu_);
   bool closed_ FARMEM_GUARDED_BY(mu_) = false;
@@ -161,6 +196,24 @@ class Core {
   bool auth_required() const { return auth_required_; }
   /// Ends a session: every slab still leased to it returns to the pool. Idempotent.
   void close_session(Session& session);
+  /// The connection `attachment` of `session` ended without the session being closed: it is
+  /// kept for lease_grace for a RESUME, then closed by the Core. Closed at once when the
+  /// grace is 0, when it never authenticated, or when its keys die with the connection (a
+  /// registrar: RDMA). Nothing when another connection took it over since.
+  void detach_session(Session& session, std::uint64_t attachment);
+  /// RESUME on `fresh` (authenticated, nothing leased yet): the earlier session named in
+  /// `req`, of the same tenant and with its secret, is attached to the caller's connection
+  /// (which then serves it; `fresh` is closed). It may be detached, or still attached to a
+  /// connection that stalled: that one can do nothing more. kNotFound for any session that
+  /// is not there to resume (expired, closed, another tenant's, a wrong secret): the same
+  /// answer, so nothing is revealed.
+  Result<std::shared_ptr<Session>> resume_session(Session& fresh, const proto::ResumeRequest& req);
+  /// Closes every detached session whose grace ran out by `now` (the reaper thread calls
+  /// it; tests may). Returns how many.
+  std::size_t reap_expired(std::chrono::steady_clock::time_point now);
+  std::uint64_t sessions_detached() const { return detached_now_.load(std::memory_order_relaxed); }
+  std::uint64_t sessions_resumed() const { return resumed_.load(std::memory_order_relaxed); }
+  std::uint64_t sessions_expired() const { return expired_.load(std::memory_order_relaxed); }
 
   /// Handles one control request of an open session and returns the reply (kError on
   /// failure, never throws). Data requests (kRead/kWrite) are not control requests. Before
@@ -203,6 +256,9 @@ class Core {
   proto::Message refuse(Session& s, StatusCode code, const std::string& why,
                         std::uint64_t req_id);
   void release_slab_locked(Session& s, Slab& slab) FARMEM_REQUIRES(s.mu_);
+  /// Closes `s` (its lock held): slabs back to the pool, its tenant's slot. Returns the
+  /// slabs reclaimed.
+  std::size_t close_locked(Session& s) FARMEM_REQUIRES(s.mu_);
   std::uint32_t next_key() FARMEM_EXCLUDES(key_mu_);
 
   const CoreOptions options_;
@@ -227,12 +283,24 @@ class Core {
   struct OpenEntry {
     std::weak_ptr<Session> session;
     const Tenant* tenant = nullptr;  ///< set once it authenticated (the Core owns tenants)
+    /// While detached, the Core owns the session (no connection does).
+    std::shared_ptr<Session> kept;
   };
   std::map<std::uint64_t, OpenEntry> open_ FARMEM_GUARDED_BY(open_mu_);
   /// Guards key_state_ (the rkey generator of non-RDMA sessions); taken under a session's
   /// lock (alloc_slab).
   Mutex key_mu_;
   std::uint64_t key_state_ FARMEM_GUARDED_BY(key_mu_);
+
+  std::atomic<std::uint64_t> detached_now_{0};
+  std::atomic<std::uint64_t> resumed_{0};
+  std::atomic<std::uint64_t> expired_{0};
+  /// The reaper of detached sessions (only with a lease grace).
+  void reaper_loop();
+  Mutex reaper_mu_;
+  std::condition_variable reaper_cv_;
+  bool reaper_stop_ FARMEM_GUARDED_BY(reaper_mu_) = false;
+  std::thread reaper_;  // last: starts once everything above exists
 };
 
 }  // namespace farmem::memserver

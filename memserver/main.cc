@@ -103,6 +103,12 @@ int main(int argc, char** argv) {
                  "\"quota\": \"4G\", \"max_connections\": 16}, ...]}; each runtime "
                  "authenticates as one and sees only its own slabs and sessions")
       ->check(CLI::ExistingFile);
+  int lease_grace = 60;
+  app.add_option("--lease-grace", lease_grace,
+                 "Seconds a client's session outlives its connection (its slabs kept) so that "
+                 "the client can reconnect and resume it; 0: reclaim at once")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 86400));
   app.add_flag("--insecure", insecure,
                "Serve without a token or tenants: anyone who can reach this memserver may "
                "lease, read and write its memory (without this flag, it refuses to start so)");
@@ -174,6 +180,7 @@ int main(int argc, char** argv) {
     opts.core.tenants = or_exit(farmem::memserver::read_tenants_file(tenants_file), "--tenants");
   }
   opts.insecure = insecure;
+  opts.core.lease_grace = std::chrono::seconds(lease_grace);
   or_exit_status(farmem::memserver::check_credentials(opts), "credentials");
   opts.core.numa_node = numa;
   if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");

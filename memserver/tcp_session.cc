@@ -32,7 +32,8 @@ constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
          t == MsgType::kStats || t == MsgType::kSetLabel || t == MsgType::kListSessions ||
-         t == MsgType::kAuth;
+         t == MsgType::kAuth || t == MsgType::kResume || t == MsgType::kPing ||
+         t == MsgType::kBye;
 }
 
 }  // namespace
@@ -44,7 +45,7 @@ TcpSession::TcpSession(Core& core, int fd, std::string peer)
 }
 
 TcpSession::~TcpSession() {
-  if (session_) core_.close_session(*session_);
+  if (session_) core_.detach_session(*session_, attachment_);
 }
 
 void TcpSession::run() {
@@ -60,7 +61,8 @@ void TcpSession::run() {
   }
   if (!last.ok()) log().debug("{}: final flush: {}", peer_, last.to_string());
   if (session_) {
-    core_.close_session(*session_);
+    // Kept for the lease grace: the client may come back and RESUME it.
+    core_.detach_session(*session_, attachment_);
     session_.reset();
   }
 }
@@ -90,6 +92,7 @@ Status TcpSession::handshake() {
     return session.status();
   }
   session_ = std::move(session).value();
+  attachment_ = session_->attachment();
   auto reply = proto::Message::of(MsgType::kHelloOk, core_.hello_reply(*session_));
   reply.req_id = h.req_id;
   queue_message(reply);
@@ -155,8 +158,8 @@ Status TcpSession::serve_read(const FrameHeader& h) {
     return Status::Ok();
   }
   const std::byte* src = nullptr;
-  const Status st = session_->access(op.addr, op.rkey, op.length,
-                                     [&](std::byte* p) { src = p; });
+  const Status st = session_->access_as(attachment_, op.addr, op.rkey, op.length,
+                                        [&](std::byte* p) { src = p; });
   if (!st.ok()) {
     queue_error(h.req_id, st);
     return Status::Ok();
@@ -185,8 +188,9 @@ Status TcpSession::serve_write(const FrameHeader& h) {
   if (overlaps_queued_reads(op.addr, payload)) FARMEM_RETURN_IF_ERROR(flush());
   Status rx;
   // Receiving under the session's shared lock is safe: only this thread frees its slabs.
-  const Status st = session_->access(op.addr, op.rkey, payload,
-                                     [&](std::byte* dst) { rx = receive_into(h, dst, payload); });
+  const Status st = session_->access_as(attachment_, op.addr, op.rkey, payload, [&](std::byte* dst) {
+    rx = receive_into(h, dst, payload);
+  });
   if (!st.ok()) return reject_body(h, payload, st);
   FARMEM_RETURN_IF_ERROR(rx);
   core_.count_bytes_served(payload);
@@ -204,7 +208,42 @@ Status TcpSession::serve_control(const FrameHeader& h) {
     queue_error(h.req_id, request.status());
     return Status::Ok();
   }
+  if (request->type == MsgType::kResume) return resume(*request);
+  if (request->type == MsgType::kBye) {
+    // A clean end: no grace to wait out.
+    if (session_->attachment() == attachment_) core_.close_session(*session_);
+    session_.reset();
+    eof_ = true;
+    return Unavailable(peer_ + ": the client said goodbye");
+  }
+  if (session_->attachment() != attachment_) {
+    // Another connection RESUMEd this session: this one may do nothing more.
+    const Status gone = Unavailable("session taken over by another connection");
+    queue_error(h.req_id, gone);
+    return gone;
+  }
   queue_message(core_.handle(*session_, *request));  // the Core counts its own errors
+  return Status::Ok();
+}
+
+Status TcpSession::resume(const proto::Message& request) {
+  auto body = request.as<proto::ResumeRequest>();
+  if (!body.ok()) {
+    queue_error(request.req_id, body.status());
+    return Status::Ok();
+  }
+  auto old = core_.resume_session(*session_, *body);
+  if (!old.ok()) {
+    queue_error(request.req_id, old.status());
+    return Status::Ok();
+  }
+  // resume_session closed the session this connection opened; it serves the old one now.
+  session_ = std::move(old).value();
+  attachment_ = session_->attachment();
+  const proto::ResumeOk ok{session_->id(), static_cast<std::uint32_t>(session_->slab_count()), 0};
+  auto reply = proto::Message::of(MsgType::kResumeOk, ok);
+  reply.req_id = request.req_id;
+  queue_message(reply);
   return Status::Ok();
 }
 

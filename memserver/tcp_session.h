@@ -30,7 +30,7 @@ class TcpSession {
   /// `fd` is a connected, blocking socket that the caller owns and keeps open until run()
   /// returns. `peer` names the client in logs and in its Core session.
   TcpSession(Core& core, int fd, std::string peer);
-  ~TcpSession();  // closes the Core session: every slab it still leases is reclaimed
+  ~TcpSession();  // detaches the Core session (kept for the lease grace, then reclaimed)
   TcpSession(const TcpSession&) = delete;
   TcpSession& operator=(const TcpSession&) = delete;
 
@@ -52,6 +52,7 @@ class TcpSession {
   Status serve_write(const proto::FrameHeader& h);
   Status serve_control(const proto::FrameHeader& h);
   Status serve_unknown(const proto::FrameHeader& h);
+  Status resume(const proto::Message& request);
   Status reject_body(const proto::FrameHeader& h, std::size_t body, const Status& why);
 
   // ---- input ----
@@ -77,6 +78,7 @@ class TcpSession {
   const int fd_;
   const std::string peer_;
   std::shared_ptr<Session> session_;
+  std::uint64_t attachment_ = 0;  ///< session_'s attachment this connection serves
 
   std::vector<std::byte> rx_;
   std::size_t rx_begin_ = 0;

@@ -156,6 +156,8 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   impl->options = options;
   impl->connect.token = options.auth_token;
   impl->connect.tenant = options.auth_tenant;
+  impl->connect.resume_on_break = options.resume_sessions;
+  impl->connect.heartbeat = options.heartbeat_interval;
   impl->connect.connect_timeout = options.connect_timeout;
   impl->connect.control_timeout = options.op_timeout;
   std::vector<std::unique_ptr<transport::Connection>> conns;

@@ -35,6 +35,9 @@ Status check_runtime_options(const RuntimeOptions& o) {
     return InvalidArgument("RuntimeOptions.auth_token is " + std::to_string(o.auth_token.size()) +
                            " bytes; at most " + std::to_string(proto::kMaxSecretBytes));
   }
+  if (o.heartbeat_interval.count() < 0) {
+    return InvalidArgument("RuntimeOptions.heartbeat_interval is negative (0: no heartbeat)");
+  }
   if (o.auth_tenant.size() > proto::kMaxTenantBytes) {
     return InvalidArgument("RuntimeOptions.auth_tenant '" + o.auth_tenant + "' is " +
                            std::to_string(o.auth_tenant.size()) + " bytes; at most " +

@@ -49,6 +49,14 @@ struct RuntimeOptions {
   /// sides prove they hold it (HMAC-SHA256 challenge-response). Empty: only memservers
   /// started with --insecure serve this runtime; with a secret, such memservers are refused.
   std::string auth_token;
+  /// A tcp connection that breaks (a stall past op_timeout, a reset, a cut link) reconnects
+  /// with backoff and resumes its memserver session, whose far memory the memserver keeps
+  /// for its --lease-grace; batches in flight are sent again. Off: a broken connection's far
+  /// memory is lost to this runtime.
+  bool resume_sessions = true;
+  /// How often an idle tcp connection PINGs its memserver (with resume_sessions): it keeps
+  /// the session known to the memserver and finds a vanished one early. 0: never.
+  std::chrono::milliseconds heartbeat_interval{2000};
   /// The tenant this runtime authenticates as (at most 32 bytes; memserver --tenants FILE).
   /// Empty: the anonymous tenant of a memserver started with --token.
   std::string auth_tenant;

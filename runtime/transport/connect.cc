@@ -1,6 +1,7 @@
 #include "transport/connect.h"
 
 #include "transport/local/local.h"
+#include "transport/resume/resuming_connection.h"
 #include "transport/tcp/tcp.h"
 #include "transport/verbs/verbs.h"
 
@@ -14,7 +15,10 @@ Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectO
     if (!local_core) return InvalidArgument("'local' server requested but none was provided");
     return connect_local(std::move(local_core), options);
   }
-  if (ep.scheme == "tcp") return connect_tcp(ep, options);
+  if (ep.scheme == "tcp") {
+    if (options.resume_on_break) return connect_resuming(ep, options, options.heartbeat);
+    return connect_tcp(ep, options);
+  }
   return connect_verbs(ep, options);
 }
 

@@ -71,40 +71,56 @@ Status validate_credentials(const ConnectOptions& options) {
   return Status::Ok();
 }
 
-Status authenticate(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
-                    const proto::Nonce& client_nonce) {
+Status finish_handshake(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
+                        const proto::Nonce& client_nonce) {
   const bool required = (ok.flags & proto::kHelloAuthRequired) != 0;
-  if (!required) {
-    if (options.token.empty()) return Status::Ok();
+  SessionTicket ticket{ok.session_id, ok.resume_secret};
+  if (!required && !options.token.empty()) {
     return PermissionDenied(c.peer() +
                             ": the memserver does not authenticate (it runs --insecure) but "
                             "this client has a secret: refusing a memserver that cannot prove "
                             "it holds it");
   }
-  if (options.token.empty()) {
+  if (required && options.token.empty()) {
     return PermissionDenied(c.peer() +
                             ": the memserver requires authentication: give the tenant's "
                             "secret (RuntimeOptions::auth_token, and auth_tenant for a named "
                             "tenant)");
   }
-  FARMEM_ASSIGN_OR_RETURN(proto::Mac mine,
-                          proto::auth_proof(options.token, proto::AuthRole::kClient,
-                                            options.tenant, client_nonce, ok.server_nonce,
-                                            ok.session_id));
-  auto reply = expect(c.call(proto::Message::of(proto::MsgType::kAuth, proto::AuthProof{mine}),
-                             options.control_timeout),
-                      proto::MsgType::kAuthOk);
-  if (!reply.ok()) return reply.status().with_context(c.peer());
-  FARMEM_ASSIGN_OR_RETURN(proto::AuthProof theirs, reply->as<proto::AuthProof>());
-  FARMEM_ASSIGN_OR_RETURN(proto::Mac expected,
-                          proto::auth_proof(options.token, proto::AuthRole::kServer,
-                                            options.tenant, client_nonce, ok.server_nonce,
-                                            ok.session_id));
-  if (!proto::mac_equal(theirs.mac, expected)) {
-    return PermissionDenied(c.peer() +
-                            ": the memserver's answer to our challenge is wrong: it does not "
-                            "hold this tenant's secret (not the memserver you meant?)");
+  if (required) {
+    FARMEM_ASSIGN_OR_RETURN(proto::Mac mine,
+                            proto::auth_proof(options.token, proto::AuthRole::kClient,
+                                              options.tenant, client_nonce, ok.server_nonce,
+                                              ok.session_id));
+    auto reply = expect(c.call(proto::Message::of(proto::MsgType::kAuth, proto::AuthProof{mine}),
+                               options.control_timeout),
+                        proto::MsgType::kAuthOk);
+    if (!reply.ok()) return reply.status().with_context(c.peer());
+    FARMEM_ASSIGN_OR_RETURN(proto::AuthOk theirs, reply->as<proto::AuthOk>());
+    FARMEM_ASSIGN_OR_RETURN(proto::Mac expected,
+                            proto::auth_proof(options.token, proto::AuthRole::kServer,
+                                              options.tenant, client_nonce, ok.server_nonce,
+                                              ok.session_id));
+    if (!proto::mac_equal(theirs.mac, expected)) {
+      return PermissionDenied(c.peer() +
+                              ": the memserver's answer to our challenge is wrong: it does not "
+                              "hold this tenant's secret (not the memserver you meant?)");
+    }
+    ticket.resume_secret = theirs.resume_secret;
   }
+  if (options.resume) {
+    const proto::ResumeRequest req{options.resume->session_id, options.resume->resume_secret};
+    auto reply = expect(c.call(proto::Message::of(proto::MsgType::kResume, req),
+                               options.control_timeout),
+                        proto::MsgType::kResumeOk);
+    if (!reply.ok()) return reply.status().with_context(c.peer() + ": resuming");
+    FARMEM_ASSIGN_OR_RETURN(proto::ResumeOk resumed, reply->as<proto::ResumeOk>());
+    if (resumed.session_id != options.resume->session_id) {
+      return ProtocolError(c.peer() + ": RESUME_OK names another session");
+    }
+    ticket = *options.resume;
+  }
+  c.set_ticket(ticket);
   return Status::Ok();
 }
 

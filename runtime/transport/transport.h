@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -127,9 +128,19 @@ class MemoryRegistration {
 /// connection may still touch either: on a timeout it breaks the connection and first makes
 /// every op of the batch finish (tcp: the receiving thread fails them once shutdown() wakes
 /// it; verbs: the QP goes to error and the batch's flush completions are polled).
+/// What names a memserver session to take it over later (RESUME): its id and the secret
+/// the memserver gave only to the session's own client.
+struct SessionTicket {
+  std::uint64_t session_id = 0;
+  proto::Nonce resume_secret{};
+};
+
 class Connection {
  public:
   virtual ~Connection() = default;
+  /// The memserver session this connection serves (set by the factory's handshake).
+  const SessionTicket& ticket() const { return ticket_; }
+  void set_ticket(const SessionTicket& t) { ticket_ = t; }
 
   virtual const Capabilities& capabilities() const = 0;
   /// "tcp://127.0.0.1:7472" etc.; used in error messages.
@@ -160,6 +171,9 @@ class Connection {
     FARMEM_RETURN_IF_ERROR(post(std::span<const Op>(&op, 1), done));
     return wait(done, timeout);
   }
+
+ private:
+  SessionTicket ticket_;
 };
 
 /// What every factory needs besides the address.
@@ -170,6 +184,14 @@ struct ConnectOptions {
   std::string token;
   /// The tenant to authenticate as (<= kMaxTenantBytes); empty: the anonymous tenant.
   std::string tenant;
+  /// Take this earlier session over instead of starting anew (RESUME after the handshake;
+  /// tcp only). The connection fails with the memserver's kNotFound when it is gone.
+  std::optional<SessionTicket> resume;
+  /// tcp: reconnect and resume the session when the socket breaks, and PING every
+  /// `heartbeat` (see transport/resume/resuming_connection.h). Off: a broken connection
+  /// stays broken (the contract above).
+  bool resume_on_break = false;
+  std::chrono::milliseconds heartbeat{0};
   std::chrono::milliseconds connect_timeout{5000};     ///< for address resolution + handshake
   std::chrono::milliseconds control_timeout{5000};     ///< for control calls made by the factory
   /// One-sided backends check every op against the slabs leased on the connection before
@@ -201,11 +223,12 @@ Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
 
 /// The client's half of the handshake once the connection exists and HELLO_OK (`ok`) came
 /// back for `client_nonce`: AUTH with this tenant's proof when the memserver asks for one,
-/// and the check of the memserver's own proof. kPermissionDenied when either side cannot
-/// prove the secret, or when the two disagree on whether there is one (a client with a
-/// secret does not trust an --insecure memserver: it might be anyone).
-Status authenticate(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
-                    const proto::Nonce& client_nonce);
+/// and the check of the memserver's own proof; then RESUME when options.resume says so.
+/// Sets c's ticket. kPermissionDenied when either side cannot prove the secret, or when
+/// the two disagree on whether there is one (a client with a secret does not trust an
+/// --insecure memserver: it might be anyone).
+Status finish_handshake(Connection& c, const ConnectOptions& options, const proto::HelloOk& ok,
+                        const proto::Nonce& client_nonce);
 /// Checks the token and tenant sizes every factory accepts.
 Status validate_credentials(const ConnectOptions& options);
 

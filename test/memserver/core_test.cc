@@ -2,6 +2,10 @@
 // reclaim.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
 #include "memserver/core.h"
 #include "memserver/server.h"
 #include "memserver/tenants.h"
@@ -183,6 +187,142 @@ TEST(Core, ATenantCannotTouchFreeOrListAnotherTenantsSlabsAndSessions) {
   victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
     for (int i = 0; i < 8; ++i) EXPECT_EQ(p[i], std::byte{0x5a});
   });
+}
+
+CoreOptions with_grace(std::chrono::milliseconds grace) {
+  CoreOptions o = small();
+  o.lease_grace = grace;
+  return o;
+}
+
+void fill(Session& s, std::uint64_t attachment, const proto::SlabInfo& info, std::byte value) {
+  ASSERT_TRUE(s.access_as(attachment, info.addr, info.rkey, 64,
+                          [&](std::byte* p) { std::memset(p, static_cast<int>(value), 64); })
+                  .ok());
+}
+
+bool holds(Session& s, std::uint64_t attachment, const proto::SlabInfo& info, std::byte value) {
+  bool same = false;
+  const Status st = s.access_as(attachment, info.addr, info.rkey, 64, [&](std::byte* p) {
+    same = std::all_of(p, p + 64, [&](std::byte b) { return b == value; });
+  });
+  return st.ok() && same;
+}
+
+TEST(Core, ADetachedSessionKeepsItsSlabsForTheGraceThenIsReclaimed) {
+  Core core(with_grace(std::chrono::hours(1)));  // the reaper would take an hour: we call it
+  auto s = *test::open_session(core, "secret");
+  auto info = *core.handle(*s, alloc(4096)).as<proto::SlabInfo>();
+  core.detach_session(*s, s->attachment());
+  EXPECT_EQ(core.sessions_detached(), 1u);
+  EXPECT_EQ(core.stats().slabs, 1u);
+  EXPECT_EQ(core.stats().sessions, 1u);
+  EXPECT_EQ(core.reap_expired(std::chrono::steady_clock::now()), 0u);  // within the grace
+  EXPECT_EQ(core.reap_expired(std::chrono::steady_clock::now() + std::chrono::hours(2)), 1u);
+  EXPECT_EQ(core.stats().slabs, 0u);
+  EXPECT_EQ(core.stats().sessions, 0u);
+  EXPECT_EQ(core.sessions_expired(), 1u);
+  EXPECT_EQ(core.sessions_detached(), 0u);
+  (void)info;
+}
+
+TEST(Core, WithoutAGraceOrBeforeAuthADetachedSessionClosesAtOnce) {
+  Core none(small());
+  auto a = *test::open_session(none, "secret");
+  ASSERT_EQ(none.handle(*a, alloc(4096)).type, proto::MsgType::kSlabInfo);
+  none.detach_session(*a, a->attachment());
+  EXPECT_EQ(none.stats().slabs, 0u);
+  Core graced(with_grace(std::chrono::hours(1)));
+  auto pending = *graced.open_session(hello_of("", proto::Nonce{}), "p");  // no AUTH yet
+  graced.detach_session(*pending, pending->attachment());
+  EXPECT_EQ(graced.stats().sessions, 0u);
+}
+
+TEST(Core, ResumeTakesTheSessionOverWithItsSecretOnly) {
+  CoreOptions o = with_grace(std::chrono::hours(1));
+  o.tenants = {{"other", "other-secret", 0, 0}};
+  Core core(o);
+  proto::Nonce secret{};
+  auto s = *test::open_session(core, "secret", "", "first", &secret);
+  auto info = *core.handle(*s, alloc(4096)).as<proto::SlabInfo>();
+  const auto first = s->attachment();
+  fill(*s, first, info, std::byte{0x42});
+  core.detach_session(*s, first);
+
+  auto fresh = *test::open_session(core, "secret", "", "second");
+  proto::Nonce wrong = secret;
+  wrong[0] ^= 1;
+  EXPECT_EQ(core.resume_session(*fresh, {s->id(), wrong}).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(core.resume_session(*fresh, {s->id() + 100, secret}).status().code(),
+            StatusCode::kNotFound);
+  auto stranger = *test::open_session(core, "other-secret", "other", "stranger");
+  EXPECT_EQ(core.resume_session(*stranger, {s->id(), secret}).status().code(),
+            StatusCode::kNotFound);  // another tenant, even with the secret
+
+  auto back = core.resume_session(*fresh, {s->id(), secret});
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->get(), s.get());
+  EXPECT_EQ(core.sessions_detached(), 0u);
+  EXPECT_EQ(core.sessions_resumed(), 1u);
+  EXPECT_TRUE(holds(*s, s->attachment(), info, std::byte{0x42}));
+  // The connection before can do nothing more, and its late end changes nothing.
+  EXPECT_EQ(s->access_as(first, info.addr, info.rkey, 8, [](std::byte*) {}).code(),
+            StatusCode::kUnavailable);
+  core.detach_session(*s, first);
+  EXPECT_EQ(core.sessions_detached(), 0u);
+  EXPECT_EQ(core.stats().slabs, 1u);
+  // The fresh session is gone: two sessions remain (the resumed one and the stranger).
+  EXPECT_EQ(core.stats().sessions, 2u);
+}
+
+TEST(Core, ResumeTakesOverASessionWhoseConnectionOnlyStalled) {
+  Core core(with_grace(std::chrono::hours(1)));
+  proto::Nonce secret{};
+  auto s = *test::open_session(core, "secret", "", "stalled", &secret);
+  auto info = *core.handle(*s, alloc(4096)).as<proto::SlabInfo>();
+  const auto stalled = s->attachment();
+  auto fresh = *test::open_session(core, "secret", "", "new");
+  ASSERT_TRUE(core.resume_session(*fresh, {s->id(), secret}).ok());
+  const auto now = s->attachment();
+  EXPECT_NE(now, stalled);
+  // The stalled connection wakes up with a write in its buffer: refused, the data stays.
+  fill(*s, now, info, std::byte{0x11});
+  EXPECT_EQ(s->access_as(stalled, info.addr, info.rkey, 64,
+                         [](std::byte* p) { std::memset(p, 0x99, 64); })
+                .code(),
+            StatusCode::kUnavailable);
+  EXPECT_TRUE(holds(*s, now, info, std::byte{0x11}));
+}
+
+TEST(Core, ADetachedSessionFreesItsTenantsConnectionSlotAndResumeTakesOneBack) {
+  CoreOptions o = with_grace(std::chrono::hours(1));
+  o.token.clear();
+  o.tenants = {{"kv", "kv-secret", 0, 1}};
+  Core core(o);
+  proto::Nonce secret{};
+  auto s = *test::open_session(core, "kv-secret", "kv", "a", &secret);
+  EXPECT_EQ(test::open_session(core, "kv-secret", "kv").status().code(),
+            StatusCode::kResourceExhausted);
+  core.detach_session(*s, s->attachment());
+  auto fresh = *test::open_session(core, "kv-secret", "kv", "b");  // the freed slot
+  ASSERT_TRUE(core.resume_session(*fresh, {s->id(), secret}).ok());
+  EXPECT_EQ(test::open_session(core, "kv-secret", "kv").status().code(),
+            StatusCode::kResourceExhausted);  // the resumed session holds the one slot
+  core.close_session(*s);
+  EXPECT_TRUE(test::open_session(core, "kv-secret", "kv").ok());
+}
+
+TEST(Core, TheReaperClosesExpiredSessions) {
+  Core core(with_grace(std::chrono::milliseconds(50)));
+  auto s = *test::open_session(core, "secret");
+  ASSERT_EQ(core.handle(*s, alloc(4096)).type, proto::MsgType::kSlabInfo);
+  core.detach_session(*s, s->attachment());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (core.stats().slabs != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(core.stats().slabs, 0u);
+  EXPECT_EQ(core.sessions_expired(), 1u);
 }
 
 TEST(Tenants, FileIsCheckedStrictly) {

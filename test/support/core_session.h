@@ -28,17 +28,22 @@ inline proto::Message auth_request(memserver::Core& core, const memserver::Sessi
 inline Result<std::shared_ptr<memserver::Session>> open_session(memserver::Core& core,
                                                                 std::string_view secret,
                                                                 std::string_view tenant = "",
-                                                                std::string peer = "test") {
+                                                                std::string peer = "test",
+                                                                proto::Nonce* resume_secret = nullptr) {
   FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
   proto::Hello hello;
   hello.version = proto::kVersion;
   hello.tenant = tenant;
   hello.client_nonce = nonce;
   FARMEM_ASSIGN_OR_RETURN(auto session, core.open_session(hello, std::move(peer)));
-  if (!core.auth_required()) return session;
+  if (!core.auth_required()) {
+    if (resume_secret != nullptr) *resume_secret = core.hello_reply(*session).resume_secret;
+    return session;
+  }
   const proto::Message reply = core.handle(*session, auth_request(core, *session, secret, tenant, nonce));
   if (reply.type == proto::MsgType::kError) return reply.error_status();
-  FARMEM_ASSIGN_OR_RETURN(proto::AuthProof theirs, reply.as<proto::AuthProof>());
+  FARMEM_ASSIGN_OR_RETURN(proto::AuthOk theirs, reply.as<proto::AuthOk>());
+  if (resume_secret != nullptr) *resume_secret = theirs.resume_secret;
   const proto::HelloOk ok = core.hello_reply(*session);
   FARMEM_ASSIGN_OR_RETURN(proto::Mac expected,
                           proto::auth_proof(secret, proto::AuthRole::kServer, tenant, nonce,

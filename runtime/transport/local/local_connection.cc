@@ -85,7 +85,7 @@ Result<std::unique_ptr<Connection>> connect_local(std::shared_ptr<memserver::Cor
   if (!session.ok()) return session.status().with_context("local");
   const proto::HelloOk ok = core->hello_reply(**session);
   std::unique_ptr<Connection> conn(new LocalConnection(std::move(core), std::move(session).value()));
-  FARMEM_RETURN_IF_ERROR(authenticate(*conn, options, ok, nonce));
+  FARMEM_RETURN_IF_ERROR(finish_handshake(*conn, options, ok, nonce));
   return conn;
 }
 

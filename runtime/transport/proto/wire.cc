@@ -13,6 +13,9 @@ bool is_request(MsgType t) {
     case MsgType::kSetLabel:
     case MsgType::kListSessions:
     case MsgType::kAuth:
+    case MsgType::kResume:
+    case MsgType::kPing:
+    case MsgType::kBye:
     case MsgType::kRead:
     case MsgType::kWrite:
       return true;
@@ -42,6 +45,11 @@ std::string_view to_string(MsgType t) {
     case MsgType::kSessionList: return "SESSION_LIST";
     case MsgType::kAuth: return "AUTH";
     case MsgType::kAuthOk: return "AUTH_OK";
+    case MsgType::kResume: return "RESUME";
+    case MsgType::kResumeOk: return "RESUME_OK";
+    case MsgType::kPing: return "PING";
+    case MsgType::kPong: return "PONG";
+    case MsgType::kBye: return "BYE";
   }
   return "UNKNOWN";
 }

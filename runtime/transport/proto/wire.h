@@ -73,7 +73,12 @@ enum class MsgType : std::uint16_t {
   kListSessions = 12,  ///< payload: ListSessions
   kSessionList = 13,   ///< payload: SessionListHead, then SessionListHead::count SessionEntry
   kAuth = 14,          ///< payload: AuthProof (the client's); see transport/proto/auth.h
-  kAuthOk = 15,        ///< payload: AuthProof (the memserver's)
+  kAuthOk = 15,        ///< payload: AuthOk (the memserver's proof and the resume secret)
+  kResume = 20,        ///< payload: ResumeRequest; the connection takes over a session
+  kResumeOk = 21,      ///< payload: ResumeOk
+  kPing = 22,          ///< payload: none; a heartbeat (reply kPong)
+  kPong = 23,          ///< payload: none
+  kBye = 24,           ///< payload: none, no reply: the client ends its session on purpose
 };
 
 /// True for the request types a client may send.
@@ -110,14 +115,40 @@ struct HelloOk {
   Nonce server_nonce;            ///< fresh random bytes of the memserver's
   std::uint32_t flags;           ///< kHelloAuthRequired
   std::uint32_t reserved;
+  /// What a later connection presents to take this session over (RESUME); all zero when
+  /// AUTH is required (then AUTH_OK carries it, to whom authenticated only).
+  Nonce resume_secret;
 };
-static_assert(sizeof(HelloOk) == 48);
+static_assert(sizeof(HelloOk) == 64);
 
-/// AUTH and AUTH_OK payload.
+/// AUTH payload.
 struct AuthProof {
   Mac mac;
 };
 static_assert(sizeof(AuthProof) == 32);
+
+/// AUTH_OK payload.
+struct AuthOk {
+  Mac mac;              ///< the memserver's proof
+  Nonce resume_secret;  ///< see HelloOk::resume_secret
+};
+static_assert(sizeof(AuthOk) == 48);
+
+/// RESUME: after the handshake (and AUTH, as the same tenant), the connection takes over an
+/// earlier session of this memserver whose connection broke: its slabs, keys and label.
+/// The session this connection opened is closed (it leased nothing yet).
+struct ResumeRequest {
+  std::uint64_t session_id;
+  Nonce resume_secret;
+};
+static_assert(sizeof(ResumeRequest) == 24);
+
+struct ResumeOk {
+  std::uint64_t session_id;  ///< the session resumed
+  std::uint32_t slabs;       ///< slabs it holds
+  std::uint32_t reserved;
+};
+static_assert(sizeof(ResumeOk) == 16);
 
 struct AllocSlab {
   std::uint64_t bytes;  ///< rounded up to a multiple of chunk_bytes by the server

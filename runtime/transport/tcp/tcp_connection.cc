@@ -75,7 +75,7 @@ Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
   FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
   FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, say_hello(fd.get(), options, nonce, deadline, peer));
   std::unique_ptr<Connection> conn(new TcpConnection(std::move(fd), peer, kHelloReqId + 1));
-  FARMEM_RETURN_IF_ERROR(authenticate(*conn, options, ok, nonce));
+  FARMEM_RETURN_IF_ERROR(finish_handshake(*conn, options, ok, nonce));
   return conn;
 }
 
@@ -91,8 +91,13 @@ TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t f
 }
 
 TcpConnection::~TcpConnection() {
+  MutexLock send_lock(send_mu_);
   MutexLock lock(mu_);
   if (!broken_) {
+    // BYE: a clean end, so the memserver closes the session now instead of keeping it for a
+    // resume (its --lease-grace). Best effort: without it the grace runs out.
+    const auto bye = proto::encode(proto::Message{proto::MsgType::kBye, next_id_++, StatusCode::kOk, {}});
+    (void)::send(fd_.get(), bye.data(), bye.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     broken_ = true;
     broken_status_ = Unavailable(peer_ + ": connection closed by this client");
     ::shutdown(fd_.get(), SHUT_RDWR);

@@ -83,7 +83,7 @@ Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& e
   c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
   c->watcher_ = std::thread([conn = c.get()] { conn->watch_cm_events(); });
-  FARMEM_RETURN_IF_ERROR(authenticate(*c, options, ok, nonce));
+  FARMEM_RETURN_IF_ERROR(finish_handshake(*c, options, ok, nonce));
   log().debug("{}: connected (QP {}, inline {} B)", c->peer_, c->qp_->qp->qp_num,
               c->shape_.max_inline);
   return c;

@@ -1,0 +1,235 @@
+#include "transport/resume/resuming_connection.h"
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstring>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "common/log.h"
+#include "common/mutex.h"
+#include "common/thread_annotations.h"
+#include "transport/tcp/tcp.h"
+
+namespace farmem::transport {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr auto kBackoffFirst = std::chrono::milliseconds(10);
+constexpr auto kBackoffMost = std::chrono::milliseconds(500);
+
+/// The socket broke: the code a connection gives when it is no longer usable (see the
+/// contract in transport.h).
+bool broke(const Status& st) {
+  return st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut ||
+         st.code() == StatusCode::kIoError;
+}
+
+/// Nothing listens at the address: the memserver is not there (connect_to's ECONNREFUSED).
+bool refused(const Status& st) {
+  return st.code() == StatusCode::kUnavailable &&
+         st.message().find(std::strerror(ECONNREFUSED)) != std::string::npos;
+}
+
+class ResumingConnection final : public Connection {
+ public:
+  ResumingConnection(Endpoint endpoint, ConnectOptions options, std::unique_ptr<Connection> first,
+                     std::chrono::milliseconds heartbeat)
+      : endpoint_(std::move(endpoint)),
+        options_(std::move(options)),
+        peer_(first->peer()),
+        caps_(first->capabilities()),
+        heartbeat_(heartbeat),
+        inner_(std::move(first)) {
+    set_ticket(inner_->ticket());
+    if (heartbeat_.count() > 0) pinger_ = std::thread([this] { ping_loop(); });
+  }
+  ~ResumingConnection() override {
+    if (pinger_.joinable()) {
+      {
+        MutexLock lock(stop_mu_);
+        stop_ = true;
+      }
+      stop_cv_.notify_all();
+      pinger_.join();
+    }
+  }
+
+  const Capabilities& capabilities() const override { return caps_; }
+  const std::string& peer() const override { return peer_; }
+
+  Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
+                                                              std::size_t length) override {
+    // tcp's registrations are plain (no key, nothing tied to the socket): they outlive it.
+    return plain_registration(addr, length);
+  }
+
+  Status post(std::span<const Op> ops, Completion& done) override {
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    FARMEM_ASSIGN_OR_RETURN(std::shared_ptr<Connection> conn, usable(deadline));
+    Status st = conn->post(ops, done);
+    if (broke(st)) {
+      FARMEM_ASSIGN_OR_RETURN(conn, reconnect(conn, deadline));
+      st = conn->post(ops, done);
+    }
+    if (!st.ok()) return st;
+    MutexLock lock(mu_);
+    in_flight_[&done] = InFlight{std::vector<Op>(ops.begin(), ops.end()), std::move(conn)};
+    return Status::Ok();
+  }
+
+  Status wait(Completion& done, std::chrono::nanoseconds timeout) override {
+    const auto deadline = Clock::now() + timeout;
+    InFlight f;
+    {
+      MutexLock lock(mu_);
+      auto it = in_flight_.find(&done);
+      if (it == in_flight_.end()) return Internal(peer_ + ": wait() on a batch never posted");
+      f = std::move(it->second);
+      in_flight_.erase(it);
+    }
+    // Bounded by the deadline: every round waits, reconnects or gives up before it.
+    for (;;) {
+      const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
+      Status st = f.conn->wait(done, left);
+      if (!broke(st)) return st;
+      if (Clock::now() >= deadline) return st;
+      auto conn = reconnect(f.conn, deadline);
+      if (!conn.ok()) return conn.status();
+      f.conn = std::move(conn).value();
+      // The batch is over on the old socket (wait returned): post it again, whole.
+      if (Status again = f.conn->post(f.ops, done); !again.ok()) {
+        if (!broke(again)) return again;
+        continue;  // broke at once: its wait reports it, and the loop reconnects
+      }
+      resent_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  Result<proto::Message> call(proto::Message request, std::chrono::nanoseconds timeout) override {
+    const auto deadline = Clock::now() + timeout;
+    FARMEM_ASSIGN_OR_RETURN(std::shared_ptr<Connection> conn, usable(deadline));
+    auto reply = conn->call(request, timeout);
+    if (reply.ok() || !broke(reply.status()) || Clock::now() >= deadline) return reply;
+    FARMEM_ASSIGN_OR_RETURN(conn, reconnect(conn, deadline));
+    const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
+    return conn->call(std::move(request), left);
+  }
+
+ private:
+  struct InFlight {
+    std::vector<Op> ops;
+    std::shared_ptr<Connection> conn;
+  };
+
+  /// The current connection, or a new one when the last broke without being replaced.
+  Result<std::shared_ptr<Connection>> usable(Clock::time_point deadline) {
+    std::shared_ptr<Connection> conn;
+    {
+      MutexLock lock(mu_);
+      if (!lost_.ok()) return lost_;
+      conn = inner_;
+    }
+    if (conn) return conn;
+    return reconnect(nullptr, deadline);
+  }
+
+  /// Replaces `broken` (unless another thread did already) by a connection that resumed the
+  /// session; retries with backoff until `deadline`.
+  Result<std::shared_ptr<Connection>> reconnect(const std::shared_ptr<Connection>& broken,
+                                                Clock::time_point deadline)
+      FARMEM_EXCLUDES(mu_) {
+    MutexLock serial(reconnect_mu_);
+    {
+      MutexLock lock(mu_);
+      if (!lost_.ok()) return lost_;
+      if (inner_ && inner_ != broken) return inner_;  // someone else resumed it meanwhile
+      inner_.reset();  // broken: the next caller reconnects too
+    }
+    ConnectOptions o = options_;
+    o.resume = ticket();
+    auto backoff = kBackoffFirst;
+    Status last = TimedOut(peer_ + ": could not reconnect and resume before the deadline");
+    // Bounded by the deadline.
+    while (Clock::now() < deadline) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      o.connect_timeout = std::max(std::chrono::milliseconds(1), std::min(options_.connect_timeout, left));
+      o.control_timeout = o.connect_timeout;
+      auto fresh = connect_tcp(endpoint_, o);
+      if (fresh.ok()) {
+        std::shared_ptr<Connection> conn = std::move(fresh).value();
+        resumes_.fetch_add(1, std::memory_order_relaxed);
+        log().info("{}: session {} resumed on a new connection", peer_, ticket().session_id);
+        MutexLock lock(mu_);
+        inner_ = conn;
+        return conn;
+      }
+      last = fresh.status();
+      if (refused(last) || last.code() == StatusCode::kNotFound ||
+          last.code() == StatusCode::kPermissionDenied) {
+        // Nobody listens (the memserver died), or it no longer has the session: its far
+        // memory is gone, and trying again cannot bring it back.
+        const Status gone = Unavailable(peer_ + ": session " + std::to_string(ticket().session_id) +
+                                        " cannot be resumed: " + last.to_string());
+        log().warn("{}", gone.to_string());
+        MutexLock lock(mu_);
+        lost_ = gone;
+        return gone;
+      }
+      const auto nap = std::min<Clock::duration>(backoff, deadline - Clock::now());
+      if (nap > Clock::duration::zero()) std::this_thread::sleep_for(nap);
+      backoff = std::min(backoff * 2, kBackoffMost);
+    }
+    return last.code() == StatusCode::kTimedOut ? last : TimedOut(peer_ + ": " + last.to_string());
+  }
+
+  void ping_loop() {
+    // Bounded: ends when the destructor sets stop_.
+    UniqueLock lock(stop_mu_);
+    while (!stop_) {
+      lock.wait_for(stop_cv_, heartbeat_);
+      if (stop_) break;
+      lock.unlock();
+      proto::Message ping;
+      ping.type = proto::MsgType::kPing;
+      // A memserver that does not answer within the op deadline broke the connection: the
+      // call reconnects and resumes (or finds the session lost) before the next access.
+      (void)call(std::move(ping), options_.control_timeout);
+      lock.lock();
+    }
+  }
+
+  const Endpoint endpoint_;
+  const ConnectOptions options_;
+  const std::string peer_;
+  const Capabilities caps_;
+  const std::chrono::milliseconds heartbeat_;
+
+  Mutex reconnect_mu_ FARMEM_ACQUIRED_BEFORE(mu_);  ///< one reconnection at a time
+  Mutex mu_;
+  std::shared_ptr<Connection> inner_ FARMEM_GUARDED_BY(mu_);  ///< null: broke, not replaced
+  Status lost_ FARMEM_GUARDED_BY(mu_);                        ///< not ok: the session is gone
+  std::unordered_map<Completion*, InFlight> in_flight_ FARMEM_GUARDED_BY(mu_);
+  std::atomic<std::uint64_t> resumes_{0};
+  std::atomic<std::uint64_t> resent_{0};
+
+  Mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ FARMEM_GUARDED_BY(stop_mu_) = false;
+  std::thread pinger_;  // last: starts once everything above exists
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Connection>> connect_resuming(const Endpoint& endpoint,
+                                                     const ConnectOptions& options,
+                                                     std::chrono::milliseconds heartbeat) {
+  FARMEM_ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, connect_tcp(endpoint, options));
+  return std::unique_ptr<Connection>(
+      new ResumingConnection(endpoint, options, std::move(first), heartbeat));
+}
+
+}  // namespace farmem::transport
