@@ -3,6 +3,7 @@
 // and the in-process ("local") transport all drive one Core.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -151,6 +152,26 @@ class Core {
   /// lock (alloc_slab).
   Mutex key_mu_;
   std::uint64_t key_state_ FARMEM_GUARDED_BY(key_mu_);
+
+  // ---- TCP connections refused or closed by the listener (tcp_listener.cc counts them,
+  // ---- metrics.cc reads them). Apart from the rest: nothing above depends on it.
+ public:
+  enum class Refusal : std::uint8_t {
+    kGlobalLimit,   ///< refused: --max-connections reached
+    kPerHostLimit,  ///< refused: --max-connections-per-host reached by its source address
+    kIdleTimeout,   ///< closed: no frame for --idle-timeout
+    kFrameTimeout,  ///< closed: a frame started and not finished within --frame-timeout
+  };
+  static constexpr std::size_t kRefusalKinds = 4;
+  void count_refusal(Refusal why) {
+    refusals_[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+  }
+  std::uint64_t refusals(Refusal why) const {
+    return refusals_[static_cast<std::size_t>(why)].load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kRefusalKinds> refusals_{};
 };
 
 }  // namespace farmem::memserver
