@@ -5,13 +5,15 @@
 // blocking-style code that receives WRITE payloads straight into slab memory and sends READ
 // replies straight from it (writev of slab iovecs); a state machine would have to split every
 // one of those calls into resumable steps. Instead a session is served in *turns* on a worker
-// and *parked* in between: replies flushed, nothing but its socket and (mid-frame) the part
-// of a frame it received. Parked sessions wait in one epoll set (EPOLLONESHOT, so exactly one
-// worker owns a session at a time); the poll thread hands readable ones to the workers. A
-// turn ends when the client has nothing more to say (after a short linger when no other
+// and *parked* in between: its socket, (mid-frame) the part of a frame it received, and
+// (when the client does not read) the replies it has yet to take. Parked sessions wait in one
+// epoll set (EPOLLONESHOT, so exactly one worker owns a session at a time) for EPOLLIN, or
+// EPOLLOUT when replies wait; the poll thread hands ready ones to the workers. A turn ends
+// when the client has nothing more to say or take (after a short linger when no other
 // connection waits), or after kTurnFrames frames or kTurnTime, so a busy client cannot starve
-// the others when there are more busy clients than workers. Idle connections therefore cost
-// no thread, and after kTrimAfter not even their 64 KiB receive buffer.
+// the others when there are more busy clients than workers, and a client that stops reading
+// holds no worker. Idle connections therefore cost no thread, and after kTrimAfter not even
+// their 64 KiB receive buffer.
 //
 // The poll thread also sweeps all connections every sweep_interval_: it closes the ones past
 // the handshake, idle or frame timeouts (a worker sends the kError and frees the slabs) and
@@ -105,6 +107,8 @@ struct Conn {
   bool trimmed = false;      ///< buffers freed while parked
   std::optional<Status> close_why;  ///< set: the next turn only closes it, sending this
   // Copied from the session at the end of each turn, for the sweep.
+  bool wants_output = false;  ///< parked on a client that does not read its replies
+  Clock::time_point output_progress;
   bool mid_frame = false;
   Clock::time_point frame_started;
   Clock::time_point last_input;
@@ -345,7 +349,8 @@ void TcpListenerImpl::sweep(Clock::time_point now) {
       }
       if (c->state != State::kWaiting) continue;  // checked at the end of its turn
       if (expire_locked(*c, now)) continue;
-      if (!c->mid_frame && !c->trimmed && now - c->parked_at >= kTrimAfter) {
+      const bool idle = !c->mid_frame && !c->wants_output;
+      if (idle && !c->trimmed && now - c->parked_at >= kTrimAfter) {
         c->session->trim();
         c->trimmed = true;
         ++trimmed;
@@ -435,6 +440,8 @@ void TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handsh
     if (outcome == TcpSession::Outcome::kEnded || stopping_.load()) {
       gone = remove_locked(*c);
     } else {
+      c->wants_output = c->session->wants_output();
+      c->output_progress = c->session->output_progress();
       c->mid_frame = c->session->mid_frame();
       c->frame_started = c->session->frame_started();
       c->last_input = c->session->last_input();
@@ -462,7 +469,15 @@ void TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handsh
 // Closes an opened connection (parked, or just back from its turn) that is past a timeout;
 // true when it did.
 bool TcpListenerImpl::expire_locked(Conn& c, Clock::time_point now) {
-  using std::chrono::milliseconds;
+  if (c.wants_output) {
+    // The client's input waits behind its replies: only their stall counts.
+    if (now - c.output_progress < kReplyStallTimeout) return false;
+    close_locked(c, TimedOut("took no reply byte for " +
+                             seconds_text(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 kReplyStallTimeout))),
+                 std::nullopt);
+    return true;
+  }
   if (c.mid_frame) {
     if (options_.frame_timeout.count() == 0 || now - c.frame_started < options_.frame_timeout) {
       return false;
@@ -509,7 +524,7 @@ void TcpListenerImpl::enqueue_locked(Conn& c) {
 
 Status TcpListenerImpl::arm_locked(const Conn& c, int op) {
   epoll_event ev{};
-  ev.events = EPOLLIN | EPOLLONESHOT;
+  ev.events = (c.wants_output ? EPOLLOUT : EPOLLIN) | EPOLLONESHOT;
   ev.data.u64 = c.id;
   if (::epoll_ctl(epoll_fd_.get(), op, c.fd.get(), &ev) != 0) {
     return net::errno_status(errno, "epoll_ctl", c.host);

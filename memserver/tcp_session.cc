@@ -24,9 +24,6 @@ static_assert(kRxBufferBytes >= kHeaderBytes + proto::kMaxControlPayload,
               "a whole control frame must fit the receive buffer");
 // Reply pieces queued before a forced flush: IOV_MAX, the most one writev takes.
 constexpr std::size_t kMaxTxPieces = 1024;
-// A client that stops reading its replies for this long is dropped rather than holding a
-// server thread forever.
-constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 // A session closed by the listener (a timeout) gets its kError only if it can be written this
 // fast: the client may have stopped reading, and a worker must not wait on it.
 constexpr auto kFarewellTimeout = std::chrono::milliseconds(100);
@@ -55,8 +52,8 @@ void TcpSession::ensure_buffers() {
 }
 
 void TcpSession::trim() {
-  FARMEM_DCHECK(!mid_frame() && avail() == 0 && pieces_.empty());
-  if (mid_frame() || avail() != 0 || !pieces_.empty()) return;
+  FARMEM_DCHECK(!mid_frame() && avail() == 0 && pieces_.empty() && !wants_output());
+  if (mid_frame() || avail() != 0 || !pieces_.empty() || wants_output()) return;
   rx_.reset();
   rx_cap_ = 0;
   rx_begin_ = rx_end_ = 0;
@@ -84,10 +81,11 @@ TcpSession::Outcome TcpSession::serve(const Turn& turn) {
   FARMEM_DCHECK(session_ != nullptr);
   ensure_buffers();
   parked_ = false;
+  serving_ = true;
   linger_ = turn.linger;
   turn_end_ = net::deadline_after(turn.max_time);
-  Status st = Status::Ok();
-  if (body_) {
+  Status st = flush();  // the replies a parked turn left, first
+  if (st.ok() && body_) {
     st = continue_body();
     if (st.ok()) begin_frame();
   }
@@ -96,20 +94,33 @@ TcpSession::Outcome TcpSession::serve(const Turn& turn) {
   while (st.ok()) {
     if (frames >= turn.max_frames || net::Clock::now() >= turn_end_) {
       st = flush();
-      if (st.ok()) return Outcome::kYield;
+      if (st.ok()) {
+        serving_ = false;
+        return Outcome::kYield;
+      }
       break;
     }
     st = serve_one();
     if (st.ok()) begin_frame();
     ++frames;
   }
+  serving_ = false;
   if (parked_) return Outcome::kParked;
   finish(st);
   return Outcome::kEnded;
 }
 
 void TcpSession::close_for(const Status& why) {
-  FARMEM_DCHECK(pieces_.empty());
+  FARMEM_DCHECK(!serving_);
+  if (wants_output() || !pieces_.empty()) {
+    // Replies are half sent: a kError now would land inside one. Just close.
+    log().debug("{}: closed: {} (replies pending)", peer_, why.to_string());
+    if (session_) {
+      core_.close_session(*session_);
+      session_.reset();
+    }
+    return;
+  }
   std::uint64_t req_id = 0;
   if (body_) {
     req_id = body_->h.req_id;
@@ -232,7 +243,6 @@ Status TcpSession::serve_write(const FrameHeader& h) {
                        ProtocolError("WRITE announces " + std::to_string(op.length) +
                                      " bytes but carries " + std::to_string(payload)));
   }
-  if (overlaps_queued_reads(op.addr, payload)) FARMEM_RETURN_IF_ERROR(flush());
   body_ = Body{h, kDataOpFrame, op.addr, op.rkey, payload, 0, std::nullopt};
   return continue_body();
 }
@@ -242,6 +252,11 @@ Status TcpSession::serve_write(const FrameHeader& h) {
 Status TcpSession::continue_body() {
   FARMEM_DCHECK(body_.has_value());
   Body& b = *body_;
+  // Before the payload overwrites slab bytes that queued READ replies still have to send. A
+  // flush that parks leaves body_ as it is: the next turn comes back here.
+  if (!b.reject && b.done == 0 && overlaps_queued_reads(b.addr, b.total)) {
+    FARMEM_RETURN_IF_ERROR(flush());
+  }
   if (!b.reject) {
     Status rx;
     // Receiving under the session's shared lock is safe: only this thread frees its slabs.
@@ -333,7 +348,7 @@ Status TcpSession::await_input(net::Deadline deadline) {
   if (deadline != net::kNoDeadline) {
     return net::wait_ready(fd_, POLLIN, deadline, peer_).status();
   }
-  FARMEM_RETURN_IF_ERROR(flush());  // a parked session has no reply queued
+  FARMEM_RETURN_IF_ERROR(flush());  // an input-parked session has no reply queued
   const net::Deadline until = std::min(net::deadline_after(linger_), turn_end_);
   if (net::Clock::now() < until) {
     auto ready = net::wait_ready(fd_, POLLIN, until, peer_);
@@ -466,25 +481,67 @@ bool TcpSession::overlaps_queued_reads(std::uint64_t addr, std::uint64_t len) co
   return addr < read_hi_ && read_lo_ < addr + len;
 }
 
-Status TcpSession::flush() { return flush_by(net::kNoDeadline); }
+// Sends the queued replies. Outside a turn (handshake, the session's end) it blocks until
+// they are out or the client takes no byte for kReplyStallTimeout. In a turn it never waits
+// more than linger_: a client that does not take its replies parks the session with the
+// rest in tx_left_ (parked_ set, an error returned), and the next turn sends them first.
+Status TcpSession::flush() {
+  if (!serving_) return flush_by(net::kNoDeadline);
+  if (tx_left_.empty()) {
+    if (pieces_.empty()) return Status::Ok();
+    stage_output();
+  }
+  // Bounded: every round sends bytes, or waits at most until the linger ends and parks.
+  while (!tx_left_.empty()) {
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(fd_, tx_left_, false, peer_));
+    if (r.bytes > 0) {
+      tx_left_ = net::advance_iov(tx_left_, r.bytes);
+      output_progress_ = net::Clock::now();
+      continue;
+    }
+    const net::Deadline until = std::min(net::deadline_after(linger_), turn_end_);
+    if (net::Clock::now() < until) {
+      auto ready = net::wait_ready(fd_, POLLOUT, until, peer_);
+      if (ready.ok()) continue;
+      if (ready.status().code() != StatusCode::kTimedOut) return ready.status();
+    }
+    parked_ = true;
+    return Unavailable(peer_ + ": parked until the client reads its replies");
+  }
+  reset_output();
+  return Status::Ok();
+}
 
-// Sends every queued reply: by `deadline`, or (kNoDeadline) giving up only when the client
-// takes no byte for kReplyStallTimeout.
+// Sends the queued replies (what is left of them) by `deadline`, or (kNoDeadline) giving up
+// only when the client takes no byte for kReplyStallTimeout.
 Status TcpSession::flush_by(net::Deadline deadline) {
-  if (pieces_.empty()) return Status::Ok();
+  if (tx_left_.empty()) {
+    if (pieces_.empty()) return Status::Ok();
+    stage_output();
+  }
+  const Status st = deadline == net::kNoDeadline
+                        ? net::writev_unless_stalled(fd_, tx_left_, kReplyStallTimeout, peer_)
+                        : net::writev_full(fd_, tx_left_, deadline, peer_);
+  reset_output();
+  return st;
+}
+
+void TcpSession::stage_output() {
   tx_iov_.clear();
   for (const Piece& p : pieces_) {
     const std::byte* base = p.ext != nullptr ? p.ext : tx_bytes_.data() + p.off;
     tx_iov_.push_back({const_cast<std::byte*>(base), p.len});
   }
-  const Status st = deadline == net::kNoDeadline
-                        ? net::writev_unless_stalled(fd_, tx_iov_, kReplyStallTimeout, peer_)
-                        : net::writev_full(fd_, tx_iov_, deadline, peer_);
+  tx_left_ = tx_iov_;
+  output_progress_ = net::Clock::now();
+}
+
+void TcpSession::reset_output() {
+  tx_left_ = {};
   pieces_.clear();
   tx_bytes_.clear();
   read_lo_ = UINTPTR_MAX;
   read_hi_ = 0;
-  return st;
 }
 
 }  // namespace farmem::memserver

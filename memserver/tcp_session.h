@@ -2,12 +2,14 @@
 // hands it to one worker thread at a time, and touches it (trim(), the timeouts' getters)
 // only while no worker holds it.
 //
-// Between turns on a worker the session is *parked*: its replies are flushed and it waits for
-// the socket to become readable, either between frames (idle) or with part of a frame
-// received (mid-frame: header bytes in rx_, or a WRITE body partly in slab memory, body_).
-// Within a turn, input is read without blocking; when the socket runs dry the session waits
-// at most `linger` for more (so a client in a request-reply loop stays on its worker) and
-// then parks.
+// Between turns on a worker the session is *parked*: it waits for the socket to become
+// readable, either between frames (idle) or with part of a frame received (mid-frame: header
+// bytes in rx_, or a WRITE body partly in slab memory, body_), its replies flushed; or, when
+// the client does not take its replies, for the socket to become writable, with the rest of
+// them kept (wants_output()). Within a turn, nothing blocks for long: when the socket runs
+// dry (or full) the session waits at most `linger` and then parks. Queued READ replies point
+// into slabs while parked too: only this session's own requests could free those, and it
+// reads none until its replies are out.
 //
 // Requests are read into a user-space buffer; every complete frame in it is handled and its
 // reply queued; the queued replies go out with one writev once no complete frame remains.
@@ -27,6 +29,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -41,6 +44,9 @@ namespace farmem::memserver {
 // long after being accepted. A client that connects must speak promptly; a silent one must
 // not hold a connection slot.
 inline constexpr auto kHelloTimeout = std::chrono::seconds(10);
+// A client that takes no byte of its replies for this long is dropped rather than holding a
+// worker (or, parked, a connection slot and its replies) forever.
+inline constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 
 class TcpSession {
  public:
@@ -71,6 +77,12 @@ class TcpSession {
   Outcome serve(const Turn& turn);
 
   const std::string& peer() const { return peer_; }
+
+  /// Whether the session parked because the client does not take its replies (it then
+  /// waits for the socket to become writable; the input side waits meanwhile).
+  bool wants_output() const { return !tx_left_.empty(); }
+  /// When the client last took reply bytes (wants_output() only).
+  net::Clock::time_point output_progress() const { return output_progress_; }
 
   /// Whether the parked session has received part of a frame.
   bool mid_frame() const { return frame_start_ != kNever; }
@@ -142,6 +154,8 @@ class TcpSession {
   bool overlaps_queued_reads(std::uint64_t addr, std::uint64_t len) const;
   Status flush();
   Status flush_by(net::Deadline deadline);
+  void stage_output();
+  void reset_output();
 
   Core& core_;
   const int fd_;
@@ -165,6 +179,9 @@ class TcpSession {
   std::vector<Piece> pieces_;
   std::vector<std::byte> tx_bytes_;
   std::vector<iovec> tx_iov_;
+  std::span<iovec> tx_left_;  ///< what tx_iov_ still has to send (a turn parked on output)
+  net::Clock::time_point output_progress_{};
+  bool serving_ = false;      ///< in serve(): flush() parks instead of blocking
   std::uintptr_t read_lo_ = UINTPTR_MAX;  ///< slab range covered by queued READ replies
   std::uintptr_t read_hi_ = 0;
 };

@@ -378,5 +378,43 @@ TEST(TcpLimits, ABusyClientYieldsItsWorkerToOthers) {
   EXPECT_FALSE(busy_failed.load());
 }
 
+TEST(TcpLimits, AClientThatDoesNotReadItsRepliesHoldsNoWorker) {
+  memserver::TcpListenerOptions o;
+  o.workers = 1;
+  auto server = serve(o);
+  ASSERT_NE(server, nullptr);
+  Raw hog(server->tcp_port());
+  hog.hello();
+  hog.send_body(MsgType::kAllocSlab, 2, proto::AllocSlab{kChunk});
+  auto info = hog.read_frame();
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  auto slab = info->as<proto::SlabInfo>();
+  ASSERT_TRUE(slab.ok()) << slab.status().to_string();
+  // 128 MiB of READ replies asked for and none read: far beyond what the sockets buffer.
+  constexpr std::uint64_t kReads = 64;
+  for (std::uint64_t i = 0; i < kReads; ++i) {
+    hog.send_body(MsgType::kRead, 10 + i,
+                  proto::DataOp{slab->addr, slab->rkey, static_cast<std::uint32_t>(kChunk)});
+  }
+  // The only worker is free for others: a new client connects and is answered.
+  auto other = connect(url_of(*server));
+  ASSERT_TRUE(other.ok()) << other.status().to_string();
+  for (int i = 0; i < 5; ++i) {
+    const auto st = transport::server_stats(**other, 2s);
+    ASSERT_TRUE(st.ok()) << "request " << i << ": " << st.status().to_string();
+  }
+  // And the hog still gets its replies, in order, once it reads.
+  std::vector<std::byte> payload(kChunk);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    proto::FrameHeader h{};
+    const auto deadline = net::deadline_after(kTimeout);
+    ASSERT_TRUE(net::read_full(hog.fd(), &h, sizeof h, deadline, "hog").ok());
+    EXPECT_EQ(static_cast<MsgType>(h.type), MsgType::kReadData);
+    EXPECT_EQ(h.req_id, 10 + i);
+    ASSERT_EQ(h.length, kChunk);
+    ASSERT_TRUE(net::read_full(hog.fd(), payload.data(), h.length, deadline, "hog").ok());
+  }
+}
+
 }  // namespace
 }  // namespace farmem
