@@ -18,8 +18,9 @@
 // The poll thread also sweeps all connections every sweep_interval_: it closes the ones past
 // the handshake, idle or frame timeouts (a worker sends the kError and frees the slabs) and
 // trims idle buffers. The handshake (TcpSession::open) still blocks its worker, within
-// kHelloTimeout; at most half the workers run handshakes at once, so connections that dribble
-// a HELLO cannot take every worker, and one that overruns is shut down by the sweep.
+// kHelloTimeout, but starts only once the whole HELLO frame is in the socket; at most half
+// the workers run handshakes at once, so clients slow to answer a challenge cannot take
+// every worker, and one that overruns is shut down by the sweep.
 //
 // Limits: max_connections in all, max_connections_per_host per source address; refusals and
 // timeouts are counted in the Core (metrics) and logged at most kRejectionLogsPerSecond lines
@@ -29,6 +30,7 @@
 #include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -119,6 +121,23 @@ struct Conn {
 std::string host_of(const std::string& peer) {
   const auto colon = peer.rfind(':');
   return colon == std::string::npos ? peer : peer.substr(0, colon);
+}
+
+// Whether a connection's first frame (its HELLO) has fully arrived, or it sent something the
+// handshake rejects at once (a bad magic, an oversized frame), or closed: only then does a
+// worker run its handshake, which therefore does not wait on a client that dribbles its
+// HELLO (such a client costs only its slot, until kHelloTimeout). MSG_PEEK leaves the bytes
+// for the handshake.
+bool first_frame_ready(int fd) {
+  proto::FrameHeader h{};
+  const ssize_t n = ::recv(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  if (n == 0) return true;  // EOF: the handshake reports it
+  if (static_cast<std::size_t>(n) < sizeof h) return false;
+  if (h.magic != proto::kMagic || h.length > proto::kMaxControlPayload) return true;
+  int queued = 0;
+  if (::ioctl(fd, FIONREAD, &queued) != 0) return true;
+  return static_cast<std::size_t>(queued) >= sizeof h + h.length;
 }
 
 std::string seconds_text(std::chrono::milliseconds d) {
@@ -324,7 +343,12 @@ void TcpListenerImpl::on_readable(std::uint64_t id) {
   const auto it = conns_.find(id);
   // A connection already closed or taken off the epoll set by the sweep: a stale event.
   if (it == conns_.end() || it->second->state != State::kWaiting) return;
-  enqueue_locked(*it->second);
+  Conn& c = *it->second;
+  if (!c.opened && !first_frame_ready(c.fd.get())) {
+    // Part of a HELLO: wait for the rest here (the sweep enforces kHelloTimeout).
+    if (Status st = arm_locked(c, EPOLL_CTL_MOD); st.ok()) return;
+  }
+  enqueue_locked(c);
 }
 
 void TcpListenerImpl::sweep(Clock::time_point now) {

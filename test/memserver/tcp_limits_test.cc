@@ -378,6 +378,27 @@ TEST(TcpLimits, ABusyClientYieldsItsWorkerToOthers) {
   EXPECT_FALSE(busy_failed.load());
 }
 
+TEST(TcpLimits, HalfAHelloHoldsNoWorker) {
+  memserver::TcpListenerOptions o;
+  o.workers = 1;
+  auto server = serve(o);
+  ASSERT_NE(server, nullptr);
+  // Connections that start a HELLO and stall: each would hold the only worker for the
+  // handshake timeout (10 s) if its handshake started at the first byte.
+  std::vector<std::unique_ptr<Raw>> slow;
+  const auto h = proto::make_header(MsgType::kHello, 1, 64);
+  for (int i = 0; i < 3; ++i) {
+    slow.push_back(std::make_unique<Raw>(server->tcp_port()));
+    slow.back()->send_bytes(&h, i == 0 ? 10 : sizeof h);  // half a header; a header, no body
+  }
+  transport::ConnectOptions co;
+  co.token = test::kToken;
+  co.connect_timeout = 2s;
+  auto conn = transport::connect(url_of(*server), co);
+  ASSERT_TRUE(conn.ok()) << conn.status().to_string();
+  EXPECT_TRUE(transport::server_stats(**conn, kTimeout).ok());
+}
+
 TEST(TcpLimits, AClientThatDoesNotReadItsRepliesHoldsNoWorker) {
   memserver::TcpListenerOptions o;
   o.workers = 1;
