@@ -27,6 +27,10 @@ constexpr std::size_t kMaxTxPieces = 1024;
 // A session closed by the listener (a timeout) gets its kError only if it can be written this
 // fast: the client may have stopped reading, and a worker must not wait on it.
 constexpr auto kFarewellTimeout = std::chrono::milliseconds(100);
+// A session that ends gets this long to take its last replies (often the kError that says
+// why): its worker waits meanwhile, so not the whole kReplyStallTimeout, which a client could
+// otherwise claim by asking for large READs and then sending garbage without reading.
+constexpr auto kLastRepliesTimeout = std::chrono::seconds(1);
 
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
@@ -143,7 +147,7 @@ void TcpSession::close_for(const Status& why) {
 // The end of a session: delivers what is queued (often the kError that explains why it
 // ends) and returns its slabs.
 void TcpSession::finish(const Status& st) {
-  const Status last = flush();
+  const Status last = flush_by(net::deadline_after(kLastRepliesTimeout));
   if (eof_ && st.code() == StatusCode::kUnavailable) {
     log().debug("{}: disconnected", peer_);
   } else {

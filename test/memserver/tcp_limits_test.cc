@@ -425,6 +425,7 @@ TEST(TcpLimits, AClientThatDoesNotReadItsRepliesHoldsNoWorker) {
     ASSERT_TRUE(st.ok()) << "request " << i << ": " << st.status().to_string();
   }
   // And the hog still gets its replies, in order, once it reads.
+  // (TcpLimits.AClientThatEndsWithoutReadingHoldsNoWorker covers the session's end.)
   std::vector<std::byte> payload(kChunk);
   for (std::uint64_t i = 0; i < 3; ++i) {
     proto::FrameHeader h{};
@@ -435,6 +436,42 @@ TEST(TcpLimits, AClientThatDoesNotReadItsRepliesHoldsNoWorker) {
     ASSERT_EQ(h.length, kChunk);
     ASSERT_TRUE(net::read_full(hog.fd(), payload.data(), h.length, deadline, "hog").ok());
   }
+}
+
+TEST(TcpLimits, AClientThatEndsWithoutReadingHoldsNoWorker) {
+  memserver::TcpListenerOptions o;
+  o.workers = 1;
+  auto server = serve(o);
+  ASSERT_NE(server, nullptr);
+  Raw hog(server->tcp_port());
+  hog.hello();
+  hog.send_body(MsgType::kAllocSlab, 2, proto::AllocSlab{kChunk});
+  auto info = hog.read_frame();
+  ASSERT_TRUE(info.ok()) << info.status().to_string();
+  auto slab = info->as<proto::SlabInfo>();
+  ASSERT_TRUE(slab.ok()) << slab.status().to_string();
+  // 128 MiB of READs and then a frame that ends the session, all in one write, none read:
+  // the session ends with its replies queued, and its last flush must not wait for them long.
+  std::vector<std::byte> burst;
+  auto put = [&](const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    burst.insert(burst.end(), b, b + n);
+  };
+  for (std::uint64_t i = 0; i < 64; ++i) {
+    const auto h = proto::make_header(MsgType::kRead, 10 + i, sizeof(proto::DataOp));
+    const proto::DataOp op{slab->addr, slab->rkey, static_cast<std::uint32_t>(kChunk)};
+    put(&h, sizeof h);
+    put(&op, sizeof op);
+  }
+  auto bad = proto::make_header(MsgType::kStats, 99, 0);
+  bad.magic ^= 1;
+  put(&bad, sizeof bad);
+  hog.send_bytes(burst.data(), burst.size());
+  const auto start = net::Clock::now();
+  auto other = connect(url_of(*server));  // needs the only worker for its handshake
+  ASSERT_TRUE(other.ok()) << other.status().to_string();
+  EXPECT_TRUE(transport::server_stats(**other, kTimeout).ok());
+  EXPECT_LT(net::Clock::now() - start, 4s);
 }
 
 }  // namespace
