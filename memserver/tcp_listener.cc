@@ -166,7 +166,7 @@ class TcpListenerImpl final : public TcpListener {
   Conn* pop_locked() FARMEM_REQUIRES(mu_);
   TcpSession::Outcome take_turn(Conn& c, const std::optional<Status>& close_why,
                                 bool handshake);
-  void end_turn(Conn* c, TcpSession::Outcome outcome, bool handshake) FARMEM_EXCLUDES(mu_);
+  bool end_turn(Conn* c, TcpSession::Outcome outcome, bool handshake) FARMEM_EXCLUDES(mu_);
 
   // ---- either, under mu_ ----
   bool expire_locked(Conn& c, Clock::time_point now) FARMEM_REQUIRES(mu_);
@@ -408,8 +408,12 @@ void TcpListenerImpl::work() {
       handshake = !c->opened && !close_why;
       if (handshake) ++handshakes_running_;
     }
-    const TcpSession::Outcome outcome = take_turn(*c, close_why, handshake);
-    end_turn(c, outcome, handshake);
+    TcpSession::Outcome outcome = take_turn(*c, close_why, handshake);
+    // Bounded: another turn only while no other connection waits for a worker.
+    while (end_turn(c, outcome, handshake)) {
+      handshake = false;
+      outcome = take_turn(*c, std::nullopt, false);
+    }
   }
 }
 
@@ -449,7 +453,10 @@ TcpSession::Outcome TcpListenerImpl::take_turn(Conn& c, const std::optional<Stat
   return s.serve({kTurnFrames, kTurnTime, linger});
 }
 
-void TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handshake) {
+// Puts the connection back (parked, queued, or gone). True: nobody else waits for a worker
+// and it used up its turn with more to do, so the caller gives it another turn at once (no
+// hand-off through the queue, which would wake a second worker for nothing).
+bool TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handshake) {
   std::unique_ptr<Conn> gone;
   {
     MutexLock lock(mu_);
@@ -470,6 +477,10 @@ void TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handsh
       c->frame_started = c->session->frame_started();
       c->last_input = c->session->last_input();
       if (!expire_locked(*c, now)) {
+        if (outcome == TcpSession::Outcome::kYield && handshake_queue_.empty() &&
+            serve_queue_.empty()) {
+          return true;  // still kRunning: this worker goes on with it
+        }
         if (outcome == TcpSession::Outcome::kYield) {
           enqueue_locked(*c);
         } else if (Status st = arm_locked(*c, EPOLL_CTL_MOD); st.ok()) {
@@ -485,6 +496,7 @@ void TcpListenerImpl::end_turn(Conn* c, TcpSession::Outcome outcome, bool handsh
   }
   // Outside the lock: closing a Core session unmaps its slabs.
   gone.reset();
+  return false;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 #include "memserver/tcp_session.h"
 
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -330,7 +332,7 @@ Status TcpSession::fill(std::size_t want, net::Deadline deadline) {
     // No complete frame is left: send what is queued before waiting for more.
     FARMEM_RETURN_IF_ERROR(flush());
     const iovec iov{rx_.get() + rx_end_, rx_cap_ - rx_end_};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, {&iov, 1}, false, peer_));
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive({&iov, 1}, deadline));
     if (r.eof) {
       eof_ = true;
       return Unavailable(peer_ + ": closed by the client");
@@ -345,20 +347,34 @@ Status TcpSession::fill(std::size_t want, net::Deadline deadline) {
   return Status::Ok();
 }
 
-// Waits for the socket to become readable: until `deadline` (the handshake), or in a turn
-// (kNoDeadline) for at most linger_ and never past turn_end_; then the session parks: it
-// returns an error with parked_ set, which serve() turns into Outcome::kParked.
+// One receive. In a turn that may linger and has time left it blocks, for at most linger_
+// (the socket's SO_RCVTIMEO, set once): the common request-reply case then costs one recv,
+// as a thread per client did. Otherwise it does not block. Queued replies go out first.
+Result<net::IoResult> TcpSession::receive(std::span<const iovec> iov, net::Deadline deadline) {
+  const bool linger = deadline == net::kNoDeadline && serving_ && linger_.count() > 0 &&
+                      net::Clock::now() < turn_end_;
+  if (linger) {
+    FARMEM_RETURN_IF_ERROR(flush());
+    if (rcv_timeout_ != linger_) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(linger_).count();
+      const timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+      if (::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        return net::errno_status(errno, "setsockopt(SO_RCVTIMEO)", peer_);
+      }
+      rcv_timeout_ = linger_;
+    }
+  }
+  return net::recv_some(fd_, iov, linger, peer_);
+}
+
+// After a receive found nothing: waits until `deadline` (the handshake); in a turn (the
+// receive has lingered already, if it could) the session parks: it returns an error with
+// parked_ set, which serve() turns into Outcome::kParked.
 Status TcpSession::await_input(net::Deadline deadline) {
   if (deadline != net::kNoDeadline) {
     return net::wait_ready(fd_, POLLIN, deadline, peer_).status();
   }
   FARMEM_RETURN_IF_ERROR(flush());  // an input-parked session has no reply queued
-  const net::Deadline until = std::min(net::deadline_after(linger_), turn_end_);
-  if (net::Clock::now() < until) {
-    auto ready = net::wait_ready(fd_, POLLIN, until, peer_);
-    if (ready.ok()) return Status::Ok();
-    if (ready.status().code() != StatusCode::kTimedOut) return ready.status();
-  }
   parked_ = true;
   return Unavailable(peer_ + ": parked until the client sends more");
 }
@@ -400,7 +416,7 @@ Status TcpSession::receive_body(std::byte* dst) {
   // Bounded by the client: every round receives bytes or ends with EOF, an error or parking.
   while (got < n) {
     const iovec iov[2] = {{dst + got, n - got}, {rx_.get() + rx_end_, rx_cap_ - rx_end_}};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, iov, false, peer_));
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive(iov, net::kNoDeadline));
     if (r.eof) {
       eof_ = true;
       return truncated(&b.h, b.prefix + b.done, b.prefix + b.total);
@@ -428,7 +444,7 @@ Status TcpSession::skip_body() {
   // Bounded by the frame length (validated) and the client.
   while (b.done < b.total) {
     const iovec iov{rx_.get(), std::min(b.total - b.done, rx_cap_)};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, {&iov, 1}, false, peer_));
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive({&iov, 1}, net::kNoDeadline));
     if (r.eof) {
       eof_ = true;
       return truncated(&b.h, b.prefix + b.done, b.prefix + b.total);

@@ -139,6 +139,7 @@ class TcpSession {
   void consume(std::size_t n) { rx_begin_ += n; }
   Status fill(std::size_t want, net::Deadline deadline);
   Status need(const proto::FrameHeader* h, std::size_t n, net::Deadline deadline);
+  Result<net::IoResult> receive(std::span<const iovec> iov, net::Deadline deadline);
   Status await_input(net::Deadline deadline);
   void note_input(std::size_t bytes);
   Status receive_body(std::byte* dst);
@@ -172,6 +173,7 @@ class TcpSession {
   std::optional<Body> body_;  ///< the body of the frame being served, when it is not in rx_
   bool parked_ = false;       ///< the turn ended waiting for input (not an error)
   net::Clock::duration linger_{};  ///< this turn's wait for input before parking
+  net::Clock::duration rcv_timeout_{};  ///< the socket's SO_RCVTIMEO (0: never set)
   net::Deadline turn_end_ = net::kNoDeadline;  ///< no new frame, nor lingering, after it
   net::Clock::time_point frame_start_ = kNever;  ///< first byte of the unfinished frame
   net::Clock::time_point last_input_ = net::Clock::now();
