@@ -27,184 +27,22 @@
 // a second.
 #include "memserver/tcp_listener.h"
 
-#include <malloc.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <map>
-#include <optional>
-#include <thread>
-#include <vector>
 
 #include "common/dcheck.h"
 #include "common/log.h"
-#include "common/log_rate_limiter.h"
-#include "common/mutex.h"
-#include "common/thread_annotations.h"
-#include "memserver/tcp_session.h"
-#include "transport/tcp/socket.h"
+#include "memserver/tcp_listener_impl.h"
 
 namespace farmem::memserver {
 
-namespace {
-
-using Clock = net::Clock;
-using namespace std::chrono_literals;
-
-// epoll data of the two fixed fds; connections are numbered from kFirstConnId.
-constexpr std::uint64_t kListenId = 0;
-constexpr std::uint64_t kWakeId = 1;
-constexpr std::uint64_t kFirstConnId = 2;
-// Events taken per epoll_wait: enough that a burst of wake-ups costs few calls.
-constexpr int kMaxEvents = 256;
-// A turn yields after this many frames or this long, whichever comes first: 2 ms keeps a
-// queued client's wait short next to a network round trip; 1024 frames is one full reply
-// batch (TcpSession flushes at 1024 pieces anyway).
-constexpr std::size_t kTurnFrames = 1024;
-constexpr auto kTurnTime = 2ms;
-// With no other connection waiting, a worker waits this long for a client's next request
-// before parking it: a client in a request-reply loop answers within a round trip, and
-// parking costs two epoll_ctl calls and a thread hand-off per request.
-constexpr auto kLinger = 1ms;
-// An idle connection's buffers are freed once it has been parked this long (not at once: a
-// client pausing between bursts would reallocate them every time).
-constexpr auto kTrimAfter = 1s;
-// After a failed accept (e.g. out of fds) the listener pauses before retrying, so a
-// persistent error does not spin a core.
-constexpr auto kAcceptBackoff = 10ms;
-// Rejection lines logged a second at most; the rest are counted in one "suppressed" line.
-constexpr std::uint32_t kRejectionLogsPerSecond = 10;
-// The sweep runs at a tenth of the shortest timeout, within these bounds: timeouts fire at
-// most 10% late, and 2,000 connections cost a few microseconds a second to scan.
-constexpr auto kMinSweepInterval = 10ms;
-constexpr auto kMaxSweepInterval = 1000ms;
-
-enum class State : std::uint8_t {
-  kWaiting,  ///< parked in the epoll set (armed, EPOLLONESHOT)
-  kQueued,   ///< readable (or being closed), waiting for a worker
-  kRunning,  ///< a worker holds it
-};
-
-/// One connection. Every field is guarded by the listener's mu_ (not annotated: a Conn
-/// cannot name its listener's lock), except `session`, which belongs to the worker running
-/// the connection (state kRunning) and otherwise to whoever holds mu_.
-struct Conn {
-  std::uint64_t id = 0;
-  net::UniqueFd fd;  // declared before session: destroyed after it
-  std::string host;  ///< source address: the per-host limit's key
-  Clock::time_point accepted;
-  std::unique_ptr<TcpSession> session;
-  State state = State::kWaiting;
-  bool opened = false;       ///< handshake done
-  bool shut = false;         ///< the sweep shut the socket down (handshake overran)
-  bool trimmed = false;      ///< buffers freed while parked
-  std::optional<Status> close_why;  ///< set: the next turn only closes it, sending this
-  // Copied from the session at the end of each turn, for the sweep.
-  bool wants_output = false;  ///< parked on a client that does not read its replies
-  Clock::time_point output_progress;
-  bool mid_frame = false;
-  Clock::time_point frame_started;
-  Clock::time_point last_input;
-  Clock::time_point parked_at;
-};
-
-/// "host" of "host:port" or "[v6]:port".
-std::string host_of(const std::string& peer) {
-  const auto colon = peer.rfind(':');
-  return colon == std::string::npos ? peer : peer.substr(0, colon);
-}
-
-// Whether a connection's first frame (its HELLO) has fully arrived, or it sent something the
-// handshake rejects at once (a bad magic, an oversized frame), or closed: only then does a
-// worker run its handshake, which therefore does not wait on a client that dribbles its
-// HELLO (such a client costs only its slot, until kHelloTimeout). MSG_PEEK leaves the bytes
-// for the handshake.
-bool first_frame_ready(int fd) {
-  proto::FrameHeader h{};
-  const ssize_t n = ::recv(fd, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
-  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-  if (n == 0) return true;  // EOF: the handshake reports it
-  if (static_cast<std::size_t>(n) < sizeof h) return false;
-  if (h.magic != proto::kMagic || h.length > proto::kMaxControlPayload) return true;
-  int queued = 0;
-  if (::ioctl(fd, FIONREAD, &queued) != 0) return true;
-  return static_cast<std::size_t>(queued) >= sizeof h + h.length;
-}
-
-std::string seconds_text(std::chrono::milliseconds d) {
-  return fmt::format("{:g} s", static_cast<double>(d.count()) / 1000.0);
-}
-
-class TcpListenerImpl final : public TcpListener {
- public:
-  TcpListenerImpl(Core& core, net::Listening listening, net::UniqueFd wake, net::UniqueFd epoll,
-                  const TcpListenerOptions& options);
-  ~TcpListenerImpl() override;
-
-  std::uint16_t port() const override { return port_; }
-
- private:
-  // ---- the poll thread ----
-  void poll_loop();
-  void accept_one();
-  void admit(net::UniqueFd fd, const std::string& peer);
-  void refuse(int fd, const std::string& peer, Core::Refusal why, const std::string& message);
-  void on_readable(std::uint64_t id) FARMEM_EXCLUDES(mu_);
-  void sweep(Clock::time_point now) FARMEM_EXCLUDES(mu_);
-
-  // ---- workers ----
-  void work();
-  Conn* pop_locked() FARMEM_REQUIRES(mu_);
-  TcpSession::Outcome take_turn(Conn& c, const std::optional<Status>& close_why,
-                                bool handshake);
-  bool end_turn(Conn* c, TcpSession::Outcome outcome, bool handshake) FARMEM_EXCLUDES(mu_);
-
-  // ---- either, under mu_ ----
-  bool expire_locked(Conn& c, Clock::time_point now) FARMEM_REQUIRES(mu_);
-  void close_locked(Conn& c, Status why, std::optional<Core::Refusal> count)
-      FARMEM_REQUIRES(mu_);
-  void enqueue_locked(Conn& c) FARMEM_REQUIRES(mu_);
-  Status arm_locked(const Conn& c, int op) FARMEM_REQUIRES(mu_);
-  std::unique_ptr<Conn> remove_locked(Conn& c) FARMEM_REQUIRES(mu_);
-  void log_rejection(const std::string& line);
-
-  Core& core_;
-  const TcpListenerOptions options_;  ///< resolved: per-host and workers are not 0
-  const std::size_t max_handshakes_;  ///< workers that may run a handshake at once
-  const Clock::duration sweep_interval_;
-  const net::UniqueFd listen_fd_;
-  const std::uint16_t port_;
-  const net::UniqueFd wake_fd_;   ///< eventfd: written once to stop the poll thread
-  const net::UniqueFd epoll_fd_;  ///< the listen fd, wake_fd_ and every parked connection
-  std::atomic<bool> stopping_{false};
-  /// Connections waiting for a worker (both queues): a worker lingers only when it is 0.
-  std::atomic<std::size_t> queued_{0};
-  LogRateLimiter log_limit_{kRejectionLogsPerSecond};
-
-  /// Guards the connection table, the per-host counts, the queues and every Conn's fields.
-  /// Never held across a socket wait: workers take it only to pick and to put back a
-  /// connection, the poll thread to admit, wake and sweep.
-  Mutex mu_;
-  std::condition_variable work_cv_;  ///< a connection was queued, or stopping_
-  std::map<std::uint64_t, std::unique_ptr<Conn>> conns_ FARMEM_GUARDED_BY(mu_);
-  std::map<std::string, std::size_t> per_host_ FARMEM_GUARDED_BY(mu_);
-  std::deque<Conn*> handshake_queue_ FARMEM_GUARDED_BY(mu_);  ///< readable, not opened
-  std::deque<Conn*> serve_queue_ FARMEM_GUARDED_BY(mu_);      ///< readable, or to close
-  std::size_t handshakes_running_ FARMEM_GUARDED_BY(mu_) = 0;
-  std::uint64_t next_id_ FARMEM_GUARDED_BY(mu_) = kFirstConnId;
-
-  std::vector<std::thread> workers_;  // last: they start once everything above exists
-  std::thread poller_;
-};
+namespace tcp_listener_internal {
 
 Clock::duration sweep_interval_for(const TcpListenerOptions& o) {
   Clock::duration shortest = kHelloTimeout;
@@ -249,146 +87,6 @@ TcpListenerImpl::~TcpListenerImpl() {
   rest.clear();  // closes their Core sessions: every slab returns to the pool
   log().info("tcp listener on port {} stopped", port_);
 }
-
-// ---------------------------------------------------------------------------------------
-// The poll thread
-
-void TcpListenerImpl::poll_loop() {
-  epoll_event events[kMaxEvents];
-  Clock::time_point next_sweep = Clock::now() + sweep_interval_;
-  // Bounded: runs until the destructor signals wake_fd_; each round waits at most until the
-  // next sweep.
-  while (!stopping_.load()) {
-    const auto wait = std::chrono::ceil<std::chrono::milliseconds>(next_sweep - Clock::now());
-    const int n = ::epoll_wait(epoll_fd_.get(), events, kMaxEvents,
-                               static_cast<int>(std::max<std::int64_t>(0, wait.count())));
-    if (n < 0 && errno != EINTR) {
-      log_rejection(std::string("epoll_wait: ") + std::strerror(errno));
-      std::this_thread::sleep_for(kAcceptBackoff);
-    }
-    for (int i = 0; i < n && !stopping_.load(); ++i) {
-      const std::uint64_t id = events[i].data.u64;
-      if (id == kListenId) accept_one();
-      else if (id != kWakeId) on_readable(id);
-    }
-    const auto now = Clock::now();
-    if (now >= next_sweep) {
-      sweep(now);
-      next_sweep = now + sweep_interval_;
-    }
-  }
-}
-
-void TcpListenerImpl::accept_one() {
-  std::string peer;
-  auto fd = net::accept_from(listen_fd_.get(), &peer);
-  if (!fd.ok()) {
-    log_rejection(fd.status().to_string());
-    std::this_thread::sleep_for(kAcceptBackoff);
-    return;
-  }
-  admit(std::move(fd).value(), peer);
-}
-
-void TcpListenerImpl::admit(net::UniqueFd fd, const std::string& peer) {
-  const std::string host = host_of(peer);
-  std::optional<Core::Refusal> refusal;
-  std::string why;
-  {
-    MutexLock lock(mu_);
-    const auto h = per_host_.find(host);
-    const std::size_t from_host = h == per_host_.end() ? 0 : h->second;
-    if (conns_.size() >= options_.max_connections) {
-      refusal = Core::Refusal::kGlobalLimit;
-      why = fmt::format("too many connections: this memserver serves at most {} "
-                        "(--max-connections)", options_.max_connections);
-    } else if (from_host >= options_.max_connections_per_host) {
-      refusal = Core::Refusal::kPerHostLimit;
-      why = fmt::format("too many connections from {}: at most {} per source address "
-                        "(--max-connections-per-host)", host, options_.max_connections_per_host);
-    } else {
-      auto c = std::make_unique<Conn>();
-      c->id = next_id_++;
-      c->host = host;
-      c->accepted = Clock::now();
-      c->session = std::make_unique<TcpSession>(core_, fd.get(), "tcp://" + peer);
-      c->fd = std::move(fd);
-      if (Status st = arm_locked(*c, EPOLL_CTL_ADD); !st.ok()) {
-        log().error("tcp listener: cannot watch {}: {}", peer, st.to_string());
-        return;  // c goes: the socket closes
-      }
-      ++per_host_[host];
-      conns_.emplace(c->id, std::move(c));
-      return;
-    }
-  }
-  refuse(fd.get(), peer, *refusal, why);
-}
-
-// Answers a connection refused at accept: one non-blocking send of the kError (a new
-// socket's buffer is empty, so it fits), then the caller closes it.
-void TcpListenerImpl::refuse(int fd, const std::string& peer, Core::Refusal why,
-                             const std::string& message) {
-  core_.count_error();
-  core_.count_refusal(why);
-  log_rejection("refusing " + peer + ": " + message);
-  const auto bytes =
-      proto::encode(proto::Message::error(StatusCode::kResourceExhausted, message, 0));
-  const iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
-  (void)net::send_some(fd, {&iov, 1}, false, peer);
-}
-
-void TcpListenerImpl::on_readable(std::uint64_t id) {
-  MutexLock lock(mu_);
-  const auto it = conns_.find(id);
-  // A connection already closed or taken off the epoll set by the sweep: a stale event.
-  if (it == conns_.end() || it->second->state != State::kWaiting) return;
-  Conn& c = *it->second;
-  if (!c.opened && !first_frame_ready(c.fd.get())) {
-    // Part of a HELLO: wait for the rest here (the sweep enforces kHelloTimeout).
-    if (Status st = arm_locked(c, EPOLL_CTL_MOD); st.ok()) return;
-  }
-  enqueue_locked(c);
-}
-
-void TcpListenerImpl::sweep(Clock::time_point now) {
-  std::size_t trimmed = 0;
-  {
-    MutexLock lock(mu_);
-    for (auto& [id, c] : conns_) {
-      if (c->close_why) continue;  // being closed already
-      if (!c->opened) {
-        if (now - c->accepted < kHelloTimeout) continue;
-        if (c->state == State::kWaiting) {
-          close_locked(*c, TimedOut("no handshake within " + seconds_text(
-                                        std::chrono::duration_cast<std::chrono::milliseconds>(
-                                            kHelloTimeout))),
-                       std::nullopt);
-        } else if (c->state == State::kRunning && !c->shut) {
-          // Its handshake overran: wake the worker blocked in it; the session ends.
-          ::shutdown(c->fd.get(), SHUT_RDWR);
-          c->shut = true;
-        }
-        continue;  // a queued one is checked when a worker takes it
-      }
-      if (c->state != State::kWaiting) continue;  // checked at the end of its turn
-      if (expire_locked(*c, now)) continue;
-      const bool idle = !c->mid_frame && !c->wants_output;
-      if (idle && !c->trimmed && now - c->parked_at >= kTrimAfter) {
-        c->session->trim();
-        c->trimmed = true;
-        ++trimmed;
-      }
-    }
-  }
-  // The freed buffers lie between live allocations, where free() keeps them: give their
-  // pages back to the kernel, or idle connections would still cost their buffers in RSS.
-  if (trimmed > 0) ::malloc_trim(0);
-  if (const std::uint64_t n = log_limit_.take_suppressed(now); n > 0) {
-    log().warn("tcp listener: {} more rejection lines suppressed", n);
-  }
-}
-
 // ---------------------------------------------------------------------------------------
 // Workers
 
@@ -583,7 +281,11 @@ void TcpListenerImpl::log_rejection(const std::string& line) {
   if (v.log) log().warn("tcp listener: {}", line);
 }
 
-}  // namespace
+}  // namespace tcp_listener_internal
+
+using tcp_listener_internal::TcpListenerImpl;
+using tcp_listener_internal::kListenId;
+using tcp_listener_internal::kWakeId;
 
 Result<std::unique_ptr<TcpListener>> TcpListener::start(Core& core, const std::string& host,
                                                         std::uint16_t port,
