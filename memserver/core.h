@@ -10,6 +10,7 @@
 // tenant.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -292,6 +293,25 @@ class Core {
   Mutex key_mu_;
   std::uint64_t key_state_ FARMEM_GUARDED_BY(key_mu_);
 
+  // ---- TCP connections refused or closed by the listener (tcp_listener.cc counts them,
+  // ---- metrics.cc reads them). Apart from the rest: nothing above depends on it.
+ public:
+  enum class Refusal : std::uint8_t {
+    kGlobalLimit,   ///< refused: --max-connections reached
+    kPerHostLimit,  ///< refused: --max-connections-per-host reached by its source address
+    kIdleTimeout,   ///< closed: no frame for --idle-timeout
+    kFrameTimeout,  ///< closed: a frame started and not finished within --frame-timeout
+  };
+  static constexpr std::size_t kRefusalKinds = 4;
+  void count_refusal(Refusal why) {
+    refusals_[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
+  }
+  std::uint64_t refusals(Refusal why) const {
+    return refusals_[static_cast<std::size_t>(why)].load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::array<std::atomic<std::uint64_t>, kRefusalKinds> refusals_{};
   std::atomic<std::uint64_t> detached_now_{0};
   std::atomic<std::uint64_t> resumed_{0};
   std::atomic<std::uint64_t> expired_{0};

@@ -1,6 +1,8 @@
 // farmem-memserver: lends this host's spare memory to farmem clients over RDMA and TCP.
 // Flags only; the server itself is memserver/server.h.
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <fstream>
@@ -72,7 +74,32 @@ int main(int argc, char** argv) {
   app.allow_config_extras(CLI::config_extras_mode::error);
   std::string registry, advertise;
   int registry_ttl = 10;
+  farmem::memserver::TcpListenerOptions tcp_opts;
+  double idle_timeout = 60, frame_timeout = 10;
   app.add_option("--tcp", tcp, "Serve TCP clients on HOST:PORT (e.g. 127.0.0.1:7472)");
+  app.add_option("--max-connections", tcp_opts.max_connections,
+                 "Most TCP connections open at once; more are refused")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-connections-per-host", tcp_opts.max_connections_per_host,
+                 "Most TCP connections from one source address (0: a quarter of "
+                 "--max-connections)")
+      ->capture_default_str();
+  app.add_option("--idle-timeout", idle_timeout,
+                 "Close a TCP connection that sends nothing for this many seconds (0: never); "
+                 "its session is then kept for --lease-grace. Runtimes PING every 2 s "
+                 "(RuntimeOptions::heartbeat_interval), so this finds clients whose network "
+                 "vanished")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--frame-timeout", frame_timeout,
+                 "Close a TCP connection whose frame is not complete this many seconds after "
+                 "it began (half a header, a stalled WRITE body; 0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--tcp-workers", tcp_opts.workers,
+                 "Threads serving TCP connections (0: twice the CPUs, at least 8; at most 64)")
+      ->capture_default_str();
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
                  "RDMA-capable netdev (e.g. 10.99.0.1:7471)");
@@ -184,6 +211,10 @@ int main(int argc, char** argv) {
   or_exit_status(farmem::memserver::check_credentials(opts), "credentials");
   opts.core.numa_node = numa;
   if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");
+  const auto to_ms = [](double s) { return std::chrono::milliseconds(std::llround(s * 1000)); };
+  tcp_opts.idle_timeout = to_ms(idle_timeout);
+  tcp_opts.frame_timeout = to_ms(frame_timeout);
+  opts.tcp_options = tcp_opts;
   if (!rdma.empty()) opts.rdma = or_exit(farmem::memserver::parse_listen_address(rdma), "--rdma");
   std::optional<farmem::memserver::ListenAddress> metrics_at;
   if (!metrics.empty()) {

@@ -61,12 +61,17 @@ MetricsSnapshot snapshot(const Core& core) {
   m.bytes_served = core.bytes_served();
   m.auth_failures = core.auth_failures();
   m.tenants = core.tenants();
+  using R = Core::Refusal;
+  m.tcp_refused_global_limit = core.refusals(R::kGlobalLimit);
+  m.tcp_refused_per_host_limit = core.refusals(R::kPerHostLimit);
+  m.tcp_closed_idle = core.refusals(R::kIdleTimeout);
+  m.tcp_closed_frame_timeout = core.refusals(R::kFrameTimeout);
   return m;
 }
 
 std::string render_prometheus(const MetricsSnapshot& m) {
   std::string out;
-  out.reserve(2048);
+  out.reserve(4096);
   metric(out, "capacity_bytes", "gauge",
          "Most bytes this memserver leases at once, all clients together (moves with "
          "--capacity auto).",
@@ -106,6 +111,19 @@ std::string render_prometheus(const MetricsSnapshot& m) {
   tenant_metric(out, "refused_total", "counter",
                 "Slabs and connections refused by the tenant's quota or cap.", m.tenants,
                 [](const TenantUsage& t) { return t.refused; });
+  metric(out, "tcp_refused_global_limit_total", "counter",
+         "TCP connections refused because --max-connections were open.",
+         m.tcp_refused_global_limit);
+  metric(out, "tcp_refused_per_host_limit_total", "counter",
+         "TCP connections refused because their source address had "
+         "--max-connections-per-host open.",
+         m.tcp_refused_per_host_limit);
+  metric(out, "tcp_closed_idle_total", "counter",
+         "TCP connections closed after no frame for --idle-timeout.", m.tcp_closed_idle);
+  metric(out, "tcp_closed_frame_timeout_total", "counter",
+         "TCP connections closed because a frame was started and not finished within "
+         "--frame-timeout (half a header, a stalled WRITE body).",
+         m.tcp_closed_frame_timeout);
   return out;
 }
 

@@ -22,6 +22,11 @@ struct MetricsSnapshot {
   std::uint64_t bytes_served = 0;       ///< TCP data bytes read and written (counter)
   std::uint64_t auth_failures = 0;      ///< handshakes refused: wrong secret, unknown tenant (counter)
   std::vector<TenantUsage> tenants;     ///< each tenant's use (labelled series)
+  // TCP connections the listener refused or closed, by reason (counters).
+  std::uint64_t tcp_refused_global_limit = 0;    ///< --max-connections reached
+  std::uint64_t tcp_refused_per_host_limit = 0;  ///< --max-connections-per-host reached
+  std::uint64_t tcp_closed_idle = 0;             ///< no frame for --idle-timeout
+  std::uint64_t tcp_closed_frame_timeout = 0;    ///< a frame unfinished after --frame-timeout
 };
 
 MetricsSnapshot snapshot(const Core& core);

@@ -64,7 +64,8 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options) {
     server->rdma_ = std::move(l).value();
   }
   if (options.tcp) {
-    auto l = TcpListener::start(*server->core_, options.tcp->host, options.tcp->port);
+    auto l = TcpListener::start(*server->core_, options.tcp->host, options.tcp->port,
+                                options.tcp_options);
     if (!l.ok()) return l.status().with_context("TCP listener on " + options.tcp->host);
     server->tcp_ = std::move(l).value();
   }

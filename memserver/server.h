@@ -8,10 +8,10 @@
 
 #include "farmem/status.h"
 #include "memserver/core.h"
+#include "memserver/tcp_listener.h"
 
 namespace farmem::memserver {
 
-class TcpListener;
 class RdmaListener;
 
 struct ListenAddress {
@@ -22,6 +22,7 @@ struct ListenAddress {
 struct ServerOptions {
   CoreOptions core;
   std::optional<ListenAddress> tcp;   ///< serve TCP clients here
+  TcpListenerOptions tcp_options;     ///< its connection limits, timeouts and workers
   std::optional<ListenAddress> rdma;  ///< serve RDMA (rdma_cm) clients here
   /// The capacity moves (--capacity auto, memserver/auto_capacity.h): it may start below one
   /// chunk, even at 0, when the host has nothing to spare yet.

@@ -1,10 +1,13 @@
 #include "memserver/tcp_session.h"
 
 #include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 
 namespace farmem::memserver {
@@ -23,11 +26,13 @@ static_assert(kRxBufferBytes >= kHeaderBytes + proto::kMaxControlPayload,
               "a whole control frame must fit the receive buffer");
 // Reply pieces queued before a forced flush: IOV_MAX, the most one writev takes.
 constexpr std::size_t kMaxTxPieces = 1024;
-// A client that connects must say HELLO promptly; a silent one must not pin a thread.
-constexpr auto kHelloTimeout = std::chrono::seconds(10);
-// A client that stops reading its replies for this long is dropped rather than holding a
-// server thread forever.
-constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
+// A session closed by the listener (a timeout) gets its kError only if it can be written this
+// fast: the client may have stopped reading, and a worker must not wait on it.
+constexpr auto kFarewellTimeout = std::chrono::milliseconds(100);
+// A session that ends gets this long to take its last replies (often the kError that says
+// why): its worker waits meanwhile, so not the whole kReplyStallTimeout, which a client could
+// otherwise claim by asking for large READs and then sending garbage without reading.
+constexpr auto kLastRepliesTimeout = std::chrono::seconds(1);
 
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
@@ -39,21 +44,114 @@ bool is_control(MsgType t) {
 }  // namespace
 
 TcpSession::TcpSession(Core& core, int fd, std::string peer)
-    : core_(core), fd_(fd), peer_(std::move(peer)), rx_(kRxBufferBytes) {
-  pieces_.reserve(kMaxTxPieces);
-  tx_iov_.reserve(kMaxTxPieces);
-}
+    : core_(core), fd_(fd), peer_(std::move(peer)) {}
 
 TcpSession::~TcpSession() {
   if (session_) core_.detach_session(*session_, attachment_);
 }
 
-void TcpSession::run() {
-  Status st = handshake();
-  // Bounded by the client: every round consumes a frame or ends the session.
-  while (st.ok()) st = serve_one();
-  // Deliver what is queued (often the kError that explains why the session ends).
-  const Status last = flush();
+void TcpSession::ensure_buffers() {
+  if (!rx_) {
+    rx_ = std::make_unique_for_overwrite<std::byte[]>(kRxBufferBytes);
+    rx_cap_ = kRxBufferBytes;
+  }
+  pieces_.reserve(kMaxTxPieces);
+  tx_iov_.reserve(kMaxTxPieces);
+}
+
+void TcpSession::trim() {
+  FARMEM_DCHECK(!mid_frame() && avail() == 0 && pieces_.empty() && !wants_output());
+  if (mid_frame() || avail() != 0 || !pieces_.empty() || wants_output()) return;
+  rx_.reset();
+  rx_cap_ = 0;
+  rx_begin_ = rx_end_ = 0;
+  std::vector<Piece>().swap(pieces_);
+  std::vector<std::byte>().swap(tx_bytes_);
+  std::vector<iovec>().swap(tx_iov_);
+}
+
+Status TcpSession::open() {
+  ensure_buffers();  // not before: a connection that never speaks costs no buffer
+  const Status st = handshake();
+  if (!st.ok()) {
+    finish(st);
+    return st;
+  }
+  begin_frame();
+  return st;
+}
+
+// A frame is done: the next one started when its first bytes arrived (already buffered: by
+// the last receive), or starts with the next receive.
+void TcpSession::begin_frame() { frame_start_ = avail() > 0 ? last_input_ : kNever; }
+
+TcpSession::Outcome TcpSession::serve(const Turn& turn) {
+  FARMEM_DCHECK(session_ != nullptr);
+  ensure_buffers();
+  parked_ = false;
+  serving_ = true;
+  linger_ = turn.linger;
+  turn_end_ = net::deadline_after(turn.max_time);
+  Status st = flush();  // the replies a parked turn left, first
+  if (st.ok() && body_) {
+    st = continue_body();
+    if (st.ok()) begin_frame();
+  }
+  std::size_t frames = 0;
+  // Bounded by the turn: at most max_frames frames, and no new frame after turn_end_.
+  while (st.ok()) {
+    if (frames >= turn.max_frames || net::Clock::now() >= turn_end_) {
+      st = flush();
+      if (st.ok()) {
+        serving_ = false;
+        return Outcome::kYield;
+      }
+      break;
+    }
+    st = serve_one();
+    if (st.ok()) begin_frame();
+    ++frames;
+  }
+  serving_ = false;
+  if (parked_) return Outcome::kParked;
+  finish(st);
+  return Outcome::kEnded;
+}
+
+void TcpSession::close_for(const Status& why) {
+  FARMEM_DCHECK(!serving_);
+  if (wants_output() || !pieces_.empty()) {
+    // Replies are half sent: a kError now would land inside one. Just close.
+    log().debug("{}: closed: {} (replies pending)", peer_, why.to_string());
+    if (session_) {
+      core_.detach_session(*session_, attachment_);  // kept for the lease grace
+      session_.reset();
+    }
+    return;
+  }
+  std::uint64_t req_id = 0;
+  if (body_) {
+    req_id = body_->h.req_id;
+  } else if (avail() >= kHeaderBytes) {
+    FrameHeader h;
+    std::memcpy(&h, peek(), sizeof h);
+    req_id = h.req_id;
+  }
+  // Not queue_error(): the listener counts these and logs them at a bounded rate.
+  queue_message(proto::Message::error(why.code(), why.message(), req_id));
+  const Status st = flush_by(net::deadline_after(kFarewellTimeout));
+  log().debug("{}: closed: {} (kError {})", peer_, why.to_string(),
+              st.ok() ? "sent" : "not sent: " + st.to_string());
+  if (session_) {
+    core_.detach_session(*session_, attachment_);  // kept for the lease grace
+    session_.reset();
+  }
+}
+
+// The end of a session: delivers what is queued (often the kError that explains why it
+// ends) and returns its slabs.
+void TcpSession::finish(const Status& st) {
+  const Status last = flush_by(net::deadline_after(kLastRepliesTimeout));
   if (eof_ && st.code() == StatusCode::kUnavailable) {
     log().debug("{}: disconnected", peer_);
   } else {
@@ -144,7 +242,8 @@ Status TcpSession::serve_one() {
 Status TcpSession::serve_read(const FrameHeader& h) {
   if (h.length != sizeof(proto::DataOp)) {
     consume(kHeaderBytes);
-    return reject_body(h, h.length, ProtocolError("READ frame of " + std::to_string(h.length) +
+    return reject_body(h, kHeaderBytes, h.length,
+                       ProtocolError("READ frame of " + std::to_string(h.length) +
                                                   " bytes; it carries a 16-byte DataOp"));
   }
   FARMEM_RETURN_IF_ERROR(need(&h, kDataOpFrame, net::kNoDeadline));
@@ -173,7 +272,8 @@ Status TcpSession::serve_read(const FrameHeader& h) {
 Status TcpSession::serve_write(const FrameHeader& h) {
   if (h.length < sizeof(proto::DataOp)) {
     consume(kHeaderBytes);
-    return reject_body(h, h.length, ProtocolError("WRITE frame of " + std::to_string(h.length) +
+    return reject_body(h, kHeaderBytes, h.length,
+                       ProtocolError("WRITE frame of " + std::to_string(h.length) +
                                                   " bytes is shorter than its DataOp"));
   }
   FARMEM_RETURN_IF_ERROR(need(&h, kDataOpFrame, net::kNoDeadline));
@@ -182,20 +282,46 @@ Status TcpSession::serve_write(const FrameHeader& h) {
   consume(kDataOpFrame);
   const std::size_t payload = h.length - sizeof(proto::DataOp);
   if (op.length != payload || payload == 0) {
-    return reject_body(h, payload, ProtocolError("WRITE announces " + std::to_string(op.length) +
-                                                 " bytes but carries " + std::to_string(payload)));
+    return reject_body(h, kDataOpFrame, payload,
+                       ProtocolError("WRITE announces " + std::to_string(op.length) +
+                                     " bytes but carries " + std::to_string(payload)));
   }
-  if (overlaps_queued_reads(op.addr, payload)) FARMEM_RETURN_IF_ERROR(flush());
-  Status rx;
-  // Receiving under the session's shared lock is safe: only this thread frees its slabs.
-  const Status st = session_->access_as(attachment_, op.addr, op.rkey, payload, [&](std::byte* dst) {
-    rx = receive_into(h, dst, payload);
-  });
-  if (!st.ok()) return reject_body(h, payload, st);
-  FARMEM_RETURN_IF_ERROR(rx);
-  core_.count_bytes_served(payload);
-  queue_header(MsgType::kWriteOk, h.req_id, 0);
-  return pieces_.size() + 1 > kMaxTxPieces ? flush() : Status::Ok();
+  body_ = Body{h, kDataOpFrame, op.addr, op.rkey, payload, 0, std::nullopt};
+  return continue_body();
+}
+
+// Receives (the rest of) body_ into slab memory, or skips it and answers its error. May
+// park with part of it received; the next turn starts here again.
+Status TcpSession::continue_body() {
+  FARMEM_DCHECK(body_.has_value());
+  Body& b = *body_;
+  // Before the payload overwrites slab bytes that queued READ replies still have to send. A
+  // flush that parks leaves body_ as it is: the next turn comes back here.
+  if (!b.reject && b.done == 0 && overlaps_queued_reads(b.addr, b.total)) {
+    FARMEM_RETURN_IF_ERROR(flush());
+  }
+  if (!b.reject) {
+    Status rx;
+    // Receiving under the session's shared lock is safe: only this thread frees its slabs.
+    // The slab cannot go while the session is parked mid-body either (same thread).
+    const Status st = session_->access_as(attachment_, b.addr + b.done, b.rkey, b.total - b.done,
+                                          [&](std::byte* dst) { rx = receive_body(dst); });
+    if (st.ok()) {
+      FARMEM_RETURN_IF_ERROR(rx);
+      core_.count_bytes_served(b.total);
+      const std::uint64_t req_id = b.h.req_id;
+      body_.reset();
+      queue_header(MsgType::kWriteOk, req_id, 0);
+      return pieces_.size() + 1 > kMaxTxPieces ? flush() : Status::Ok();
+    }
+    b.reject = st;
+  }
+  FARMEM_RETURN_IF_ERROR(skip_body());
+  const std::uint64_t req_id = b.h.req_id;
+  const Status why = *b.reject;
+  body_.reset();
+  queue_error(req_id, why);
+  return Status::Ok();
 }
 
 Status TcpSession::serve_control(const FrameHeader& h) {
@@ -253,41 +379,82 @@ Status TcpSession::serve_unknown(const FrameHeader& h) {
                                ? "unknown message type " + std::to_string(h.type)
                                : std::string(proto::to_string(type)) + " is not a request";
   consume(kHeaderBytes);
-  return reject_body(h, h.length, ProtocolError(name));
+  return reject_body(h, kHeaderBytes, h.length, ProtocolError(name));
 }
 
-// Skips the rest of a frame (its header already consumed) that the session will not act on
-// and answers with `why`; the stream stays in sync, so the session goes on.
-Status TcpSession::reject_body(const FrameHeader& h, std::size_t body, const Status& why) {
-  FARMEM_RETURN_IF_ERROR(discard(h, body));
-  queue_error(h.req_id, why);
-  return Status::Ok();
+// Skips the rest of a frame (its first `prefix` bytes already consumed) that the session
+// will not act on and answers with `why`; the stream stays in sync, so the session goes on.
+Status TcpSession::reject_body(const FrameHeader& h, std::size_t prefix, std::size_t body,
+                               const Status& why) {
+  body_ = Body{h, prefix, 0, 0, body, 0, why};
+  return continue_body();
 }
 
 // ---------------------------------------------------------------------------------------
 // Input
 
 Status TcpSession::fill(std::size_t want, net::Deadline deadline) {
-  if (rx_begin_ + want > rx_.size()) {
-    std::memmove(rx_.data(), peek(), avail());
+  if (rx_begin_ + want > rx_cap_) {
+    std::memmove(rx_.get(), peek(), avail());
     rx_end_ = avail();
     rx_begin_ = 0;
   }
-  // Bounded: every round receives bytes, or ends with EOF, an error or the deadline.
+  // Bounded: every round receives bytes, or ends with EOF, an error, the deadline or parking.
   while (avail() < want) {
-    // No complete frame is left: send what is queued before blocking for more.
+    // No complete frame is left: send what is queued before waiting for more.
     FARMEM_RETURN_IF_ERROR(flush());
-    const bool block = deadline == net::kNoDeadline;
-    if (!block) FARMEM_RETURN_IF_ERROR(net::wait_ready(fd_, POLLIN, deadline, peer_).status());
-    const iovec iov{rx_.data() + rx_end_, rx_.size() - rx_end_};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, {&iov, 1}, block, peer_));
+    const iovec iov{rx_.get() + rx_end_, rx_cap_ - rx_end_};
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive({&iov, 1}, deadline));
     if (r.eof) {
       eof_ = true;
       return Unavailable(peer_ + ": closed by the client");
     }
+    if (r.would_block) {
+      FARMEM_RETURN_IF_ERROR(await_input(deadline));
+      continue;
+    }
     rx_end_ += r.bytes;
+    note_input(r.bytes);
   }
   return Status::Ok();
+}
+
+// One receive. In a turn that may linger and has time left it blocks, for at most linger_
+// (the socket's SO_RCVTIMEO, set once): the common request-reply case then costs one recv,
+// as a thread per client did. Otherwise it does not block. Queued replies go out first.
+Result<net::IoResult> TcpSession::receive(std::span<const iovec> iov, net::Deadline deadline) {
+  const bool linger = deadline == net::kNoDeadline && serving_ && linger_.count() > 0 &&
+                      net::Clock::now() < turn_end_;
+  if (linger) {
+    FARMEM_RETURN_IF_ERROR(flush());
+    if (rcv_timeout_ != linger_) {
+      const auto us = std::chrono::duration_cast<std::chrono::microseconds>(linger_).count();
+      const timeval tv{static_cast<time_t>(us / 1000000), static_cast<suseconds_t>(us % 1000000)};
+      if (::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        return net::errno_status(errno, "setsockopt(SO_RCVTIMEO)", peer_);
+      }
+      rcv_timeout_ = linger_;
+    }
+  }
+  return net::recv_some(fd_, iov, linger, peer_);
+}
+
+// After a receive found nothing: waits until `deadline` (the handshake); in a turn (the
+// receive has lingered already, if it could) the session parks: it returns an error with
+// parked_ set, which serve() turns into Outcome::kParked.
+Status TcpSession::await_input(net::Deadline deadline) {
+  if (deadline != net::kNoDeadline) {
+    return net::wait_ready(fd_, POLLIN, deadline, peer_).status();
+  }
+  FARMEM_RETURN_IF_ERROR(flush());  // an input-parked session has no reply queued
+  parked_ = true;
+  return Unavailable(peer_ + ": parked until the client sends more");
+}
+
+void TcpSession::note_input(std::size_t bytes) {
+  if (bytes == 0) return;
+  last_input_ = net::Clock::now();
+  if (frame_start_ == kNever) frame_start_ = last_input_;
 }
 
 // Makes n bytes of the current frame available; a frame cut short by EOF is answered.
@@ -308,40 +475,58 @@ Status TcpSession::truncated(const FrameHeader* h, std::size_t got, std::size_t 
   return st;
 }
 
-Status TcpSession::receive_into(const FrameHeader& h, std::byte* dst, std::size_t n) {
+// Receives the rest of body_ into dst (its next byte in slab memory). Bytes beyond the body
+// land in rx_ as read-ahead of the next frames.
+Status TcpSession::receive_body(std::byte* dst) {
+  Body& b = *body_;
+  const std::size_t n = b.total - b.done;
   std::size_t got = std::min(n, avail());
   std::memcpy(dst, peek(), got);
   consume(got);
+  b.done += got;
   if (got < n) rx_begin_ = rx_end_ = 0;
-  // Bounded by the client: every round receives bytes or ends with EOF or an error. Bytes
-  // beyond the payload land in rx_ as read-ahead of the next frames.
+  // Bounded by the client: every round receives bytes or ends with EOF, an error or parking.
   while (got < n) {
-    const iovec iov[2] = {{dst + got, n - got}, {rx_.data() + rx_end_, rx_.size() - rx_end_}};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, iov, true, peer_));
+    const iovec iov[2] = {{dst + got, n - got}, {rx_.get() + rx_end_, rx_cap_ - rx_end_}};
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive(iov, net::kNoDeadline));
     if (r.eof) {
       eof_ = true;
-      return truncated(&h, kDataOpFrame + got, kDataOpFrame + n);
+      return truncated(&b.h, b.prefix + b.done, b.prefix + b.total);
     }
+    if (r.would_block) {
+      FARMEM_RETURN_IF_ERROR(await_input(net::kNoDeadline));
+      continue;
+    }
+    note_input(r.bytes);
     const std::size_t to_dst = std::min(r.bytes, n - got);
     got += to_dst;
+    b.done += to_dst;
     rx_end_ += r.bytes - to_dst;
   }
   return Status::Ok();
 }
 
-Status TcpSession::discard(const FrameHeader& h, std::size_t n) {
-  std::size_t done = std::min(n, avail());
-  consume(done);
-  if (done < n) rx_begin_ = rx_end_ = 0;
-  // Bounded by the frame length (validated) and the client; rx_ serves as the sink.
-  while (done < n) {
-    const iovec iov{rx_.data(), std::min(n - done, rx_.size())};
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_, {&iov, 1}, true, peer_));
+// Skips the rest of body_; rx_ serves as the sink.
+Status TcpSession::skip_body() {
+  Body& b = *body_;
+  const std::size_t buffered = std::min(b.total - b.done, avail());
+  consume(buffered);
+  b.done += buffered;
+  if (b.done < b.total) rx_begin_ = rx_end_ = 0;
+  // Bounded by the frame length (validated) and the client.
+  while (b.done < b.total) {
+    const iovec iov{rx_.get(), std::min(b.total - b.done, rx_cap_)};
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, receive({&iov, 1}, net::kNoDeadline));
     if (r.eof) {
       eof_ = true;
-      return truncated(&h, kHeaderBytes + done, kHeaderBytes + n);
+      return truncated(&b.h, b.prefix + b.done, b.prefix + b.total);
     }
-    done += r.bytes;
+    if (r.would_block) {
+      FARMEM_RETURN_IF_ERROR(await_input(net::kNoDeadline));
+      continue;
+    }
+    note_input(r.bytes);
+    b.done += r.bytes;
   }
   return Status::Ok();
 }
@@ -388,19 +573,67 @@ bool TcpSession::overlaps_queued_reads(std::uint64_t addr, std::uint64_t len) co
   return addr < read_hi_ && read_lo_ < addr + len;
 }
 
+// Sends the queued replies. Outside a turn (handshake, the session's end) it blocks until
+// they are out or the client takes no byte for kReplyStallTimeout. In a turn it never waits
+// more than linger_: a client that does not take its replies parks the session with the
+// rest in tx_left_ (parked_ set, an error returned), and the next turn sends them first.
 Status TcpSession::flush() {
-  if (pieces_.empty()) return Status::Ok();
+  if (!serving_) return flush_by(net::kNoDeadline);
+  if (tx_left_.empty()) {
+    if (pieces_.empty()) return Status::Ok();
+    stage_output();
+  }
+  // Bounded: every round sends bytes, or waits at most until the linger ends and parks.
+  while (!tx_left_.empty()) {
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(fd_, tx_left_, false, peer_));
+    if (r.bytes > 0) {
+      tx_left_ = net::advance_iov(tx_left_, r.bytes);
+      output_progress_ = net::Clock::now();
+      continue;
+    }
+    const net::Deadline until = std::min(net::deadline_after(linger_), turn_end_);
+    if (net::Clock::now() < until) {
+      auto ready = net::wait_ready(fd_, POLLOUT, until, peer_);
+      if (ready.ok()) continue;
+      if (ready.status().code() != StatusCode::kTimedOut) return ready.status();
+    }
+    parked_ = true;
+    return Unavailable(peer_ + ": parked until the client reads its replies");
+  }
+  reset_output();
+  return Status::Ok();
+}
+
+// Sends the queued replies (what is left of them) by `deadline`, or (kNoDeadline) giving up
+// only when the client takes no byte for kReplyStallTimeout.
+Status TcpSession::flush_by(net::Deadline deadline) {
+  if (tx_left_.empty()) {
+    if (pieces_.empty()) return Status::Ok();
+    stage_output();
+  }
+  const Status st = deadline == net::kNoDeadline
+                        ? net::writev_unless_stalled(fd_, tx_left_, kReplyStallTimeout, peer_)
+                        : net::writev_full(fd_, tx_left_, deadline, peer_);
+  reset_output();
+  return st;
+}
+
+void TcpSession::stage_output() {
   tx_iov_.clear();
   for (const Piece& p : pieces_) {
     const std::byte* base = p.ext != nullptr ? p.ext : tx_bytes_.data() + p.off;
     tx_iov_.push_back({const_cast<std::byte*>(base), p.len});
   }
-  const Status st = net::writev_unless_stalled(fd_, tx_iov_, kReplyStallTimeout, peer_);
+  tx_left_ = tx_iov_;
+  output_progress_ = net::Clock::now();
+}
+
+void TcpSession::reset_output() {
+  tx_left_ = {};
   pieces_.clear();
   tx_bytes_.clear();
   read_lo_ = UINTPTR_MAX;
   read_hi_ = 0;
-  return st;
 }
 
 }  // namespace farmem::memserver

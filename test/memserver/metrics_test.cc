@@ -63,7 +63,11 @@ const char* const kNames[] = {
     "farmem_memserver_capacity_bytes", "farmem_memserver_used_bytes",
     "farmem_memserver_free_bytes",     "farmem_memserver_sessions",
     "farmem_memserver_slabs",          "farmem_memserver_bytes_served_total",
-    "farmem_memserver_rejected_requests_total"};
+    "farmem_memserver_rejected_requests_total",
+    "farmem_memserver_tcp_refused_global_limit_total",
+    "farmem_memserver_tcp_refused_per_host_limit_total",
+    "farmem_memserver_tcp_closed_idle_total",
+    "farmem_memserver_tcp_closed_frame_timeout_total"};
 
 TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   memserver::MetricsSnapshot m;
@@ -73,6 +77,10 @@ TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   m.slabs = 3;
   m.rejected = 4;
   m.bytes_served = 5;
+  m.tcp_refused_global_limit = 6;
+  m.tcp_refused_per_host_limit = 7;
+  m.tcp_closed_idle = 8;
+  m.tcp_closed_frame_timeout = 9;
   const auto e = parse(memserver::render_prometheus(m));
   EXPECT_EQ(e.problem, "");
   for (const char* name : kNames) {
@@ -83,6 +91,11 @@ TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   EXPECT_EQ(e.types.at("farmem_memserver_free_bytes"), "gauge");
   EXPECT_EQ(e.types.at("farmem_memserver_rejected_requests_total"), "counter");
   EXPECT_EQ(e.values.at("farmem_memserver_rejected_requests_total"), 4);
+  EXPECT_EQ(e.values.at("farmem_memserver_tcp_refused_global_limit_total"), 6);
+  EXPECT_EQ(e.values.at("farmem_memserver_tcp_refused_per_host_limit_total"), 7);
+  EXPECT_EQ(e.values.at("farmem_memserver_tcp_closed_idle_total"), 8);
+  EXPECT_EQ(e.values.at("farmem_memserver_tcp_closed_frame_timeout_total"), 9);
+  EXPECT_EQ(e.types.at("farmem_memserver_tcp_closed_idle_total"), "counter");
   m.used_bytes = 150;  // capacity auto fell below what is leased: free is 0, not a wrap
   EXPECT_EQ(parse(memserver::render_prometheus(m)).values.at("farmem_memserver_free_bytes"), 0);
 }

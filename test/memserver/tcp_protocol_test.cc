@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "test/support/raw_client.h"
 #include "test/support/test_server.h"
 #include "transport/tcp/socket.h"
 #include "transport/tcp/tcp.h"
@@ -64,96 +65,10 @@ Client make_client(const test::TestServer& server, std::uint64_t slab_bytes = kC
   return c;
 }
 
-// ---- raw frames ----
+// ---- raw frames: test/support/raw_client.h ----
 
-class Raw {
- public:
-  explicit Raw(std::uint16_t port) {
-    auto fd = net::connect_to("127.0.0.1", port, net::deadline_after(kTimeout));
-    EXPECT_TRUE(fd.ok()) << fd.status().to_string();
-    if (fd.ok()) fd_ = std::move(fd).value();
-  }
-  void send_bytes(const void* p, std::size_t n) {
-    ASSERT_TRUE(net::write_full(fd_.get(), p, n, net::deadline_after(kTimeout), "raw").ok());
-  }
-  void send_frame(MsgType type, std::uint64_t req_id, const std::vector<std::byte>& payload,
-                  std::uint16_t version = proto::kVersion, std::uint32_t magic = proto::kMagic) {
-    auto h = proto::make_header(type, req_id, static_cast<std::uint32_t>(payload.size()));
-    h.version = version;
-    h.magic = magic;
-    send_bytes(&h, sizeof h);
-    if (!payload.empty()) send_bytes(payload.data(), payload.size());
-  }
-  template <typename T>
-  void send_body(MsgType type, std::uint64_t req_id, const T& body) {
-    std::vector<std::byte> p(sizeof body);
-    std::memcpy(p.data(), &body, sizeof body);
-    send_frame(type, req_id, p);
-  }
-  Result<proto::Message> read_frame() {
-    const auto deadline = net::deadline_after(kTimeout);
-    proto::FrameHeader h{};
-    FARMEM_RETURN_IF_ERROR(net::read_full(fd_.get(), &h, sizeof h, deadline, "raw"));
-    std::vector<std::byte> frame(sizeof h + h.length);
-    std::memcpy(frame.data(), &h, sizeof h);
-    FARMEM_RETURN_IF_ERROR(net::read_full(fd_.get(), frame.data() + sizeof h, h.length,
-                                          deadline, "raw"));
-    return proto::decode(frame);
-  }
-  /// HELLO (req 1) with a fresh nonce; the HELLO_OK that came back.
-  proto::HelloOk hello_only(const std::string& tenant = "") {
-    nonce_ = *proto::random_nonce();
-    send_frame(MsgType::kHello, 1, proto::make_hello(tenant, nonce_, 1).payload);
-    auto reply = read_frame();
-    EXPECT_TRUE(reply.ok()) << reply.status().to_string();
-    if (!reply.ok()) return {};
-    EXPECT_EQ(reply->type, MsgType::kHelloOk);
-    return reply->as<proto::HelloOk>().ok() ? *reply->as<proto::HelloOk>() : proto::HelloOk{};
-  }
-  /// The AUTH a client holding `secret` sends after `ok`.
-  proto::AuthProof proof(const proto::HelloOk& ok, const std::string& secret,
-                         const std::string& tenant = "") const {
-    return proto::AuthProof{*proto::auth_proof(secret, proto::AuthRole::kClient, tenant, nonce_,
-                                               ok.server_nonce, ok.session_id)};
-  }
-  /// The whole handshake: HELLO, AUTH (req 2), AUTH_OK checked.
-  void hello(const std::string& secret = test::kToken) {
-    const proto::HelloOk ok = hello_only();
-    ASSERT_NE(ok.flags & proto::kHelloAuthRequired, 0u);
-    send_body(MsgType::kAuth, 2, proof(ok, secret));
-    auto reply = read_frame();
-    ASSERT_TRUE(reply.ok()) << reply.status().to_string();
-    ASSERT_EQ(reply->type, MsgType::kAuthOk) << text_of_payload(*reply);
-  }
-  static std::string text_of_payload(const proto::Message& m) {
-    return std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
-  }
-  /// The server closed the connection (EOF or reset), rather than going silent.
-  bool closed_by_server() {
-    std::byte b;
-    const Status st = net::read_full(fd_.get(), &b, 1, net::deadline_after(kTimeout), "raw");
-    return st.code() == StatusCode::kUnavailable;
-  }
-  int fd() const { return fd_.get(); }
-
- private:
-  net::UniqueFd fd_;
-  proto::Nonce nonce_{};
-};
-
-std::string text_of(const proto::Message& m) {
-  return std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
-}
-
-#define EXPECT_ERROR_FRAME(result, code, req, needle)                              \
-  do {                                                                             \
-    auto&& r_ = (result);                                                          \
-    ASSERT_TRUE(r_.ok()) << r_.status().to_string();                               \
-    EXPECT_EQ(r_->type, MsgType::kError);                                          \
-    EXPECT_EQ(r_->status, (code)) << text_of(*r_);                                 \
-    EXPECT_EQ(r_->req_id, std::uint64_t{req});                                     \
-    EXPECT_NE(text_of(*r_).find(needle), std::string::npos) << text_of(*r_);       \
-  } while (0)
+using test::Raw;
+using test::text_of;
 
 // ---- the fixture: a server plus a bystander ----
 
