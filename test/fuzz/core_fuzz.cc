@@ -266,6 +266,10 @@ void Harness::check_reply(const Message& req, const Message& reply) {
         own_label_.assign(reinterpret_cast<const char*>(req.payload.data()), req.payload.size());
       return;
     }
+    case MsgType::kPing:
+      FUZZ_CHECK(reply.type == MsgType::kPong, "PING answered %s",
+                 std::string(proto::to_string(reply.type)).c_str());
+      return;
     default:
       FUZZ_CHECK(reply.type == MsgType::kError && reply.status == StatusCode::kProtocolError,
                  "a %s request was not refused as a protocol error",

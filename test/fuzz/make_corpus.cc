@@ -71,7 +71,9 @@ void wire(const std::filesystem::path& dir) {
   put(dir, "hello", encode(make_hello("kv", Nonce{1, 2, 3}, 1)));
   put(dir, "hello_ok", frame(MsgType::kHelloOk, HelloOk{1, 1 << 30, 2 << 20, Nonce{4, 5}, 1, 0}, 1));
   put(dir, "auth", frame(MsgType::kAuth, AuthProof{Mac{7, 7}}, 2));
-  put(dir, "auth_ok", frame(MsgType::kAuthOk, AuthProof{Mac{8, 8}}, 2));
+  put(dir, "auth_ok", frame(MsgType::kAuthOk, AuthOk{Mac{8, 8}, Nonce{9}}, 2));
+  put(dir, "resume", frame(MsgType::kResume, ResumeRequest{3, Nonce{1}}, 3));
+  put(dir, "resume_ok", frame(MsgType::kResumeOk, ResumeOk{3, 2, 0}, 3));
   put(dir, "alloc_slab", frame(MsgType::kAllocSlab, AllocSlab{4096}, 2));
   put(dir, "slab_info", frame(MsgType::kSlabInfo, SlabInfo{1, 0x7f0000000000, 2 << 20, 42, 0}, 2));
   put(dir, "free_slab", frame(MsgType::kFreeSlab, FreeSlab{1}, 3));
@@ -141,7 +143,8 @@ void core(const std::filesystem::path& dir) {
       cat({frame(MsgType::kSetLabel, "pid@host1", 1),
            frame(MsgType::kListSessions, ListSessions{0}, 2),
            frame(MsgType::kListSessions, ListSessions{1}, 3), encode(make_hello("", Nonce{}, 4)),
-           frame(MsgType::kAuth, AuthProof{}, 7),
+           frame(MsgType::kAuth, AuthProof{}, 7), frame(MsgType::kPing, "", 8),
+           frame(MsgType::kResume, ResumeRequest{1, Nonce{}}, 9),
            frame(MsgType::kSlabInfo, SlabInfo{}, 5), frame(MsgType::kStats, "", 6)}));
 }
 

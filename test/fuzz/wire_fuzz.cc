@@ -49,6 +49,11 @@ void check_decoded(std::span<const std::byte> in, const FrameHeader& h, const Me
   check_payload_decoder<ServerStats>(m);
   check_payload_decoder<ListSessions>(m);
   check_payload_decoder<DataOp>(m);
+  check_payload_decoder<HelloRequest>(m);
+  check_payload_decoder<AuthProof>(m);
+  check_payload_decoder<AuthOk>(m);
+  check_payload_decoder<ResumeRequest>(m);
+  check_payload_decoder<ResumeOk>(m);
   const Status st = m.error_status();
   FUZZ_CHECK(st.ok() == (m.type != MsgType::kError), "kError must give an error status");
   (void)is_request(m.type);
