@@ -30,7 +30,8 @@ TcpProxy::~TcpProxy() {
   (void)!::write(wake_fd_.get(), &one, sizeof one);
   acceptor_.join();
   cut();
-  std::lock_guard lock(mu_);
+  // Joined without mu_: a relay may still be keeping its last bytes (keep() takes mu_). The
+  // acceptor is gone, so pairs_ no longer changes.
   for (Pair& p : pairs_) {
     p.up.join();
     p.down.join();

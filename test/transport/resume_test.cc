@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 #include <vector>
@@ -70,6 +72,14 @@ class TaggedPages {
   std::mutex mu_;
   std::vector<std::set<std::uint64_t>> ok_;
 };
+
+/// The state letter of /proc/PID/stat ('T': stopped), or 0.
+char process_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto close = all.rfind(')');
+  return close == std::string::npos || close + 2 >= all.size() ? 0 : all[close + 2];
+}
 
 RuntimeOptions options_for(const std::string& url) {
   RuntimeOptions o;
@@ -148,6 +158,8 @@ TEST(Resume, AMemserverStoppedForTwiceTheTimeoutTimesOutThenResumes) {
   for (std::size_t p = 0; p < kPages; ++p) ASSERT_TRUE(pages.write(p, 0, buf).ok());
 
   ASSERT_TRUE(server.signal(SIGSTOP).ok());
+  // A signal lands a little later: wait until the kernel says the process is stopped.
+  ASSERT_TRUE(eventually([&] { return process_state(server.pid()) == 'T'; }));
   const auto stopped = Clock::now();
   int timed_out = 0;
   std::uint64_t v = 1;
