@@ -189,6 +189,40 @@ void BM_FarmemBatchRead(benchmark::State& state, FarmemEnv* env) {
   state.SetBytesProcessed(state.iterations() * kBatchOps * static_cast<std::int64_t>(kPage));
 }
 
+// A connection's whole life, HELLO to BYE: against a memserver without secrets (HELLO only)
+// and one with a token (HELLO, then the HMAC-SHA256 challenge-response: one more round trip
+// and four MACs).
+struct ConnectEnv {
+  std::unique_ptr<memserver::Core> core;
+  std::unique_ptr<memserver::TcpListener> listener;
+  std::string token;
+};
+
+std::unique_ptr<ConnectEnv> start_connect_env(const std::string& token) {
+  auto env = std::make_unique<ConnectEnv>();
+  memserver::CoreOptions co;
+  co.capacity_bytes = kCapacityBytes;
+  co.token = token;
+  env->token = token;
+  env->core = std::make_unique<memserver::Core>(co);
+  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0);
+  if (!l.ok()) die("memserver listen", l.status());
+  env->listener = std::move(l).value();
+  return env;
+}
+
+void BM_Connect(benchmark::State& state, ConnectEnv* env) {
+  transport::ConnectOptions opts;
+  opts.token = env->token;
+  for (auto _ : state) {
+    auto c = transport::connect_tcp({"tcp", "127.0.0.1", env->listener->port()}, opts);
+    if (!c.ok()) {
+      state.SkipWithError(c.status().to_string().c_str());
+      break;
+    }
+  }
+}
+
 // ---- reporting ----
 
 
@@ -213,6 +247,10 @@ int main(int argc, char** argv) {
                                          transport::OpKind::kWrite));
   configure(benchmark::RegisterBenchmark("farmem_batch_read_32x4k", BM_FarmemBatchRead,
                                          env.get()));
+  const auto open_env = start_connect_env("");
+  const auto auth_env = start_connect_env("bench-secret");
+  configure(benchmark::RegisterBenchmark("connect_insecure", BM_Connect, open_env.get()));
+  configure(benchmark::RegisterBenchmark("connect_auth", BM_Connect, auth_env.get()));
   farmem::bench::CapturingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
@@ -222,10 +260,14 @@ int main(int argc, char** argv) {
   const double write_us = reporter.median_us("farmem_write_4k");
   const double batch_us = reporter.median_us("farmem_batch_read_32x4k");
   const double gib_s = batch_us > 0 ? kBatchOps * kPage / (batch_us * 1e-6) / (1u << 30) : -1;
+  const double connect_open_ms = reporter.median_us("connect_insecure") / 1000;
+  const double connect_auth_ms = reporter.median_us("connect_auth") / 1000;
   std::printf(
       "{\"tcp_plain_rr_4k_us\": %.3f, \"tcp_farmem_read_4k_us\": %.3f, \"tcp_ratio\": %.3f, "
       "\"tcp_farmem_write_4k_us\": %.3f, \"tcp_farmem_batch_read_32x4k_us\": %.3f, "
-      "\"tcp_farmem_batch_read_gib_s\": %.3f}\n",
-      plain_us, read_us, plain_us > 0 ? read_us / plain_us : -1, write_us, batch_us, gib_s);
+      "\"tcp_farmem_batch_read_gib_s\": %.3f, \"connect_ms_insecure\": %.3f, "
+      "\"connect_ms_auth\": %.3f}\n",
+      plain_us, read_us, plain_us > 0 ? read_us / plain_us : -1, write_us, batch_us, gib_s,
+      connect_open_ms, connect_auth_ms);
   return 0;
 }
