@@ -161,6 +161,9 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   pool::PoolOptions po;
   po.slab_bytes = options.slab_bytes;
   po.control_timeout = options.op_timeout;
+  po.replicas = options.replicas;
+  po.replica_grace = options.replica_grace;
+  po.replica_copy_bytes_per_sec = options.replica_copy_bytes_per_sec;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), options.servers, po);
   if (!options.swap_file.empty()) {
     pool::SwapFileOptions so;
@@ -196,6 +199,17 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
     auto d = start_discovery(*rt, options);
     if (!d.ok()) return d.status().with_context("RuntimeOptions.registry " + options.registry);
     rt->impl_->discovery = std::move(d).value();
+  }
+  if (options.replicas > 1) {  // with a registry, the servers its first listing brought
+    std::size_t open = 0;
+    for (std::size_t c : rt->impl_->pool->current_servers()) {
+      open += rt->impl_->pool->server_closed(c) ? 0 : 1;
+    }
+    if (open < options.replicas) {
+      return InvalidArgument("RuntimeOptions.replicas is " + std::to_string(options.replicas) +
+                             " but only " + std::to_string(open) +
+                             " memserver(s) are there at open: each copy needs its own");
+    }
   }
   return rt;
 }
@@ -389,6 +403,13 @@ RuntimeStats Runtime::stats() const {
   s.swap_bytes_used = swap.used_bytes;
   s.swap_file_allocated = swap.allocated_bytes;
   s.swap_slabs_moved_back = impl_->pool->slabs_moved_back();
+  const pool::ReplicaStats rep = impl_->pool->replica_stats();
+  s.replicas = rep.replicas;
+  s.slabs_degraded = rep.slabs_degraded;
+  s.slabs_lost = rep.slabs_lost;
+  s.servers_down = rep.servers_down;
+  s.bytes_rereplicated = rep.bytes_copied;
+  s.rereplications = rep.pieces_rebuilt;
   return s;
 }
 
