@@ -97,7 +97,10 @@ TEST(Replication, OptionsAreCheckedAtOpen) {
 TEST(Replication, AKilledMemserverCostsNoByteAndItsCopiesAreRebuilt) {
   Servers s = start_servers(3);
   ASSERT_EQ(s.urls.size(), 3u);
-  auto rt = open_or_fail(replicated(s.urls));
+  auto o = replicated(s.urls);
+  // About a second of copying (some 20 MiB of lost copies), all of it under the threads' writes.
+  o.replica_copy_bytes_per_sec = 16u << 20;
+  auto rt = open_or_fail(o);
   ASSERT_TRUE(rt);
   Runtime& r = *rt;
   std::vector<FarRange> far;
