@@ -419,6 +419,14 @@ Result<std::vector<ServerStats>> Runtime::server_stats() {
   const auto overflow = impl_->pool->overflow_conn();
   for (std::size_t c : impl_->pool->current_servers()) {
     if (overflow && c == *overflow) continue;  // the swap file is in stats(), not a server
+    if (impl_->pool->server_down(c)) {  // its connection is broken for good: nothing to ask
+      ServerStats dead;
+      dead.server = impl_->pool->server_name(c);
+      dead.closed = true;
+      dead.down = true;
+      out.push_back(dead);
+      continue;
+    }
     auto& conn = impl_->pool->connection(c);
     auto st = transport::server_stats(conn, impl_->timeout());
     if (!st.ok()) return st.status().with_context(conn.peer());

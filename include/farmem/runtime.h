@@ -65,6 +65,8 @@ struct ServerStats {
   std::uint64_t slabs_reclaimed = 0;
   std::uint64_t leased_by_me = 0;  ///< of used_bytes, what this runtime leased there
   bool closed = false;             ///< closed to this runtime's new slabs
+  /// Judged dead (RuntimeOptions::replicas > 1): not asked, the figures above are zeros.
+  bool down = false;
 };
 
 /// One memserver the registry lists, as the runtime last read its record.

@@ -247,6 +247,11 @@ TEST(Replication, SlabsWithBothCopiesLostGiveDataLossAndTheRestReadBackRight) {
   EXPECT_EQ(ok, surviving);
   EXPECT_EQ(lost, kSlabs - surviving);
   EXPECT_TRUE(eventually([&] { return r.stats().servers_down == 2; }));
+  auto after = r.server_stats();  // the dead are listed as such, not asked
+  ASSERT_TRUE(after.ok()) << after.status().to_string();
+  ASSERT_EQ(after->size(), 3u);
+  EXPECT_TRUE((*after)[0].down && (*after)[1].down && !(*after)[2].down);
+  EXPECT_EQ((*after)[2].leased_by_me, surviving * kSlab);
   const RuntimeStats st = r.stats();
   EXPECT_EQ(st.slabs_lost, lost);
   EXPECT_EQ(st.slabs_degraded, surviving);  // one copy each, and nowhere to rebuild
