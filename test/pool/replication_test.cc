@@ -260,6 +260,46 @@ TEST(Replication, SlabsWithBothCopiesLostGiveDataLossAndTheRestReadBackRight) {
   EXPECT_EQ(more.status().code(), StatusCode::kResourceExhausted) << more.status().to_string();
 }
 
+// A striped allocation (larger than a slab): each stripe position has two copies on distinct
+// servers. One server killed: the positions it held are rebuilt on the server that holds
+// none of them; a second one killed: every stripe still reads back from the last.
+TEST(Replication, AStripedAllocationIsRebuiltPositionByPosition) {
+  Servers s = start_servers(3);
+  ASSERT_EQ(s.urls.size(), 3u);
+  auto rt = open_or_fail(replicated(s.urls));
+  ASSERT_TRUE(rt);
+  Runtime& r = *rt;
+  constexpr std::uint64_t kBytes = 12u << 20;  // 12 stripes of 1 MiB over 3 positions
+  auto far = r.allocate(kBytes);
+  ASSERT_TRUE(far.ok()) << far.status().to_string();
+  EXPECT_EQ(r.stats().far_bytes_leased, 2 * kBytes);
+  auto buf = r.local_buffer();
+  auto check_all = [&](std::uint64_t seed) {
+    for (std::uint64_t at = 0; at < kBytes; at += buf.size()) {
+      ASSERT_TRUE(r.read(far->addr + at, buf).ok()) << at;
+      for (std::uint64_t k = 0; k < buf.size(); k += 509) {
+        ASSERT_EQ(buf[k], pattern(seed, at + k)) << at + k;
+      }
+    }
+  };
+  for (std::uint64_t at = 0; at < kBytes; at += buf.size()) {
+    for (std::uint64_t k = 0; k < buf.size(); ++k) buf[k] = pattern(1, at + k);
+    ASSERT_TRUE(r.write(far->addr + at, buf).ok()) << at;
+  }
+  ASSERT_TRUE(s.procs[0]->signal(SIGKILL).ok());
+  check_all(1);  // reads fail over position by position
+  ASSERT_TRUE(eventually(
+      [&] {
+        const RuntimeStats st = r.stats();
+        return st.servers_down == 1 && st.slabs_degraded == 0 && st.rereplications >= 2;
+      },
+      std::chrono::seconds(60), std::chrono::milliseconds(50)));
+  EXPECT_EQ(r.stats().far_bytes_leased, 2 * kBytes);
+  ASSERT_TRUE(s.procs[1]->signal(SIGKILL).ok());
+  check_all(1);
+  EXPECT_EQ(r.stats().slabs_lost, 0u);
+}
+
 // A stalled (SIGSTOPped) memserver is judged dead after replica_grace, far below op_timeout:
 // reads that were waiting on it fail over, and its copies are rebuilt.
 TEST(Replication, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
