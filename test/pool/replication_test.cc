@@ -300,6 +300,67 @@ TEST(Replication, AStripedAllocationIsRebuiltPositionByPosition) {
   EXPECT_EQ(r.stats().slabs_lost, 0u);
 }
 
+// Three copies on three servers: one server goes away, and there is nowhere to rebuild (each
+// survivor holds a copy already) until a fourth server is added while the runtime runs.
+// Batches of many reads fail over request by request.
+TEST(Replication, ThreeCopiesWaitForANewServerToBeWholeAgain) {
+  std::vector<std::unique_ptr<TestServer>> servers;
+  for (int i = 0; i < 3; ++i) {
+    servers.push_back(tcp_server_of(64));
+    ASSERT_TRUE(servers.back());
+  }
+  auto o = replicated({servers[0]->url(), servers[1]->url(), servers[2]->url()});
+  o.replicas = 3;
+  auto rt = open_or_fail(o);
+  ASSERT_TRUE(rt);
+  Runtime& r = *rt;
+  auto buf = r.local_buffer();
+  constexpr int kN = 6;
+  std::vector<FarRange> far;
+  for (int i = 0; i < kN; ++i) {
+    auto f = r.allocate(i % 2 == 0 ? kSlab : 3 * kSlab);  // shared and striped slabs
+    ASSERT_TRUE(f.ok()) << f.status().to_string();
+    far.push_back(*f);
+    for (std::uint64_t k = 0; k < buf.size(); ++k) buf[k] = pattern(i, k);
+    ASSERT_TRUE(r.write(f->addr, buf.first(std::min<std::uint64_t>(f->bytes, buf.size()))).ok());
+  }
+  const std::uint64_t leased = r.stats().far_bytes_leased;
+  for (auto& s : servers) EXPECT_EQ(s->core().stats().used_bytes, leased / 3);  // a copy each
+  auto read_all = [&] {  // one batch, a 256 KiB read of every allocation, into its own slice
+    IoBatch batch;
+    for (int i = 0; i < kN; ++i) batch.read(far[i].addr, buf.subspan(i * (256u << 10), 256u << 10));
+    ASSERT_TRUE(r.submit(batch).ok());
+    const Status st = r.wait(batch);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    for (int i = 0; i < kN; ++i) {
+      for (std::uint64_t k = 0; k < (256u << 10); k += 61) {
+        ASSERT_EQ(buf[i * (256u << 10) + k], pattern(i, k)) << i << " " << k;
+      }
+    }
+  };
+  read_all();
+  const std::string gone = servers[1]->url();
+  servers[1].reset();  // its connections break
+  read_all();
+  ASSERT_TRUE(eventually([&] { return r.stats().servers_down == 1; }));
+  EXPECT_EQ(r.stats().slabs_degraded, static_cast<std::uint64_t>(kN));
+  EXPECT_EQ(r.stats().rereplications, 0u);
+  servers.push_back(tcp_server_of(64));
+  ASSERT_TRUE(servers.back());
+  ASSERT_TRUE(r.add_server(servers.back()->url()).ok());
+  ASSERT_TRUE(eventually([&] { return r.stats().slabs_degraded == 0; }, std::chrono::seconds(60)));
+  EXPECT_EQ(servers.back()->core().stats().used_bytes, leased / 3);
+  EXPECT_EQ(r.stats().far_bytes_leased, leased);
+  // The new server's copies are real: with two of the three old ones gone, all reads go there.
+  servers[0].reset();
+  servers[2].reset();
+  read_all();
+  auto ss = r.server_stats();
+  ASSERT_TRUE(ss.ok()) << ss.status().to_string();
+  ASSERT_EQ(ss->size(), 4u);
+  EXPECT_TRUE((*ss)[1].down) << gone;
+}
+
 // A stalled (SIGSTOPped) memserver is judged dead after replica_grace, far below op_timeout:
 // reads that were waiting on it fail over, and its copies are rebuilt.
 TEST(Replication, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
