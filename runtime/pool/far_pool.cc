@@ -208,7 +208,7 @@ Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
   std::string why;
   auto room = room_for(u, why);  // a server with room for less than a stripe cannot help
   std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.free > y.free; });
-  {  // neighbours on different hosts: the copies of a position go to neighbours (below)
+  if (r > 1) {  // neighbours on different hosts: the copies of a position go to neighbours
     std::vector<std::size_t> order;
     for (auto& x : room) order.push_back(x.conn);
     order = interleave_hosts(order);

@@ -24,7 +24,8 @@
 // vector<Piece> an unreplicated slab has, on distinct servers. A striped slab is striped once
 // (k pieces, one stripe geometry) and each stripe position is replicated: copy c holds position
 // j on the c-th server after position j's in a host-interleaved list, so the r pieces of one
-// position are on r distinct servers (on distinct hosts when the list has r of them), while a
+// position are on r distinct servers (on distinct hosts as far as that list's neighbours
+// are: not where one host has more than its share of the servers), while a
 // copy need not avoid the servers of another copy's other positions. That is why a piece, not
 // a copy, is live, syncing or lost: one dead server costs each position it held one piece,
 // and the slab stays whole while every position keeps a live piece. (An erasure-coded layout,

@@ -361,6 +361,29 @@ TEST(Replication, ThreeCopiesWaitForANewServerToBeWholeAgain) {
   EXPECT_TRUE((*ss)[1].down) << gone;
 }
 
+// The two copies of a slab go to different hosts when there is a choice: here two servers on
+// 127.0.0.1 and the in-process one ("local"), so every slab has exactly one copy on "local".
+TEST(Replication, CopiesGoToDifferentHostsFirst) {
+  auto a = tcp_server_of(64), b = tcp_server_of(64);
+  ASSERT_TRUE(a && b);
+  auto o = replicated({a->url(), b->url(), "local"});
+  // As roomy as each other: placement alone (two of three drawn by free room) would leave
+  // "local" out of about a third of the slabs.
+  o.local_server_capacity = 64u << 20;
+  auto rt = open_or_fail(o);
+  ASSERT_TRUE(rt);
+  constexpr int kN = 12;
+  for (int i = 0; i < kN; ++i) {
+    auto f = rt->allocate(kSlab);
+    ASSERT_TRUE(f.ok()) << f.status().to_string();
+  }
+  auto ss = rt->server_stats();
+  ASSERT_TRUE(ss.ok()) << ss.status().to_string();
+  ASSERT_EQ(ss->size(), 3u);
+  EXPECT_EQ((*ss)[2].leased_by_me, kN * kSlab) << "a slab has both copies on one host";
+  EXPECT_EQ((*ss)[0].leased_by_me + (*ss)[1].leased_by_me, kN * kSlab);
+}
+
 // A stalled (SIGSTOPped) memserver is judged dead after replica_grace, far below op_timeout:
 // reads that were waiting on it fail over, and its copies are rebuilt.
 TEST(Replication, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
