@@ -158,6 +158,12 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   impl->connect.tenant = options.auth_tenant;
   impl->connect.resume_on_break = options.resume_sessions;
   impl->connect.heartbeat = options.heartbeat_interval;
+  // Replicated: a copy elsewhere serves once the pool judges a server dead (replica_grace);
+  // a resume is tried for no longer than that.
+  if (options.replicas > 1) {
+    impl->connect.resume_window =
+        std::chrono::duration_cast<std::chrono::milliseconds>(options.replica_grace);
+  }
   impl->connect.connect_timeout = options.connect_timeout;
   impl->connect.control_timeout = options.op_timeout;
   std::vector<std::unique_ptr<transport::Connection>> conns;
@@ -169,6 +175,9 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   pool::PoolOptions po;
   po.slab_bytes = options.slab_bytes;
   po.control_timeout = options.op_timeout;
+  po.replicas = options.replicas;
+  po.replica_grace = options.replica_grace;
+  po.replica_copy_bytes_per_sec = options.replica_copy_bytes_per_sec;
   impl->pool = std::make_unique<pool::FarPool>(std::move(conns), options.servers, po);
   if (!options.swap_file.empty()) {
     pool::SwapFileOptions so;
@@ -204,6 +213,17 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
     auto d = start_discovery(*rt, options);
     if (!d.ok()) return d.status().with_context("RuntimeOptions.registry " + options.registry);
     rt->impl_->discovery = std::move(d).value();
+  }
+  if (options.replicas > 1) {  // with a registry, the servers its first listing brought
+    std::size_t open = 0;
+    for (std::size_t c : rt->impl_->pool->current_servers()) {
+      open += rt->impl_->pool->server_closed(c) ? 0 : 1;
+    }
+    if (open < options.replicas) {
+      return InvalidArgument("RuntimeOptions.replicas is " + std::to_string(options.replicas) +
+                             " but only " + std::to_string(open) +
+                             " memserver(s) are there at open: each copy needs its own");
+    }
   }
   return rt;
 }
@@ -397,6 +417,13 @@ RuntimeStats Runtime::stats() const {
   s.swap_bytes_used = swap.used_bytes;
   s.swap_file_allocated = swap.allocated_bytes;
   s.swap_slabs_moved_back = impl_->pool->slabs_moved_back();
+  const pool::ReplicaStats rep = impl_->pool->replica_stats();
+  s.replicas = rep.replicas;
+  s.slabs_degraded = rep.slabs_degraded;
+  s.slabs_lost = rep.slabs_lost;
+  s.servers_down = rep.servers_down;
+  s.bytes_rereplicated = rep.bytes_copied;
+  s.rereplications = rep.pieces_rebuilt;
   return s;
 }
 
@@ -406,6 +433,14 @@ Result<std::vector<ServerStats>> Runtime::server_stats() {
   const auto overflow = impl_->pool->overflow_conn();
   for (std::size_t c : impl_->pool->current_servers()) {
     if (overflow && c == *overflow) continue;  // the swap file is in stats(), not a server
+    if (impl_->pool->server_down(c)) {  // its connection is broken for good: nothing to ask
+      ServerStats dead;
+      dead.server = impl_->pool->server_name(c);
+      dead.closed = true;
+      dead.down = true;
+      out.push_back(dead);
+      continue;
+    }
     auto& conn = impl_->pool->connection(c);
     auto st = transport::server_stats(conn, impl_->timeout());
     if (!st.ok()) return st.status().with_context(conn.peer());

@@ -123,6 +123,29 @@ Status check_runtime_options(const RuntimeOptions& o) {
       return InvalidArgument("RuntimeOptions.swap_file_interval must be > 0");
     }
   }
+  if (o.replicas < 1 || o.replicas > pool::kMaxReplicas) {
+    return InvalidArgument("RuntimeOptions.replicas must be 1.." +
+                           std::to_string(pool::kMaxReplicas) + " (got " +
+                           std::to_string(o.replicas) + ")");
+  }
+  if (o.replicas > 1) {
+    if (o.registry.empty() && o.servers.size() < o.replicas) {
+      return InvalidArgument("RuntimeOptions.replicas is " + std::to_string(o.replicas) +
+                             " but RuntimeOptions.servers names only " +
+                             std::to_string(o.servers.size()) +
+                             " memserver(s): each copy needs a memserver of its own");
+    }
+    if (!o.swap_file.empty()) {
+      return InvalidArgument("RuntimeOptions.swap_file holds one copy of a slab: it is not "
+                             "combined with RuntimeOptions.replicas > 1");
+    }
+    if (o.replica_grace.count() <= 0) {
+      return InvalidArgument("RuntimeOptions.replica_grace must be > 0");
+    }
+    if (o.replica_copy_bytes_per_sec == 0) {
+      return InvalidArgument("RuntimeOptions.replica_copy_bytes_per_sec must be > 0");
+    }
+  }
   if (o.max_cache_threads == 0 || o.max_cache_threads > detail::kMaxCacheThreadsLimit) {
     return InvalidArgument("RuntimeOptions.max_cache_threads must be in 1.." +
                            std::to_string(detail::kMaxCacheThreadsLimit) + " (got " +

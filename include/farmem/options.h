@@ -110,6 +110,20 @@ struct RuntimeOptions {
   /// holds a slot the evictor scans; a thread beyond the limit gets kResourceExhausted from
   /// every translation (far_ptr::try_deref, container calls) until another thread exits.
   std::uint32_t max_cache_threads = 256;
+  /// Copies of every slab of far memory, each on a different memserver (on different hosts
+  /// where the servers' URLs name different hosts and there is a choice): 1 (the default, no
+  /// replication), 2 or 3. Writes go to every copy, reads to one, failing over to another
+  /// when its memserver dies; a background thread rebuilds lost copies on the other servers.
+  /// When every copy of some far memory is lost, its reads and writes fail with kDataLoss.
+  /// Needs at least this many memservers at open; not combined with swap_file.
+  std::uint32_t replicas = 1;
+  /// With replicas > 1: a memserver that does not answer a probe within this is judged dead
+  /// (as is one whose connection broke), and its copies are rebuilt elsewhere. Probes go out
+  /// every quarter of it (at least every 50 ms, at most every second).
+  std::chrono::milliseconds replica_grace{3000};
+  /// With replicas > 1: how fast lost copies are rebuilt, in bytes a second (the copy is
+  /// paced so that the application's own I/O keeps the network and the memservers).
+  std::uint64_t replica_copy_bytes_per_sec = 32u << 20;
 };
 
 }  // namespace farmem

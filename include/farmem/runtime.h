@@ -46,6 +46,13 @@ struct RuntimeStats {
   std::uint64_t swap_bytes_used = 0;        ///< of far_bytes_leased, in the swap file
   std::uint64_t swap_file_allocated = 0;    ///< disk blocks the swap file holds, in bytes
   std::uint64_t swap_slabs_moved_back = 0;  ///< slabs moved from the file to memservers
+  /// Replication (RuntimeOptions::replicas)
+  std::uint32_t replicas = 1;             ///< copies of every slab, as configured
+  std::uint64_t slabs_degraded = 0;       ///< slabs with fewer live copies than that now
+  std::uint64_t slabs_lost = 0;           ///< slabs with bytes of no live copy (kDataLoss)
+  std::uint64_t servers_down = 0;         ///< memservers judged dead
+  std::uint64_t bytes_rereplicated = 0;   ///< bytes copied to rebuild lost copies
+  std::uint64_t rereplications = 0;       ///< lost slab pieces rebuilt on another server
 };
 
 /// Statistics one memserver reports about itself.
@@ -58,6 +65,8 @@ struct ServerStats {
   std::uint64_t slabs_reclaimed = 0;
   std::uint64_t leased_by_me = 0;  ///< of used_bytes, what this runtime leased there
   bool closed = false;             ///< closed to this runtime's new slabs
+  /// Judged dead (RuntimeOptions::replicas > 1): not asked, the figures above are zeros.
+  bool down = false;
 };
 
 /// One memserver the registry lists, as the runtime last read its record.

@@ -24,7 +24,13 @@ enum class StatusCode : std::uint8_t {
   kProtocolError,      ///< malformed, truncated or unknown message, version mismatch
   kIoError,            ///< the transport reported a failed operation
   kInternal,           ///< a bug or an unexpected system error
+  /// every copy of some far memory is lost (RuntimeOptions::replicas: all the memservers
+  /// holding its copies died); its reads and writes fail with this, never stale data
+  kDataLoss,
 };
+
+/// The highest code: codes read off the wire above it are a newer or broken peer's.
+inline constexpr StatusCode kLastStatusCode = StatusCode::kDataLoss;
 
 /// Human-readable name of a code ("timed out", ...).
 std::string_view to_string(StatusCode code);
@@ -61,6 +67,7 @@ inline Status TimedOut(std::string m) { return {StatusCode::kTimedOut, std::move
 inline Status ProtocolError(std::string m) { return {StatusCode::kProtocolError, std::move(m)}; }
 inline Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
 inline Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
+inline Status DataLoss(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
 
 /// Thrown by Result::value() (and `*`, `->`) when the Result holds an error: a program that
 /// did not check ok() first learns which error it ignored (what() is Status::to_string()),

@@ -15,6 +15,7 @@ std::string_view to_string(StatusCode code) {
     case StatusCode::kProtocolError: return "protocol error";
     case StatusCode::kIoError: return "I/O error";
     case StatusCode::kInternal: return "internal error";
+    case StatusCode::kDataLoss: return "data loss";
   }
   return "unknown error";
 }

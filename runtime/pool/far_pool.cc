@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/dcheck.h"
 #include "common/log.h"
 
 namespace farmem::pool {
@@ -21,26 +22,28 @@ FarPool::FarPool(std::vector<std::unique_ptr<transport::Connection>> conns,
     conns_[i] = std::move(conns[i]);
     names_.push_back(i < names.size() ? names[i] : conns_[i]->peer());
     closed_.push_back(false);
+    down_.push_back(false);
   }
   count_.store(n, std::memory_order_release);
+  if (options_.replicas > 1) replicator_ = std::thread([this] { replication_loop(); });
 }
 
 FarPool::~FarPool() {
-  if (migrator_.joinable()) {
-    {
-      MutexLock lock(stop_mu_);
-      stop_ = true;
-    }
-    stop_cv_.notify_all();
-    migrator_.join();
+  {
+    MutexLock lock(stop_mu_);
+    stop_ = true;
   }
+  stop_cv_.notify_all();
+  if (migrator_.joinable()) migrator_.join();
+  if (replicator_.joinable()) replicator_.join();
   std::vector<Piece> all;
   {
     WriterLock lock(mu_);
     for (Slab& s : slabs_) {
       if (!s.live) continue;
       s.live = false;
-      all.insert(all.end(), s.pieces.begin(), s.pieces.end());
+      // No piece is syncing: the replicator, stopped above, ends every rebuild it starts.
+      for (const Piece& p : held_pieces(s)) all.push_back(p);
     }
   }
   release(all);
@@ -57,6 +60,7 @@ Result<std::size_t> FarPool::add_connection(std::unique_ptr<transport::Connectio
   conns_[n] = std::move(conn);
   names_.push_back(std::move(name));
   closed_.push_back(true);  // opened once its local memory is registered
+  down_.push_back(false);
   count_.store(n + 1, std::memory_order_release);
   return n;
 }
@@ -66,6 +70,9 @@ Status FarPool::open_server(std::size_t i) {
   if (i >= closed_.size()) return OutOfRange("no server " + std::to_string(i));
   if (swap_ && i == overflow_) {
     return InvalidArgument("the swap file takes only slabs no memserver can lease");
+  }
+  if (down_[i]) {
+    return Unavailable(names_[i] + " was judged dead; add it again for a new connection");
   }
   closed_[i] = false;
   return Status::Ok();
@@ -197,39 +204,64 @@ Result<FarPool::Piece> FarPool::lease_piece(std::uint64_t bytes, std::string& wh
 Result<FarPool::Slab> FarPool::lease_striped(std::uint64_t bytes) {
   const std::uint64_t u = options_.stripe_bytes;
   const std::uint64_t stripes = (bytes + u - 1) / u;
+  const std::uint64_t r = options_.replicas;
   std::string why;
   auto room = room_for(u, why);  // a server with room for less than a stripe cannot help
   std::sort(room.begin(), room.end(), [](auto& x, auto& y) { return x.free > y.free; });
-  // Widest first: k servers with room for an equal share each; a server that refuses its
-  // share leaves the candidates, so this ends after at most servers + stripes rounds.
-  std::uint64_t k = std::min<std::uint64_t>(room.size(), stripes);
-  while (k >= 1) {
-    const std::uint64_t share = (stripes + k - 1) / k * u;
-    std::vector<Room> chosen;
-    for (auto& r : room) {
-      if (r.free >= share && chosen.size() < k) chosen.push_back(r);
+  if (r > 1) {  // neighbours on different hosts: the copies of a position go to neighbours
+    std::vector<std::size_t> order;
+    for (auto& x : room) order.push_back(x.conn);
+    order = interleave_hosts(order);
+    std::vector<Room> sorted;
+    for (std::size_t c : order) {
+      sorted.push_back(*std::find_if(room.begin(), room.end(), [&](auto& x) { return x.conn == c; }));
     }
-    if (chosen.size() < k) {
+    room = std::move(sorted);
+  }
+  // Widest first: k stripe positions on m = max(k, r) servers, copy c of position j on
+  // server (j + c) % m, so the r copies of a position are on r distinct servers; each server
+  // then holds min(k, r) pieces of an equal share. A server that refuses leaves the
+  // candidates, so this ends after at most servers + stripes rounds.
+  std::uint64_t k = std::min<std::uint64_t>(room.size(), stripes);
+  while (k >= 1 && room.size() >= r) {
+    const std::uint64_t share = (stripes + k - 1) / k * u;
+    const std::uint64_t m = std::max(k, r);
+    std::vector<Room> chosen;
+    for (auto& x : room) {
+      if (x.free >= std::min(k, r) * share && chosen.size() < m) chosen.push_back(x);
+    }
+    if (chosen.size() < m) {
       --k;
       continue;
     }
     Slab s;
     s.bytes = stripes * u;
     s.stripe = k > 1 ? u : 0;
+    s.copies.assign(r, std::vector<Piece>(k));
+    std::vector<Piece> leased;
     std::size_t refused = SIZE_MAX;
-    for (auto& [f, cap, c] : chosen) {
-      auto info = transport::alloc_slab(*conns_[c], share, options_.control_timeout);
-      if (!info.ok()) {
-        append_why(why, conns_[c]->peer(), info.status().to_string());
-        refused = c;
-        break;
+    for (std::uint64_t c = 0; c < r && refused == SIZE_MAX; ++c) {
+      for (std::uint64_t j = 0; j < k; ++j) {
+        const std::size_t conn = chosen[(j + c) % m].conn;
+        auto info = transport::alloc_slab(*conns_[conn], share, options_.control_timeout);
+        if (!info.ok()) {
+          append_why(why, conns_[conn]->peer(), info.status().to_string());
+          refused = conn;
+          break;
+        }
+        s.copies[c][j] = {conn, info->slab_id, info->addr, info->rkey, info->bytes};
+        leased.push_back(s.copies[c][j]);
       }
-      s.pieces.push_back({c, info->slab_id, info->addr, info->rkey, info->bytes});
     }
     if (refused == SIZE_MAX) return s;
-    release(s.pieces);
-    std::erase_if(room, [&](auto& r) { return r.conn == refused; });
+    release(leased);
+    std::erase_if(room, [&](auto& x) { return x.conn == refused; });
     k = std::min<std::uint64_t>(k, room.size());
+  }
+  if (r > 1 && room.size() < r) {
+    append_why(why, "replicas", std::to_string(r) + " copies need " + std::to_string(r) +
+                                    " servers with room, " + std::to_string(room.size()) +
+                                    " have");
   }
   for (auto& [f, cap, c] : room) {
     append_why(why, conns_[c]->peer(), "too full for an equal share (" + std::to_string(f) +
@@ -263,6 +295,7 @@ std::optional<FarRange> FarPool::allocate_in_shared_locked(std::uint64_t bytes) 
   for (std::size_t i = 0; i < slabs_.size(); ++i) {
     Slab& s = slabs_[i];
     if (!s.live || s.dedicated) continue;
+    if (options_.replicas > 1 && !loss_of(i, s).ok()) continue;  // no new data in a lost slab
     if (auto off = s.alloc->allocate(bytes)) return FarRange{make_far_addr(i, *off), bytes};
   }
   return std::nullopt;
@@ -286,9 +319,10 @@ Result<FarRange> FarPool::allocate(std::uint64_t bytes) {
     if (striped.ok()) {
       s = std::move(striped).value();
     } else {
+      if (options_.replicas > 1) return striped.status();  // the file holds one copy
       FARMEM_ASSIGN_OR_RETURN(Piece p, lease_overflow(bytes, striped.status()));
       s.bytes = p.bytes;
-      s.pieces.push_back(p);
+      s.copies = {{p}};
     }
     s.dedicated = true;
   } else {
@@ -296,14 +330,20 @@ Result<FarRange> FarPool::allocate(std::uint64_t bytes) {
       WriterLock lock(mu_);  // another thread may have leased one meanwhile
       if (auto r = allocate_in_shared_locked(bytes)) return *r;
     }
-    std::string why;
-    auto p = lease_piece(options_.slab_bytes, why);
-    if (!p.ok()) p = lease_overflow(options_.slab_bytes, p.status());
-    if (!p.ok()) return p.status();
-    s.bytes = p->bytes;
-    s.pieces.push_back(*p);
+    if (options_.replicas > 1) {
+      FARMEM_ASSIGN_OR_RETURN(s.copies, lease_copies(options_.slab_bytes));
+      s.bytes = s.copies[0][0].bytes;  // as granted (a server may round up), the same in each
+      for (const auto& copy : s.copies) s.bytes = std::min(s.bytes, copy[0].bytes);
+    } else {
+      std::string why;
+      auto p = lease_piece(options_.slab_bytes, why);
+      if (!p.ok()) p = lease_overflow(options_.slab_bytes, p.status());
+      if (!p.ok()) return p.status();
+      s.bytes = p->bytes;
+      s.copies = {{*p}};
+    }
   }
-  const std::vector<Piece> pieces = s.pieces;
+  const std::vector<Piece> pieces = held_pieces(s);
   Status refused;
   {
     WriterLock lock(mu_);
@@ -340,17 +380,27 @@ Status FarPool::free(FarRange range) {
     if (s.alloc->empty()) {  // give the memory back to its servers
       s.live = false;
       s.alloc.reset();
-      give_back = std::move(s.pieces);
-      s.pieces.clear();
+      // Not a syncing piece: the replicator gives that back itself when it sees the slab gone.
+      for (const Piece& p : held_pieces(s)) {
+        if (p.state == PieceState::kLive) give_back.push_back(p);
+      }
+      s.copies.clear();
     }
   }
   release(give_back);
   return Status::Ok();
 }
 
-Result<RemoteTarget> FarPool::resolve(FarAddr addr, std::uint64_t len) const {
+FarPool::Segment FarPool::locate(const Slab& s, std::uint64_t off, std::uint64_t len) {
+  const std::size_t k = s.copies[0].size();
+  if (k == 1) return {0, off, len};
+  const std::uint64_t stripe = off / s.stripe, in = off % s.stripe;
+  return {static_cast<std::size_t>(stripe % k), stripe / k * s.stripe + in,
+          std::min(len, s.stripe - in)};
+}
+
+Result<const FarPool::Slab*> FarPool::slab_for(FarAddr addr, std::uint64_t len) const {
   if (addr.is_null()) return InvalidArgument("access through a null far address");
-  ReaderLock lock(mu_);
   const auto i = slab_index_of(addr);
   if (i >= slabs_.size() || !slabs_[i].live) {
     return OutOfRange("far address names no live slab (freed?)");
@@ -362,14 +412,82 @@ Result<RemoteTarget> FarPool::resolve(FarAddr addr, std::uint64_t len) const {
                       std::to_string(off) + " runs past the slab's " + std::to_string(s.bytes) +
                       " bytes");
   }
-  if (s.pieces.size() == 1) {
-    const Piece& p = s.pieces[0];
-    return RemoteTarget{p.conn, p.remote_addr + off, p.rkey, len};
+  FARMEM_DCHECK(!s.copies.empty() && !s.copies[0].empty());
+  return &s;
+}
+
+Result<RemoteTarget> FarPool::resolve(FarAddr addr, std::uint64_t len) const {
+  ReaderLock lock(mu_);
+  FARMEM_ASSIGN_OR_RETURN(const Slab* s, slab_for(addr, len));
+  const Segment g = locate(*s, offset_of(addr), len);
+  if (s->copies.size() == 1) {  // unreplicated: the one piece, whatever its state
+    const Piece& p = s->copies[0][g.pos];
+    return RemoteTarget{p.conn, p.remote_addr + g.at, p.rkey, g.bytes};
   }
-  const std::uint64_t stripe = off / s.stripe, in = off % s.stripe;
-  const Piece& p = s.pieces[stripe % s.pieces.size()];
-  const std::uint64_t at = stripe / s.pieces.size() * s.stripe + in;
-  return RemoteTarget{p.conn, p.remote_addr + at, p.rkey, std::min(len, s.stripe - in)};
+  // A stable choice among the live pieces of this position, different from slab to slab:
+  // every copy carries reads.
+  const std::size_t n = live_at(*s, g.pos);
+  if (n == 0) return loss_of(slab_index_of(addr), *s);
+  std::size_t pick = (slab_index_of(addr) + g.pos) % n;
+  for (const auto& copy : s->copies) {
+    const Piece& p = copy[g.pos];
+    if (p.state != PieceState::kLive) continue;
+    if (pick-- == 0) return RemoteTarget{p.conn, p.remote_addr + g.at, p.rkey, g.bytes};
+  }
+  return Internal("unreachable: a live piece vanished under the lock");
+}
+
+Result<WriteTargets> FarPool::resolve_write(FarAddr addr, std::uint64_t len) const {
+  ReaderLock lock(mu_);
+  FARMEM_ASSIGN_OR_RETURN(const Slab* s, slab_for(addr, len));
+  const Segment g = locate(*s, offset_of(addr), len);
+  WriteTargets out;
+  if (s->copies.size() > 1 && live_at(*s, g.pos) == 0) return loss_of(slab_index_of(addr), *s);
+  for (const auto& copy : s->copies) {
+    const Piece& p = copy[g.pos];
+    if (s->copies.size() > 1 && p.state == PieceState::kLost) continue;
+    FARMEM_DCHECK_LT(out.count, kMaxReplicas);
+    out.at[out.count++] = RemoteTarget{p.conn, p.remote_addr + g.at, p.rkey, g.bytes};
+  }
+  return out;
+}
+
+Status FarPool::check_live(FarAddr addr, std::uint64_t len) const {
+  ReaderLock lock(mu_);
+  FARMEM_ASSIGN_OR_RETURN(const Slab* s, slab_for(addr, len));
+  for (std::uint64_t at = 0; at < len;) {  // each stripe the range touches
+    const Segment g = locate(*s, offset_of(addr) + at, len - at);
+    if (live_at(*s, g.pos) == 0) return loss_of(slab_index_of(addr), *s);
+    at += g.bytes;
+  }
+  return Status::Ok();
+}
+
+std::size_t FarPool::live_at(const Slab& s, std::size_t pos) {
+  std::size_t n = 0;
+  for (const auto& copy : s.copies) n += copy[pos].state == PieceState::kLive ? 1 : 0;
+  return n;
+}
+
+Status FarPool::loss_of(std::size_t i, const Slab& s) const {
+  bool lost = false;
+  for (std::size_t pos = 0; pos < s.copies[0].size() && !lost; ++pos) lost = live_at(s, pos) == 0;
+  if (!lost) return Status::Ok();
+  std::string servers;
+  for (std::size_t c : s.lost_on) servers += (servers.empty() ? "" : ", ") + names_[c];
+  return DataLoss("slab " + std::to_string(i) + " (" + std::to_string(s.bytes) +
+                  " bytes) has no live copy of some of its bytes left: its copies were lost "
+                  "with " + (servers.empty() ? std::string("(no server named)") : servers));
+}
+
+std::vector<FarPool::Piece> FarPool::held_pieces(const Slab& s) {
+  std::vector<Piece> out;
+  for (const auto& copy : s.copies) {
+    for (const Piece& p : copy) {
+      if (p.state != PieceState::kLost) out.push_back(p);
+    }
+  }
+  return out;
 }
 
 std::uint64_t FarPool::slab_bytes(std::uint64_t index) const {
@@ -388,7 +506,7 @@ std::uint64_t FarPool::leased_bytes() const {
   ReaderLock lock(mu_);
   std::uint64_t n = 0;
   for (const Slab& s : slabs_) {
-    for (const Piece& p : s.pieces) n += s.live ? p.bytes : 0;
+    for (const Piece& p : held_pieces(s)) n += s.live ? p.bytes : 0;
   }
   return n;
 }
@@ -397,7 +515,7 @@ std::vector<std::uint64_t> FarPool::leased_bytes_per_server() const {
   ReaderLock lock(mu_);
   std::vector<std::uint64_t> out(names_.size(), 0);
   for (const Slab& s : slabs_) {
-    for (const Piece& p : s.pieces) out[p.conn] += s.live ? p.bytes : 0;
+    for (const Piece& p : held_pieces(s)) out[p.conn] += s.live ? p.bytes : 0;
   }
   return out;
 }

@@ -20,11 +20,49 @@
 // touches the file holds the gate shared from resolving its addresses until its ops ran (they
 // run inside post()), so no write can land in the file after the switch.
 //
+// Replication (PoolOptions::replicas = r > 1): a slab has r copies (Slab::copies), each the
+// vector<Piece> an unreplicated slab has, on distinct servers. A striped slab is striped once
+// (k pieces, one stripe geometry) and each stripe position is replicated: copy c holds position
+// j on the c-th server after position j's in a host-interleaved list, so the r pieces of one
+// position are on r distinct servers (on distinct hosts as far as that list's neighbours
+// are: not where one host has more than its share of the servers), while a
+// copy need not avoid the servers of another copy's other positions. That is why a piece, not
+// a copy, is live, syncing or lost: one dead server costs each position it held one piece,
+// and the slab stays whole while every position keeps a live piece. (An erasure-coded layout,
+// Layout::kErasureCoded later, would keep k data + m parity pieces in one copy.)
+//
+//   piece state  reads  writes  becomes
+//   -----------  -----  ------  -------------------------------------------------------
+//   kLive        yes    yes     kLost when its server is judged dead (server_failed)
+//   kSyncing     no     yes     kLive once the replicator copied all of it; kLost on abort
+//   kLost        no     no      kSyncing when the replicator installs a replacement
+//
+// A read goes to one live piece (a stable choice per slab and position, which spreads slabs
+// over their copies); a write to every live and syncing piece. A server is judged dead when
+// an op or a probe to it fails with a transport error (kUnavailable, kTimedOut, kIoError: each
+// breaks the connection for good, transport.h) or a probe gets no answer within
+// replica_grace; then every piece on it is lost at once and it is closed to new slabs. A
+// position with no live piece makes the slab lost: its reads and writes fail with kDataLoss
+// naming the slab and the servers lost.
+//
+// Rebuilding (far_pool_replicas.cc): a thread probes the servers and, for each lost piece of
+// a slab that still has a live one at its position, leases a new piece on a server holding
+// none of that position (another host first) and installs it syncing: every write resolved
+// from then on reaches it. It then copies the piece chunk by chunk from a live piece, each
+// chunk with the write gate (write_gate.h) closed: every batch that writes holds the gate
+// from before it resolves its addresses until wait() on it returned. So a write either
+// finished before the chunk's copy started (the copy carries it: it is on every live piece)
+// or starts after the copy finished (and was resolved after the install, so it reaches the
+// new piece itself); none can land on the source after the copier read it and on the new
+// piece before the copier wrote it. The first chunk also waits out writes resolved before the
+// install (the gate closes only when no writer is inside). Only then does the piece go live.
+//
 // Locks: mu_ (shared for resolve, exclusive to change the tables) is never held across a
 // network call; lease_mu_ serialises leases, which do talk to servers, so a slow or stalled
 // server delays other leases but never the reads and writes of far memory already placed.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -42,14 +80,39 @@
 #include "pool/far_addr.h"
 #include "pool/slab_allocator.h"
 #include "pool/swap_file.h"
+#include "pool/write_gate.h"
 #include "transport/transport.h"
 
 namespace farmem::pool {
+
+/// Most copies of a slab (RuntimeOptions::replicas).
+inline constexpr std::uint32_t kMaxReplicas = 3;
 
 struct PoolOptions {
   std::uint64_t slab_bytes = 64u << 20;   ///< size of a shared slab
   std::uint64_t stripe_bytes = 1u << 20;  ///< stripe unit of allocations larger than a slab
   std::chrono::nanoseconds control_timeout = std::chrono::seconds(5);
+  std::uint32_t replicas = 1;  ///< copies of every slab, 1..kMaxReplicas (see above)
+  /// A server that does not answer a probe (or a rebuild's op) within this is judged dead.
+  std::chrono::nanoseconds replica_grace = std::chrono::seconds(3);
+  std::uint64_t replica_copy_bytes_per_sec = 32u << 20;  ///< pace of rebuilding lost copies
+};
+
+/// An op failure that breaks its connection for good (transport.h): the server is judged
+/// dead when it hits a replicated slab.
+inline bool is_transport_failure(const Status& st) {
+  return st.code() == StatusCode::kUnavailable || st.code() == StatusCode::kTimedOut ||
+         st.code() == StatusCode::kIoError;
+}
+
+/// Replication figures (zeros but `replicas` without replication).
+struct ReplicaStats {
+  std::uint32_t replicas = 1;
+  std::uint64_t slabs_degraded = 0;  ///< live slabs with fewer live copies than replicas
+  std::uint64_t slabs_lost = 0;      ///< live slabs some of whose bytes have no live copy
+  std::uint64_t servers_down = 0;    ///< servers judged dead
+  std::uint64_t bytes_copied = 0;    ///< bytes copied into rebuilt pieces
+  std::uint64_t pieces_rebuilt = 0;  ///< lost pieces replaced by a live one
 };
 
 /// Where a far range lives.
@@ -58,6 +121,12 @@ struct RemoteTarget {
   std::uint64_t remote_addr = 0;
   std::uint32_t rkey = 0;
   std::uint64_t bytes = 0;  ///< bytes from the address contiguous on this target (<= asked)
+};
+
+/// Every piece a write of a far range must reach: the same bytes on each.
+struct WriteTargets {
+  std::uint32_t count = 0;
+  std::array<RemoteTarget, kMaxReplicas> at{};
 };
 
 class FarPool {
@@ -108,7 +177,27 @@ class FarPool {
 
   /// The target of the first bytes of [addr, addr + len), which must lie inside one live
   /// slab; RemoteTarget::bytes says how many (all of len unless a stripe boundary is crossed).
+  /// Replicated: the live copy reads go to (kDataLoss when none is left).
   Result<RemoteTarget> resolve(FarAddr addr, std::uint64_t len) const;
+  /// The same first bytes on every copy a write must reach (live and syncing pieces), the same
+  /// count of bytes on each; kDataLoss when no live copy is left.
+  Result<WriteTargets> resolve_write(FarAddr addr, std::uint64_t len) const;
+  /// Ok while every byte of [addr, addr + len) has a live copy; else kDataLoss.
+  Status check_live(FarAddr addr, std::uint64_t len) const;
+
+  // ---- Replication (see the top of this file; far_pool_replicas.cc) ----
+
+  std::uint32_t replicas() const { return options_.replicas; }
+  /// Held by every batch that writes replicated slabs (see the top of this file).
+  WriteGate& write_gate() { return write_gate_; }
+  /// Judges server `c` dead after `why` (a transport failure of an op or probe): every piece
+  /// on it is lost and it is closed to new slabs. Idempotent.
+  void server_failed(std::size_t c, const Status& why);
+  bool server_down(std::size_t c) const;
+  ReplicaStats replica_stats() const;
+  /// One pass of the replicator (its thread calls it; tests may too): probes every server,
+  /// then rebuilds lost pieces. Returns how many pieces it rebuilt.
+  std::size_t replicate_once();
 
   std::size_t connection_count() const { return count_.load(std::memory_order_acquire); }
   transport::Connection& connection(std::size_t i) const { return *conns_[i]; }
@@ -122,6 +211,7 @@ class FarPool {
   std::vector<std::uint64_t> leased_bytes_per_server() const;
 
  private:
+  enum class PieceState : std::uint8_t { kLive, kSyncing, kLost };  // see the top
   /// Memory leased on one server.
   struct Piece {
     std::size_t conn = 0;
@@ -129,15 +219,46 @@ class FarPool {
     std::uint64_t remote_addr = 0;
     std::uint32_t rkey = 0;
     std::uint64_t bytes = 0;
+    PieceState state = PieceState::kLive;
   };
+  /// How a slab's bytes map to pieces. Only replication is built; erasure coding (k data +
+  /// m parity pieces in one copy) would be a second layout.
+  enum class Layout : std::uint8_t { kReplicated };
   struct Slab {
-    std::vector<Piece> pieces;  ///< one, or k stripes' worth each
-    std::uint64_t bytes = 0;    ///< addressable bytes
-    std::uint64_t stripe = 0;   ///< stripe unit when pieces.size() > 1
+    Layout layout = Layout::kReplicated;
+    /// replicas copies, each one piece or k stripe positions (the same k in every copy).
+    std::vector<std::vector<Piece>> copies;
+    std::uint64_t bytes = 0;   ///< addressable bytes
+    std::uint64_t stripe = 0;  ///< stripe unit when a copy has more than one piece
     bool live = false;
     bool dedicated = false;  ///< holds one allocation larger than a shared slab
     std::unique_ptr<SlabAllocator> alloc;
+    std::vector<std::size_t> lost_on;  ///< servers whose death cost this slab a piece
   };
+  /// Where slab offset `off` lives: stripe position, offset in that position's pieces, and
+  /// bytes contiguous there (at most `len`).
+  struct Segment {
+    std::size_t pos = 0;
+    std::uint64_t at = 0;
+    std::uint64_t bytes = 0;
+  };
+  static Segment locate(const Slab& s, std::uint64_t off, std::uint64_t len);
+  /// The slab of `addr` with [addr, addr + len) inside it, or why not.
+  Result<const Slab*> slab_for(FarAddr addr, std::uint64_t len) const FARMEM_REQUIRES_SHARED(mu_);
+  /// kDataLoss naming slab `i` and the servers it lost pieces with.
+  Status loss_of(std::size_t i, const Slab& s) const FARMEM_REQUIRES_SHARED(mu_);
+  static std::size_t live_at(const Slab& s, std::size_t pos);
+  /// Every piece of the slab that is not lost (what goes back to the servers).
+  static std::vector<Piece> held_pieces(const Slab& s);
+  /// The host part of a server's name ("local" for the in-process one).
+  static std::string host_of(const std::string& name);
+  /// `conns` reordered so that neighbours are on different hosts where possible (each
+  /// host's servers keep their order).
+  std::vector<std::size_t> interleave_hosts(const std::vector<std::size_t>& conns) const
+      FARMEM_EXCLUDES(mu_);
+  /// One piece of `bytes` on each of `replicas` distinct servers (distinct hosts first).
+  Result<std::vector<std::vector<Piece>>> lease_copies(std::uint64_t bytes)
+      FARMEM_REQUIRES(lease_mu_);
 
   struct Room {
     std::uint64_t free = 0;
@@ -169,6 +290,26 @@ class FarPool {
                   std::span<std::byte> buf, std::uint32_t lkey);
   void migration_loop(std::chrono::milliseconds interval);
 
+  /// A lost piece to rebuild: slab, copy, stripe position.
+  struct Slot {
+    std::size_t slab = 0, copy = 0, pos = 0;
+  };
+  void replication_loop();
+  bool stopping() FARMEM_EXCLUDES(stop_mu_);
+  /// Sleeps until `t` or stop; false when stopping.
+  bool sleep_until(std::chrono::steady_clock::time_point t) FARMEM_EXCLUDES(stop_mu_);
+  void probe_servers();
+  /// Leases a replacement for `slot` and installs it syncing; returns it with the lost piece
+  /// it replaced, or nothing (no server can take it, or the slot changed).
+  std::optional<std::pair<Piece, Piece>> install_replacement(const Slot& slot)
+      FARMEM_EXCLUDES(mu_, lease_mu_);
+  /// Rebuilds one lost piece (see the top of this file); true when it went live.
+  bool rebuild(const Slot& slot) FARMEM_REQUIRES(replicate_mu_);
+  /// Copies [at, at + n) of `slot`'s position from a live piece into `fresh` through buf_.
+  Status copy_chunk(const Slot& slot, const Piece& fresh, std::uint64_t at, std::uint64_t n) FARMEM_REQUIRES(replicate_mu_);
+  /// The registration of the copy buffer with connection `c` (made on first use).
+  Result<std::uint32_t> copy_lkey(std::size_t c) FARMEM_REQUIRES(replicate_mu_);
+
   const PoolOptions options_;
   std::unique_ptr<std::unique_ptr<transport::Connection>[]> conns_;  ///< kMaxServers slots
   std::atomic<std::size_t> count_{0};  ///< slots [0, count_) are set and never change
@@ -179,6 +320,8 @@ class FarPool {
   std::vector<std::string> names_ FARMEM_GUARDED_BY(mu_);  ///< per connection
   /// Per connection: closed to new slabs.
   std::vector<bool> closed_ FARMEM_GUARDED_BY(mu_);
+  /// Per connection: judged dead (replication; also closed).
+  std::vector<bool> down_ FARMEM_GUARDED_BY(mu_);
   /// Indexed by FarAddr slab index; never reused.
   std::vector<Slab> slabs_ FARMEM_GUARDED_BY(mu_);
   /// The two random choices (fixed seed: reproducible); only lease_mu_ holders draw.
@@ -196,6 +339,17 @@ class FarPool {
   std::condition_variable stop_cv_;
   bool stop_ FARMEM_GUARDED_BY(stop_mu_) = false;
   std::thread migrator_;
+
+  /// Replication: see the top of this file.
+  WriteGate write_gate_;
+  std::atomic<std::uint64_t> bytes_copied_{0}, pieces_rebuilt_{0};
+  /// One replication pass at a time (the thread, or a test calling replicate_once); guards
+  /// the copy buffer and its registrations (index = connection).
+  Mutex replicate_mu_ FARMEM_ACQUIRED_BEFORE(lease_mu_, mu_);
+  std::vector<std::byte> copy_buf_ FARMEM_GUARDED_BY(replicate_mu_);
+  std::vector<std::unique_ptr<transport::MemoryRegistration>> copy_regs_
+      FARMEM_GUARDED_BY(replicate_mu_);
+  std::thread replicator_;
 };
 
 }  // namespace farmem::pool

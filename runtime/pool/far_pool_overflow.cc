@@ -63,8 +63,9 @@ std::size_t FarPool::migrate_once() {
     ReaderLock lock(mu_);
     for (std::size_t i = 0; i < slabs_.size(); ++i) {
       const Slab& s = slabs_[i];
-      if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_) {
-        on_file.emplace_back(i, s.pieces[0]);
+      if (s.live && s.copies.size() == 1 && s.copies[0].size() == 1 &&
+          s.copies[0][0].conn == overflow_) {
+        on_file.emplace_back(i, s.copies[0][0]);
       }
     }
   }
@@ -101,9 +102,10 @@ std::size_t FarPool::migrate_once() {
       if (st.ok()) {
         WriterLock lock(mu_);
         Slab& s = slabs_[i];
-        if (s.live && s.pieces.size() == 1 && s.pieces[0].conn == overflow_ &&
-            s.pieces[0].server_slab_id == old.server_slab_id) {
-          s.pieces[0] = far;
+        if (s.live && s.copies.size() == 1 && s.copies[0].size() == 1 &&
+            s.copies[0][0].conn == overflow_ &&
+            s.copies[0][0].server_slab_id == old.server_slab_id) {
+          s.copies[0][0] = far;
           switched = true;
         }
       }

@@ -16,6 +16,8 @@ struct IoBatch::Impl {
   };
   std::vector<Request> requests;
   std::vector<std::vector<transport::Op>> per_conn;  ///< ops grouped by connection
+  /// Beside per_conn: the request each op serves (replicated pools only, for fail-over).
+  std::vector<std::vector<std::uint32_t>> per_conn_req;
   struct Posted {
     std::size_t conn;
     std::unique_ptr<transport::Completion> done;
@@ -23,6 +25,9 @@ struct IoBatch::Impl {
   std::vector<Posted> posted;  ///< completions reused across submits
   std::size_t in_flight = 0;   ///< entries of `posted` used by the current submit
   Status submit_error;
+  /// Replicated pools: connections whose post or wait failed with a transport failure.
+  std::vector<std::pair<std::size_t, Status>> failed;
+  bool holds_gate = false;  ///< inside the pool's write gate from submit to the end of wait
 };
 
 IoBatch::IoBatch() : impl_(std::make_unique<Impl>()) {}
@@ -96,34 +101,48 @@ void IoService::count(transport::OpKind kind, std::uint64_t n) {
 }
 
 Status IoService::append_ops(transport::OpKind kind, FarAddr far, std::byte* local,
-                             std::uint64_t n, std::vector<std::vector<transport::Op>>& out) {
+                             std::uint64_t n, std::uint32_t request, IoBatch::Impl& b) {
   if (n == 0) return InvalidArgument("read or write of 0 bytes");
+  const bool replicated = pool_.replicas() > 1;
   [[maybe_unused]] std::uint64_t covered = 0;  // bytes of [far, far + n) in ops so far
-  // A striped allocation splits the range at stripe boundaries, one target each.
+  // A striped allocation splits the range at stripe boundaries, one target each; a write to
+  // a replicated slab has a target in each copy, the same bytes in each.
   for (std::uint64_t at = 0; at < n;) {
-    FARMEM_ASSIGN_OR_RETURN(RemoteTarget t, pool_.resolve(FarAddr{far.raw + at}, n - at));
-    // The first bytes of what is left, some of them (else this loop would never end).
-    FARMEM_DCHECK_MSG(t.bytes > 0 && t.bytes <= n - at, "resolved {} of {} bytes", t.bytes,
-                      n - at);
-    const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
-    for (std::uint64_t done = 0; done < t.bytes;) {
-      // Local memory registered in adjacent pieces (the cache's arena chunks) splits the range
-      // too: one op, one registration. A gap in the registrations fails here.
-      auto key = lkey_for(local + at + done, t.conn);
-      if (!key.ok()) {
-        return key.status().with_context("local buffer of " + std::to_string(n) + " bytes");
-      }
-      const auto len =
-          static_cast<std::uint32_t>(std::min({max, t.bytes - done, key->bytes}));
-      FARMEM_DCHECK_GT(len, 0u);  // inside one registration, which covers local + at + done
-      out[t.conn].push_back(
-          {kind, len, local + at + done, key->lkey, t.rkey, t.remote_addr + done});
-      done += len;
-      covered += len;
+    WriteTargets ts;
+    if (kind == transport::OpKind::kRead) {
+      FARMEM_ASSIGN_OR_RETURN(ts.at[0], pool_.resolve(FarAddr{far.raw + at}, n - at));
+      ts.count = 1;
+    } else {
+      FARMEM_ASSIGN_OR_RETURN(ts, pool_.resolve_write(FarAddr{far.raw + at}, n - at));
     }
-    at += t.bytes;
+    FARMEM_DCHECK_GT(ts.count, 0u);
+    const std::uint64_t bytes = ts.at[0].bytes;
+    // The first bytes of what is left, some of them (else this loop would never end).
+    FARMEM_DCHECK_MSG(bytes > 0 && bytes <= n - at, "resolved {} of {} bytes", bytes, n - at);
+    for (std::uint32_t k = 0; k < ts.count; ++k) {
+      const RemoteTarget& t = ts.at[k];
+      FARMEM_DCHECK_EQ(t.bytes, bytes);  // every copy has the same stripe geometry
+      const std::uint64_t max = pool_.connection(t.conn).capabilities().max_op_bytes;
+      for (std::uint64_t done = 0; done < t.bytes;) {
+        // Local memory registered in adjacent pieces (the cache's arena chunks) splits the
+        // range too: one op, one registration. A gap in the registrations fails here.
+        auto key = lkey_for(local + at + done, t.conn);
+        if (!key.ok()) {
+          return key.status().with_context("local buffer of " + std::to_string(n) + " bytes");
+        }
+        const auto len =
+            static_cast<std::uint32_t>(std::min({max, t.bytes - done, key->bytes}));
+        FARMEM_DCHECK_GT(len, 0u);  // inside one registration, which covers local + at + done
+        b.per_conn[t.conn].push_back(
+            {kind, len, local + at + done, key->lkey, t.rkey, t.remote_addr + done});
+        if (replicated) b.per_conn_req[t.conn].push_back(request);
+        done += len;
+        if (k == 0) covered += len;
+      }
+    }
+    at += bytes;
   }
-  FARMEM_DCHECK_EQ(covered, n);  // the ops cover the request exactly, no byte twice
+  FARMEM_DCHECK_EQ(covered, n);  // the ops cover the request exactly, no byte twice (a copy)
   return Status::Ok();
 }
 
@@ -215,35 +234,70 @@ Status IoService::write(FarAddr dst, std::span<const std::byte> src) {
   return wait(batch);
 }
 
-Status IoService::build(IoBatch& batch) {
-  auto& b = *batch.impl_;
+void IoService::clear_ops(IoBatch::Impl& b) {
   b.per_conn.resize(pool_.connection_count());
   for (auto& v : b.per_conn) v.clear();
-  for (const auto& r : b.requests) {
-    FARMEM_RETURN_IF_ERROR(append_ops(r.kind, r.far, r.local, r.bytes, b.per_conn));
+  b.per_conn_req.resize(b.per_conn.size());
+  for (auto& v : b.per_conn_req) v.clear();
+}
+
+Status IoService::build(IoBatch& batch) {
+  auto& b = *batch.impl_;
+  clear_ops(b);
+  for (std::uint32_t i = 0; i < b.requests.size(); ++i) {
+    const auto& r = b.requests[i];
+    FARMEM_RETURN_IF_ERROR(append_ops(r.kind, r.far, r.local, r.bytes, i, b));
   }
   return Status::Ok();
+}
+
+void IoService::leave_gate(IoBatch::Impl& b) {
+  if (!b.holds_gate) return;
+  b.holds_gate = false;
+  pool_.write_gate().leave();
 }
 
 Status IoService::submit(IoBatch& batch) {
   InFarmemScope in_farmem;  // a region fault in here is served by a region's helper thread
   auto& b = *batch.impl_;
   if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
-  FARMEM_RETURN_IF_ERROR(build(batch));
-  const auto overflow = pool_.overflow_conn();
-  if (overflow && *overflow < b.per_conn.size() && !b.per_conn[*overflow].empty()) {
-    // Ops on the swap file run inside post(): holding the gate from resolving to posting
-    // keeps their slabs from moving back to far memory in between (see far_pool.h).
-    ReaderLock gate(pool_.overflow_gate());
-    FARMEM_RETURN_IF_ERROR(build(batch));
-    return post_all(batch);
+  if (pool_.replicas() > 1) {
+    // A batch that writes is inside the write gate from before it resolves until its wait()
+    // ends: a rebuild copies no chunk meanwhile (far_pool.h, "Rebuilding").
+    const bool writes = std::any_of(b.requests.begin(), b.requests.end(), [](const auto& r) {
+      return r.kind == transport::OpKind::kWrite;
+    });
+    if (writes) {
+      pool_.write_gate().enter();
+      b.holds_gate = true;
+    }
   }
-  return post_all(batch);
+  Status st = build(batch);
+  if (st.ok()) {
+    const auto overflow = pool_.overflow_conn();
+    if (overflow && *overflow < b.per_conn.size() && !b.per_conn[*overflow].empty()) {
+      // Ops on the swap file run inside post(): holding the gate from resolving to posting
+      // keeps their slabs from moving back to far memory in between (see far_pool.h).
+      ReaderLock gate(pool_.overflow_gate());
+      st = build(batch);
+      if (st.ok()) st = post_all(batch);
+    } else {
+      st = post_all(batch);
+    }
+  }
+  if (st.ok()) {
+    for (const auto& r : b.requests) count(r.kind, r.bytes);
+  } else {
+    // Nothing was started: no wait() follows. Servers whose post failed are dead all the same.
+    for (const auto& [c, why] : b.failed) pool_.server_failed(c, why);
+    b.failed.clear();
+    leave_gate(b);
+  }
+  return st;
 }
 
-Status IoService::post_all(IoBatch& batch) {
-  auto& b = *batch.impl_;
-  for (const auto& r : b.requests) count(r.kind, r.bytes);
+Status IoService::post_all(IoBatch::Impl& b) {
+  const bool replicated = pool_.replicas() > 1;
   const std::size_t nconn = b.per_conn.size();
   b.submit_error = Status::Ok();
   for (std::size_t c = 0; c < nconn && b.submit_error.ok(); ++c) {
@@ -258,6 +312,12 @@ Status IoService::post_all(IoBatch& batch) {
       auto& slot = b.posted[b.in_flight];
       slot.conn = c;
       auto st = conn.post(ops.subspan(i, std::min(max, ops.size() - i)), *slot.done);
+      if (!st.ok() && replicated && is_transport_failure(st)) {
+        // A dead copy: wait() fails its requests over (reads) or checks they still have a
+        // live copy (writes), as for an op that failed in flight.
+        b.failed.emplace_back(c, st.with_context(conn.peer()));
+        break;
+      }
       if (!st.ok()) {
         b.submit_error = st.with_context(conn.peer());
         break;
@@ -271,9 +331,8 @@ Status IoService::post_all(IoBatch& batch) {
   return Status::Ok();
 }
 
-Status IoService::wait(IoBatch& batch) {
-  InFarmemScope in_farmem;
-  auto& b = *batch.impl_;
+Status IoService::wait_posted(IoBatch::Impl& b) {
+  const bool replicated = pool_.replicas() > 1;
   Status first = b.submit_error;
   // Every posted part is waited for, even after an error: a part not waited for could
   // still be written into once this returns.
@@ -284,10 +343,65 @@ Status IoService::wait(IoBatch& batch) {
     // timeout: the completion is reused by the next submit.
     FARMEM_DCHECK_MSG(slot.done->done(), "{}: wait returned ({}) with parts still pending",
                       pool_.connection(slot.conn).peer(), st.to_string());
-    if (!st.ok() && first.ok()) first = st;
+    if (!st.ok() && replicated && is_transport_failure(st)) {
+      b.failed.emplace_back(slot.conn, st);  // a transport's error names its peer
+    } else if (!st.ok() && first.ok()) {
+      first = st;
+    }
   }
   b.in_flight = 0;
   b.submit_error = Status::Ok();
+  return first;
+}
+
+Status IoService::fail_over(IoBatch::Impl& b) {
+  Status first;
+  // Each round judges at least one more server dead, so this ends within a round a server.
+  for (std::size_t round = 0; !b.failed.empty(); ++round) {
+    std::vector<bool> touched(b.requests.size(), false);
+    for (const auto& [c, why] : b.failed) {
+      // The connection is broken for good (transport.h): every piece on it is lost.
+      pool_.server_failed(c, why);
+      for (std::uint32_t r : b.per_conn_req[c]) touched[r] = true;
+    }
+    if (round > pool_.connection_count()) {
+      return b.failed.front().second;  // cannot happen: a server fails once
+    }
+    b.failed.clear();
+    // Every wait of the last round has returned: no connection touches the buffers any more,
+    // so reads may go again, to the live copies now resolved. A write reached every copy
+    // that did not fail; it stands when one of them is still live.
+    clear_ops(b);
+    bool again = false;
+    for (std::uint32_t i = 0; i < b.requests.size(); ++i) {
+      if (!touched[i]) continue;
+      const auto& r = b.requests[i];
+      Status st = r.kind == transport::OpKind::kWrite
+                      ? pool_.check_live(r.far, r.bytes)
+                      : append_ops(r.kind, r.far, r.local, r.bytes, i, b);
+      if (!st.ok() && first.ok()) first = st;
+      again = again || (st.ok() && r.kind == transport::OpKind::kRead);
+    }
+    if (!again) break;
+    Status st = post_all(b);
+    if (st.ok()) st = wait_posted(b);
+    if (!st.ok() && first.ok()) first = st;
+  }
+  return first;
+}
+
+Status IoService::wait(IoBatch& batch) {
+  InFarmemScope in_farmem;
+  auto& b = *batch.impl_;
+  Status first = wait_posted(b);
+  if (!b.failed.empty()) {
+    Status st = fail_over(b);
+    if (first.ok()) first = st;
+  }
+  b.failed.clear();
+  // Last: servers that failed this batch's writes are judged dead by now, so a rebuild
+  // that closes the gate next copies from live pieces only.
+  leave_gate(b);
   return first;
 }
 

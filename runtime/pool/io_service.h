@@ -89,13 +89,26 @@ class IoService final : public FarIo {
   };
   Result<LocalKey> lkey_for(const std::byte* p, std::size_t conn) const
       FARMEM_EXCLUDES(ranges_mu_);
+  /// Appends the ops of request number `request` to b.per_conn: one target per stripe for a
+  /// read, every copy's for a write.
   Status append_ops(transport::OpKind kind, FarAddr far, std::byte* local, std::uint64_t n,
-                    std::vector<std::vector<transport::Op>>& per_conn);
+                    std::uint32_t request, IoBatch::Impl& b);
   void count(transport::OpKind kind, std::uint64_t n);
+  void clear_ops(IoBatch::Impl& b);
   /// Resolves every request of `batch` into ops per connection.
   Status build(IoBatch& batch);
   /// Posts the ops build() made.
-  Status post_all(IoBatch& batch);
+  Status post_all(IoBatch& batch) { return post_all(*batch.impl_); }
+  Status post_all(IoBatch::Impl& b);
+  /// Waits for every part posted; transport failures of a replicated pool go to b.failed,
+  /// the first other error is returned.
+  Status wait_posted(IoBatch::Impl& b);
+  /// Replicated pools, after a transport failure: judges the failed servers dead, posts the
+  /// reads they served again to live copies (only once no connection can touch their
+  /// buffers: every wait of the round has returned), and checks the writes they served still
+  /// have a live copy. kDataLoss when some request has none.
+  Status fail_over(IoBatch::Impl& b);
+  void leave_gate(IoBatch::Impl& b);
 
   FarPool& pool_;
   const std::chrono::nanoseconds timeout_;

@@ -192,6 +192,10 @@ struct ConnectOptions {
   /// stays broken (the contract above).
   bool resume_on_break = false;
   std::chrono::milliseconds heartbeat{0};
+  /// With resume_on_break: how long one broken connection is tried again before the access
+  /// that found it broken fails (0: until that access's own deadline). A replicated pool
+  /// sets its replica grace: past it another copy serves, sooner than a resume would.
+  std::chrono::milliseconds resume_window{0};
   std::chrono::milliseconds connect_timeout{5000};     ///< for address resolution + handshake
   std::chrono::milliseconds control_timeout{5000};     ///< for control calls made by the factory
   /// One-sided backends check every op against the slabs leased on the connection before

@@ -63,7 +63,7 @@ void check_decoded(std::span<const std::byte> in, const FrameHeader& h, const Me
   // back through the wire with its code, cut at the control-payload bound.
   const std::string_view text(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
   const auto code =
-      static_cast<StatusCode>(1 + h.status % static_cast<unsigned>(StatusCode::kInternal));
+      static_cast<StatusCode>(1 + h.status % static_cast<unsigned>(kLastStatusCode));
   auto back = decode(encode(Message::error(code, text, m.req_id)));
   FUZZ_CHECK(back.ok() && back->type == MsgType::kError && back->req_id == m.req_id &&
                  back->error_status().code() == code &&

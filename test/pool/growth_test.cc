@@ -240,10 +240,15 @@ TEST(Growth, AllocationsLargerThanASlabAreStripedOverServers) {
   EXPECT_EQ(used_of(*a) + used_of(*b) + used_of(*c), 0u);
 }
 
-TEST(Growth, AStripedRegionEvictsAndFaultsAcrossStripes) {
+// Run with each slab unreplicated and replicated (RuntimeOptions::replicas): striped slabs
+// then have two copies of each stripe position on distinct servers.
+class GrowthReplicas : public ::testing::TestWithParam<std::uint32_t> {};
+
+TEST_P(GrowthReplicas, AStripedRegionEvictsAndFaultsAcrossStripes) {
   auto a = tcp_server_of(32), b = tcp_server_of(32), c = tcp_server_of(32);
   ASSERT_TRUE(a && b && c);
   auto o = options_for({a->url(), b->url(), c->url()});
+  o.replicas = GetParam();
   o.cache_budget_bytes = 1u << 20;  // 256 pages for a 12 MiB region: most writes evict
   auto rt = Runtime::open(o);
   ASSERT_TRUE(rt.ok()) << rt.status().to_string();
@@ -252,6 +257,7 @@ TEST(Growth, AStripedRegionEvictsAndFaultsAcrossStripes) {
   EXPECT_GT(used_of(*a), 0u);
   EXPECT_GT(used_of(*b), 0u);
   EXPECT_GT(used_of(*c), 0u);
+  EXPECT_EQ(used_of(*a) + used_of(*b) + used_of(*c), GetParam() * (12u << 20));
   auto* p = reinterpret_cast<std::uint64_t*>((*region)->data());
   const std::size_t words = (12u << 20) / sizeof(std::uint64_t);
   for (std::size_t i = 0; i < words; ++i) p[i] = i ^ 0xabcdef;  // sequential: coalesced runs
@@ -263,6 +269,9 @@ TEST(Growth, AStripedRegionEvictsAndFaultsAcrossStripes) {
   }
   for (std::size_t i = 0; i < words; ++i) ASSERT_EQ(p[i], i ^ 0xabcdef) << i;
 }
+
+INSTANTIATE_TEST_SUITE_P(Replicas, GrowthReplicas, ::testing::Values(1u, 2u),
+                         [](const auto& p) { return "Replicas" + std::to_string(p.param); });
 
 }  // namespace
 }  // namespace farmem::test

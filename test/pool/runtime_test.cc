@@ -231,17 +231,23 @@ TEST(Runtime, ThreadsPastTheCacheLimitGetAnErrorNotAnAbort) {
   EXPECT_TRUE(again.ok()) << again.to_string();
 }
 
-TEST(Runtime, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {
+// Run unreplicated and with two copies of every slab (RuntimeOptions::replicas): each copy
+// takes a slab of its own, on the other server.
+class RuntimeReplicas : public ::testing::TestWithParam<std::uint32_t> {};
+
+TEST_P(RuntimeReplicas, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {
   memserver::CoreOptions small;
   small.capacity_bytes = 8u << 20;  // two 4 MiB slabs each
   auto a = std::move(TestServer::start("tcp", small)).value();
   auto b = std::move(TestServer::start("tcp", small)).value();
   auto o = local_options();
   o.servers = {a->url(), b->url()};
+  o.replicas = GetParam();
   auto rt = open_or_die(o);
   ASSERT_TRUE(rt);
+  const int fit = 4 / static_cast<int>(GetParam());  // allocations the two servers hold
   std::vector<FarRange> got;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < fit; ++i) {
     auto r = rt->allocate(4u << 20);
     ASSERT_TRUE(r.ok()) << i << ": " << r.status().to_string();
     got.push_back(*r);
@@ -252,17 +258,22 @@ TEST(Runtime, PlacesSlabsOnEveryServerAndSpillsWhenOneIsFull) {
   EXPECT_EQ(full.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(full.status().message().find(a->url().substr(6)), std::string::npos)
       << full.status().to_string();
-  // Data lands on the right server: write all four, read all back.
+  // Data lands on the right server: write them all, read all back.
   auto buf = rt->local_buffer();
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < fit; ++i) {
     std::memset(buf.data(), 'a' + i, buf.size());
     ASSERT_TRUE(rt->write(got[i].addr, buf).ok());
   }
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < fit; ++i) {
     ASSERT_TRUE(rt->read(got[i].addr, buf).ok());
     EXPECT_EQ(buf[buf.size() - 1], std::byte('a' + i));
   }
+  EXPECT_EQ(rt->stats().replicas, GetParam());
+  EXPECT_EQ(rt->stats().far_bytes_leased, 16u << 20);
 }
+
+INSTANTIATE_TEST_SUITE_P(Replicas, RuntimeReplicas, ::testing::Values(1u, 2u),
+                         [](const auto& p) { return "Replicas" + std::to_string(p.param); });
 
 TEST(Runtime, PlacesSlabsByFreeRoomSkipsFullAndClosedServers) {
   // Three memservers of 32, 64 and 128 MiB; slabs of 4 MiB.

@@ -149,6 +149,9 @@ class ResumingConnection final : public Connection {
       if (inner_ && inner_ != broken) return inner_;  // someone else resumed it meanwhile
       inner_.reset();  // broken: the next caller reconnects too
     }
+    if (options_.resume_window.count() > 0) {
+      deadline = std::min(deadline, Clock::now() + options_.resume_window);
+    }
     ConnectOptions o = options_;
     o.resume = ticket();
     auto backoff = kBackoffFirst;

@@ -19,7 +19,7 @@ constexpr std::size_t kInitialRingSlots = 64;
 
 StatusCode code_from_wire(std::uint32_t status) {
   // An out-of-range code from a newer or broken server still reads as an error.
-  if (status == 0 || status > static_cast<std::uint32_t>(StatusCode::kInternal)) {
+  if (status == 0 || status > static_cast<std::uint32_t>(kLastStatusCode)) {
     return StatusCode::kInternal;
   }
   return static_cast<StatusCode>(status);

@@ -45,7 +45,7 @@ Status reject_status(const rdma_cm_event& e, const std::string& peer) {
                            "mismatch or malformed connect data (this client speaks version " +
                            std::to_string(proto::kVersion) + ")");
     default:
-      if (rd.status == 0 || rd.status > static_cast<std::uint32_t>(StatusCode::kInternal)) {
+      if (rd.status == 0 || rd.status > static_cast<std::uint32_t>(kLastStatusCode)) {
         return ProtocolError(peer + ": memserver rejected the connection with unknown code " +
                              std::to_string(rd.status));
       }
