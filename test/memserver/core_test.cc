@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <thread>
 
 #include "memserver/core.h"
@@ -345,6 +347,32 @@ TEST(Tenants, FileIsCheckedStrictly) {
     auto r = parse_tenants(bad, "f");
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << bad;
   }
+}
+
+// The README's example of a tenants file is one the memserver takes.
+TEST(Tenants, TheReadmesExampleFileIsValid) {
+  std::ifstream in(FARMEM_README);
+  ASSERT_TRUE(in) << FARMEM_README;
+  std::string line, block;
+  bool inside = false, found = false;
+  while (std::getline(in, line)) {  // bounded by the file
+    if (!inside && line == "```json") {
+      inside = true;
+      block.clear();
+    } else if (inside && line == "```") {
+      inside = false;
+      if (block.find("\"tenants\"") != std::string::npos) {
+        found = true;
+        break;
+      }
+    } else if (inside) {
+      block += line + "\n";
+    }
+  }
+  ASSERT_TRUE(found) << "no ```json block with \"tenants\" in the README";
+  auto t = parse_tenants(block, "README");
+  ASSERT_TRUE(t.ok()) << t.status().to_string();
+  EXPECT_EQ(t->size(), 2u);
 }
 
 TEST(ServerCredentials, RefusesNoneUnlessInsecure) {
