@@ -31,7 +31,7 @@ endfunction()
 set(FARMEM_BASE_ITEMS
   include/farmem/status.h include/farmem/stats.h include/farmem/pressure.h include/farmem/far_addr.h
   runtime/common runtime/transport/proto runtime/transport/transport.h
-  runtime/transport/tcp/socket.h runtime/transport/verbs/ibv.h)
+  runtime/transport/tcp/socket.h runtime/transport/tcp/tls.h runtime/transport/verbs/ibv.h)
 # The registry (etcd client, memserver records, discovery) sits on the base only: both the
 # memserver binary and the composition root use it.
 set(FARMEM_REGISTRY_ITEMS ${FARMEM_BASE_ITEMS} runtime/registry)

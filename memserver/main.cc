@@ -100,6 +100,17 @@ int main(int argc, char** argv) {
   app.add_option("--tcp-workers", tcp_opts.workers,
                  "Threads serving TCP connections (0: twice the CPUs, at least 8; at most 64)")
       ->capture_default_str();
+  std::string tls_cert, tls_key, tls_ca;
+  app.add_option("--tls-cert", tls_cert,
+                 "Serve --tcp over TLS with this certificate (PEM, then any intermediates): "
+                 "clients connect with tls://HOST:PORT, and plain tcp:// clients are refused")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls_key, "The private key of --tls-cert (PEM)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-ca", tls_ca,
+                 "With --tls-cert: require every TCP client to present a certificate signed "
+                 "by one of these CAs (PEM; mutual TLS)")
+      ->check(CLI::ExistingFile);
   app.add_option("--rdma", rdma,
                  "Serve RDMA clients on HOST:PORT via rdma_cm; HOST must be the IP of an "
                  "RDMA-capable netdev (e.g. 10.99.0.1:7471)");
@@ -214,6 +225,20 @@ int main(int argc, char** argv) {
   const auto to_ms = [](double s) { return std::chrono::milliseconds(std::llround(s * 1000)); };
   tcp_opts.idle_timeout = to_ms(idle_timeout);
   tcp_opts.frame_timeout = to_ms(frame_timeout);
+  if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
+    if (tls_cert.empty() || tls_key.empty()) {
+      std::fprintf(stderr, "farmem-memserver: --tls-cert and --tls-key go together "
+                           "(--tls-ca needs both)\n");
+      return 2;
+    }
+    if (!opts.tcp) {
+      std::fprintf(stderr, "farmem-memserver: --tls-cert applies to --tcp, which is not given "
+                           "(RDMA traffic is not encrypted)\n");
+      return 2;
+    }
+    tcp_opts.tls = or_exit(farmem::net::TlsContext::for_server({tls_cert, tls_key, tls_ca}),
+                           "--tls-cert");
+  }
   opts.tcp_options = tcp_opts;
   if (!rdma.empty()) opts.rdma = or_exit(farmem::memserver::parse_listen_address(rdma), "--rdma");
   std::optional<farmem::memserver::ListenAddress> metrics_at;
@@ -239,6 +264,7 @@ int main(int argc, char** argv) {
     if (opts.tcp) or_exit_status(check_advertised_host(tcp_host), "--registry, --tcp");
     if (opts.rdma) or_exit_status(check_advertised_host(rdma_host), "--registry, --rdma");
   }
+  const bool opts_tls = opts.tcp_options.tls != nullptr;
   auto server = or_exit(farmem::memserver::Server::start(std::move(opts)), "cannot start");
   std::unique_ptr<farmem::memserver::AutoCapacity> lender;
   if (auto_capacity) {
@@ -258,14 +284,16 @@ int main(int argc, char** argv) {
       registration_opts->urls.push_back(url_of("rdma", rdma_host, server->rdma_port()));
     }
     if (server->tcp_port() != 0) {
-      registration_opts->urls.push_back(url_of("tcp", tcp_host, server->tcp_port()));
+      registration_opts->urls.push_back(
+          url_of(opts_tls ? "tls" : "tcp", tcp_host, server->tcp_port()));
     }
     registration = or_exit(farmem::memserver::Registration::start(
                                server->core(), std::move(*registration_opts)), "--registry");
   }
   std::string status = "serving";
   if (server->tcp_port() != 0) {
-    std::printf("listening tcp %s port %u\n", tcp.c_str(), server->tcp_port());
+    std::printf("listening %s %s port %u\n", opts_tls ? "tls" : "tcp", tcp.c_str(),
+                server->tcp_port());
     status += " tcp port " + std::to_string(server->tcp_port());
   }
   if (server->rdma_port() != 0) {

@@ -9,6 +9,7 @@
 
 #include "farmem/status.h"
 #include "memserver/core.h"
+#include "transport/tcp/tls.h"
 
 namespace farmem::memserver {
 
@@ -26,8 +27,8 @@ struct TcpListenerOptions {
   /// every other node out.
   std::size_t max_connections_per_host = 0;
   /// A connection that receives nothing for this long (between frames) is closed; 0: never.
-  /// Generous: the client library keeps its connection for a Runtime's lifetime and does not
-  /// send heartbeats yet (they will come with session resume).
+  /// Runtimes PING an idle connection (RuntimeOptions::heartbeat_interval), so this finds
+  /// clients whose network vanished.
   std::chrono::milliseconds idle_timeout = std::chrono::minutes(1);
   /// A frame whose first bytes arrived this long ago and which is still incomplete (half a
   /// header, a WRITE body that stalls) closes its connection; 0: never.
@@ -35,6 +36,9 @@ struct TcpListenerOptions {
   /// Worker threads that serve readable connections; 0: twice the CPUs, at least 8. At most
   /// kMaxTcpWorkers.
   std::size_t workers = 0;
+  /// Set: every connection starts with a TLS handshake (transport/tcp/tls.h), within the
+  /// handshake timeout; a plain farmem client is told to use tls://.
+  std::shared_ptr<const net::TlsContext> tls;
 };
 
 class TcpListener {

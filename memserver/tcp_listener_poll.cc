@@ -99,7 +99,9 @@ void TcpListenerImpl::admit(net::UniqueFd fd, const std::string& peer) {
       c->id = next_id_++;
       c->host = host;
       c->accepted = Clock::now();
-      c->session = std::make_unique<TcpSession>(core_, fd.get(), "tcp://" + peer);
+      c->session = std::make_unique<TcpSession>(core_, fd.get(),
+                                                (options_.tls ? "tls://" : "tcp://") + peer,
+                                                options_.tls.get());
       c->fd = std::move(fd);
       if (Status st = arm_locked(*c, EPOLL_CTL_ADD); !st.ok()) {
         log().error("tcp listener: cannot watch {}: {}", peer, st.to_string());

@@ -33,6 +33,10 @@ constexpr auto kFarewellTimeout = std::chrono::milliseconds(100);
 // why): its worker waits meanwhile, so not the whole kReplyStallTimeout, which a client could
 // otherwise claim by asking for large READs and then sending garbage without reading.
 constexpr auto kLastRepliesTimeout = std::chrono::seconds(1);
+// A client refused in the TLS handshake gets this long to read the alert (see start_tls).
+constexpr auto kFarewellAfterTlsRefusal = std::chrono::milliseconds(500);
+// The first byte of a TLS connection (a handshake record's content type).
+constexpr std::uint8_t kTlsHandshakeRecord = 0x16;
 
 bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
@@ -43,11 +47,12 @@ bool is_control(MsgType t) {
 
 }  // namespace
 
-TcpSession::TcpSession(Core& core, int fd, std::string peer)
-    : core_(core), fd_(fd), peer_(std::move(peer)) {}
+TcpSession::TcpSession(Core& core, int fd, std::string peer, const net::TlsContext* tls)
+    : core_(core), fd_(fd), peer_(std::move(peer)), tls_context_(tls) {}
 
 TcpSession::~TcpSession() {
   if (session_) core_.detach_session(*session_, attachment_);
+  if (tls_) tls_->notify_close();
 }
 
 void TcpSession::ensure_buffers() {
@@ -68,6 +73,7 @@ void TcpSession::trim() {
   std::vector<Piece>().swap(pieces_);
   std::vector<std::byte>().swap(tx_bytes_);
   std::vector<iovec>().swap(tx_iov_);
+  if (tls_) tls_->trim();
 }
 
 Status TcpSession::open() {
@@ -166,10 +172,19 @@ void TcpSession::finish(const Status& st) {
 }
 
 Status TcpSession::handshake() {
-  // HELLO, then (when the memserver has secrets) AUTH: both within one deadline, so a client
-  // that connects and says nothing, or never answers the challenge, does not hold a thread.
+  // TLS (when configured), HELLO, then (when the memserver has secrets) AUTH: all within one
+  // deadline, so a client that connects and says nothing, or never answers the challenge,
+  // does not hold a thread.
   const auto deadline = net::deadline_after(kHelloTimeout);
+  if (tls_context_ != nullptr) FARMEM_RETURN_IF_ERROR(start_tls(deadline));
   FARMEM_RETURN_IF_ERROR(need(nullptr, kHeaderBytes, deadline));
+  if (tls_context_ == nullptr && static_cast<std::uint8_t>(*peek()) == kTlsHandshakeRecord) {
+    // Told in farmem's own framing, which the client's TLS code reads back for its error.
+    const Status st = ProtocolError(
+        "this memserver serves plain tcp:// (no --tls-cert); the client started TLS");
+    queue_error(0, st);
+    return st;
+  }
   FrameHeader h;
   std::memcpy(&h, peek(), sizeof h);
   if (Status st = proto::check_hello_header(h); !st.ok()) {
@@ -220,6 +235,45 @@ Status TcpSession::handshake() {
   const proto::Message answer = core_.handle(*session_, *auth);  // the Core counts refusals
   queue_message(answer);
   if (answer.type == MsgType::kError) return answer.error_status();
+  return Status::Ok();
+}
+
+// The TLS handshake. A farmem client that speaks plain TCP to this TLS listener is told so
+// in its own protocol (one kError frame in clear, which says nothing secret) instead of
+// failing on bytes it cannot read.
+Status TcpSession::start_tls(net::Deadline deadline) {
+  FARMEM_RETURN_IF_ERROR(net::wait_ready(fd_, POLLIN, deadline, peer_).status());
+  std::uint8_t first = 0;
+  const ssize_t n = ::recv(fd_, &first, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) {
+    eof_ = true;
+    return Unavailable(peer_ + ": closed by the client");
+  }
+  if (n == 1 && first == static_cast<std::uint8_t>(proto::kMagic & 0xff)) {
+    const Status st = PermissionDenied(
+        "this memserver accepts TLS only: connect with a tls:// URL (and its CA)");
+    queue_error(0, st);
+    return st;
+  }
+  if (n == 1 && first != kTlsHandshakeRecord) {
+    core_.count_error();
+    return ProtocolError(peer_ + ": sent neither TLS nor farmem's HELLO");
+  }
+  auto tls = net::TlsSession::accept(*tls_context_, fd_, deadline, peer_);
+  if (!tls.ok()) {
+    core_.count_error();
+    log().warn("{}: {}", peer_, tls.status().to_string());
+    // In TLS 1.3 the client finishes its handshake before this side has judged its
+    // certificate, and sends HELLO at once: closing now would reset the connection and
+    // could destroy the alert that says why. Read (and drop) what the client sends until it
+    // closes, for a short while, so that the alert reaches it.
+    ::shutdown(fd_, SHUT_WR);
+    net::drain(fd_, std::min(deadline, net::deadline_after(kFarewellAfterTlsRefusal)));
+    eof_ = true;
+    return tls.status();
+  }
+  tls_ = std::move(tls).value();
+  log().debug("{}: {}", peer_, tls_->description());
   return Status::Ok();
 }
 
@@ -436,7 +490,7 @@ Result<net::IoResult> TcpSession::receive(std::span<const iovec> iov, net::Deadl
       rcv_timeout_ = linger_;
     }
   }
-  return net::recv_some(fd_, iov, linger, peer_);
+  return net::recv_some(channel(), iov, linger, peer_);
 }
 
 // After a receive found nothing: waits until `deadline` (the handshake); in a turn (the
@@ -444,7 +498,7 @@ Result<net::IoResult> TcpSession::receive(std::span<const iovec> iov, net::Deadl
 // parked_ set, which serve() turns into Outcome::kParked.
 Status TcpSession::await_input(net::Deadline deadline) {
   if (deadline != net::kNoDeadline) {
-    return net::wait_ready(fd_, POLLIN, deadline, peer_).status();
+    return net::wait_ready(channel(), POLLIN, deadline, peer_).status();
   }
   FARMEM_RETURN_IF_ERROR(flush());  // an input-parked session has no reply queued
   parked_ = true;
@@ -585,7 +639,7 @@ Status TcpSession::flush() {
   }
   // Bounded: every round sends bytes, or waits at most until the linger ends and parks.
   while (!tx_left_.empty()) {
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(fd_, tx_left_, false, peer_));
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(channel(), tx_left_, false, peer_));
     if (r.bytes > 0) {
       tx_left_ = net::advance_iov(tx_left_, r.bytes);
       output_progress_ = net::Clock::now();
@@ -593,7 +647,7 @@ Status TcpSession::flush() {
     }
     const net::Deadline until = std::min(net::deadline_after(linger_), turn_end_);
     if (net::Clock::now() < until) {
-      auto ready = net::wait_ready(fd_, POLLOUT, until, peer_);
+      auto ready = net::wait_ready(channel(), POLLOUT, until, peer_);
       if (ready.ok()) continue;
       if (ready.status().code() != StatusCode::kTimedOut) return ready.status();
     }
@@ -612,8 +666,8 @@ Status TcpSession::flush_by(net::Deadline deadline) {
     stage_output();
   }
   const Status st = deadline == net::kNoDeadline
-                        ? net::writev_unless_stalled(fd_, tx_left_, kReplyStallTimeout, peer_)
-                        : net::writev_full(fd_, tx_left_, deadline, peer_);
+                        ? net::writev_unless_stalled(channel(), tx_left_, kReplyStallTimeout, peer_)
+                        : net::writev_full(channel(), tx_left_, deadline, peer_);
   reset_output();
   return st;
 }

@@ -36,6 +36,7 @@
 #include "memserver/core.h"
 #include "transport/proto/wire.h"
 #include "transport/tcp/socket.h"
+#include "transport/tcp/tls.h"
 
 namespace farmem::memserver {
 
@@ -51,8 +52,10 @@ inline constexpr auto kReplyStallTimeout = std::chrono::seconds(30);
 class TcpSession {
  public:
   /// `fd` is a connected socket that the caller owns and keeps open until the session is
-  /// destroyed. `peer` names the client in logs and in its Core session.
-  TcpSession(Core& core, int fd, std::string peer);
+  /// destroyed. `peer` names the client in logs and in its Core session. With `tls` (which
+  /// outlives the session) the handshake starts with TLS, and every byte after it is
+  /// encrypted.
+  TcpSession(Core& core, int fd, std::string peer, const net::TlsContext* tls = nullptr);
   ~TcpSession();  // detaches the Core session (kept for the lease grace, then reclaimed)
   TcpSession(const TcpSession&) = delete;
   TcpSession& operator=(const TcpSession&) = delete;
@@ -121,6 +124,8 @@ class TcpSession {
   };
 
   Status handshake();
+  Status start_tls(net::Deadline deadline);
+  net::Channel channel() const { return {fd_, tls_.get()}; }
   Status serve_one();
   Status serve_read(const proto::FrameHeader& h);
   Status serve_write(const proto::FrameHeader& h);
@@ -162,6 +167,8 @@ class TcpSession {
   Core& core_;
   const int fd_;
   const std::string peer_;
+  const net::TlsContext* const tls_context_;
+  std::unique_ptr<net::TlsSession> tls_;  ///< set once the TLS handshake succeeded
   std::shared_ptr<Session> session_;
   std::uint64_t attachment_ = 0;  ///< session_'s attachment this connection serves
 

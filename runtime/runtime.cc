@@ -156,6 +156,7 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   impl->options = options;
   impl->connect.token = options.auth_token;
   impl->connect.tenant = options.auth_tenant;
+  impl->connect.tls = {options.tls_ca, options.tls_cert, options.tls_key};
   impl->connect.resume_on_break = options.resume_sessions;
   impl->connect.heartbeat = options.heartbeat_interval;
   // Replicated: a copy elsewhere serves once the pool judges a server dead (replica_grace);

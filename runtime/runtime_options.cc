@@ -1,6 +1,8 @@
 // RuntimeOptions checked at Runtime::open: every combination that would only fail later.
 #include "runtime_options.h"
 
+#include <algorithm>
+
 #include "cache/page_cache.h"
 #include "pool/far_addr.h"
 #include "pool/far_pool.h"
@@ -13,13 +15,13 @@ namespace farmem {
 Status check_runtime_options(const RuntimeOptions& o) {
   if (!o.registry.empty()) {
     if (o.registry_transports.empty()) {
-      return InvalidArgument("RuntimeOptions.registry_transports is empty: list \"rdma\" "
-                             "and/or \"tcp\"");
+      return InvalidArgument("RuntimeOptions.registry_transports is empty: list some of "
+                             "\"rdma\", \"tls\" and \"tcp\"");
     }
     for (const auto& t : o.registry_transports) {
-      if (t != "rdma" && t != "tcp") {
+      if (t != "rdma" && t != "tcp" && t != "tls") {
         return InvalidArgument("RuntimeOptions.registry_transports names '" + t +
-                               "'; registered memservers offer \"rdma\" and \"tcp\"");
+                               "'; registered memservers offer \"rdma\", \"tls\" and \"tcp\"");
       }
     }
     if (o.registry_interval.count() <= 0) {
@@ -34,6 +36,19 @@ Status check_runtime_options(const RuntimeOptions& o) {
   if (o.auth_token.size() > proto::kMaxSecretBytes) {
     return InvalidArgument("RuntimeOptions.auth_token is " + std::to_string(o.auth_token.size()) +
                            " bytes; at most " + std::to_string(proto::kMaxSecretBytes));
+  }
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return InvalidArgument("RuntimeOptions.tls_cert and tls_key go together: set both (mutual "
+                           "TLS) or neither");
+  }
+  const bool tls_options = !o.tls_ca.empty() || !o.tls_cert.empty();
+  const bool tls_server = std::any_of(o.servers.begin(), o.servers.end(), [](const auto& u) {
+    return u.starts_with("tls://");
+  });
+  if (tls_options && !tls_server && o.registry.empty()) {
+    // Said, not ignored: whoever set them expects encryption that no URL asks for.
+    return InvalidArgument("RuntimeOptions.tls_ca/tls_cert are set but no memserver URL is "
+                           "tls://: write tls://host:port for memservers that serve TLS");
   }
   if (o.heartbeat_interval.count() < 0) {
     return InvalidArgument("RuntimeOptions.heartbeat_interval is negative (0: no heartbeat)");

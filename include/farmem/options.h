@@ -26,7 +26,8 @@ enum class Advice : std::uint8_t {
 /// RuntimeOptions opens a runtime on an embedded in-process memserver. Runtime::open checks
 /// every combination that could only fail later and says which field to change.
 struct RuntimeOptions {
-  /// Memservers, as URLs: "rdma://host:port", "tcp://host:port", or "local" (an in-process
+  /// Memservers, as URLs: "rdma://host:port", "tcp://host:port", "tls://host:port" (tcp with
+  /// TLS: see tls_ca), or "local" (an in-process
   /// memserver, for tests and single-host use). A new slab goes to the roomier of two servers
   /// picked at random (power of two choices over their free bytes); a full, unreachable or
   /// closed (Runtime::close_server) server is skipped. Empty (the default): {"local"} without
@@ -39,9 +40,9 @@ struct RuntimeOptions {
   /// whose record is gone (it died) closed to new slabs. No etcd answering at open: an error.
   std::string registry;
   /// Transports for registered memservers, by preference: each is reached with the first of
-  /// these its record offers ("rdma", "tcp"); no fallback after a failure. {"tcp"} on a host
-  /// without RDMA.
-  std::vector<std::string> registry_transports{"rdma", "tcp"};
+  /// these its record offers ("rdma", "tls", "tcp"); no fallback after a failure. {"tls",
+  /// "tcp"} on a host without RDMA; {"tls"} to refuse clear-text tcp.
+  std::vector<std::string> registry_transports{"rdma", "tls", "tcp"};
   /// How often the registry is listed after open.
   std::chrono::milliseconds registry_interval{1000};
   /// The secret every memserver checks at connect: the --token of memservers started with
@@ -49,6 +50,14 @@ struct RuntimeOptions {
   /// sides prove they hold it (HMAC-SHA256 challenge-response). Empty: only memservers
   /// started with --insecure serve this runtime; with a secret, such memservers are refused.
   std::string auth_token;
+  /// tls:// memservers: the CA file (PEM) their certificates must chain to; empty: the
+  /// system's trust store. A memserver's certificate must also name the host of its URL (a
+  /// DNS name, or the IP address in its subjectAltName). Verification cannot be turned off.
+  std::string tls_ca;
+  /// This runtime's certificate and key (PEM), presented to tls:// memservers that require
+  /// client certificates (farmem-memserver --tls-ca). Both or neither.
+  std::string tls_cert;
+  std::string tls_key;
   /// A tcp connection that breaks (a stall past op_timeout, a reset, a cut link) reconnects
   /// with backoff and resumes its memserver session, whose far memory the memserver keeps
   /// for its --lease-grace; batches in flight are sent again. Off: a broken connection's far

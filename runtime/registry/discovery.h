@@ -80,7 +80,7 @@ class Membership {
 struct DiscoveryOptions {
   RegistryAddress address;
   /// URL schemes to connect with, in order of preference (see choose_url).
-  std::vector<std::string> transports{"rdma", "tcp"};
+  std::vector<std::string> transports{"rdma", "tls", "tcp"};
   /// How often the registry is listed.
   std::chrono::milliseconds interval{1000};
   /// Deadline of one etcd call.

@@ -15,7 +15,7 @@ Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectO
     if (!local_core) return InvalidArgument("'local' server requested but none was provided");
     return connect_local(std::move(local_core), options);
   }
-  if (ep.scheme == "tcp") {
+  if (ep.scheme == "tcp" || ep.scheme == "tls") {
     if (options.resume_on_break) return connect_resuming(ep, options, options.heartbeat);
     return connect_tcp(ep, options);
   }

@@ -9,7 +9,7 @@
 
 namespace farmem::transport {
 
-/// "rdma://host:port", "tcp://host:port", or "local" (then `local_core` serves it; it must
+/// "rdma://host:port", "tcp://host:port", "tls://host:port" (tcp with TLS), or "local" (then `local_core` serves it; it must
 /// be non-null). No silent fallback: an rdma:// URL on a host without RDMA fails.
 Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectOptions& options,
                                             std::shared_ptr<memserver::Core> local_core = {});

@@ -15,13 +15,13 @@ Result<Endpoint> parse_endpoint(std::string_view url) {
   const auto sep = url.find("://");
   if (sep == std::string_view::npos) {
     return InvalidArgument("server '" + std::string(url) +
-                           "' is not a URL: use rdma://host:port, tcp://host:port or local");
+                           "' is not a URL: use rdma://host:port, tcp://host:port, tls://host:port or local");
   }
   Endpoint ep;
   ep.scheme = std::string(url.substr(0, sep));
-  if (ep.scheme != "rdma" && ep.scheme != "tcp") {
+  if (ep.scheme != "rdma" && ep.scheme != "tcp" && ep.scheme != "tls") {
     return InvalidArgument("server '" + std::string(url) + "': unknown scheme '" + ep.scheme +
-                           "' (rdma, tcp or local)");
+                           "' (rdma, tcp, tls or local)");
   }
   auto rest = url.substr(sep + 3);
   const auto colon = rest.rfind(':');

@@ -20,6 +20,7 @@
 #include "common/dcheck.h"
 #include "farmem/status.h"
 #include "transport/proto/wire.h"
+#include "transport/tcp/tls.h"
 
 namespace farmem::transport {
 
@@ -184,6 +185,10 @@ struct ConnectOptions {
   std::string token;
   /// The tenant to authenticate as (<= kMaxTenantBytes); empty: the anonymous tenant.
   std::string tenant;
+  /// For tls:// URLs: the CAs the memserver's certificate must chain to (empty: the
+  /// system's trust store), and this client's certificate and key when the memserver asks
+  /// for one (mutual TLS). The memserver's certificate must also name the URL's host.
+  net::TlsClientConfig tls;
   /// Take this earlier session over instead of starting anew (RESUME after the handshake;
   /// tcp only). The connection fails with the memserver's kNotFound when it is gone.
   std::optional<SessionTicket> resume;
@@ -206,7 +211,7 @@ struct ConnectOptions {
 
 /// Parsed "scheme://host:port" (or "local").
 struct Endpoint {
-  std::string scheme;  ///< "rdma", "tcp" or "local"
+  std::string scheme;  ///< "rdma", "tcp", "tls" (tcp with TLS) or "local"
   std::string host;
   std::uint16_t port = 0;
   std::string to_string() const;

@@ -151,7 +151,9 @@ TEST(Core, ATenantsQuotaAndConnectionCapAreClearErrors) {
   EXPECT_TRUE(found);
   core.close_session(*a);  // its slab goes back to the quota
   for (const TenantUsage& t : core.tenants()) {
-    if (t.name == "kv") EXPECT_EQ(t.used_bytes, 0u);
+    if (t.name == "kv") {
+      EXPECT_EQ(t.used_bytes, 0u);
+    }
   }
 }
 
@@ -160,10 +162,10 @@ TEST(Core, ATenantCannotTouchFreeOrListAnotherTenantsSlabsAndSessions) {
   auto victim = *test::open_session(core, "graph-secret", "graph", "victim");
   auto info = *core.handle(*victim, alloc(4096)).as<proto::SlabInfo>();
   bool written = false;
-  victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
+  ASSERT_TRUE(victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
     std::memset(p, 0x5a, 8);
     written = true;
-  });
+  }).ok());
   ASSERT_TRUE(written);
   auto thief = *test::open_session(core, "kv-secret", "kv", "thief");
   bool touched = false;
@@ -186,9 +188,9 @@ TEST(Core, ATenantCannotTouchFreeOrListAnotherTenantsSlabsAndSessions) {
   std::memcpy(&e, list.payload.data() + sizeof head, sizeof e);
   EXPECT_EQ(e.session_id, thief->id());
   // The bystander's bytes are intact.
-  victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
+  EXPECT_TRUE(victim->access(info.addr, info.rkey, 8, [&](std::byte* p) {
     for (int i = 0; i < 8; ++i) EXPECT_EQ(p[i], std::byte{0x5a});
-  });
+  }).ok());
 }
 
 CoreOptions with_grace(std::chrono::milliseconds grace) {

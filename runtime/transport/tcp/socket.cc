@@ -15,6 +15,8 @@
 #include <cstring>
 #include <memory>
 
+#include "transport/tcp/tls.h"
+
 namespace farmem::net {
 
 namespace {
@@ -89,18 +91,18 @@ Status connect_one(const addrinfo* ai, Deadline deadline, std::string_view targe
 
 // Sends every byte of iov by `deadline`; a non-zero `renew` pushes the deadline to now + renew
 // whenever bytes move (a stall timeout rather than a total one).
-Status send_iov(int fd, std::span<iovec> iov, Deadline deadline, std::chrono::nanoseconds renew,
+Status send_iov(Channel ch, std::span<iovec> iov, Deadline deadline, std::chrono::nanoseconds renew,
                 std::string_view peer) {
   while (!iov.empty() && iov.front().iov_len == 0) iov = iov.subspan(1);
   // Bounded by the deadline: every round moves bytes or waits at most until then.
   while (!iov.empty()) {
-    FARMEM_ASSIGN_OR_RETURN(IoResult r, send_some(fd, iov, false, peer));
+    FARMEM_ASSIGN_OR_RETURN(IoResult r, send_some(ch, iov, false, peer));
     if (r.bytes > 0) {
       iov = advance_iov(iov, r.bytes);
       if (renew.count() > 0) deadline = deadline_after(renew);
       continue;
     }
-    FARMEM_ASSIGN_OR_RETURN(short ev, wait_ready(fd, POLLOUT, deadline, peer));
+    FARMEM_ASSIGN_OR_RETURN(short ev, wait_ready(ch, POLLOUT, deadline, peer));
     if ((ev & (POLLERR | POLLHUP)) != 0 && (ev & POLLOUT) == 0) {
       return Unavailable(with_peer(peer, "connection closed while sending"));
     }
@@ -208,8 +210,9 @@ Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadlin
   return last;
 }
 
-Result<short> wait_ready(int fd, short events, Deadline deadline, std::string_view peer) {
-  pollfd p{fd, events, 0};
+Result<short> wait_ready(Channel ch, short events, Deadline deadline, std::string_view peer) {
+  if (ch.tls != nullptr && (events & POLLIN) != 0 && ch.tls->input_buffered()) return POLLIN;
+  pollfd p{ch.fd, events, 0};
   // Bounded: each round either returns or shortens the time left until the deadline.
   for (;;) {
     timespec ts{};
@@ -228,13 +231,14 @@ Result<short> wait_ready(int fd, short events, Deadline deadline, std::string_vi
   }
 }
 
-Result<IoResult> recv_some(int fd, std::span<const iovec> iov, bool block,
+Result<IoResult> recv_some(Channel ch, std::span<const iovec> iov, bool block,
                            std::string_view peer) {
+  if (ch.tls != nullptr) return ch.tls->recv_some(iov, block, peer);
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov.data());
   msg.msg_iovlen = std::min<std::size_t>(iov.size(), IOV_MAX);
   for (;;) {
-    const ssize_t n = recvmsg(fd, &msg, block ? 0 : MSG_DONTWAIT);
+    const ssize_t n = recvmsg(ch.fd, &msg, block ? 0 : MSG_DONTWAIT);
     if (n > 0) return IoResult{static_cast<std::size_t>(n), false, false};
     if (n == 0) return IoResult{0, false, true};
     if (errno == EINTR) continue;
@@ -243,18 +247,32 @@ Result<IoResult> recv_some(int fd, std::span<const iovec> iov, bool block,
   }
 }
 
-Result<IoResult> send_some(int fd, std::span<const iovec> iov, bool block,
+Result<IoResult> send_some(Channel ch, std::span<const iovec> iov, bool block,
                            std::string_view peer) {
+  if (ch.tls != nullptr) return ch.tls->send_some(iov, block, peer);
   msghdr msg{};
   msg.msg_iov = const_cast<iovec*>(iov.data());
   msg.msg_iovlen = std::min<std::size_t>(iov.size(), IOV_MAX);
   const int flags = MSG_NOSIGNAL | (block ? 0 : MSG_DONTWAIT);
   for (;;) {
-    const ssize_t n = sendmsg(fd, &msg, flags);
+    const ssize_t n = sendmsg(ch.fd, &msg, flags);
     if (n >= 0) return IoResult{static_cast<std::size_t>(n), false, false};
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return IoResult{0, true, false};
     return errno_status(errno, "send", peer);
+  }
+}
+
+void drain(int fd, Deadline deadline) {
+  char sink[4096];
+  // Bounded by the deadline: every round reads bytes, or waits at most until then.
+  for (;;) {
+    const ssize_t n = ::recv(fd, sink, sizeof sink, MSG_DONTWAIT);
+    if (n > 0) continue;
+    if (n == 0) return;
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) return;
+    if (!wait_ready(fd, POLLIN, deadline, "").ok()) return;
   }
 }
 
@@ -269,37 +287,37 @@ std::span<iovec> advance_iov(std::span<iovec> iov, std::size_t n) {
   return iov;
 }
 
-Status read_full(int fd, void* buf, std::size_t n, Deadline deadline, std::string_view peer) {
+Status read_full(Channel ch, void* buf, std::size_t n, Deadline deadline, std::string_view peer) {
   auto* p = static_cast<std::byte*>(buf);
   std::size_t got = 0;
   // Bounded by the deadline: every round moves bytes or waits at most until then.
   while (got < n) {
     const iovec iov{p + got, n - got};
-    FARMEM_ASSIGN_OR_RETURN(IoResult r, recv_some(fd, {&iov, 1}, false, peer));
+    FARMEM_ASSIGN_OR_RETURN(IoResult r, recv_some(ch, {&iov, 1}, false, peer));
     if (r.eof) {
       return Unavailable(with_peer(peer, "connection closed by peer after " +
                                              std::to_string(got) + " of " + std::to_string(n) +
                                              " bytes"));
     }
     got += r.bytes;
-    if (r.would_block) FARMEM_RETURN_IF_ERROR(wait_ready(fd, POLLIN, deadline, peer).status());
+    if (r.would_block) FARMEM_RETURN_IF_ERROR(wait_ready(ch, POLLIN, deadline, peer).status());
   }
   return Status::Ok();
 }
 
-Status write_full(int fd, const void* buf, std::size_t n, Deadline deadline,
+Status write_full(Channel ch, const void* buf, std::size_t n, Deadline deadline,
                   std::string_view peer) {
   iovec iov{const_cast<void*>(buf), n};
-  return writev_full(fd, {&iov, 1}, deadline, peer);
+  return writev_full(ch, {&iov, 1}, deadline, peer);
 }
 
-Status writev_full(int fd, std::span<iovec> iov, Deadline deadline, std::string_view peer) {
-  return send_iov(fd, iov, deadline, Clock::duration::zero(), peer);
+Status writev_full(Channel ch, std::span<iovec> iov, Deadline deadline, std::string_view peer) {
+  return send_iov(ch, iov, deadline, Clock::duration::zero(), peer);
 }
 
-Status writev_unless_stalled(int fd, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
+Status writev_unless_stalled(Channel ch, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
                              std::string_view peer) {
-  return send_iov(fd, iov, deadline_after(stall_timeout), stall_timeout, peer);
+  return send_iov(ch, iov, deadline_after(stall_timeout), stall_timeout, peer);
 }
 
 }  // namespace farmem::net

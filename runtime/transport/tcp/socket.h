@@ -54,6 +54,17 @@ class UniqueFd {
   int fd_ = -1;
 };
 
+class TlsSession;
+
+/// A connected socket as the I/O calls below see it: plain, or with a TLS session on it
+/// (tls.h), whose bytes the calls then encrypt and decrypt. An fd converts implicitly.
+struct Channel {
+  Channel(int f) : fd(f) {}  // NOLINT(google-explicit-constructor): a plain socket
+  Channel(int f, TlsSession* t) : fd(f), tls(t) {}
+  int fd;
+  TlsSession* tls = nullptr;
+};
+
 /// A listening socket and the port it actually got (useful when asked for port 0).
 struct Listening {
   UniqueFd fd;
@@ -80,8 +91,9 @@ Status set_nodelay(int fd);
 Status set_blocking(int fd, bool blocking);
 
 /// Waits until `events` (POLLIN/POLLOUT) are ready; returns the revents, or kTimedOut when
-/// the deadline passes first. Error and hang-up conditions are reported as revents.
-Result<short> wait_ready(int fd, short events, Deadline deadline, std::string_view peer);
+/// the deadline passes first. Error and hang-up conditions are reported as revents. With
+/// TLS, POLLIN is ready at once when decrypted bytes wait in the session.
+Result<short> wait_ready(Channel ch, short events, Deadline deadline, std::string_view peer);
 
 /// Outcome of one non-blocking attempt.
 struct IoResult {
@@ -91,27 +103,32 @@ struct IoResult {
 };
 
 /// One recvmsg into `iov` (MSG_DONTWAIT unless `block`).
-Result<IoResult> recv_some(int fd, std::span<const iovec> iov, bool block,
+Result<IoResult> recv_some(Channel ch, std::span<const iovec> iov, bool block,
                            std::string_view peer);
 /// One sendmsg of `iov` (at most IOV_MAX entries are used; MSG_DONTWAIT unless `block`).
-Result<IoResult> send_some(int fd, std::span<const iovec> iov, bool block,
+Result<IoResult> send_some(Channel ch, std::span<const iovec> iov, bool block,
                            std::string_view peer);
 
 /// Drops the first `n` bytes from an iovec array in place; returns the remaining entries.
 std::span<iovec> advance_iov(std::span<iovec> iov, std::size_t n);
 
 /// Reads exactly n bytes; kUnavailable when the peer closes first, kTimedOut at the deadline.
-Status read_full(int fd, void* buf, std::size_t n, Deadline deadline, std::string_view peer);
+Status read_full(Channel ch, void* buf, std::size_t n, Deadline deadline, std::string_view peer);
 /// Writes exactly n bytes.
-Status write_full(int fd, const void* buf, std::size_t n, Deadline deadline,
+Status write_full(Channel ch, const void* buf, std::size_t n, Deadline deadline,
                   std::string_view peer);
 /// Writes every byte of `iov` (which is consumed in place), IOV_MAX entries per syscall.
-Status writev_full(int fd, std::span<iovec> iov, Deadline deadline, std::string_view peer);
+Status writev_full(Channel ch, std::span<iovec> iov, Deadline deadline, std::string_view peer);
 
 /// Like writev_full, but gives up only when no byte could be sent for `stall_timeout`: for
 /// large transfers whose total duration is unknown but whose progress is not.
-Status writev_unless_stalled(int fd, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
+Status writev_unless_stalled(Channel ch, std::span<iovec> iov, std::chrono::nanoseconds stall_timeout,
                              std::string_view peer);
+
+/// Reads and drops whatever arrives until the peer closes, an error, or `deadline`: lets a
+/// peer read what was sent to it before the socket closes (closing with unread input
+/// resets the connection, which may destroy the peer's unread data).
+void drain(int fd, Deadline deadline);
 
 /// A Status for a failed socket call: peer-gone errors map to kUnavailable, ETIMEDOUT to
 /// kTimedOut, anything else to kIoError. "<peer>: <what>: <strerror>".

@@ -3,10 +3,12 @@
 #include "transport/tcp/tcp_connection.h"
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include "common/log.h"
 #include "transport/tcp/tcp.h"
@@ -34,7 +36,8 @@ constexpr auto kFollowerNap = std::chrono::milliseconds(100);
 // within a poll slice; see quiesce_locked).
 constexpr auto kQuiesceLimit = std::chrono::seconds(30);
 
-Result<proto::Message> read_frame(int fd, net::Deadline deadline, const std::string& peer) {
+Result<proto::Message> read_frame(net::Channel fd, net::Deadline deadline,
+                                  const std::string& peer) {
   proto::FrameHeader h{};
   FARMEM_RETURN_IF_ERROR(net::read_full(fd, &h, sizeof h, deadline, peer));
   FARMEM_RETURN_IF_ERROR(proto::validate_header(h).with_context(peer));
@@ -47,7 +50,7 @@ Result<proto::Message> read_frame(int fd, net::Deadline deadline, const std::str
   return proto::decode(frame);
 }
 
-Result<proto::HelloOk> say_hello(int fd, const ConnectOptions& options,
+Result<proto::HelloOk> say_hello(net::Channel fd, const ConnectOptions& options,
                                  const proto::Nonce& nonce, net::Deadline deadline,
                                  const std::string& peer) {
   const auto bytes = proto::encode(proto::make_hello(options.tenant, nonce, kHelloReqId));
@@ -63,26 +66,90 @@ Result<proto::HelloOk> say_hello(int fd, const ConnectOptions& options,
   return ok;
 }
 
+// A TLS handshake that got an answer which is not TLS: when it is a farmem frame (a plain
+// memserver, or one that refused the connection before TLS could start), its error is the
+// clearer one. `head` holds the bytes the handshake read; the rest of the frame is still
+// in the socket.
+Status explain_not_tls(Status tls_error, std::vector<std::byte> head, int fd,
+                       net::Deadline deadline, const std::string& peer) {
+  proto::FrameHeader h{};
+  if (head.size() < sizeof h.magic || std::memcmp(head.data(), &proto::kMagic, sizeof h.magic) != 0) {
+    return tls_error;
+  }
+  if (head.size() < sizeof h) {
+    const std::size_t have = head.size();
+    head.resize(sizeof h);
+    if (!net::read_full(fd, head.data() + have, sizeof h - have, deadline, peer).ok()) return tls_error;
+  }
+  std::memcpy(&h, head.data(), sizeof h);
+  if (!proto::validate_header(h).ok() || h.length > proto::kMaxControlPayload) return tls_error;
+  const std::size_t total = sizeof h + h.length;
+  if (head.size() < total) {
+    const std::size_t have = head.size();
+    head.resize(total);
+    if (!net::read_full(fd, head.data() + have, total - have, deadline, peer).ok()) return tls_error;
+  }
+  auto reply = proto::decode({head.data(), total});
+  if (!reply.ok() || reply->type != proto::MsgType::kError) return tls_error;
+  const Status st = reply->error_status();
+  return Status(st.code(), peer + ": the memserver answered without TLS: " + st.message());
+}
+
+// One client TLS context per configuration, made once: loading a trust store costs
+// milliseconds, and a runtime connects to every memserver (and again on each resume). A
+// changed file (a renewed certificate) makes a new one.
+Result<std::shared_ptr<const net::TlsContext>> client_tls_context(const net::TlsClientConfig& c) {
+  const auto stamp = [](const std::string& path) -> std::string {
+    struct stat st{};
+    if (path.empty() || ::stat(path.c_str(), &st) != 0) return path + "|-";
+    return path + "|" + std::to_string(st.st_mtim.tv_sec) + "." +
+           std::to_string(st.st_mtim.tv_nsec) + "|" + std::to_string(st.st_size);
+  };
+  const std::string key = stamp(c.ca_file) + "\n" + stamp(c.cert_file) + "\n" + stamp(c.key_file);
+  static Mutex mu;
+  static std::map<std::string, std::shared_ptr<const net::TlsContext>> cache;
+  MutexLock lock(mu);
+  if (auto it = cache.find(key); it != cache.end()) return it->second;
+  FARMEM_ASSIGN_OR_RETURN(auto ctx, net::TlsContext::for_client(c));
+  if (cache.size() >= 16) cache.clear();  // configurations come and go in tests only
+  cache.emplace(key, ctx);
+  return ctx;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<Connection>> connect_tcp(const Endpoint& endpoint,
                                                 const ConnectOptions& options) {
   FARMEM_RETURN_IF_ERROR(validate_credentials(options));
+  const bool use_tls = endpoint.scheme == "tls";
   const std::string peer = endpoint.to_string();
   const auto deadline = net::deadline_after(options.connect_timeout);
   FARMEM_ASSIGN_OR_RETURN(net::UniqueFd fd,
                           net::connect_to(endpoint.host, endpoint.port, deadline, peer));
+  std::unique_ptr<net::TlsSession> tls;
+  if (use_tls) {
+    FARMEM_ASSIGN_OR_RETURN(auto ctx, client_tls_context(options.tls));
+    std::vector<std::byte> head;
+    auto s = net::TlsSession::connect(*ctx, fd.get(), endpoint.host, deadline, peer, &head);
+    if (!s.ok()) return explain_not_tls(s.status(), std::move(head), fd.get(), deadline, peer);
+    tls = std::move(s).value();
+    log().debug("{}: {}", peer, tls->description());
+  }
   FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
-  FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, say_hello(fd.get(), options, nonce, deadline, peer));
-  std::unique_ptr<Connection> conn(new TcpConnection(std::move(fd), peer, kHelloReqId + 1));
+  FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok,
+                          say_hello({fd.get(), tls.get()}, options, nonce, deadline, peer));
+  std::unique_ptr<Connection> conn(
+      new TcpConnection(std::move(fd), std::move(tls), peer, kHelloReqId + 1));
   FARMEM_RETURN_IF_ERROR(finish_handshake(*conn, options, ok, nonce));
   return conn;
 }
 
-TcpConnection::TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id)
+TcpConnection::TcpConnection(net::UniqueFd fd, std::unique_ptr<net::TlsSession> tls,
+                             std::string peer, std::uint64_t first_req_id)
     : fd_(std::move(fd)),
+      tls_(std::move(tls)),
       peer_(std::move(peer)),
-      caps_{"tcp", false, proto::kMaxDataPayload, kTcpMaxBatchOps, false},
+      caps_{tls_ ? "tls" : "tcp", false, proto::kMaxDataPayload, kTcpMaxBatchOps, false},
       next_id_(first_req_id) {
   // Sized once: receive segments point into slot_hdrs_, so it must never reallocate.
   slot_hdrs_.resize(kMaxPredicted);
@@ -97,7 +164,9 @@ TcpConnection::~TcpConnection() {
     // BYE: a clean end, so the memserver closes the session now instead of keeping it for a
     // resume (its --lease-grace). Best effort: without it the grace runs out.
     const auto bye = proto::encode(proto::Message{proto::MsgType::kBye, next_id_++, StatusCode::kOk, {}});
-    (void)::send(fd_.get(), bye.data(), bye.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    const iovec iov{const_cast<std::byte*>(bye.data()), bye.size()};
+    (void)net::send_some(channel(), {&iov, 1}, false, peer_);
+    if (tls_) tls_->notify_close();
     broken_ = true;
     broken_status_ = Unavailable(peer_ + ": connection closed by this client");
     ::shutdown(fd_.get(), SHUT_RDWR);
@@ -168,7 +237,7 @@ Status TcpConnection::send_all_locked(std::span<iovec> iov) {
   // Bounded: every round sends bytes, or waits at most kSendPollSlice, and the loop gives up
   // after kSendStallTimeout without progress.
   while (!iov.empty()) {
-    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(fd_.get(), iov, false, peer_));
+    FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::send_some(channel(), iov, false, peer_));
     if (r.bytes > 0) {
       iov = net::advance_iov(iov, r.bytes);
       last_progress = Clock::now();
@@ -193,11 +262,11 @@ Status TcpConnection::progress_while_send_blocked() {
   const auto slice = Clock::now() + kSendPollSlice;
   if (!lead) {
     // Someone else is reading replies; just wait for send space.
-    auto ev = net::wait_ready(fd_.get(), POLLOUT, slice, peer_);
+    auto ev = net::wait_ready(channel(), POLLOUT, slice, peer_);
     return ev.ok() || ev.status().code() == StatusCode::kTimedOut ? Status::Ok() : ev.status();
   }
   Status st;
-  auto ev = net::wait_ready(fd_.get(), POLLIN | POLLOUT, slice, peer_);
+  auto ev = net::wait_ready(channel(), POLLIN | POLLOUT, slice, peer_);
   if (!ev.ok()) {
     if (ev.status().code() != StatusCode::kTimedOut) st = ev.status();
   } else if ((*ev & (POLLIN | POLLERR | POLLHUP)) != 0) {

@@ -34,6 +34,7 @@
 #include "common/thread_annotations.h"
 #include "transport/proto/wire.h"
 #include "transport/tcp/socket.h"
+#include "transport/tcp/tls.h"
 #include "transport/transport.h"
 
 namespace farmem::transport {
@@ -44,8 +45,10 @@ inline constexpr std::uint32_t kTcpMaxBatchOps = 4096;
 
 class TcpConnection final : public Connection {
  public:
-  /// Takes a connected, non-blocking socket on which HELLO already succeeded.
-  TcpConnection(net::UniqueFd fd, std::string peer, std::uint64_t first_req_id);
+  /// Takes a connected, non-blocking socket on which HELLO already succeeded, with the TLS
+  /// session on it for a tls:// URL (null for tcp://).
+  TcpConnection(net::UniqueFd fd, std::unique_ptr<net::TlsSession> tls, std::string peer,
+                std::uint64_t first_req_id);
   ~TcpConnection() override;
 
   const Capabilities& capabilities() const override { return caps_; }
@@ -138,7 +141,10 @@ class TcpConnection final : public Connection {
   void spill_locked(std::size_t first_seg, std::size_t n) FARMEM_REQUIRES(mu_);
   Status consume_spill_locked() FARMEM_REQUIRES(mu_);
 
+  net::Channel channel() const { return {fd_.get(), tls_.get()}; }
+
   const net::UniqueFd fd_;
+  const std::unique_ptr<net::TlsSession> tls_;  // declared after fd_: freed before it closes
   const std::string peer_;
   const Capabilities caps_;
 

@@ -90,9 +90,9 @@ Status TcpConnection::pump_as_leader(net::Deadline deadline, bool poll_first) {
     plan_receive_locked();
   }
   if (poll_first) {
-    FARMEM_RETURN_IF_ERROR(net::wait_ready(fd_.get(), POLLIN, deadline, peer_).status());
+    FARMEM_RETURN_IF_ERROR(net::wait_ready(channel(), POLLIN, deadline, peer_).status());
   }
-  FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(fd_.get(), rx_iov_, false, peer_));
+  FARMEM_ASSIGN_OR_RETURN(net::IoResult r, net::recv_some(channel(), rx_iov_, false, peer_));
   if (r.eof) return Unavailable(peer_ + ": the memserver closed the connection");
   if (r.would_block) {
     rx_hot_ = false;

@@ -1,0 +1,498 @@
+#include "transport/tcp/tls.h"
+
+#include <arpa/inet.h>
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+namespace farmem::net {
+
+namespace {
+
+// The largest TLS record's plaintext: one staged send is one record.
+constexpr std::size_t kRecordBytes = 16 * 1024;
+
+std::string with_peer(std::string_view peer, std::string_view what) {
+  return peer.empty() ? std::string(what) : std::string(peer) + ": " + std::string(what);
+}
+
+// Every error OpenSSL queued on this thread, oldest first, as one line; the queue is emptied.
+std::string drain_errors() {
+  std::string text;
+  // Bounded: OpenSSL's per-thread error queue holds at most 16 entries.
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    const char* reason = ERR_reason_error_string(e);
+    if (!text.empty()) text += "; ";
+    text += reason != nullptr ? reason : buf;
+  }
+  return text.empty() ? std::string("no detail from OpenSSL") : text;
+}
+
+bool is_ip_literal(const std::string& host) {
+  in6_addr a6{};
+  in_addr a4{};
+  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+// How long a blocking call may wait: the socket's SO_RCVTIMEO or SO_SNDTIMEO.
+Deadline socket_deadline(int fd, int opt) {
+  timeval tv{};
+  socklen_t len = sizeof tv;
+  if (getsockopt(fd, SOL_SOCKET, opt, &tv, &len) != 0 || (tv.tv_sec == 0 && tv.tv_usec == 0)) {
+    return kNoDeadline;
+  }
+  return deadline_after(std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// The socket BIO: recv/send that never block and never raise SIGPIPE.
+
+struct TlsSession::Io {
+  int fd = -1;
+  int last_errno = 0;
+  // The first bytes received, kept during the handshake: when they are not TLS, the caller
+  // may make sense of them (a plain farmem error frame).
+  bool capture = true;
+  std::vector<std::byte> head;
+};
+
+namespace {
+
+int bio_write(BIO* b, const char* data, int len) {
+  auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  for (;;) {
+    const ssize_t n = ::send(io->fd, data, static_cast<std::size_t>(len),
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<int>(n);
+    if (errno == EINTR) continue;
+    io->last_errno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_write(b);
+    return -1;
+  }
+}
+
+int bio_read(BIO* b, char* data, int len) {
+  auto* io = static_cast<TlsSession::Io*>(BIO_get_data(b));
+  BIO_clear_retry_flags(b);
+  for (;;) {
+    const ssize_t n = ::recv(io->fd, data, static_cast<std::size_t>(len), MSG_DONTWAIT);
+    if (n > 0 && io->capture && io->head.size() < TlsSession::kHeadBytes) {
+      const auto* p = reinterpret_cast<const std::byte*>(data);
+      io->head.insert(io->head.end(), p,
+                      p + std::min<std::size_t>(static_cast<std::size_t>(n),
+                                                TlsSession::kHeadBytes - io->head.size()));
+    }
+    if (n >= 0) return static_cast<int>(n);
+    if (errno == EINTR) continue;
+    io->last_errno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) BIO_set_retry_read(b);
+    return -1;
+  }
+}
+
+long bio_ctrl(BIO* /*b*/, int cmd, long /*num*/, void* /*ptr*/) {
+  // Only a flush means anything to an unbuffered socket; it has nothing to do.
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+int bio_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+const BIO_METHOD* socket_method() {
+  // Made once (thread-safe static initialisation) and kept for the process.
+  static BIO_METHOD* const method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "farmem socket");
+    if (m != nullptr) {
+      BIO_meth_set_write(m, bio_write);
+      BIO_meth_set_read(m, bio_read);
+      BIO_meth_set_ctrl(m, bio_ctrl);
+      BIO_meth_set_create(m, bio_create);
+    }
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Contexts
+
+TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+
+namespace {
+
+struct CtxDeleter {
+  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+};
+using CtxPtr = std::unique_ptr<SSL_CTX, CtxDeleter>;
+
+Result<CtxPtr> new_context(bool server) {
+  ERR_clear_error();
+  CtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
+  if (!ctx) return Internal("TLS: SSL_CTX_new failed: " + drain_errors());
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  // A peer that closes without close_notify is a closed connection (the framing above
+  // detects a cut frame), not an error with its own code.
+  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+  // An idle connection gives its record buffers back (a memserver may hold thousands).
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+  return ctx;
+}
+
+Status load_identity(SSL_CTX* ctx, const std::string& cert, const std::string& key,
+                     std::string_view who) {
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+    return InvalidArgument("TLS: cannot use " + std::string(who) + " certificate '" + cert +
+                           "': " + drain_errors());
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return InvalidArgument("TLS: cannot use " + std::string(who) + " key '" + key +
+                           "': " + drain_errors());
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return InvalidArgument("TLS: the key '" + key + "' does not match the certificate '" + cert +
+                           "': " + drain_errors());
+  }
+  return Status::Ok();
+}
+
+Status load_ca(SSL_CTX* ctx, const std::string& ca) {
+  if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
+    return InvalidArgument("TLS: cannot load the CA file '" + ca + "': " + drain_errors());
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const TlsContext>> TlsContext::for_server(const TlsServerConfig& config) {
+  if (config.cert_file.empty() || config.key_file.empty()) {
+    return InvalidArgument("TLS: a server needs both a certificate and a key file");
+  }
+  FARMEM_ASSIGN_OR_RETURN(CtxPtr ctx, new_context(/*server=*/true));
+  FARMEM_RETURN_IF_ERROR(load_identity(ctx.get(), config.cert_file, config.key_file, "the server"));
+  SSL_CTX_set_num_tickets(ctx.get(), 0);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+  const bool mutual = !config.ca_file.empty();
+  if (mutual) {
+    FARMEM_RETURN_IF_ERROR(load_ca(ctx.get(), config.ca_file));
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.ca_file.c_str());
+    if (names == nullptr) {
+      return InvalidArgument("TLS: no CA certificate in '" + config.ca_file + "': " +
+                             drain_errors());
+    }
+    SSL_CTX_set_client_CA_list(ctx.get(), names);  // takes ownership
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx.release(), true, mutual));
+}
+
+Result<std::shared_ptr<const TlsContext>> TlsContext::for_client(const TlsClientConfig& config) {
+  if (config.cert_file.empty() != config.key_file.empty()) {
+    return InvalidArgument("TLS: a client certificate needs its key, and a key its certificate");
+  }
+  FARMEM_ASSIGN_OR_RETURN(CtxPtr ctx, new_context(/*server=*/false));
+  if (config.ca_file.empty()) {
+    if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
+      return InvalidArgument("TLS: cannot load the system's trust store: " + drain_errors());
+    }
+  } else {
+    FARMEM_RETURN_IF_ERROR(load_ca(ctx.get(), config.ca_file));
+  }
+  if (!config.cert_file.empty()) {
+    FARMEM_RETURN_IF_ERROR(
+        load_identity(ctx.get(), config.cert_file, config.key_file, "the client"));
+  }
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+  return std::shared_ptr<const TlsContext>(new TlsContext(ctx.release(), false, false));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sessions
+
+TlsSession::TlsSession(int fd, SSL* ssl, std::unique_ptr<Io> io)
+    : fd_(fd), ssl_(ssl), io_(std::move(io)) {}
+
+TlsSession::~TlsSession() { SSL_free(ssl_); }
+
+Result<std::unique_ptr<TlsSession>> TlsSession::accept(const TlsContext& ctx, int fd,
+                                                       Deadline deadline,
+                                                       std::string_view peer) {
+  if (!ctx.is_server()) return InvalidArgument("TLS: accept() needs a server context");
+  return handshake(ctx, fd, nullptr, deadline, peer, nullptr);
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::connect(const TlsContext& ctx, int fd,
+                                                        const std::string& host,
+                                                        Deadline deadline, std::string_view peer,
+                                                        std::vector<std::byte>* not_tls) {
+  if (ctx.is_server()) return InvalidArgument("TLS: connect() needs a client context");
+  return handshake(ctx, fd, &host, deadline, peer, not_tls);
+}
+
+Result<std::unique_ptr<TlsSession>> TlsSession::handshake(const TlsContext& ctx, int fd,
+                                                          const std::string* host,
+                                                          Deadline deadline,
+                                                          std::string_view peer,
+                                                          std::vector<std::byte>* not_tls) {
+  const BIO_METHOD* method = socket_method();
+  if (method == nullptr) return Internal("TLS: BIO_meth_new failed");
+  ERR_clear_error();
+  SSL* raw = SSL_new(ctx.native());
+  if (raw == nullptr) return Internal("TLS: SSL_new failed: " + drain_errors());
+  auto io = std::make_unique<Io>();
+  io->fd = fd;
+  BIO* bio = BIO_new(method);
+  if (bio == nullptr) {
+    SSL_free(raw);
+    return Internal("TLS: BIO_new failed: " + drain_errors());
+  }
+  BIO_set_data(bio, io.get());
+  SSL_set_bio(raw, bio, bio);  // the SSL owns the BIO (once, for both directions)
+  std::unique_ptr<TlsSession> s(new TlsSession(fd, raw, std::move(io)));
+
+  MutexLock lock(s->mu_);
+  if (host != nullptr) {
+    // The server's certificate must name the host of the URL.
+    X509_VERIFY_PARAM* param = SSL_get0_param(s->ssl_);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const bool ok = is_ip_literal(*host)
+                        ? X509_VERIFY_PARAM_set1_ip_asc(param, host->c_str()) == 1
+                        : (X509_VERIFY_PARAM_set1_host(param, host->c_str(), 0) == 1 &&
+                           SSL_set_tlsext_host_name(s->ssl_, host->c_str()) == 1);
+    if (!ok) return InvalidArgument(with_peer(peer, "TLS: bad host name '" + *host + "'"));
+    SSL_set_connect_state(s->ssl_);
+  } else {
+    SSL_set_accept_state(s->ssl_);
+  }
+  // Bounded by the deadline: every round either finishes, fails, or waits until then.
+  for (;;) {
+    ERR_clear_error();
+    s->io_->last_errno = 0;
+    const int rc = SSL_do_handshake(s->ssl_);
+    if (rc == 1) {
+      s->io_->capture = false;
+      std::vector<std::byte>().swap(s->io_->head);
+      return s;
+    }
+    const int err = SSL_get_error(s->ssl_, rc);
+    short events = 0;
+    if (err == SSL_ERROR_WANT_READ) events = POLLIN;
+    if (err == SSL_ERROR_WANT_WRITE) events = POLLOUT;
+    if (events == 0) {
+      Status st = s->error_locked(rc, "TLS handshake", peer);
+      if (not_tls != nullptr && st.code() == StatusCode::kProtocolError) {
+        *not_tls = std::move(s->io_->head);
+      }
+      return st;
+    }
+    auto ready = wait_ready(fd, events, deadline, peer);
+    if (!ready.ok()) {
+      if (ready.status().code() == StatusCode::kTimedOut) {
+        return TimedOut(with_peer(peer, "TLS handshake not finished before the deadline"));
+      }
+      return ready.status();
+    }
+  }
+}
+
+Status TlsSession::error_locked(int rc, std::string_view what, std::string_view peer) {
+  const int err = SSL_get_error(ssl_, rc);
+  const bool server = SSL_is_server(ssl_) == 1;
+  if (err == SSL_ERROR_SYSCALL) {
+    const int e = io_->last_errno;
+    const std::string detail = ERR_peek_error() != 0 ? ": " + drain_errors() : "";
+    if (e == 0) return Unavailable(with_peer(peer, std::string(what) + ": connection closed" + detail));
+    return errno_status(e, std::string(what) + detail, peer);
+  }
+  if (err == SSL_ERROR_ZERO_RETURN) {
+    return Unavailable(with_peer(peer, std::string(what) + ": connection closed by the peer"));
+  }
+  // SSL_ERROR_SSL: a protocol or certificate failure.
+  const unsigned long first = ERR_peek_error();
+  const int reason = ERR_GET_REASON(first);
+  const long verify = SSL_get_verify_result(ssl_);
+  std::string text = drain_errors();
+  if (!server && verify != X509_V_OK) {
+    return PermissionDenied(with_peer(
+        peer, std::string(what) + ": the server's certificate was refused: " +
+                  X509_verify_cert_error_string(verify)));
+  }
+  if (server && verify != X509_V_OK) {
+    return PermissionDenied(with_peer(
+        peer, std::string(what) + ": the client's certificate was refused: " +
+                  X509_verify_cert_error_string(verify)));
+  }
+  if (reason == SSL_R_WRONG_VERSION_NUMBER || reason == SSL_R_PACKET_LENGTH_TOO_LONG ||
+      reason == SSL_R_RECORD_LENGTH_MISMATCH || reason == SSL_R_HTTP_REQUEST ||
+      reason == SSL_R_UNKNOWN_PROTOCOL) {
+    return ProtocolError(with_peer(
+        peer, std::string(what) + ": the peer does not speak TLS (" + text + ")" +
+                  (server ? "" : "; is it a plain tcp:// memserver?")));
+  }
+  if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+    return PermissionDenied(
+        with_peer(peer, std::string(what) + ": the client presented no certificate (" + text +
+                            "); this server requires one"));
+  }
+  if (ERR_GET_LIB(first) == ERR_LIB_SSL && reason >= SSL_AD_REASON_OFFSET) {
+    // An alert from the peer: it refused us (our certificate, or none).
+    return PermissionDenied(with_peer(peer, std::string(what) + ": refused by the peer (" +
+                                                text + ")"));
+  }
+  return ProtocolError(with_peer(peer, std::string(what) + " failed: " + text));
+}
+
+Result<IoResult> TlsSession::recv_some(std::span<const iovec> iov, bool block,
+                                       std::string_view peer) {
+  const Deadline deadline = block ? socket_deadline(fd_, SO_RCVTIMEO) : Deadline{};
+  // Bounded: a blocking call waits once (until the socket's timeout) and then returns.
+  for (bool waited = false;; waited = true) {
+    FARMEM_ASSIGN_OR_RETURN(IoResult r, read_now(iov, peer));
+    if (!r.would_block || !block || waited) return r;
+    auto ready = wait_ready(fd_, POLLIN, deadline, peer);
+    if (!ready.ok() && ready.status().code() != StatusCode::kTimedOut) return ready.status();
+    if (!ready.ok()) return r;
+  }
+}
+
+Result<IoResult> TlsSession::read_now(std::span<const iovec> iov, std::string_view peer) {
+  MutexLock lock(mu_);
+  std::size_t total = 0;
+  for (const iovec& seg : iov) {
+    std::size_t off = 0;
+    // Bounded by the segment's length: every round moves bytes or returns.
+    while (off < seg.iov_len) {
+      ERR_clear_error();
+      io_->last_errno = 0;
+      std::size_t got = 0;
+      const int rc = SSL_read_ex(ssl_, static_cast<std::byte*>(seg.iov_base) + off,
+                                 seg.iov_len - off, &got);
+      if (rc == 1) {
+        off += got;
+        total += got;
+        continue;
+      }
+      // Bytes already received go to the caller first; an EOF or error comes with the next
+      // call (OpenSSL reports it again).
+      if (total > 0) return IoResult{total, false, false};
+      const int err = SSL_get_error(ssl_, rc);
+      if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return IoResult{0, true, false};
+      if (err == SSL_ERROR_ZERO_RETURN) return IoResult{0, false, true};
+      return error_locked(rc, "recv (TLS)", peer);
+    }
+  }
+  return IoResult{total, false, false};
+}
+
+Result<IoResult> TlsSession::send_some(std::span<const iovec> iov, bool block,
+                                       std::string_view peer) {
+  const Deadline deadline = block ? socket_deadline(fd_, SO_SNDTIMEO) : Deadline{};
+  std::size_t sent = 0;
+  std::size_t i = 0;    // where the bytes after `sent` start: iov[i], at offset off
+  std::size_t off = 0;
+  const auto advance = [&](std::size_t n) {
+    // Bounded by the iov's length.
+    while (n > 0 && i < iov.size()) {
+      const std::size_t k = std::min(iov[i].iov_len - off, n);
+      n -= k;
+      off += k;
+      if (off == iov[i].iov_len) {
+        ++i;
+        off = 0;
+      }
+    }
+  };
+  // Bounded: every round sends one record of the caller's bytes, or returns, or (blocking,
+  // once) waits for the socket.
+  for (bool waited = false;;) {
+    {
+      MutexLock lock(mu_);
+      if (staged_len_ == 0) {
+        if (!staged_) staged_ = std::make_unique_for_overwrite<std::byte[]>(kRecordBytes);
+        // Stage the next record. (A record left staged by the last call holds the same
+        // leading bytes of `iov`, which the caller passed again: it is finished first.)
+        std::size_t j = i;
+        std::size_t o = off;
+        while (j < iov.size() && staged_len_ < kRecordBytes) {
+          const std::size_t n = std::min(iov[j].iov_len - o, kRecordBytes - staged_len_);
+          std::memcpy(staged_.get() + staged_len_,
+                      static_cast<const std::byte*>(iov[j].iov_base) + o, n);
+          staged_len_ += n;
+          o += n;
+          if (o == iov[j].iov_len) {
+            ++j;
+            o = 0;
+          }
+        }
+        if (staged_len_ == 0) return IoResult{sent, false, false};
+      }
+      ERR_clear_error();
+      io_->last_errno = 0;
+      std::size_t written = 0;
+      const int rc = SSL_write_ex(ssl_, staged_.get(), staged_len_, &written);
+      if (rc == 1) {
+        sent += staged_len_;
+        advance(staged_len_);
+        staged_len_ = 0;
+        continue;
+      }
+      const int err = SSL_get_error(ssl_, rc);
+      if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ) {
+        staged_len_ = 0;  // the connection is over; nothing will finish this record
+        if (sent > 0) return IoResult{sent, false, false};  // the error comes next time
+        return error_locked(rc, "send (TLS)", peer);
+      }
+      if (sent > 0) return IoResult{sent, false, false};
+      if (!block || waited) return IoResult{0, true, false};
+    }
+    waited = true;
+    auto ready = wait_ready(fd_, POLLOUT, deadline, peer);
+    if (!ready.ok() && ready.status().code() != StatusCode::kTimedOut) return ready.status();
+    if (!ready.ok()) return IoResult{0, true, false};
+  }
+}
+
+bool TlsSession::input_buffered() {
+  MutexLock lock(mu_);
+  return SSL_pending(ssl_) > 0;
+}
+
+void TlsSession::trim() {
+  MutexLock lock(mu_);
+  if (staged_len_ == 0) staged_.reset();
+}
+
+void TlsSession::notify_close() {
+  MutexLock lock(mu_);
+  if (staged_len_ != 0) return;  // a record is half sent: an alert now would corrupt it
+  ERR_clear_error();
+  (void)SSL_shutdown(ssl_);
+  ERR_clear_error();
+}
+
+std::string TlsSession::description() {
+  MutexLock lock(mu_);
+  return std::string(SSL_get_version(ssl_)) + " " + SSL_get_cipher_name(ssl_);
+}
+
+}  // namespace farmem::net
