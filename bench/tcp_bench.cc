@@ -6,15 +6,23 @@
 //                     memserver (Core + TcpListener on 127.0.0.1:0)
 //   farmem_write_4k   the same for a WRITE
 //   farmem_batch_read a post() of 32 x 4 KiB READs and one wait()
+//   farmem_write_64k  a synchronous 64 KiB WRITE
+//   tls_*             the farmem cases again over tls:// (TLS 1.3, certificates made at
+//                     start, verified as always), against a second memserver
+//   connect_*         a connection's whole life: insecure, with challenge-response, and with
+//                     TLS plus challenge-response
 //
 // Each case runs kRepetitions times; the per-iteration real times are captured by a reporter
 // and the medians go into the last stdout line, one JSON object:
 //   {"tcp_plain_rr_4k_us": x, "tcp_farmem_read_4k_us": y, "tcp_ratio": y/x, ...}
+// with tls_ratio_read_4k = tls_read_4k_us / tcp_farmem_read_4k_us and tls_ratio_write_64k
+// likewise for 64 KiB writes: what TLS multiplies a request's time by (1: free).
 #include <benchmark/benchmark.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -28,6 +36,8 @@
 #include "memserver/tcp_listener.h"
 #include "transport/tcp/socket.h"
 #include "transport/tcp/tcp.h"
+#include "transport/tcp/tls.h"
+#include "test/support/test_certs.h"
 
 namespace {
 
@@ -138,18 +148,50 @@ struct FarmemEnv {
   }
 };
 
-std::unique_ptr<FarmemEnv> start_farmem() {
+/// Certificates for the TLS cases, in a temporary directory removed at exit.
+struct Certs {
+  Certs() {
+    char tmpl[] = "/tmp/farmem-bench-tls-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) die("mkdtemp", IoError("cannot make a temporary directory"));
+    dir = tmpl;
+    auto c = test::make_test_certs(dir);
+    if (!c.ok()) die("certificates", c.status());
+    files = *c;
+  }
+  ~Certs() { std::filesystem::remove_all(dir); }
+  std::string dir;
+  test::TestCerts files;
+};
+
+memserver::TcpListenerOptions listener_options(const Certs* tls) {
+  memserver::TcpListenerOptions lo;
+  if (tls != nullptr) {
+    auto ctx = net::TlsContext::for_server({tls->files.server_cert, tls->files.server_key, ""});
+    if (!ctx.ok()) die("TLS server context", ctx.status());
+    lo.tls = *ctx;
+  }
+  return lo;
+}
+
+transport::ConnectOptions client_options(const std::string& token, const Certs* tls) {
+  transport::ConnectOptions opts;
+  opts.token = token;
+  if (tls != nullptr) opts.tls.ca_file = tls->files.ca;
+  return opts;
+}
+
+std::unique_ptr<FarmemEnv> start_farmem(const Certs* tls = nullptr) {
   auto env = std::make_unique<FarmemEnv>();
   memserver::CoreOptions co;
   co.capacity_bytes = kCapacityBytes;
   co.token = "bench";
   env->core = std::make_unique<memserver::Core>(co);
-  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0);
+  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0, listener_options(tls));
   if (!l.ok()) die("memserver listen", l.status());
   env->listener = std::move(l).value();
-  transport::ConnectOptions opts;
-  opts.token = "bench";
-  auto c = transport::connect_tcp({"tcp", "127.0.0.1", env->listener->port()}, opts);
+  const transport::ConnectOptions opts = client_options("bench", tls);
+  auto c = transport::connect_tcp(
+      {tls != nullptr ? "tls" : "tcp", "127.0.0.1", env->listener->port()}, opts);
   if (!c.ok()) die("connect", c.status());
   env->conn = std::move(c).value();
   auto mr = env->conn->register_memory(env->buf.data(), env->buf.size());
@@ -161,8 +203,10 @@ std::unique_ptr<FarmemEnv> start_farmem() {
   return env;
 }
 
-void BM_FarmemSync4K(benchmark::State& state, FarmemEnv* env, transport::OpKind kind) {
-  const transport::Op op = env->op(kind, 0);
+void BM_FarmemSync(benchmark::State& state, FarmemEnv* env, transport::OpKind kind,
+                   std::uint32_t bytes) {
+  transport::Op op = env->op(kind, 0);
+  op.length = bytes;
   for (auto _ : state) {
     const Status st = env->conn->execute(op, kOpTimeout);
     if (!st.ok()) {
@@ -171,7 +215,7 @@ void BM_FarmemSync4K(benchmark::State& state, FarmemEnv* env, transport::OpKind 
     }
     benchmark::DoNotOptimize(env->buf.data());
   }
-  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(kPage));
+  state.SetBytesProcessed(state.iterations() * static_cast<std::int64_t>(bytes));
 }
 
 void BM_FarmemBatchRead(benchmark::State& state, FarmemEnv* env) {
@@ -196,26 +240,29 @@ struct ConnectEnv {
   std::unique_ptr<memserver::Core> core;
   std::unique_ptr<memserver::TcpListener> listener;
   std::string token;
+  const Certs* tls = nullptr;
 };
 
-std::unique_ptr<ConnectEnv> start_connect_env(const std::string& token) {
+std::unique_ptr<ConnectEnv> start_connect_env(const std::string& token,
+                                              const Certs* tls = nullptr) {
   auto env = std::make_unique<ConnectEnv>();
   memserver::CoreOptions co;
   co.capacity_bytes = kCapacityBytes;
   co.token = token;
   env->token = token;
+  env->tls = tls;
   env->core = std::make_unique<memserver::Core>(co);
-  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0);
+  auto l = memserver::TcpListener::start(*env->core, "127.0.0.1", 0, listener_options(tls));
   if (!l.ok()) die("memserver listen", l.status());
   env->listener = std::move(l).value();
   return env;
 }
 
 void BM_Connect(benchmark::State& state, ConnectEnv* env) {
-  transport::ConnectOptions opts;
-  opts.token = env->token;
+  const transport::ConnectOptions opts = client_options(env->token, env->tls);
+  const std::string scheme = env->tls != nullptr ? "tls" : "tcp";
   for (auto _ : state) {
-    auto c = transport::connect_tcp({"tcp", "127.0.0.1", env->listener->port()}, opts);
+    auto c = transport::connect_tcp({scheme, "127.0.0.1", env->listener->port()}, opts);
     if (!c.ok()) {
       state.SkipWithError(c.status().to_string().c_str());
       break;
@@ -239,18 +286,31 @@ int main(int argc, char** argv) {
   PlainServer plain;
   const net::UniqueFd plain_fd = plain_connect(plain.port());
   auto env = start_farmem();
+  const Certs certs;
+  auto tls_env = start_farmem(&certs);
+  using transport::OpKind;
 
   configure(benchmark::RegisterBenchmark("plain_rr_4k", BM_PlainRR4K, plain_fd.get()));
-  configure(benchmark::RegisterBenchmark("farmem_read_4k", BM_FarmemSync4K, env.get(),
-                                         transport::OpKind::kRead));
-  configure(benchmark::RegisterBenchmark("farmem_write_4k", BM_FarmemSync4K, env.get(),
-                                         transport::OpKind::kWrite));
+  configure(benchmark::RegisterBenchmark("farmem_read_4k", BM_FarmemSync, env.get(),
+                                         OpKind::kRead, kPage));
+  configure(benchmark::RegisterBenchmark("farmem_write_4k", BM_FarmemSync, env.get(),
+                                         OpKind::kWrite, kPage));
+  configure(benchmark::RegisterBenchmark("farmem_write_64k", BM_FarmemSync, env.get(),
+                                         OpKind::kWrite, 16 * kPage));
   configure(benchmark::RegisterBenchmark("farmem_batch_read_32x4k", BM_FarmemBatchRead,
                                          env.get()));
+  configure(benchmark::RegisterBenchmark("tls_read_4k", BM_FarmemSync, tls_env.get(),
+                                         OpKind::kRead, kPage));
+  configure(benchmark::RegisterBenchmark("tls_write_64k", BM_FarmemSync, tls_env.get(),
+                                         OpKind::kWrite, 16 * kPage));
+  configure(benchmark::RegisterBenchmark("tls_batch_read_32x4k", BM_FarmemBatchRead,
+                                         tls_env.get()));
   const auto open_env = start_connect_env("");
   const auto auth_env = start_connect_env("bench-secret");
+  const auto tls_connect_env = start_connect_env("bench-secret", &certs);
   configure(benchmark::RegisterBenchmark("connect_insecure", BM_Connect, open_env.get()));
   configure(benchmark::RegisterBenchmark("connect_auth", BM_Connect, auth_env.get()));
+  configure(benchmark::RegisterBenchmark("connect_tls_auth", BM_Connect, tls_connect_env.get()));
   farmem::bench::CapturingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
   benchmark::Shutdown();
@@ -262,12 +322,23 @@ int main(int argc, char** argv) {
   const double gib_s = batch_us > 0 ? kBatchOps * kPage / (batch_us * 1e-6) / (1u << 30) : -1;
   const double connect_open_ms = reporter.median_us("connect_insecure") / 1000;
   const double connect_auth_ms = reporter.median_us("connect_auth") / 1000;
+  const double connect_tls_ms = reporter.median_us("connect_tls_auth") / 1000;
+  const double write64_us = reporter.median_us("farmem_write_64k");
+  const double tls_read_us = reporter.median_us("tls_read_4k");
+  const double tls_write64_us = reporter.median_us("tls_write_64k");
+  const double tls_batch_us = reporter.median_us("tls_batch_read_32x4k");
+  const auto ratio = [](double a, double b) { return a > 0 && b > 0 ? a / b : -1; };
   std::printf(
       "{\"tcp_plain_rr_4k_us\": %.3f, \"tcp_farmem_read_4k_us\": %.3f, \"tcp_ratio\": %.3f, "
       "\"tcp_farmem_write_4k_us\": %.3f, \"tcp_farmem_batch_read_32x4k_us\": %.3f, "
-      "\"tcp_farmem_batch_read_gib_s\": %.3f, \"connect_ms_insecure\": %.3f, "
-      "\"connect_ms_auth\": %.3f}\n",
-      plain_us, read_us, plain_us > 0 ? read_us / plain_us : -1, write_us, batch_us, gib_s,
-      connect_open_ms, connect_auth_ms);
+      "\"tcp_farmem_batch_read_gib_s\": %.3f, \"tcp_farmem_write_64k_us\": %.3f, "
+      "\"tls_read_4k_us\": %.3f, \"tls_write_64k_us\": %.3f, "
+      "\"tls_batch_read_32x4k_us\": %.3f, \"tls_ratio_read_4k\": %.3f, "
+      "\"tls_ratio_write_64k\": %.3f, \"tls_ratio_batch_read\": %.3f, "
+      "\"connect_ms_insecure\": %.3f, \"connect_ms_auth\": %.3f, \"connect_ms_tls_auth\": %.3f}\n",
+      plain_us, read_us, ratio(read_us, plain_us), write_us, batch_us, gib_s, write64_us,
+      tls_read_us, tls_write64_us, tls_batch_us, ratio(tls_read_us, read_us),
+      ratio(tls_write64_us, write64_us), ratio(tls_batch_us, batch_us), connect_open_ms,
+      connect_auth_ms, connect_tls_ms);
   return 0;
 }

@@ -150,6 +150,15 @@ int main(int argc, char** argv) {
   app.add_option("--tenant", tenant,
                  "Authenticate as this tenant of the memservers' --tenants file (it sees only "
                  "its own sessions); default: the anonymous tenant of --token");
+  std::string tls_ca, tls_cert, tls_key;
+  app.add_option("--tls-ca", tls_ca,
+                 "For tls:// URLs: the CA file the memservers' certificates chain to (default: "
+                 "the system's trust store)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-cert", tls_cert,
+                 "For tls:// URLs: this client's certificate, for memservers that require one")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls_key, "The private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_option("--timeout-ms", timeout_ms, "Deadline of connecting and of each request")
       ->capture_default_str()->check(CLI::Range(1, 600000));
   app.add_flag("--json", as_json, "One JSON document on stdout instead of a table");
@@ -159,7 +168,7 @@ int main(int argc, char** argv) {
   auto* fp = app.add_subcommand("footprint", "One client's far memory on each memserver, by its label (RuntimeOptions::client_label, default PID@HOST)");
   fp->add_option("--client", client, "The client's label")->required();
   for (auto* sub : {servers, sessions, fp}) {
-    sub->add_option("urls", urls, "Memserver URLs: tcp://HOST:PORT or rdma://HOST:PORT")->required();
+    sub->add_option("urls", urls, "Memserver URLs: tcp://HOST:PORT, tls://HOST:PORT or rdma://HOST:PORT")->required();
   }
   CLI11_PARSE(app, argc, argv);
 
@@ -173,6 +182,7 @@ int main(int argc, char** argv) {
   farmem::ctl::QueryOptions qo;
   qo.token = token;
   qo.tenant = tenant;
+  qo.tls = {tls_ca, tls_cert, tls_key};
   qo.timeout = std::chrono::milliseconds(timeout_ms);
   qo.sessions = !servers->parsed();
   qo.own_label = own_label();

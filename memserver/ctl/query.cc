@@ -16,6 +16,7 @@ ServerReport query_one(const std::string& url, const QueryOptions& o) {
   transport::ConnectOptions co;
   co.token = o.token;
   co.tenant = o.tenant;
+  co.tls = o.tls;
   co.connect_timeout = o.timeout;
   co.control_timeout = o.timeout;
   auto conn = transport::connect(url, co);

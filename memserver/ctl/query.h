@@ -11,12 +11,14 @@
 
 #include "farmem/status.h"
 #include "transport/proto/wire.h"
+#include "transport/tcp/tls.h"
 
 namespace farmem::ctl {
 
 struct QueryOptions {
   std::string token;                            ///< the memservers' auth token (or tenant secret)
   std::string tenant;                           ///< the tenant to authenticate as ("": anonymous)
+  net::TlsClientConfig tls;                     ///< for tls:// URLs
   std::chrono::milliseconds timeout{5000};      ///< connect and each control call
   bool sessions = false;                        ///< also list every server's sessions
   /// farmemctl's own session is labelled this on each server and left out of the results.

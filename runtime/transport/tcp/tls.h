@@ -20,11 +20,16 @@
 // socket's SO_RCVTIMEO/SO_SNDTIMEO (none set: as long as it takes), as the plain calls do.
 // The socket's O_NONBLOCK flag is left as it was.
 //
-// Sending copies the caller's bytes into one 16 KiB record at a time and reports them as sent
-// only once the whole record is in the kernel; a record the socket could not take stays
-// staged, and the next send_some (which, as every caller does, passes the same bytes again)
-// finishes it first. So "bytes returned" means what it means for a plain socket: the caller
-// may reuse them.
+// Sending encrypts up to 256 KiB of the caller's bytes into records (small pieces gathered
+// into 16 KiB ones) and sends them with one send(); the bytes are reported sent only once
+// all of those records are in the kernel. Records the socket could not take stay queued,
+// and the next send_some (which, as every caller does, passes the same bytes again) sends
+// them first. So "bytes returned" means what it means for a plain socket: the caller may
+// reuse them, and every byte it was told about has left.
+//
+// Receiving reads ahead (up to 64 KiB a recv()): decrypted or undecrypted bytes may wait in
+// the session when the socket shows nothing, which input_buffered() (and so wait_ready)
+// reports.
 //
 // Thread safety: one thread may receive while another sends (the tcp client's leader and a
 // poster do); the SSL object is used under a mutex, and no call waits while holding it.
@@ -103,7 +108,7 @@ class TlsSession {
                                                      const std::string& host, Deadline deadline,
                                                      std::string_view peer,
                                                      std::vector<std::byte>* not_tls = nullptr);
-  static constexpr std::size_t kHeadBytes = 64;
+  static constexpr std::size_t kHeadBytes = 4096;
   ~TlsSession();
   TlsSession(const TlsSession&) = delete;
   TlsSession& operator=(const TlsSession&) = delete;
@@ -138,13 +143,18 @@ class TlsSession {
       FARMEM_EXCLUDES(mu_);
   Status error_locked(int rc, std::string_view what, std::string_view peer)
       FARMEM_REQUIRES(mu_);
+  /// Sends the records queued in io_->out without waiting; true when none is left.
+  Result<bool> send_out_locked(std::string_view peer) FARMEM_REQUIRES(mu_);
 
   const int fd_;
   Mutex mu_;
   ssl_st* const ssl_ FARMEM_PT_GUARDED_BY(mu_);
   const std::unique_ptr<Io> io_;
-  std::unique_ptr<std::byte[]> staged_ FARMEM_GUARDED_BY(mu_);
-  std::size_t staged_len_ FARMEM_GUARDED_BY(mu_) = 0;
+  std::unique_ptr<std::byte[]> staged_ FARMEM_GUARDED_BY(mu_);  ///< gathers small pieces
+  /// Plaintext bytes (the leading bytes of the caller's iov) whose records wait in io_->out.
+  std::size_t out_plain_ FARMEM_GUARDED_BY(mu_) = 0;
+  /// The last read found the socket empty (see input_buffered()).
+  bool drained_ FARMEM_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace farmem::net
