@@ -408,6 +408,13 @@ int main(int argc, char** argv) {
   out["failover_read_ratio"] = mean(r->after_us) / mean(r->before_us);
   out["failover_read_p50_ratio"] = median(r->after_us) / median(r->before_us);
   out["failover_reads_before"] = r->before_us.size();
+  // The slow tail of each second: reads that waited behind a rebuild's chunk or for the dead
+  // server, against the host's own noise before the kill.
+  auto over_1ms = [](const std::vector<double>& v) {
+    return std::count_if(v.begin(), v.end(), [](double us) { return us > 1000; });
+  };
+  out["failover_reads_before_over_1ms"] = over_1ms(r->before_us);
+  out["failover_reads_after_over_1ms"] = over_1ms(r->after_us);
   out["rereplicate_far_bytes"] = rebuild_far;
   report_rebuild(*r, default_rate, "rereplicate", out);
   std::uint64_t wrong = r->wrong_words;
