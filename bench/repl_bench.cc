@@ -359,6 +359,7 @@ int main(int argc, char** argv) {
   Setup s;
   std::uint64_t rebuild_far = 256u << 20;
   bool unthrottled = false;
+  std::uint64_t copy_rate = farmem::RuntimeOptions{}.replica_copy_bytes_per_sec;
   app.add_option("--server", servers, "A memserver URL (3, or 4 with --unthrottled), in order")
       ->required();
   app.add_option("--pid", pids, "The pid of each --server's process, same order (SIGKILLed)")
@@ -378,6 +379,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--rebuild-far", rebuild_far, "Far memory (one copy's worth) to rebuild")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
+  app.add_option("--copy-rate", copy_rate,
+                 "replica_copy_bytes_per_sec of the failover and rereplicate run (default: "
+                 "RuntimeOptions' default)")
+      ->transform(CLI::AsSizeValue(false))->capture_default_str();
   app.add_flag("--unthrottled", unthrottled,
                "Also time a rebuild without pacing (needs a fourth --server)");
   app.set_version_flag("--version", std::string("farmem_bench_repl ") + farmem::version());
@@ -392,9 +397,8 @@ int main(int argc, char** argv) {
   nlohmann::json out;
   if (auto st = replica_ratios(servers, s, out); !st.ok()) return fail("replicas 2 vs 1", st);
 
-  const std::uint64_t default_rate = farmem::RuntimeOptions{}.replica_copy_bytes_per_sec;
   auto r = kill_and_rebuild({servers[0], servers[1], servers[2]}, pids[2], s, rebuild_far,
-                            default_rate, true);
+                            copy_rate, true);
   if (!r.ok()) return fail("kill and rebuild", r.status());
   out["failover_read_before_us"] = mean(r->before_us);
   out["failover_read_before_p50_us"] = median(r->before_us);
@@ -416,7 +420,7 @@ int main(int argc, char** argv) {
   out["failover_reads_before_over_1ms"] = over_1ms(r->before_us);
   out["failover_reads_after_over_1ms"] = over_1ms(r->after_us);
   out["rereplicate_far_bytes"] = rebuild_far;
-  report_rebuild(*r, default_rate, "rereplicate", out);
+  report_rebuild(*r, copy_rate, "rereplicate", out);
   std::uint64_t wrong = r->wrong_words;
   if (unthrottled) {
     auto u = kill_and_rebuild({servers[0], servers[1], servers[3]}, pids[3], s, rebuild_far,
