@@ -1,5 +1,7 @@
 // Replication of far memory (RuntimeOptions::replicas): real farmem-memserver processes
 // killed or stopped while the application reads and writes, checked against a shadow copy.
+// The cases with memserver processes run over each transport: tcp natively, verbs (rdma://
+// on the RDMA device's address) in the soft-RoCE VM, where they must not skip.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -29,11 +31,13 @@ struct Servers {
   std::vector<std::string> urls;
 };
 
-Servers start_servers(int n) {
+// `n` farmem-memserver processes serving `backend` ("tcp" or "verbs"); empty after a test
+// failure saying why.
+Servers start_servers(int n, const std::string& backend) {
   Servers s;
   for (int i = 0; i < n; ++i) {
     auto p = std::make_unique<MemserverProcess>();
-    const Status st = p->start("tcp");
+    const Status st = p->start(backend);
     EXPECT_TRUE(st.ok()) << st.to_string();
     if (!st.ok()) return {};
     s.urls.push_back(p->url());
@@ -90,11 +94,20 @@ TEST(Replication, OptionsAreCheckedAtOpen) {
       << swap.status().to_string();
 }
 
+// The cases on farmem-memserver processes, once a transport: the parameter is the backend.
+class ReplicatedMemservers : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+  }
+  Servers start_servers(int n) const { return test::start_servers(n, GetParam()); }
+};
+
 // Four threads read and write random ranges against a shadow copy; one of three memservers
 // is killed mid-run. No error reaches the application, no byte is wrong, and the lost copies
 // are rebuilt while the threads run. Then a second memserver is killed: every slab must
 // still read back right from the one copy left, which proves the rebuilt copies hold the data.
-TEST(Replication, AKilledMemserverCostsNoByteAndItsCopiesAreRebuilt) {
+TEST_P(ReplicatedMemservers, AKilledMemserverCostsNoByteAndItsCopiesAreRebuilt) {
   Servers s = start_servers(3);
   ASSERT_EQ(s.urls.size(), 3u);
   auto o = replicated(s.urls);
@@ -194,7 +207,7 @@ TEST(Replication, AKilledMemserverCostsNoByteAndItsCopiesAreRebuilt) {
 // Two of three memservers die at once (replicas = 2): slabs that had both copies there give
 // kDataLoss, naming the servers, on every read and write; every other slab reads back right
 // and stays writable.
-TEST(Replication, SlabsWithBothCopiesLostGiveDataLossAndTheRestReadBackRight) {
+TEST_P(ReplicatedMemservers, SlabsWithBothCopiesLostGiveDataLossAndTheRestReadBackRight) {
   Servers s = start_servers(3);
   ASSERT_EQ(s.urls.size(), 3u);
   auto rt = open_or_fail(replicated(s.urls));
@@ -263,7 +276,7 @@ TEST(Replication, SlabsWithBothCopiesLostGiveDataLossAndTheRestReadBackRight) {
 // A striped allocation (larger than a slab): each stripe position has two copies on distinct
 // servers. One server killed: the positions it held are rebuilt on the server that holds
 // none of them; a second one killed: every stripe still reads back from the last.
-TEST(Replication, AStripedAllocationIsRebuiltPositionByPosition) {
+TEST_P(ReplicatedMemservers, AStripedAllocationIsRebuiltPositionByPosition) {
   Servers s = start_servers(3);
   ASSERT_EQ(s.urls.size(), 3u);
   auto rt = open_or_fail(replicated(s.urls));
@@ -386,7 +399,7 @@ TEST(Replication, CopiesGoToDifferentHostsFirst) {
 
 // A stalled (SIGSTOPped) memserver is judged dead after replica_grace, far below op_timeout:
 // reads that were waiting on it fail over, and its copies are rebuilt.
-TEST(Replication, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
+TEST_P(ReplicatedMemservers, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
   Servers s = start_servers(3);
   ASSERT_EQ(s.urls.size(), 3u);
   auto o = replicated(s.urls);
@@ -423,6 +436,9 @@ TEST(Replication, AStalledMemserverIsJudgedDeadAfterTheGraceAndReadsFailOver) {
   EXPECT_EQ(r.stats().slabs_lost, 0u);
   ASSERT_TRUE(s.procs[0]->signal(SIGKILL).ok());
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, ReplicatedMemservers, ::testing::Values("tcp", "verbs"),
+                         BackendName{});
 
 }  // namespace
 }  // namespace farmem::test
