@@ -13,6 +13,15 @@
 // kUnavailable otherwise. A request that timed out may still have been applied by the member
 // that got it, so a retried call can run twice (see each call).
 //
+// https endpoints (address.h): certificate verification, of the chain and of the host name
+// against the endpoint's host, is always on; there is no switch to turn it off. A TLS
+// refusal, by us (etcd's certificate does not verify, a file cannot be used) or by the member
+// (its alert: no client certificate, one it does not trust), is kPermissionDenied and is NOT
+// tried on the next member: the member is up and said no, the members of a cluster share
+// their CA and client-certificate policy, and passing over it would only bury a
+// configuration error under "every member failed" (or, in a memserver, under retries that
+// never succeed). A connection dropped during the handshake is a member down, as over http.
+//
 // Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connections
 // alive between calls), so a client may be shared, but concurrent callers wait for each other.
 #pragma once
@@ -37,6 +46,26 @@ namespace farmem::registry {
 /// prefix); "\0" (every key) when the prefix is empty or all 0xff bytes.
 std::string prefix_range_end(std::string_view prefix);
 
+/// The client side of https endpoints: PEM files, read by libcurl at each new connection
+/// (a renewed certificate is picked up without a restart).
+struct EtcdTls {
+  /// CA certificates the members' server certificates must chain to; only these are trusted.
+  /// Empty: the system's CA store.
+  std::string ca_file;
+  /// Client certificate, for an etcd started with --client-cert-auth. Empty: none is sent.
+  std::string cert_file;
+  /// Its private key (unencrypted PEM); given with cert_file and only with it.
+  std::string key_file;
+
+  bool empty() const { return ca_file.empty() && cert_file.empty() && key_file.empty(); }
+};
+
+/// kInvalidArgument, saying why, when `tls` cannot serve `endpoints`: files given while no
+/// endpoint is https (they would go unused, and the traffic unencrypted), endpoints mixing
+/// http and https, a certificate without its key or a key without its certificate, a file
+/// that cannot be read. The files' contents are checked by the first connection.
+Status check_etcd_tls(const std::vector<EtcdEndpoint>& endpoints, const EtcdTls& tls);
+
 struct EtcdOptions {
   /// Members of one etcd cluster, tried in this order (at least one: without, every call is
   /// kInvalidArgument).
@@ -44,6 +73,9 @@ struct EtcdOptions {
   /// Deadline of one call, connecting and trying other endpoints included (counted once the
   /// call has the handle: see thread safety above).
   std::chrono::milliseconds timeout{2000};
+  /// Files for https endpoints; refused (every call kInvalidArgument) unless check_etcd_tls
+  /// accepts them with the endpoints.
+  EtcdTls tls;
 };
 
 struct KeyValue {
@@ -61,6 +93,7 @@ struct RangeResult {
 
 class EtcdClient {
  public:
+  /// Never fails: options that check_etcd_tls refuses make every call return its error.
   explicit EtcdClient(EtcdOptions options);
   ~EtcdClient();
   EtcdClient(const EtcdClient&) = delete;
@@ -109,9 +142,13 @@ class EtcdClient {
   Status perform(std::size_t i, std::string_view path, const std::string* body,
                  std::chrono::milliseconds budget, Reply& reply) FARMEM_REQUIRES(mu_);
 
+  /// Sets the TLS options of a transfer to an https endpoint (verification on, the files).
+  void set_tls(void* curl) const;
+
   const EtcdOptions options_;
-  const std::vector<std::string> names_;     ///< "host:port" of each endpoint
-  const std::vector<std::string> base_urls_;  ///< "http://host:port" of each endpoint
+  const Status config_;                      ///< check_etcd_tls: every call's error if not ok
+  const std::vector<std::string> names_;     ///< to_string() of each endpoint
+  const std::vector<std::string> base_urls_;  ///< "http(s)://host:port" of each endpoint
   struct CurlDeleter {
     void operator()(void* handle) const;
   };
