@@ -146,7 +146,8 @@ int main(int argc, char** argv) {
                  "Register in etcd so runtimes find this memserver: etcd://HOST:PORT[/PREFIX], "
                  "or every member of an etcd cluster, etcd://H1:P1,H2:P2,H3:P3[/PREFIX] (the "
                  "next is used when one does not answer; default prefix /farmem/memservers/); "
-                 "the record lives under a lease");
+                 "the record lives under a lease. Members written https://HOST:PORT (all or "
+                 "none) are reached over TLS (--etcd-ca, --etcd-cert, --etcd-key)");
   app.add_option("--registry-ttl", registry_ttl,
                  "Seconds a memserver that died stays in the registry (its lease's TTL)")
       ->capture_default_str()

@@ -46,8 +46,7 @@ namespace farmem::registry {
 /// prefix); "\0" (every key) when the prefix is empty or all 0xff bytes.
 std::string prefix_range_end(std::string_view prefix);
 
-/// The client side of https endpoints: PEM files, read by libcurl at each new connection
-/// (a renewed certificate is picked up without a restart).
+/// The client side of https endpoints: PEM files, which libcurl reads when it connects.
 struct EtcdTls {
   /// CA certificates the members' server certificates must chain to; only these are trusted.
   /// Empty: the system's CA store.
