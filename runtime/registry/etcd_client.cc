@@ -108,17 +108,12 @@ Status check_options(const EtcdOptions& o) {
   return check_etcd_tls(o.endpoints, o.tls);
 }
 
-/// Why a failed transfer to an endpoint is a TLS refusal, or "" when it is not one. A refusal
-/// is our verification of the member's certificate, our own files, the member's TLS alert (it
-/// is up and refuses us: no client certificate, one it does not trust) or a reply that is not
-/// TLS at all (the port serves plain http): configuration errors every member would repeat.
-/// Under TLS 1.3 the member checks our certificate after our side of the handshake is done;
-/// its alert usually reaches us, but it closes at once, and often the reset wins and our first
-/// write fails (CURLE_SEND_ERROR, the alert lost). A send failing on a connection whose TLS
-/// handshake just succeeded is that refusal: a member that dies does so in that instant only
-/// by rare chance. A reset or EOF later (the request sent, no reply) is a member down.
-/// `handshook`: this transfer completed a TLS handshake.
-std::string tls_refusal(CURLcode rc, const std::string& reason, bool handshook) {
+/// Why a failed transfer is a TLS refusal, or "" when it is not one (as far as it shows). A
+/// refusal is our verification of the member's certificate, our own files, the member's TLS
+/// alert (it is up and refuses us: no client certificate, one it does not trust) or a reply
+/// that is not TLS at all (the port serves plain http): configuration errors every member
+/// would repeat. See also needs_tls12_probe.
+std::string tls_refusal(CURLcode rc, const std::string& reason) {
   switch (rc) {
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
@@ -127,13 +122,8 @@ std::string tls_refusal(CURLcode rc, const std::string& reason, bool handshook) 
     case CURLE_SSL_CIPHER:
     case CURLE_SSL_ENGINE_NOTFOUND:
       return reason;
-    case CURLE_SEND_ERROR:
-      if (handshook && reason.find(" alert ") == std::string::npos) {
-        return "the member closed the connection as soon as the TLS handshake ended (how TLS "
-               "1.3 refuses a missing or untrusted client certificate): " + reason;
-      }
-      [[fallthrough]];
     case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:  // TLS 1.3: the member's alert comes after our side's handshake
       return reason.find(" alert ") != std::string::npos ||
                      reason.find("wrong version number") != std::string::npos
@@ -142,6 +132,22 @@ std::string tls_refusal(CURLcode rc, const std::string& reason, bool handshook) 
     default:
       return {};
   }
+}
+
+/// Under TLS 1.3 a member checks our certificate after our side of the handshake is done,
+/// then sends its alert and closes at once; often the close wins and we see only a connection
+/// that dropped (a failed write, an EOF), the alert lost: just what a member that dies looks
+/// like. Over TLS 1.2 the same refusal is part of the handshake, so such a drop right after a
+/// handshake is asked about once more, over TLS 1.2 (`handshook`: this transfer made one).
+bool needs_tls12_probe(CURLcode rc, bool handshook) {
+  return handshook &&
+         (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING);
+}
+
+Status refused(const std::string& what, const std::string& why, const std::string& call) {
+  return PermissionDenied(what + ": TLS refused: " + why + call +
+                          "; check the CA, client certificate and key (not tried elsewhere: a "
+                          "configuration error)");
 }
 
 }  // namespace
@@ -248,7 +254,7 @@ Status EtcdClient::call(std::string_view path, const std::string* body, const De
 }
 
 Status EtcdClient::perform(std::size_t i, std::string_view path, const std::string* body,
-                           std::chrono::milliseconds budget, Reply& out) {
+                           std::chrono::milliseconds budget, Reply& out, bool tls12_probe) {
   const std::string what = "etcd at " + names_[i];
   std::string& reply = out.body;
   long& http_status = out.http;
@@ -268,6 +274,11 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   if (options_.endpoints[i].tls) set_tls(c);
+  if (tls12_probe) {
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);  // a handshake of its own ...
+    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);   // ... not kept for the calls after it
+  }
   if (body != nullptr) {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
@@ -280,6 +291,8 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
   curl_off_t handshake_us = 0;  // 0: no TLS handshake in this transfer (plain, or reused)
   curl_easy_getinfo(c, CURLINFO_APPCONNECT_TIME_T, &handshake_us);
+  curl_off_t spent_us = 0;
+  curl_easy_getinfo(c, CURLINFO_TOTAL_TIME_T, &spent_us);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http_status);
   // The handle outlives this call: it must not keep pointers into this frame.
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
@@ -288,10 +301,20 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_slist_free_all(headers);
   const std::string call = " (" + std::string(path) + ")";
   const std::string reason = errbuf[0] != 0 ? errbuf : curl_easy_strerror(rc);
-  if (const std::string why = tls_refusal(rc, reason, handshake_us > 0); !why.empty()) {
-    return PermissionDenied(what + ": TLS refused: " + why + call +
-                            "; check the CA, client certificate and key (not tried elsewhere: "
-                            "a configuration error)");
+  if (std::string why = tls_refusal(rc, reason); !why.empty()) {
+    out.tls_refusal = why;
+    return refused(what, why, call);
+  }
+  if (!tls12_probe && needs_tls12_probe(rc, handshake_us > 0)) {
+    const auto left = budget - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::microseconds(spent_us));
+    Reply probe;
+    (void)perform(i, "/health", nullptr, std::max(left, std::chrono::milliseconds(1)), probe,
+                  /*tls12_probe=*/true);
+    if (!probe.tls_refusal.empty()) {
+      return refused(what, probe.tls_refusal + " (over TLS 1.2, asked because a TLS 1.3 "
+                     "connection dropped right after its handshake: " + reason + ")", call);
+    }
   }
   switch (rc) {
     case CURLE_OK:
@@ -327,7 +350,8 @@ void EtcdClient::set_tls(void* curl) const {
   const EtcdTls& t = options_.tls;
   if (!t.ca_file.empty()) {
     curl_easy_setopt(c, CURLOPT_CAINFO, t.ca_file.c_str());
-    curl_easy_setopt(c, CURLOPT_CAPATH, static_cast<char*>(nullptr));  // only this CA, not the system's as well
+    // Only this CA: without this, the system's CA directory would be trusted as well.
+    curl_easy_setopt(c, CURLOPT_CAPATH, static_cast<char*>(nullptr));
   }
   if (!t.cert_file.empty()) {
     curl_easy_setopt(c, CURLOPT_SSLCERT, t.cert_file.c_str());

@@ -21,6 +21,10 @@
 // their CA and client-certificate policy, and passing over it would only bury a
 // configuration error under "every member failed" (or, in a memserver, under retries that
 // never succeed). A connection dropped during the handshake is a member down, as over http.
+// Under TLS 1.3 a member refusing our certificate may only drop the connection after the
+// handshake, its alert lost; such a drop is asked about once more over TLS 1.2 (a GET of
+// /health), where the refusal is part of the handshake. A member that allows TLS 1.3 only
+// cannot be asked so: there a refused certificate may look like a member down.
 //
 // Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connections
 // alive between calls), so a client may be shared, but concurrent callers wait for each other.
@@ -128,6 +132,7 @@ class EtcdClient {
   struct Reply {
     long http = 0;
     std::string body;
+    std::string tls_refusal;  ///< why the member refused us at TLS level (empty: it did not)
   };
   /// Decodes one endpoint's reply into the call's result; its errors say "etcd at NAME".
   using Decode = std::function<Status(const std::string& name, Reply& reply)>;
@@ -137,9 +142,12 @@ class EtcdClient {
   Status call(std::string_view path, const std::string* body, const Decode& decode);
   /// One POST of `body` (JSON) to `path`; the decoded reply, or the gateway's error.
   Result<nlohmann::json> post(std::string_view path, const nlohmann::json& body);
-  /// One request to endpoint `i` with `budget` to finish it.
+  /// One request to endpoint `i` with `budget` to finish it. `tls12_probe`: at most TLS 1.2
+  /// on a connection of its own, only to learn whether the member refuses our certificate
+  /// (see needs_tls12_probe in the .cc).
   Status perform(std::size_t i, std::string_view path, const std::string* body,
-                 std::chrono::milliseconds budget, Reply& reply) FARMEM_REQUIRES(mu_);
+                 std::chrono::milliseconds budget, Reply& reply, bool tls12_probe = false)
+      FARMEM_REQUIRES(mu_);
 
   /// Sets the TLS options of a transfer to an https endpoint (verification on, the files).
   void set_tls(void* curl) const;
