@@ -157,11 +157,25 @@ int main(int argc, char** argv) {
                  "Register in etcd so runtimes find this memserver: etcd://HOST:PORT[/PREFIX], "
                  "or every member of an etcd cluster, etcd://H1:P1,H2:P2,H3:P3[/PREFIX] (the "
                  "next is used when one does not answer; default prefix /farmem/memservers/); "
-                 "the record lives under a lease");
+                 "the record lives under a lease. Members written https://HOST:PORT (all or "
+                 "none) are reached over TLS (--etcd-ca, --etcd-cert, --etcd-key)");
   app.add_option("--registry-ttl", registry_ttl,
                  "Seconds a memserver that died stays in the registry (its lease's TTL)")
       ->capture_default_str()
       ->check(CLI::Range(2, 3600));
+  farmem::registry::EtcdTls etcd_tls;
+  auto* registry_flag = app.get_option("--registry");
+  app.add_option("--etcd-ca", etcd_tls.ca_file,
+                 "With an https --registry: CA certificates (PEM) etcd's certificate must chain "
+                 "to (default: the system's); etcd's host name is always verified")
+      ->needs(registry_flag);
+  app.add_option("--etcd-cert", etcd_tls.cert_file,
+                 "With an https --registry: client certificate (PEM) for an etcd started with "
+                 "--client-cert-auth")
+      ->needs(registry_flag);
+  app.add_option("--etcd-key", etcd_tls.key_file,
+                 "The --etcd-cert's private key (PEM, unencrypted)")
+      ->needs(registry_flag);
   app.add_option("--advertise", advertise,
                  "Host published in the registry (default: the --tcp/--rdma host; required "
                  "when listening on 0.0.0.0)");
@@ -258,6 +272,10 @@ int main(int argc, char** argv) {
     registration_opts.emplace();
     registration_opts->registry =
         or_exit(farmem::registry::parse_registry_url(registry), "--registry");
+    registration_opts->etcd_tls = etcd_tls;
+    or_exit_status(farmem::registry::check_etcd_tls(registration_opts->registry.endpoints,
+                                                    etcd_tls),
+                   "--etcd-ca, --etcd-cert, --etcd-key");
     registration_opts->ttl = std::chrono::seconds(registry_ttl);
     registration_opts->version = farmem::version();
     using farmem::memserver::check_advertised_host;

@@ -53,7 +53,8 @@ Registration::Registration(Core& core, RegistrationOptions options)
     : core_(core),
       options_(std::move(options)),
       key_(options_.registry.prefix + without_scheme(options_.urls.front())),
-      etcd_(registry::EtcdOptions{options_.registry.endpoints, options_.timeout}) {}
+      etcd_(registry::EtcdOptions{options_.registry.endpoints, options_.timeout,
+                                  options_.etcd_tls}) {}
 
 Result<std::unique_ptr<Registration>> Registration::start(Core& core, RegistrationOptions o) {
   if (o.urls.empty()) {
@@ -65,8 +66,13 @@ Result<std::unique_ptr<Registration>> Registration::start(Core& core, Registrati
                            std::to_string(o.ttl.count()) + "): the lease is renewed within it");
   }
   if (o.timeout.count() <= 0) return InvalidArgument("registry call timeout must be > 0");
+  FARMEM_RETURN_IF_ERROR(registry::check_etcd_tls(o.registry.endpoints, o.etcd_tls)
+                             .with_context("--etcd-ca, --etcd-cert, --etcd-key"));
   auto r = std::unique_ptr<Registration>(new Registration(core, std::move(o)));
-  if (Status st = r->tick_on_renewer(); !st.ok()) {
+  if (Status st = r->tick_on_renewer(); st.code() == StatusCode::kPermissionDenied ||
+                                        st.code() == StatusCode::kInvalidArgument) {
+    return st;
+  } else if (!st.ok()) {
     log().warn("registry: {}; serving anyway and registering as {} when etcd answers",
                st.to_string(), r->key_);
   } else {

@@ -30,6 +30,8 @@ namespace farmem::memserver {
 
 struct RegistrationOptions {
   registry::RegistryAddress registry;
+  /// --etcd-ca, --etcd-cert, --etcd-key: files for a registry whose members are https.
+  registry::EtcdTls etcd_tls;
   /// Published URLs: "rdma://HOST:PORT", "tcp://HOST:PORT" (at least one; never a wildcard
   /// address such as 0.0.0.0, which no client can reach).
   std::vector<std::string> urls;
@@ -49,6 +51,9 @@ class Registration {
  public:
   /// Checks the options and registers once (an unreachable etcd is logged, not an error: the
   /// memserver serves anyway and registers when etcd answers), then renews from a thread.
+  /// An etcd that refuses us (TLS: its certificate does not verify with --etcd-ca, it wants
+  /// a client certificate; etcd's own permission errors) is an error: that is configuration,
+  /// which no retry mends, and a memserver that never registers should say so at start.
   static Result<std::unique_ptr<Registration>> start(Core& core, RegistrationOptions options);
   ~Registration();  // stops renewing and revokes the lease (the key goes at once)
   Registration(const Registration&) = delete;

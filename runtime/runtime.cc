@@ -123,12 +123,17 @@ Result<std::unique_ptr<transport::Connection>> connect_server(Runtime::Impl& imp
   return c;
 }
 
+registry::EtcdTls etcd_tls_of(const RuntimeOptions& o) {
+  return {o.etcd_ca, o.etcd_cert, o.etcd_key};
+}
+
 /// Lists the registry and follows it (RuntimeOptions::registry): joins become add_server,
 /// leaves close_server. Discovery's thread calls them; ~Runtime stops it first.
 Result<std::unique_ptr<registry::Discovery>> start_discovery(Runtime& rt,
                                                              const RuntimeOptions& o) {
   registry::DiscoveryOptions d;
   FARMEM_ASSIGN_OR_RETURN(d.address, registry::parse_registry_url(o.registry));
+  d.tls = etcd_tls_of(o);
   d.transports = o.registry_transports;
   d.interval = o.registry_interval;
   d.timeout = o.connect_timeout;
@@ -148,9 +153,10 @@ Result<std::unique_ptr<Runtime>> Runtime::open(RuntimeOptions options) {
   FARMEM_RETURN_IF_ERROR(check_runtime_options(options));
   if (!options.registry.empty()) {
     // A malformed URL fails before anything connects.
-    if (auto a = registry::parse_registry_url(options.registry); !a.ok()) {
-      return a.status().with_context("RuntimeOptions.registry");
-    }
+    auto a = registry::parse_registry_url(options.registry);
+    if (!a.ok()) return a.status().with_context("RuntimeOptions.registry");
+    FARMEM_RETURN_IF_ERROR(registry::check_etcd_tls(a->endpoints, etcd_tls_of(options))
+                               .with_context("RuntimeOptions.etcd_ca/etcd_cert/etcd_key"));
   }
   auto impl = std::make_unique<Impl>();
   impl->options = options;

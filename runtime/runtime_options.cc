@@ -13,6 +13,10 @@ namespace farmem {
 /// Every option combination that would only fail later (at the first allocation, the first
 /// DerefScope, a fault), with what to change.
 Status check_runtime_options(const RuntimeOptions& o) {
+  if (o.registry.empty() && !(o.etcd_ca.empty() && o.etcd_cert.empty() && o.etcd_key.empty())) {
+    return InvalidArgument("RuntimeOptions.etcd_ca/etcd_cert/etcd_key are set but registry is "
+                           "empty: they are for an https registry");
+  }
   if (!o.registry.empty()) {
     if (o.registry_transports.empty()) {
       return InvalidArgument("RuntimeOptions.registry_transports is empty: list some of "

@@ -38,7 +38,17 @@ struct RuntimeOptions {
   /// does not answer (default prefix /farmem/memservers/). Runtime::open lists and connects to
   /// them (besides `servers`), then lists them every registry_interval: a new one is added, one
   /// whose record is gone (it died) closed to new slabs. No etcd answering at open: an error.
+  /// Members written "https://HOST:PORT" ("etcd://https://H1:P1,https://H2:P2/PREFIX") are
+  /// reached over TLS, verifying etcd's certificate and host name (always); all or none.
   std::string registry;
+  /// With an https registry: CA certificates (PEM file) etcd's certificate must chain to.
+  /// Empty: the system's CA store. Set with an http registry: Runtime::open refuses.
+  std::string etcd_ca;
+  /// With an https registry: client certificate (PEM file), for an etcd that requires one
+  /// (etcd --client-cert-auth). Empty: none.
+  std::string etcd_cert;
+  /// etcd_cert's private key (PEM file, unencrypted); set with etcd_cert and only with it.
+  std::string etcd_key;
   /// Transports for registered memservers, by preference: each is reached with the first of
   /// these its record offers ("rdma", "tls", "tcp"); no fallback after a failure. {"tls",
   /// "tcp"} on a host without RDMA; {"tls"} to refuse clear-text tcp.

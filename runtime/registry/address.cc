@@ -9,7 +9,11 @@ namespace farmem::registry {
 namespace {
 
 constexpr std::string_view kScheme = "etcd://";
-constexpr std::string_view kExpected = " (expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX])";
+constexpr std::string_view kHttps = "https://";
+constexpr std::string_view kHttp = "http://";
+constexpr std::string_view kExpected =
+    " (expected etcd://HOST:PORT[,HOST:PORT...][/PREFIX], a member written HOST:PORT, "
+    "http://HOST:PORT or https://HOST:PORT)";
 
 /// Host names compare without case: "ETCD1:2379" and "etcd1:2379" are one member.
 std::string lower(std::string s) {
@@ -49,7 +53,7 @@ Result<EtcdEndpoint> parse_member(std::string_view m) {
 
 std::string to_string(const EtcdEndpoint& e) {
   const std::string host = e.host.find(':') != std::string::npos ? "[" + e.host + "]" : e.host;
-  return host + ":" + std::to_string(e.port);
+  return (e.tls ? std::string(kHttps) : std::string()) + host + ":" + std::to_string(e.port);
 }
 
 Result<RegistryAddress> parse_registry_url(std::string_view url) {
@@ -57,33 +61,50 @@ Result<RegistryAddress> parse_registry_url(std::string_view url) {
     return InvalidArgument("registry '" + std::string(url) + "': " + why + std::string(kExpected));
   };
   if (url.substr(0, kScheme.size()) != kScheme) return bad("not an etcd:// URL");
-  const std::string_view rest = url.substr(kScheme.size());
-  const std::size_t slash = rest.find('/');  // no member holds a '/', not even an IPv6 one
-  std::string_view members = rest.substr(0, slash);
+  // Members end at ',' (another follows) or '/' (the prefix follows); neither appears in a
+  // member once its own scheme is taken off, not even in an IPv6 one.
+  std::string_view rest = url.substr(kScheme.size());
   RegistryAddress a;
-  std::vector<std::string> seen;  // lowered "host:port" of the members so far
+  std::vector<std::string> seen;  // lowered to_string() of the members so far
   for (std::size_t n = 1;; ++n) {
-    const std::size_t comma = members.find(',');
-    const std::string_view m = members.substr(0, comma);
-    const std::string which = "member " + std::to_string(n) + " '" + std::string(m) + "'";
-    if (m.empty()) return bad("member " + std::to_string(n) + " is empty");
+    std::string_view scheme;
+    for (std::string_view s : {kHttps, kHttp}) {
+      if (rest.substr(0, s.size()) == s) scheme = s;
+    }
+    rest.remove_prefix(scheme.size());
+    const std::size_t end = rest.find_first_of(",/");
+    const bool last = end == std::string_view::npos || rest[end] == '/';
+    const std::string_view m = rest.substr(0, end);
+    const std::string which = "member " + std::to_string(n) + " '" + std::string(scheme) +
+                              std::string(m) + "'";
+    if (m.empty()) {
+      return bad(scheme.empty() ? "member " + std::to_string(n) + " is empty"
+                                : which + " has no HOST:PORT");
+    }
     if (n > kMaxEndpoints) {
       return bad("more than " + std::to_string(kMaxEndpoints) + " etcd endpoints");
     }
     auto e = parse_member(m);
-    if (!e.ok()) return bad(n == 1 && comma == std::string_view::npos
-                                ? e.status().message()  // one member: say it as before
-                                : which + ": " + e.status().message());
+    if (!e.ok()) return bad(n == 1 && last ? e.status().message()  // one member: as before
+                                           : which + ": " + e.status().message());
+    e->tls = scheme == kHttps;
+    if (!a.endpoints.empty() && a.endpoints.front().tls != e->tls) {
+      return bad(which + " and member 1 mix http and https: a fail-over must not leave TLS, "
+                 "write every member with https://");
+    }
     std::string id = lower(to_string(*e));
     if (std::find(seen.begin(), seen.end(), id) != seen.end()) {
       return bad(to_string(*e) + " is listed twice");
     }
     seen.push_back(std::move(id));
     a.endpoints.push_back(std::move(e).value());
-    if (comma == std::string_view::npos) break;
-    members.remove_prefix(comma + 1);
+    if (last) {
+      rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+      break;
+    }
+    rest.remove_prefix(end + 1);
   }
-  const std::string prefix = slash == std::string_view::npos ? "" : std::string(rest.substr(slash));
+  const std::string prefix(rest);
   if (prefix.empty() || prefix == "/") {
     a.prefix = std::string(kDefaultPrefix);
   } else {

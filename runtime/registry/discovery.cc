@@ -52,12 +52,13 @@ Discovery::Discovery(DiscoveryOptions options, JoinFn join, LeaveFn leave)
     : options_(std::move(options)),
       join_(std::move(join)),
       leave_(std::move(leave)),
-      etcd_(EtcdOptions{options_.address.endpoints, options_.timeout}) {}
+      etcd_(EtcdOptions{options_.address.endpoints, options_.timeout, options_.tls}) {}
 
 Result<std::unique_ptr<Discovery>> Discovery::start(DiscoveryOptions options, JoinFn join,
                                                     LeaveFn leave) {
   if (options.interval.count() <= 0) return InvalidArgument("registry poll interval must be > 0");
   if (options.transports.empty()) return InvalidArgument("no registry transports to connect with");
+  FARMEM_RETURN_IF_ERROR(check_etcd_tls(options.address.endpoints, options.tls));
   auto d = std::unique_ptr<Discovery>(new Discovery(std::move(options), std::move(join),
                                                     std::move(leave)));
   FARMEM_RETURN_IF_ERROR(d->poll_on_poller());

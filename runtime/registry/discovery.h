@@ -79,6 +79,8 @@ class Membership {
 
 struct DiscoveryOptions {
   RegistryAddress address;
+  /// Files for https members (etcd_client.h).
+  EtcdTls tls;
   /// URL schemes to connect with, in order of preference (see choose_url).
   std::vector<std::string> transports{"rdma", "tls", "tcp"};
   /// How often the registry is listed.

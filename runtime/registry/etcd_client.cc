@@ -1,6 +1,8 @@
 #include "registry/etcd_client.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -94,10 +96,58 @@ std::vector<std::string> names_of(const std::vector<EtcdEndpoint>& endpoints) {
   return out;
 }
 
-std::vector<std::string> base_urls_of(const std::vector<std::string>& names) {
+std::vector<std::string> base_urls_of(const std::vector<EtcdEndpoint>& endpoints) {
   std::vector<std::string> out;
-  for (const auto& n : names) out.push_back("http://" + n);
+  for (const auto& e : endpoints) out.push_back((e.tls ? "" : "http://") + to_string(e));
   return out;
+}
+
+/// What an etcd client's options must satisfy before any call (see check_etcd_tls).
+Status check_options(const EtcdOptions& o) {
+  if (o.endpoints.empty()) return InvalidArgument("etcd client without an endpoint");
+  return check_etcd_tls(o.endpoints, o.tls);
+}
+
+/// Why a failed transfer is a TLS refusal, or "" when it is not one (as far as it shows). A
+/// refusal is our verification of the member's certificate, our own files, the member's TLS
+/// alert (it is up and refuses us: no client certificate, one it does not trust) or a reply
+/// that is not TLS at all (the port serves plain http): configuration errors every member
+/// would repeat. See also needs_tls12_probe.
+std::string tls_refusal(CURLcode rc, const std::string& reason) {
+  switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+      return reason;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:  // TLS 1.3: the member's alert comes after our side's handshake
+      return reason.find(" alert ") != std::string::npos ||
+                     reason.find("wrong version number") != std::string::npos
+                 ? reason
+                 : std::string();
+    default:
+      return {};
+  }
+}
+
+/// Under TLS 1.3 a member checks our certificate after our side of the handshake is done,
+/// then sends its alert and closes at once; often the close wins and we see only a connection
+/// that dropped (a failed write, an EOF), the alert lost: just what a member that dies looks
+/// like. Over TLS 1.2 the same refusal is part of the handshake, so such a drop right after a
+/// handshake is asked about once more, over TLS 1.2 (`handshook`: this transfer made one).
+bool needs_tls12_probe(CURLcode rc, bool handshook) {
+  return handshook &&
+         (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR || rc == CURLE_GOT_NOTHING);
+}
+
+Status refused(const std::string& what, const std::string& why, const std::string& call) {
+  return PermissionDenied(what + ": TLS refused: " + why + call +
+                          "; check the CA, client certificate and key (not tried elsewhere: a "
+                          "configuration error)");
 }
 
 }  // namespace
@@ -115,14 +165,48 @@ std::string prefix_range_end(std::string_view prefix) {
   return std::string(1, '\0');
 }
 
+Status check_etcd_tls(const std::vector<EtcdEndpoint>& endpoints, const EtcdTls& tls) {
+  const auto https = std::count_if(endpoints.begin(), endpoints.end(),
+                                   [](const EtcdEndpoint& e) { return e.tls; });
+  if (https != 0 && https != static_cast<long>(endpoints.size())) {
+    return InvalidArgument("etcd endpoints mix http and https: a fail-over must not leave "
+                           "TLS, write every member with https://");
+  }
+  if (tls.empty()) return Status::Ok();
+  if (https == 0) {
+    return InvalidArgument("an etcd CA, client certificate or key is given but no etcd "
+                           "endpoint is https (write the members https://HOST:PORT)");
+  }
+  if (tls.cert_file.empty() != tls.key_file.empty()) {
+    return InvalidArgument(tls.cert_file.empty()
+                               ? "an etcd client key is given without its certificate"
+                               : "an etcd client certificate is given without its key");
+  }
+  const std::pair<const char*, const std::string*> files[] = {
+      {"CA file", &tls.ca_file}, {"client certificate", &tls.cert_file},
+      {"client key", &tls.key_file}};
+  for (const auto& [what, path] : files) {
+    if (path->empty()) continue;
+    const int fd = ::open(path->c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      ::close(fd);
+    } else {
+      return InvalidArgument(std::string("etcd ") + what + " '" + *path + "' cannot be read: " +
+                             lower_first(std::strerror(errno)));
+    }
+  }
+  return Status::Ok();
+}
+
 void EtcdClient::CurlDeleter::operator()(void* handle) const {
   curl_easy_cleanup(static_cast<CURL*>(handle));
 }
 
 EtcdClient::EtcdClient(EtcdOptions options)
     : options_(std::move(options)),
+      config_(check_options(options_)),
       names_(names_of(options_.endpoints)),
-      base_urls_(base_urls_of(names_)) {
+      base_urls_(base_urls_of(options_.endpoints)) {
   static std::once_flag global_init;
   std::call_once(global_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   curl_.reset(curl_easy_init());
@@ -140,7 +224,7 @@ Status EtcdClient::call(std::string_view path, const std::string* body, const De
   // From here, not from the call: a caller queued behind another's call gets its own time.
   const auto deadline = Clock::now() + options_.timeout;
   const std::size_t n = names_.size();
-  if (n == 0) return InvalidArgument("etcd client without an endpoint");
+  FARMEM_RETURN_IF_ERROR(config_);
   std::string errors;  // every endpoint tried, and why it failed
   bool all_timed_out = true;
   for (std::size_t k = 0; k < n; ++k) {
@@ -170,7 +254,7 @@ Status EtcdClient::call(std::string_view path, const std::string* body, const De
 }
 
 Status EtcdClient::perform(std::size_t i, std::string_view path, const std::string* body,
-                           std::chrono::milliseconds budget, Reply& out) {
+                           std::chrono::milliseconds budget, Reply& out, bool tls12_probe) {
   const std::string what = "etcd at " + names_[i];
   std::string& reply = out.body;
   long& http_status = out.http;
@@ -189,6 +273,12 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, append_reply);
   curl_easy_setopt(c, CURLOPT_WRITEDATA, &reply);
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+  if (options_.endpoints[i].tls) set_tls(c);
+  if (tls12_probe) {
+    curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);  // a handshake of its own ...
+    curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);   // ... not kept for the calls after it
+  }
   if (body != nullptr) {
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
@@ -199,6 +289,10 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   const CURLcode rc = curl_easy_perform(c);
   long os_errno = 0;
   curl_easy_getinfo(c, CURLINFO_OS_ERRNO, &os_errno);
+  curl_off_t handshake_us = 0;  // 0: no TLS handshake in this transfer (plain, or reused)
+  curl_easy_getinfo(c, CURLINFO_APPCONNECT_TIME_T, &handshake_us);
+  curl_off_t spent_us = 0;
+  curl_easy_getinfo(c, CURLINFO_TOTAL_TIME_T, &spent_us);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &http_status);
   // The handle outlives this call: it must not keep pointers into this frame.
   curl_easy_setopt(c, CURLOPT_ERRORBUFFER, nullptr);
@@ -206,9 +300,30 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_easy_setopt(c, CURLOPT_WRITEDATA, nullptr);
   curl_slist_free_all(headers);
   const std::string call = " (" + std::string(path) + ")";
+  const std::string reason = errbuf[0] != 0 ? errbuf : curl_easy_strerror(rc);
+  if (std::string why = tls_refusal(rc, reason); !why.empty()) {
+    out.tls_refusal = why;
+    return refused(what, why, call);
+  }
+  if (!tls12_probe && needs_tls12_probe(rc, handshake_us > 0)) {
+    const auto left = budget - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::microseconds(spent_us));
+    Reply probe;
+    (void)perform(i, "/health", nullptr, std::max(left, std::chrono::milliseconds(1)), probe,
+                  /*tls12_probe=*/true);
+    if (!probe.tls_refusal.empty()) {
+      return refused(what, probe.tls_refusal + " (over TLS 1.2, asked because a TLS 1.3 "
+                     "connection dropped right after its handshake: " + reason + ")", call);
+    }
+  }
   switch (rc) {
     case CURLE_OK:
       return Status::Ok();
+    case CURLE_GOT_NOTHING:  // what etcd does to plain http on its https port
+      return Unavailable(what + ": empty reply" + call +
+                         (options_.endpoints[i].tls
+                              ? std::string()
+                              : "; if it serves https, write the member https://" + names_[i]));
     case CURLE_COULDNT_CONNECT:
       return Unavailable(what + ": " +
                          (os_errno != 0 ? lower_first(std::strerror(static_cast<int>(os_errno)))
@@ -222,7 +337,27 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
       return ProtocolError(what + ": reply larger than " + std::to_string(kMaxReplyBytes) +
                            " bytes" + call);
     default:
-      return Unavailable(what + ": " + (errbuf[0] != 0 ? errbuf : curl_easy_strerror(rc)) + call);
+      return Unavailable(what + ": " + reason + call);
+  }
+}
+
+void EtcdClient::set_tls(void* curl) const {
+  // Every endpoint shares the files: one cluster, one CA, one client identity.
+  CURL* c = static_cast<CURL*>(curl);
+  // libcurl's defaults, set anyway: verification is what https is for, never switched off.
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+  const EtcdTls& t = options_.tls;
+  if (!t.ca_file.empty()) {
+    curl_easy_setopt(c, CURLOPT_CAINFO, t.ca_file.c_str());
+    // Only this CA: without this, the system's CA directory would be trusted as well.
+    curl_easy_setopt(c, CURLOPT_CAPATH, static_cast<char*>(nullptr));
+  }
+  if (!t.cert_file.empty()) {
+    curl_easy_setopt(c, CURLOPT_SSLCERT, t.cert_file.c_str());
+    curl_easy_setopt(c, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(c, CURLOPT_SSLKEY, t.key_file.c_str());
+    curl_easy_setopt(c, CURLOPT_SSLKEYTYPE, "PEM");
   }
 }
 

@@ -13,6 +13,19 @@
 // kUnavailable otherwise. A request that timed out may still have been applied by the member
 // that got it, so a retried call can run twice (see each call).
 //
+// https endpoints (address.h): certificate verification, of the chain and of the host name
+// against the endpoint's host, is always on; there is no switch to turn it off. A TLS
+// refusal, by us (etcd's certificate does not verify, a file cannot be used) or by the member
+// (its alert: no client certificate, one it does not trust), is kPermissionDenied and is NOT
+// tried on the next member: the member is up and said no, the members of a cluster share
+// their CA and client-certificate policy, and passing over it would only bury a
+// configuration error under "every member failed" (or, in a memserver, under retries that
+// never succeed). A connection dropped during the handshake is a member down, as over http.
+// Under TLS 1.3 a member refusing our certificate may only drop the connection after the
+// handshake, its alert lost; such a drop is asked about once more over TLS 1.2 (a GET of
+// /health), where the refusal is part of the handshake. A member that allows TLS 1.3 only
+// cannot be asked so: there a refused certificate may look like a member down.
+//
 // Thread safety: calls are serialized on one libcurl handle (which keeps the HTTP connections
 // alive between calls), so a client may be shared, but concurrent callers wait for each other.
 #pragma once
@@ -37,6 +50,25 @@ namespace farmem::registry {
 /// prefix); "\0" (every key) when the prefix is empty or all 0xff bytes.
 std::string prefix_range_end(std::string_view prefix);
 
+/// The client side of https endpoints: PEM files, which libcurl reads when it connects.
+struct EtcdTls {
+  /// CA certificates the members' server certificates must chain to; only these are trusted.
+  /// Empty: the system's CA store.
+  std::string ca_file;
+  /// Client certificate, for an etcd started with --client-cert-auth. Empty: none is sent.
+  std::string cert_file;
+  /// Its private key (unencrypted PEM); given with cert_file and only with it.
+  std::string key_file;
+
+  bool empty() const { return ca_file.empty() && cert_file.empty() && key_file.empty(); }
+};
+
+/// kInvalidArgument, saying why, when `tls` cannot serve `endpoints`: files given while no
+/// endpoint is https (they would go unused, and the traffic unencrypted), endpoints mixing
+/// http and https, a certificate without its key or a key without its certificate, a file
+/// that cannot be read. The files' contents are checked by the first connection.
+Status check_etcd_tls(const std::vector<EtcdEndpoint>& endpoints, const EtcdTls& tls);
+
 struct EtcdOptions {
   /// Members of one etcd cluster, tried in this order (at least one: without, every call is
   /// kInvalidArgument).
@@ -44,6 +76,9 @@ struct EtcdOptions {
   /// Deadline of one call, connecting and trying other endpoints included (counted once the
   /// call has the handle: see thread safety above).
   std::chrono::milliseconds timeout{2000};
+  /// Files for https endpoints; refused (every call kInvalidArgument) unless check_etcd_tls
+  /// accepts them with the endpoints.
+  EtcdTls tls;
 };
 
 struct KeyValue {
@@ -61,6 +96,7 @@ struct RangeResult {
 
 class EtcdClient {
  public:
+  /// Never fails: options that check_etcd_tls refuses make every call return its error.
   explicit EtcdClient(EtcdOptions options);
   ~EtcdClient();
   EtcdClient(const EtcdClient&) = delete;
@@ -96,6 +132,7 @@ class EtcdClient {
   struct Reply {
     long http = 0;
     std::string body;
+    std::string tls_refusal;  ///< why the member refused us at TLS level (empty: it did not)
   };
   /// Decodes one endpoint's reply into the call's result; its errors say "etcd at NAME".
   using Decode = std::function<Status(const std::string& name, Reply& reply)>;
@@ -105,13 +142,20 @@ class EtcdClient {
   Status call(std::string_view path, const std::string* body, const Decode& decode);
   /// One POST of `body` (JSON) to `path`; the decoded reply, or the gateway's error.
   Result<nlohmann::json> post(std::string_view path, const nlohmann::json& body);
-  /// One request to endpoint `i` with `budget` to finish it.
+  /// One request to endpoint `i` with `budget` to finish it. `tls12_probe`: at most TLS 1.2
+  /// on a connection of its own, only to learn whether the member refuses our certificate
+  /// (see needs_tls12_probe in the .cc).
   Status perform(std::size_t i, std::string_view path, const std::string* body,
-                 std::chrono::milliseconds budget, Reply& reply) FARMEM_REQUIRES(mu_);
+                 std::chrono::milliseconds budget, Reply& reply, bool tls12_probe = false)
+      FARMEM_REQUIRES(mu_);
+
+  /// Sets the TLS options of a transfer to an https endpoint (verification on, the files).
+  void set_tls(void* curl) const;
 
   const EtcdOptions options_;
-  const std::vector<std::string> names_;     ///< "host:port" of each endpoint
-  const std::vector<std::string> base_urls_;  ///< "http://host:port" of each endpoint
+  const Status config_;                      ///< check_etcd_tls: every call's error if not ok
+  const std::vector<std::string> names_;     ///< to_string() of each endpoint
+  const std::vector<std::string> base_urls_;  ///< "http(s)://host:port" of each endpoint
   struct CurlDeleter {
     void operator()(void* handle) const;
   };

@@ -43,6 +43,32 @@ TEST(EtcdUrl, ParsesEveryMemberOfAClusterInOrder) {
   EXPECT_EQ(a->endpoints.size(), registry::kMaxEndpoints);
 }
 
+TEST(EtcdUrl, MembersWrittenHttpsUseTlsAndHttpOrBareOnesDoNot) {
+  auto a = parse_registry_url("etcd://https://10.0.0.5:2379,https://[::1]:2380/rack7");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  ASSERT_EQ(a->endpoints.size(), 2u);
+  EXPECT_TRUE(a->endpoints[0].tls);
+  EXPECT_EQ(a->endpoints[0].host, "10.0.0.5");
+  EXPECT_EQ(a->endpoints[0].port, 2379);
+  EXPECT_TRUE(a->endpoints[1].tls);
+  EXPECT_EQ(a->endpoints[1].host, "::1");
+  EXPECT_EQ(registry::to_string(a->endpoints[1]), "https://[::1]:2380");
+  EXPECT_EQ(a->prefix, "/rack7/");
+
+  a = parse_registry_url("etcd://http://h1:2379,h2:2379");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  ASSERT_EQ(a->endpoints.size(), 2u);
+  EXPECT_FALSE(a->endpoints[0].tls);
+  EXPECT_FALSE(a->endpoints[1].tls);
+  EXPECT_EQ(registry::to_string(a->endpoints[0]), "h1:2379");
+  EXPECT_EQ(a->prefix, registry::kDefaultPrefix);
+
+  a = parse_registry_url("etcd://https://h:1/");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_TRUE(a->endpoints.at(0).tls);
+  EXPECT_EQ(a->prefix, registry::kDefaultPrefix);
+}
+
 TEST(EtcdUrl, RefusesBadMemberListsSayingWhy) {
   std::string seventeen = "etcd://";
   for (int i = 1; i <= 17; ++i) {
@@ -65,6 +91,12 @@ TEST(EtcdUrl, RefusesBadMemberListsSayingWhy) {
       {"etcd://[::1]:5,[::1]:5", "[::1]:5 is listed twice"},
       {seventeen, "more than 16 etcd endpoints"},
       {"etcd:/a:1,b:2", "not an etcd:// URL"},
+      {"etcd://https://a:1,b:2", "member 2 'b:2' and member 1 mix http and https"},
+      {"etcd://a:1,https://b:2", "mix http and https"},
+      {"etcd://https://", "member 1 'https://' has no HOST:PORT"},
+      {"etcd://https://a:1,https:///x", "member 2 'https://' has no HOST:PORT"},
+      {"etcd://https://a:1,https://a:1", "https://a:1 is listed twice"},
+      {"etcd://https://a", "no port"},
   };
   for (const auto& [url, why] : cases) {
     auto r = parse_registry_url(url);

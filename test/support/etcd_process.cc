@@ -78,9 +78,15 @@ Result<std::unique_ptr<EtcdProcess>> EtcdProcess::prepare(std::vector<std::uint1
   return e;
 }
 
-Result<std::unique_ptr<EtcdProcess>> EtcdProcess::start() {
+EtcdTlsSetup EtcdTlsSetup::from(const TestCerts& certs, bool client_cert_auth) {
+  return {certs.ca, certs.server_cert, certs.server_key, client_cert_auth,
+          {certs.ca, certs.client_cert, certs.client_key}};
+}
+
+Result<std::unique_ptr<EtcdProcess>> EtcdProcess::start(std::optional<EtcdTlsSetup> tls) {
   std::vector<std::uint16_t> taken;
   FARMEM_ASSIGN_OR_RETURN(auto e, prepare(taken));
+  e->tls_ = std::move(tls);
   FARMEM_RETURN_IF_ERROR(e->launch());
   return e;
 }
@@ -111,7 +117,7 @@ Status EtcdProcess::restart(bool fresh_data) {
 }
 
 std::string EtcdProcess::registry_url() const {
-  return "etcd://127.0.0.1:" + std::to_string(client_port_);
+  return "etcd://" + registry::to_string(endpoint());
 }
 
 std::string EtcdProcess::peer_url() const {
@@ -124,7 +130,8 @@ Status EtcdProcess::launch() {
 }
 
 Status EtcdProcess::spawn() {
-  const std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+  const std::string client =
+      (tls_ ? "https://" : "http://") + std::string("127.0.0.1:") + std::to_string(client_port_);
   const std::string peer = peer_url();
   std::vector<std::string> argv{
       "etcd", "--name", name_, "--data-dir", (dir_ / "data").string(),
@@ -132,6 +139,11 @@ Status EtcdProcess::spawn() {
       "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
       "--initial-cluster", initial_cluster_.empty() ? name_ + "=" + peer : initial_cluster_,
       "--logger", "zap", "--log-level", "warn"};
+  if (tls_) {
+    argv.insert(argv.end(), {"--cert-file", tls_->server_cert, "--key-file", tls_->server_key,
+                             "--trusted-ca-file", tls_->ca});
+    if (tls_->client_cert_auth) argv.push_back("--client-cert-auth");
+  }
   if (!initial_cluster_.empty()) {
     // Read only when the data dir is empty: a restarted member rejoins from its data.
     argv.insert(argv.end(), {"--initial-cluster-state", "new", "--initial-cluster-token",
@@ -146,7 +158,8 @@ Status EtcdProcess::spawn() {
 }
 
 Status EtcdProcess::wait_healthy(Clock::time_point deadline) {
-  registry::EtcdClient client_api({{endpoint()}, std::chrono::milliseconds(500)});
+  registry::EtcdClient client_api({{endpoint()}, std::chrono::milliseconds(500),
+                                   tls_ ? tls_->client : registry::EtcdTls{}});
   Status last;
   while (Clock::now() < deadline) {
     int status = 0;

@@ -10,20 +10,37 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "farmem/status.h"
 #include "registry/address.h"
+#include "registry/etcd_client.h"
+#include "test/support/test_certs.h"
 
 namespace farmem::test {
+
+/// An etcd serving its clients over https on 127.0.0.1 (its peers stay on plain http).
+struct EtcdTlsSetup {
+  std::string ca;                ///< --trusted-ca-file: what client certificates chain to
+  std::string server_cert;       ///< --cert-file (needs SAN IP:127.0.0.1)
+  std::string server_key;        ///< --key-file
+  bool client_cert_auth = true;  ///< --client-cert-auth: refuse clients without a certificate
+  /// What the owner's own health checks use: the CA, a client certificate and its key.
+  registry::EtcdTls client;
+
+  /// make_test_certs' CA, server certificate and client certificate.
+  static EtcdTlsSetup from(const TestCerts& certs, bool client_cert_auth = true);
+};
 
 /// A real etcd on 127.0.0.1 with free ports and a data dir of its own, removed at the end.
 /// Fails (never skips) when the etcd binary is missing: ci/install-deps installs it.
 class EtcdProcess {
  public:
-  /// Starts it and waits until it answers /health (at most 30 s).
-  static Result<std::unique_ptr<EtcdProcess>> start();
+  /// Starts it and waits until it answers /health (at most 30 s); with `tls`, it serves
+  /// https only.
+  static Result<std::unique_ptr<EtcdProcess>> start(std::optional<EtcdTlsSetup> tls = {});
   ~EtcdProcess();  // SIGKILL, reap, remove the data dir
   EtcdProcess(const EtcdProcess&) = delete;
   EtcdProcess& operator=(const EtcdProcess&) = delete;
@@ -37,10 +54,11 @@ class EtcdProcess {
   bool running() const { return pid_ > 0; }
 
   std::uint16_t client_port() const { return client_port_; }
-  /// "etcd://127.0.0.1:PORT" (the registry URL, default prefix).
+  /// "etcd://127.0.0.1:PORT", "etcd://https://127.0.0.1:PORT" with TLS (the registry URL,
+  /// default prefix).
   std::string registry_url() const;
   /// Its client address, for an EtcdClient.
-  registry::EtcdEndpoint endpoint() const { return {"127.0.0.1", client_port_}; }
+  registry::EtcdEndpoint endpoint() const { return {"127.0.0.1", client_port_, tls_.has_value()}; }
   /// Where its output goes (read it when a test fails).
   std::filesystem::path log_path() const { return dir_ / "etcd.log"; }
 
@@ -63,6 +81,7 @@ class EtcdProcess {
   std::string name_ = "farmem-test";
   std::string initial_cluster_;  ///< "NAME=PEER_URL,...": empty for a lone etcd
   std::string cluster_token_;    ///< --initial-cluster-token: keeps test clusters apart
+  std::optional<EtcdTlsSetup> tls_;  ///< https clients; none: plain http
 };
 
 /// A cluster of real etcd members on 127.0.0.1 (what production runs: losing one of three

@@ -84,7 +84,8 @@ Result<Cert> make_cert(EVP_PKEY* key, const Spec& spec, X509* issuer, EVP_PKEY* 
       X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
                                  reinterpret_cast<const unsigned char*>(spec.common_name), -1,
                                  -1, 0) != 1 ||
-      X509_set_issuer_name(c.get(), issuer != nullptr ? X509_get_subject_name(issuer) : name) != 1 ||
+      X509_set_issuer_name(c.get(),
+                           issuer != nullptr ? X509_get_subject_name(issuer) : name) != 1 ||
       X509_set_pubkey(c.get(), key) != 1) {
     return ssl_error(std::string("fields of ") + spec.common_name);
   }
@@ -144,7 +145,7 @@ Status write_key(const std::string& path, EVP_PKEY* key) {
 
 }  // namespace
 
-Result<TestCerts> make_test_certs(const std::string& dir) {
+Result<TestCerts> make_test_certs(const std::string& dir, const std::string& server_names) {
   const auto at = [&](const char* name) { return (std::filesystem::path(dir) / name).string(); };
   TestCerts t{dir,          at("ca.pem"),         at("server.pem"), at("server-key.pem"),
               at("client.pem"), at("client-key.pem"), at("other-ca.pem")};
@@ -160,7 +161,7 @@ Result<TestCerts> make_test_certs(const std::string& dir) {
   FARMEM_ASSIGN_OR_RETURN(
       Cert server, make_cert(server_key.get(),
                              {"farmem test server", false, "serverAuth,clientAuth",
-                              "IP:127.0.0.1,DNS:localhost"},
+                              server_names.c_str()},
                              ca.get(), ca_key.get()));
   FARMEM_RETURN_IF_ERROR(write_cert(t.server_cert, server.get()));
   FARMEM_RETURN_IF_ERROR(write_key(t.server_key, server_key.get()));

@@ -15,11 +15,14 @@ namespace farmem::test {
 /// leaked one is worthless soon.
 inline constexpr int kTestCertDays = 3;
 
+/// The names the server certificate carries by default (subjectAltName, as in openssl.cnf).
+inline constexpr const char* kTestServerNames = "IP:127.0.0.1,DNS:localhost";
+
 /// Paths of the files make_test_certs wrote.
 struct TestCerts {
   std::string dir;          ///< where they are
   std::string ca;           ///< ca.pem: the CA that signed the two certificates below
-  std::string server_cert;  ///< server.pem: SAN IP:127.0.0.1 and DNS:localhost; usable both
+  std::string server_cert;  ///< server.pem: SAN kTestServerNames (or as asked); usable both
                             ///< to serve and as a client (etcd's gateway dials itself with it)
   std::string server_key;   ///< server-key.pem
   std::string client_cert;  ///< client.pem: CN farmem-test-client, for client authentication
@@ -27,8 +30,10 @@ struct TestCerts {
   std::string other_ca;     ///< other-ca.pem: an unrelated CA, which signed nothing here
 };
 
-/// Writes the files above into `dir` (which must exist; files already there are replaced).
+/// Writes the files above into `dir` (which must exist; files already there are replaced);
+/// the server certificate names `server_names` (a test of host verification leaves one out).
 /// kInternal naming the OpenSSL step that failed, kIoError when a file cannot be written.
-Result<TestCerts> make_test_certs(const std::string& dir);
+Result<TestCerts> make_test_certs(const std::string& dir,
+                                  const std::string& server_names = kTestServerNames);
 
 }  // namespace farmem::test
