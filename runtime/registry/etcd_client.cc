@@ -275,7 +275,8 @@ Status EtcdClient::perform(std::size_t i, std::string_view path, const std::stri
   curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
   if (options_.endpoints[i].tls) set_tls(c);
   if (tls12_probe) {
-    curl_easy_setopt(c, CURLOPT_SSLVERSION, CURL_SSLVERSION_TLSv1_2 | CURL_SSLVERSION_MAX_TLSv1_2);
+    curl_easy_setopt(c, CURLOPT_SSLVERSION,
+                     static_cast<long>(CURL_SSLVERSION_TLSv1_2) | static_cast<long>(CURL_SSLVERSION_MAX_TLSv1_2));
     curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, 1L);  // a handshake of its own ...
     curl_easy_setopt(c, CURLOPT_FORBID_REUSE, 1L);   // ... not kept for the calls after it
   }
