@@ -23,22 +23,36 @@ struct Rec {
 constexpr std::uint64_t kFarBytes = 8u << 20;  // 8 MiB of records
 constexpr std::uint64_t kRecords = kFarBytes / sizeof(Rec);
 
+// The parameter is a backend ("local", "tcp", "verbs"), or one with an "R2" suffix: two
+// memservers of that backend and RuntimeOptions::replicas = 2, so that every case also runs
+// with every write going to two copies.
 class CacheTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    if (GetParam() == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
-    if (GetParam() != "local") {
+    const bool replicated = GetParam().ends_with("R2");
+    const std::string backend = replicated ? GetParam().substr(0, GetParam().size() - 2) : GetParam();
+    if (backend == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
+    if (backend != "local") {
       memserver::CoreOptions co;
       co.capacity_bytes = 512u << 20;
-      auto s = TestServer::start(GetParam(), co);
+      auto s = TestServer::start(backend, co);
       ASSERT_TRUE(s.ok()) << s.status().to_string();
       server_ = std::move(s).value();
+      if (replicated) {
+        auto second = TestServer::start(backend, co);
+        ASSERT_TRUE(second.ok()) << second.status().to_string();
+        replica_ = std::move(second).value();
+      }
     }
   }
   std::unique_ptr<Runtime> open(std::uint64_t budget, bool prefetch = true,
                                 std::uint32_t page = 4096) {
     RuntimeOptions o;
     o.servers = {server_ ? server_->url() : "local"};
+    if (replica_) {
+      o.servers.push_back(replica_->url());
+      o.replicas = 2;
+    }
     o.auth_token = kToken;
     o.local_buffer_bytes = 1u << 20;
     o.slab_bytes = 4u << 20;
@@ -49,9 +63,11 @@ class CacheTest : public ::testing::TestWithParam<std::string> {
     o.op_timeout = std::chrono::seconds(20);
     auto rt = Runtime::open(o);
     EXPECT_TRUE(rt.ok()) << rt.status().to_string();
+    if (rt.ok()) EXPECT_EQ((*rt)->stats().replicas, o.replicas);
     return rt.ok() ? std::move(rt).value() : nullptr;
   }
   std::unique_ptr<TestServer> server_;
+  std::unique_ptr<TestServer> replica_;  ///< the second copy's memserver ("R2" parameters)
 };
 
 // Reads the far bytes of a record around the cache (like a fresh cache would).
@@ -454,7 +470,8 @@ TEST_P(CacheFailureTest, HashMapReturnsFetchErrorsInsteadOfAborting) {
   EXPECT_GT(erase_errors, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, CacheTest, ::testing::Values("local", "tcp", "verbs"),
+INSTANTIATE_TEST_SUITE_P(Transports, CacheTest,
+                         ::testing::Values("local", "tcp", "verbs", "tcpR2", "verbsR2"),
                          BackendName{});
 INSTANTIATE_TEST_SUITE_P(Transports, CacheFailureTest, ::testing::Values("tcp", "verbs"),
                          BackendName{});

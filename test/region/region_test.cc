@@ -459,13 +459,25 @@ class RegionTransports
     : public ::testing::TestWithParam<std::tuple<std::string, FaultMode>> {};
 
 TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
-  const std::string backend = std::get<0>(GetParam());
+  // A backend, or one with an "R2" suffix: two memservers and replicas = 2.
+  const std::string param = std::get<0>(GetParam());
+  const bool replicated = param.ends_with("R2");
+  const std::string backend = replicated ? param.substr(0, param.size() - 2) : param;
   if (backend == "verbs") FARMEM_REQUIRE_RDMA_OR_SKIP();
-  std::unique_ptr<TestServer> server;
+  std::unique_ptr<TestServer> server, replica;
   auto o = runtime_options();
   if (backend != "local") {
-    server = std::move(TestServer::start(backend)).value();
+    auto s = TestServer::start(backend);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    server = std::move(s).value();
     o.servers = {server->url()};
+  }
+  if (replicated) {
+    auto s = TestServer::start(backend);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    replica = std::move(s).value();
+    o.servers.push_back(replica->url());
+    o.replicas = 2;
   }
   constexpr std::size_t kBytes = 8u << 20;
   o.cache_budget_bytes = kBytes / 10;
@@ -495,7 +507,7 @@ TEST_P(RegionTransports, FourThreadsMatchShadowAtTenPercentBudget) {
 
 INSTANTIATE_TEST_SUITE_P(
     Transports, RegionTransports,
-    ::testing::Combine(::testing::Values("local", "tcp", "verbs"),
+    ::testing::Combine(::testing::Values("local", "tcp", "verbs", "tcpR2", "verbsR2"),
                        ::testing::Values(FaultMode::kHandlerThread, FaultMode::kFaultingThread)),
     [](const auto& param_info) {
       std::string n = std::get<0>(param_info.param);
