@@ -63,7 +63,9 @@ class CacheTest : public ::testing::TestWithParam<std::string> {
     o.op_timeout = std::chrono::seconds(20);
     auto rt = Runtime::open(o);
     EXPECT_TRUE(rt.ok()) << rt.status().to_string();
-    if (rt.ok()) EXPECT_EQ((*rt)->stats().replicas, o.replicas);
+    if (rt.ok()) {
+      EXPECT_EQ((*rt)->stats().replicas, o.replicas);
+    }
     return rt.ok() ? std::move(rt).value() : nullptr;
   }
   std::unique_ptr<TestServer> server_;
