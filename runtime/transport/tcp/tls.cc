@@ -24,25 +24,9 @@ constexpr std::size_t kRecordBytes = 16 * 1024;
 // Plaintext encrypted ahead of one send(): records leave in batches, one syscall for up to
 // 16 of them, as a plain writev would move them.
 constexpr std::size_t kBatchBytes = 256 * 1024;
-// With read-ahead, one recv() takes up to this much (about four full records).
-constexpr int kReadBufferBytes = 64 * 1024;
 
 std::string with_peer(std::string_view peer, std::string_view what) {
   return peer.empty() ? std::string(what) : std::string(peer) + ": " + std::string(what);
-}
-
-// Every error OpenSSL queued on this thread, oldest first, as one line; the queue is emptied.
-std::string drain_errors() {
-  std::string text;
-  // Bounded: OpenSSL's per-thread error queue holds at most 16 entries.
-  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    const char* reason = ERR_reason_error_string(e);
-    if (!text.empty()) text += "; ";
-    text += reason != nullptr ? reason : buf;
-  }
-  return text.empty() ? std::string("no detail from OpenSSL") : text;
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -62,6 +46,19 @@ Deadline socket_deadline(int fd, int opt) {
 }
 
 }  // namespace
+
+std::string openssl_errors() {
+  std::string text;
+  // Bounded: OpenSSL's per-thread error queue holds at most 16 entries.
+  for (unsigned long e = ERR_get_error(); e != 0; e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    const char* reason = ERR_reason_error_string(e);
+    if (!text.empty()) text += "; ";
+    text += reason != nullptr ? reason : buf;
+  }
+  return text.empty() ? std::string("no detail from OpenSSL") : text;
+}
 
 // ---------------------------------------------------------------------------------------
 // The socket BIO: recv/send that never block and never raise SIGPIPE.
@@ -148,108 +145,6 @@ const BIO_METHOD* socket_method() {
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
-// Contexts
-
-TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
-
-namespace {
-
-struct CtxDeleter {
-  void operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-};
-using CtxPtr = std::unique_ptr<SSL_CTX, CtxDeleter>;
-
-Result<CtxPtr> new_context(bool server) {
-  ERR_clear_error();
-  CtxPtr ctx(SSL_CTX_new(server ? TLS_server_method() : TLS_client_method()));
-  if (!ctx) return Internal("TLS: SSL_CTX_new failed: " + drain_errors());
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  // A peer that closes without close_notify is a closed connection (the framing above
-  // detects a cut frame), not an error with its own code.
-  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
-  // An idle connection gives its record buffers back (a memserver may hold thousands).
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
-  // Several records per recv(); TlsSession::input_buffered() accounts for what it keeps.
-  SSL_CTX_set_read_ahead(ctx.get(), 1);
-  SSL_CTX_set_default_read_buffer_len(ctx.get(), kReadBufferBytes);
-  // AES-128-GCM first: as safe for this use and cheaper per byte than AES-256.
-  if (SSL_CTX_set_ciphersuites(ctx.get(), "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
-                                          "TLS_CHACHA20_POLY1305_SHA256") != 1) {
-    return Internal("TLS: SSL_CTX_set_ciphersuites failed: " + drain_errors());
-  }
-  return ctx;
-}
-
-Status load_identity(SSL_CTX* ctx, const std::string& cert, const std::string& key,
-                     std::string_view who) {
-  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
-    return InvalidArgument("TLS: cannot use " + std::string(who) + " certificate '" + cert +
-                           "': " + drain_errors());
-  }
-  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return InvalidArgument("TLS: cannot use " + std::string(who) + " key '" + key +
-                           "': " + drain_errors());
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    return InvalidArgument("TLS: the key '" + key + "' does not match the certificate '" + cert +
-                           "': " + drain_errors());
-  }
-  return Status::Ok();
-}
-
-Status load_ca(SSL_CTX* ctx, const std::string& ca) {
-  if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
-    return InvalidArgument("TLS: cannot load the CA file '" + ca + "': " + drain_errors());
-  }
-  return Status::Ok();
-}
-
-}  // namespace
-
-Result<std::shared_ptr<const TlsContext>> TlsContext::for_server(const TlsServerConfig& config) {
-  if (config.cert_file.empty() || config.key_file.empty()) {
-    return InvalidArgument("TLS: a server needs both a certificate and a key file");
-  }
-  FARMEM_ASSIGN_OR_RETURN(CtxPtr ctx, new_context(/*server=*/true));
-  FARMEM_RETURN_IF_ERROR(load_identity(ctx.get(), config.cert_file, config.key_file, "the server"));
-  SSL_CTX_set_num_tickets(ctx.get(), 0);
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  const bool mutual = !config.ca_file.empty();
-  if (mutual) {
-    FARMEM_RETURN_IF_ERROR(load_ca(ctx.get(), config.ca_file));
-    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.ca_file.c_str());
-    if (names == nullptr) {
-      return InvalidArgument("TLS: no CA certificate in '" + config.ca_file + "': " +
-                             drain_errors());
-    }
-    SSL_CTX_set_client_CA_list(ctx.get(), names);  // takes ownership
-    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  }
-  return std::shared_ptr<const TlsContext>(new TlsContext(ctx.release(), true, mutual));
-}
-
-Result<std::shared_ptr<const TlsContext>> TlsContext::for_client(const TlsClientConfig& config) {
-  if (config.cert_file.empty() != config.key_file.empty()) {
-    return InvalidArgument("TLS: a client certificate needs its key, and a key its certificate");
-  }
-  FARMEM_ASSIGN_OR_RETURN(CtxPtr ctx, new_context(/*server=*/false));
-  if (config.ca_file.empty()) {
-    if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
-      return InvalidArgument("TLS: cannot load the system's trust store: " + drain_errors());
-    }
-  } else {
-    FARMEM_RETURN_IF_ERROR(load_ca(ctx.get(), config.ca_file));
-  }
-  if (!config.cert_file.empty()) {
-    FARMEM_RETURN_IF_ERROR(
-        load_identity(ctx.get(), config.cert_file, config.key_file, "the client"));
-  }
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-  return std::shared_ptr<const TlsContext>(new TlsContext(ctx.release(), false, false));
-}
-
-// ---------------------------------------------------------------------------------------
 // Sessions
 
 TlsSession::TlsSession(int fd, SSL* ssl, std::unique_ptr<Io> io)
@@ -281,13 +176,13 @@ Result<std::unique_ptr<TlsSession>> TlsSession::handshake(const TlsContext& ctx,
   if (method == nullptr) return Internal("TLS: BIO_meth_new failed");
   ERR_clear_error();
   SSL* raw = SSL_new(ctx.native());
-  if (raw == nullptr) return Internal("TLS: SSL_new failed: " + drain_errors());
+  if (raw == nullptr) return Internal("TLS: SSL_new failed: " + openssl_errors());
   auto io = std::make_unique<Io>();
   io->fd = fd;
   BIO* bio = BIO_new(method);
   if (bio == nullptr) {
     SSL_free(raw);
-    return Internal("TLS: BIO_new failed: " + drain_errors());
+    return Internal("TLS: BIO_new failed: " + openssl_errors());
   }
   BIO_set_data(bio, io.get());
   SSL_set_bio(raw, bio, bio);  // the SSL owns the BIO (once, for both directions)
@@ -344,7 +239,7 @@ Status TlsSession::error_locked(int rc, std::string_view what, std::string_view 
   const bool server = SSL_is_server(ssl_) == 1;
   if (err == SSL_ERROR_SYSCALL) {
     const int e = io_->last_errno;
-    const std::string detail = ERR_peek_error() != 0 ? ": " + drain_errors() : "";
+    const std::string detail = ERR_peek_error() != 0 ? ": " + openssl_errors() : "";
     if (e == 0) return Unavailable(with_peer(peer, std::string(what) + ": connection closed" + detail));
     return errno_status(e, std::string(what) + detail, peer);
   }
@@ -355,7 +250,7 @@ Status TlsSession::error_locked(int rc, std::string_view what, std::string_view 
   const unsigned long first = ERR_peek_error();
   const int reason = ERR_GET_REASON(first);
   const long verify = SSL_get_verify_result(ssl_);
-  std::string text = drain_errors();
+  std::string text = openssl_errors();
   if (!server && verify != X509_V_OK) {
     return PermissionDenied(with_peer(
         peer, std::string(what) + ": the server's certificate was refused: " +

@@ -69,6 +69,10 @@ struct TlsClientConfig {
   std::string key_file;
 };
 
+/// Every error OpenSSL queued on this thread, oldest first, as one line (reasons only); the
+/// queue is emptied.
+std::string openssl_errors();
+
 class TlsContext {
  public:
   /// kInvalidArgument naming the file and OpenSSL's reason when a file is missing, unreadable
