@@ -320,6 +320,21 @@ Status Runtime::advise(FarAddr addr, std::uint64_t bytes, Advice advice) {
   return impl_->cache->advise(addr, bytes, advice);
 }
 
+Status Runtime::prefetch(std::span<const FarAddr> addrs) {
+  if (addrs.size() > kMaxPrefetchBatch) {
+    return InvalidArgument("prefetch of " + std::to_string(addrs.size()) +
+                           " addresses; at most " + std::to_string(kMaxPrefetchBatch) +
+                           " a call");
+  }
+  FARMEM_RETURN_IF_ERROR(ensure_cache(*impl_));
+  return impl_->cache->prefetch(addrs);
+}
+
+std::size_t Runtime::prefetch_window() const {
+  const std::uint64_t pages = impl_->budget->limit() / page_bytes();
+  return static_cast<std::size_t>(std::clamp<std::uint64_t>(pages / 16, 1, 64));
+}
+
 Status Runtime::close_server(const std::string& url) {
   if (auto i = impl_->pool->find_server(url)) return impl_->pool->close_server(*i);
   return NotFound("close_server: this runtime uses no server " + url);

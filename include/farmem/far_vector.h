@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <span>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -94,6 +96,36 @@ class far_vector {
     if (p == nullptr) return scope.error();
     std::memcpy(p, &value, sizeof(T));
     return Status::Ok();
+  }
+
+  /// Most pages whose misses one gather or scatter keeps in flight while it works on the
+  /// previous group (fewer with a small cache: Runtime::prefetch_window()).
+  static constexpr std::size_t kGatherWindow = 64;
+
+  /// out[k] = element indices[k], for every k, with many page misses in flight: the pages
+  /// of the next group of indices (Runtime::prefetch_window() of them) are fetched
+  /// (Runtime::prefetch) while this group is copied, so random reads from one thread move at batch speed rather than one round trip
+  /// each. kOutOfRange for an index past size() (nothing copied from that group on);
+  /// kInvalidArgument when `out` is shorter than `indices`; a fetch error as load() gives it.
+  Status gather(std::span<const std::size_t> indices, std::span<T> out) const {
+    if (out.size() < indices.size()) {
+      return InvalidArgument("far_vector::gather: " + std::to_string(indices.size()) +
+                             " indices but room for " + std::to_string(out.size()));
+    }
+    return batched(indices, false, [&](std::size_t k, std::byte* p) {
+      std::memcpy(&out[k], p, sizeof(T));
+    });
+  }
+  /// Element indices[k] = values[k], for every k, with the same misses in flight as
+  /// gather(). A repeated index takes the last of its values.
+  Status scatter(std::span<const std::size_t> indices, std::span<const T> values) {
+    if (values.size() < indices.size()) {
+      return InvalidArgument("far_vector::scatter: " + std::to_string(indices.size()) +
+                             " indices but " + std::to_string(values.size()) + " values");
+    }
+    return batched(indices, true, [&](std::size_t k, std::byte* p) {
+      std::memcpy(p, &values[k], sizeof(T));
+    });
   }
 
   Status reserve(std::size_t n) {
@@ -215,6 +247,37 @@ class far_vector {
   const_iterator end(DerefScope& scope) const { return {this, size_, &scope}; }
 
  private:
+  // gather/scatter: visits indices[k] with fn(k, element bytes), one DerefScope a window,
+  // the next window's pages prefetched before this one is visited.
+  template <typename Fn>
+  Status batched(std::span<const std::size_t> indices, bool write, Fn&& fn) const {
+    const std::size_t n = indices.size();
+    const std::size_t window = std::min(kGatherWindow, rt_->prefetch_window());
+    FarAddr addrs[kGatherWindow];
+    const auto post = [&](std::size_t from) -> Status {
+      const std::size_t to = std::min(n, from + window);
+      for (std::size_t k = from; k < to; ++k) {
+        if (indices[k] >= size_) {
+          return OutOfRange("far_vector: index " + std::to_string(indices[k]) + " of " +
+                            std::to_string(size_));
+        }
+        addrs[k - from] = addr_of(indices[k]);
+      }
+      return rt_->prefetch(std::span<const FarAddr>(addrs, to - from));
+    };
+    if (n > 0) FARMEM_RETURN_IF_ERROR(post(0));
+    for (std::size_t w = 0; w < n; w += window) {
+      if (w + window < n) FARMEM_RETURN_IF_ERROR(post(w + window));
+      DerefScope scope(*rt_);
+      for (std::size_t k = w; k < std::min(n, w + window); ++k) {
+        std::byte* p = scope.translate(addr_of(indices[k]), write);
+        if (p == nullptr) return scope.error();
+        fn(k, p);
+      }
+    }
+    return Status::Ok();
+  }
+
   T* ptr(std::size_t i, DerefScope& scope, bool write) const {
     std::byte* p = scope.translate(addr_of(i), write);
     if (p == nullptr) [[unlikely]] detail::deref_failed(scope.error());

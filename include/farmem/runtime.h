@@ -144,6 +144,19 @@ class Runtime {
   /// Application hint for the page cache: kWillNeed prefetches the range, kDontNeed writes it
   /// back and drops it; kSequential / kRandom / kNormal steer the calling thread's prefetcher.
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
+  /// Starts fetching, in one batch, the far_ptr-cache pages that hold these far addresses,
+  /// and returns without waiting: many misses of one thread travel together, and a later
+  /// deref finds each page resident or in flight (it then waits only for what is left). For
+  /// random accesses whose addresses are known ahead (a multi-get, a gather): prefetch the
+  /// next group while working on this one. A hint: pages already resident or in flight are
+  /// skipped, and beyond what the cache can take without evicting pages the thread holds in
+  /// a DerefScope the rest are left to their deref. At most kMaxPrefetchBatch addresses.
+  Status prefetch(std::span<const FarAddr> addrs);
+  static constexpr std::size_t kMaxPrefetchBatch = 1024;
+  /// Pages one thread should keep in flight (prefetched, or held in a DerefScope) at a time
+  /// with prefetch(): a sixteenth of the local budget, 1 to 64, so that several threads doing
+  /// so leave the cache room to evict (far_vector::gather uses it).
+  std::size_t prefetch_window() const;
   /// The page cache's counters (cheap: no system call; fine in a monitoring loop).
   CacheStats cache_stats() const;
   /// Bytes of the page cache's frame arena the kernel holds in RAM now: what the cache costs

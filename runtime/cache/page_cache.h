@@ -87,6 +87,8 @@ class PageCache final : public paging::Frontend {
   /// WillNeed: prefetch the pages; DontNeed: write back and drop them; Sequential/Random:
   /// steer the calling thread's prefetcher.
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
+  /// Runtime::prefetch: one batch for the pages holding `addrs` (application thread).
+  Status prefetch(std::span<const FarAddr> addrs);
 
   CacheStats stats() const;
   /// Bytes of the arena resident in RAM now (mincore; see Runtime::cache_arena_resident_bytes).

@@ -44,6 +44,31 @@ void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBa
   }
 }
 
+Status PageCache::prefetch(std::span<const FarAddr> addrs) {
+  ThreadSlot* slot = thread_slot();
+  if (slot == nullptr) return too_many_threads();
+  thread_local std::vector<std::int64_t> keys;
+  keys.clear();
+  for (FarAddr a : addrs) {
+    const auto key = static_cast<std::int64_t>(a.raw >> view_.page_shift);
+    if (keys.empty() || keys.back() != key) keys.push_back(key);  // neighbours share pages
+  }
+  // Room for the batch: a prefetch never evicts in line on its own (claim_for_prefetch), but
+  // the application asked for these pages by name, as a miss would, so make room as a miss
+  // does, within a sixteenth of the cache (Runtime::prefetch_window: several threads may do
+  // so at once; pages a thread holds in a scope are spared).
+  const std::size_t want = std::min<std::size_t>(keys.size(), std::max<std::uint32_t>(1, frames_ / 16));
+  if (pager_->free_frames() < want) {
+    Status err;
+    slot->waiting.store(1, std::memory_order_seq_cst);
+    pager_->evict(want - pager_->free_frames(), &err);
+    slot->waiting.store(0, std::memory_order_seq_cst);
+    if (!err.ok()) return err;  // a write-back failed: the caller hears of it
+  }
+  post_prefetch(keys, slot->index);
+  return Status::Ok();
+}
+
 std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t key,
                                                                 std::uint32_t slot) {
   Status err;
