@@ -154,12 +154,17 @@ std::size_t Session::text_request(std::string_view in, std::size_t line_end, std
     }
   } else if (cmd == "stats") {
     text_stats(tok, out);
-  } else if (cmd == "version" && tok.size() == 1) {
+  } else if (cmd == "version") {  // memcached 1.6 ignores arguments (and noreply) here
     out += std::string("VERSION ") + kReportedVersion + "\r\n";
   } else if (cmd == "verbosity") {
     const bool noreply = take_noreply(tok);
     int level = 0;
-    if (tok.size() != 2 || !parse_number(tok[1], &level)) {
+    if (noreply && tok.size() <= 2) {
+      // "verbosity noreply" included: no reply at all, as memcached.
+      if (tok.size() == 2 && parse_number(tok[1], &level)) {
+        ctx_.verbosity.store(level, std::memory_order_relaxed);
+      }
+    } else if (tok.size() != 2 || !parse_number(tok[1], &level)) {
       out += "ERROR\r\n";
     } else {
       ctx_.verbosity.store(level, std::memory_order_relaxed);
