@@ -182,6 +182,7 @@ void Store::lru_remove_locked(Shard& s, std::uint32_t slot) {
 
 void Store::lru_push_locked(Shard& s, std::uint32_t slot) {
   Item& it = s.items[slot];
+  it.used = access_clock_.fetch_add(1, std::memory_order_relaxed);
   it.lru_prev = kNil;
   it.lru_next = s.lru_head;
   if (s.lru_head != kNil) s.items[s.lru_head].lru_prev = slot;

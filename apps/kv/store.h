@@ -1,6 +1,6 @@
 // farmem-kv's item store: what lives where.
 //
-//   local (per item, 56 bytes)          far (through the runtime's page cache)
+//   local (per item, 64 bytes)          far (through the runtime's page cache)
 //   +------------------------------+    +-----------------+-------------------+
 //   | Item: key hash, far address, |--->| key (<= 250 B)  | value (<= item_max)|
 //   | lengths, flags, expiry, cas, |    +-----------------+-------------------+
@@ -10,9 +10,10 @@
 // Keys and values live in far memory; the local index holds a fixed-size entry per item
 // whatever the key's length, and a lookup confirms the key against the far copy (two keys
 // with one 64-bit hash stay apart). Hot items stay resident in the page cache (the local
-// budget, -m); cold ones are fetched on use. Items are evicted in LRU order (per shard, the
-// shards taken in turn) when the far bytes they use would pass StoreOptions::far_capacity,
-// or when far memory runs out before that.
+// budget, -m); cold ones are fetched on use. Items are evicted in LRU order when the far
+// bytes they use would pass StoreOptions::far_capacity, or when far memory runs out before
+// that: each shard keeps its items in use order, and an eviction takes the least recently
+// used of the shards' tails (every use is stamped from one counter), so the order is global.
 //
 // Thread-safe: the index is split in shards by key hash, each behind its own mutex. Far reads
 // of an item happen under its shard's lock (an item is never freed while read); new records
@@ -113,6 +114,7 @@ class Store {
     std::uint64_t hash = 0;
     FarAddr addr;
     std::uint64_t cas = 0;
+    std::uint64_t used = 0;  ///< access_clock_ at its last use (global LRU order)
     std::uint32_t value_len = 0;
     std::uint32_t flags = 0;
     std::uint32_t expire_at = 0;  ///< 0: never; expired once now() >= it
@@ -177,7 +179,7 @@ class Store {
   const std::chrono::steady_clock::time_point start_;
   std::atomic<std::uint64_t> next_cas_{1};
   std::atomic<std::uint64_t> far_used_{0};
-  std::atomic<std::uint32_t> evict_cursor_{0};
+  std::atomic<std::uint64_t> access_clock_{1};
   std::atomic<std::uint32_t> flush_at_{0};  ///< a delayed flush_all's time (0: none)
   /// Items whose cas is below this were flushed (a flush_all leaves later ones alone).
   std::atomic<std::uint64_t> flush_cas_{0};

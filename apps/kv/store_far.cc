@@ -61,27 +61,33 @@ Status Store::reserve(std::uint64_t charge) {
 }
 
 bool Store::evict_one() {
-  const std::uint32_t n = static_cast<std::uint32_t>(shards_.size());
-  const std::uint32_t start = evict_cursor_.fetch_add(1, std::memory_order_relaxed);
-  for (std::uint32_t k = 0; k < n; ++k) {
-    Shard& s = *shards_[(start + k) % n];
-    Record rec;
-    {
-      std::lock_guard lock(s.mu);
-      if (s.lru_tail == kNil) continue;
-      const Item& it = s.items[s.lru_tail];
-      if (dead(it, now())) {
-        expired_.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        evictions_.fetch_add(1, std::memory_order_relaxed);
-        if (!it.fetched) evicted_unfetched_.fetch_add(1, std::memory_order_relaxed);
-      }
-      rec = unlink_locked(s, s.lru_tail);
+  // The least recently used item overall is the oldest of the shards' LRU tails. The scan
+  // takes one shard lock at a time; a tail that changed meanwhile is still an old item.
+  std::uint64_t oldest = ~std::uint64_t{0};
+  Shard* victim = nullptr;
+  for (auto& sp : shards_) {
+    std::lock_guard lock(sp->mu);
+    if (sp->lru_tail != kNil && sp->items[sp->lru_tail].used < oldest) {
+      oldest = sp->items[sp->lru_tail].used;
+      victim = sp.get();
     }
-    release(rec);
-    return true;
   }
-  return false;
+  if (victim == nullptr) return false;
+  Record rec;
+  {
+    std::lock_guard lock(victim->mu);
+    if (victim->lru_tail == kNil) return true;  // emptied meanwhile: room was made anyway
+    const Item& it = victim->items[victim->lru_tail];
+    if (dead(it, now())) {
+      expired_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      evictions_.fetch_add(1, std::memory_order_relaxed);
+      if (!it.fetched) evicted_unfetched_.fetch_add(1, std::memory_order_relaxed);
+    }
+    rec = unlink_locked(*victim, victim->lru_tail);
+  }
+  release(rec);
+  return true;
 }
 
 void Store::release(const Record& r) {
