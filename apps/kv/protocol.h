@@ -74,8 +74,13 @@ class Session {
                            bool* close);
   std::size_t text_store(std::vector<std::string_view>& tok, std::string_view data,
                          std::string& out);
+  /// The keys tok[first_key..] of a get/gets/gat/gats; `last` ends the reply with END (a
+  /// line longer than kMaxLineBytes is answered in parts as its keys arrive).
   void text_get(std::vector<std::string_view>& tok, std::size_t first_key, bool with_cas,
-                std::optional<std::int64_t> touch, std::string& out);
+                std::optional<std::int64_t> touch, std::string& out, bool last = true);
+  /// A retrieval line too long to buffer: answers its complete keys so far; kNeedMore when
+  /// it is not one.
+  std::size_t long_get(std::string_view in, std::string& out);
   void text_arith(std::vector<std::string_view>& tok, bool incr, std::string& out);
   void text_stats(std::vector<std::string_view>& tok, std::string& out);
   // binary_protocol.cc: one binary request at the start of `in`.
@@ -84,6 +89,13 @@ class Session {
   Context& ctx_;
   Counters& c_;
   std::uint64_t swallow_ = 0;  ///< bytes of a refused value still to be skipped
+  /// Inside a retrieval line answered in parts (long_get): what it asked for.
+  struct LongGet {
+    bool with_cas = false;
+    std::optional<std::int64_t> touch;
+    bool failed = false;  ///< an error was sent: the rest of the line is dropped, no END
+  };
+  std::optional<LongGet> long_get_;
   std::string scratch_;        ///< a value on its way to `out`
 };
 

@@ -66,11 +66,17 @@ std::size_t Session::process(std::string_view in, std::string& out, bool* close)
     }
     const std::string_view rest = in.substr(pos);
     std::size_t used;
-    if (static_cast<std::uint8_t>(rest[0]) == kBinaryRequestMagic) {
+    if (long_get_) {
+      used = long_get(rest, out);
+    } else if (static_cast<std::uint8_t>(rest[0]) == kBinaryRequestMagic) {
       used = binary_request(rest, out, close);
     } else {
       const std::size_t nl = rest.find('\n');
       if (nl == std::string_view::npos) {
+        if (rest.size() > kMaxLineBytes && (used = long_get(rest, out)) != kNeedMore) {
+          pos += used;
+          continue;
+        }
         if (rest.size() > kMaxLineBytes) {
           out += "CLIENT_ERROR line too long\r\n";
           c_.add(c_.protocol_errors);
@@ -241,8 +247,54 @@ std::size_t Session::text_store(std::vector<std::string_view>& tok, std::string_
   return need;
 }
 
+std::size_t Session::long_get(std::string_view in, std::string& out) {
+  thread_local std::vector<std::string_view> tok;
+  const std::size_t nl = in.find('\n');
+  if (!long_get_) {  // the start of such a line: get/gets/gat/gats and its first keys
+    const std::size_t space = in.rfind(' ');
+    if (space == std::string_view::npos) return kNeedMore;
+    split(in.substr(0, space), tok, space);
+    if (tok.empty() || !is_retrieval(tok[0])) return kNeedMore;
+    LongGet g;
+    g.with_cas = tok[0] == "gets" || tok[0] == "gats";
+    std::size_t first = 1;
+    if (tok[0] == "gat" || tok[0] == "gats") {
+      std::int64_t exptime = 0;
+      if (tok.size() < 2 || !parse_number(tok[1], &exptime)) return kNeedMore;
+      g.touch = exptime;
+      first = 2;
+    }
+    long_get_ = g;
+    text_get(tok, first, g.with_cas, g.touch, out, /*last=*/false);
+    return space + 1;
+  }
+  // A continuation: keys up to the newline (the end of the request), or up to the last
+  // space when the line goes on beyond the buffer.
+  std::size_t end = nl;
+  if (nl == std::string_view::npos) {
+    if (in.size() <= kMaxLineBytes) return kNeedMore;
+    end = in.rfind(' ');
+    if (end == std::string_view::npos) {  // one "key" longer than a line: not a key
+      out += kBadFormat;
+      long_get_->failed = true;
+      return in.size();
+    }
+  }
+  split(line_at(in, end), tok, end);
+  tok.insert(tok.begin(), "get");
+  if (!long_get_->failed) {
+    text_get(tok, 1, long_get_->with_cas, long_get_->touch, out, nl != std::string_view::npos);
+  }
+  if (nl != std::string_view::npos) long_get_.reset();
+  return end + 1;
+}
+
 void Session::text_get(std::vector<std::string_view>& tok, std::size_t first_key, bool with_cas,
-                       std::optional<std::int64_t> touch, std::string& out) {
+                       std::optional<std::int64_t> touch, std::string& out, bool last) {
+  if (tok.size() <= first_key && long_get_) {  // the tail of a long line: no keys left
+    if (last && !long_get_->failed) out += "END\r\n";
+    return;
+  }
   if (tok.size() <= first_key) {
     out += "ERROR\r\n";
     return;
@@ -251,6 +303,7 @@ void Session::text_get(std::vector<std::string_view>& tok, std::size_t first_key
     if (tok[i].size() > kMaxKeyBytes) {
       c_.add(c_.protocol_errors);
       out += kBadFormat;
+      if (long_get_) long_get_->failed = true;
       return;
     }
   }
@@ -263,6 +316,7 @@ void Session::text_get(std::vector<std::string_view>& tok, std::size_t first_key
     if (!r.ok()) {  // nothing half-sent: the items so far are dropped with the error
       out.resize(start);
       out += "SERVER_ERROR " + r.status().message() + "\r\n";
+      if (long_get_) long_get_->failed = true;
       return;
     }
     if (!r->has_value()) {
@@ -284,7 +338,7 @@ void Session::text_get(std::vector<std::string_view>& tok, std::size_t first_key
     out += scratch_;
     out += kCrlf;
   }
-  out += "END\r\n";
+  if (last) out += "END\r\n";
 }
 
 void Session::text_arith(std::vector<std::string_view>& tok, bool incr, std::string& out) {

@@ -227,9 +227,16 @@ TEST_F(KvTest, TextMalformedInputGetsErrorsAndServingGoesOn) {
   EXPECT_EQ(c->cmd(set_cmd("set", "ok", "1")), "STORED\r\n");
   // a line longer than any command, without its newline, ends that connection only
   auto bad = client();
-  bad->send("get " + std::string(kMaxLineBytes + 10, 'x'));
+  bad->send("set " + std::string(kMaxLineBytes + 10, 'x'));
   EXPECT_EQ(bad->line(), "CLIENT_ERROR line too long\r\n");
   EXPECT_TRUE(bad->closed_by_peer());
+  // a get that long is read as its keys arrive: one "key" that long is refused, and the
+  // connection goes on after its line
+  auto lk = client();
+  lk->send("get " + std::string(kMaxLineBytes + 10, 'x'));
+  EXPECT_EQ(lk->line(), "CLIENT_ERROR bad command line format\r\n");
+  lk->send("yyy\r\nversion\r\n");
+  EXPECT_EQ(lk->line().rfind("VERSION ", 0), 0u);
   c->send("get ok\r\n");
   EXPECT_EQ(c->read_until("END\r\n"), "VALUE ok 0 1\r\n1\r\nEND\r\n");
   EXPECT_EQ(stat(*kv_, "farmem_far_errors"), 0u);
@@ -292,6 +299,33 @@ TEST_F(KvTest, MultiGetAcrossFarAndLocalItems) {
   // every multi-get was prefetched as one batch
   EXPECT_GE(stat(*kv_, "farmem_prefetch_items") - prefetched_before, 20u * 30u);
   EXPECT_LE(kv_->runtime().cache_stats().resident_bytes, kSmallBudget);
+}
+
+TEST_F(KvTest, MultiGetLongerThanALineIsAnsweredAsItArrives) {
+  auto c = client();
+  // 3000 keys of 60 bytes: a 180 KiB get line, beyond kMaxLineBytes (memcached streams those)
+  std::string batch, line = "gets", expect;
+  for (int i = 0; i < 3000; ++i) {
+    std::string key = "long" + std::to_string(i);
+    key += std::string(60 - key.size(), '_');
+    if (i % 3 != 0) batch += set_cmd("set", key, std::to_string(i), 0, " noreply");
+    line += " " + key;
+  }
+  c->send(batch);
+  EXPECT_EQ(c->cmd("version\r\n").rfind("VERSION ", 0), 0u);
+  ASSERT_GT(line.size(), kMaxLineBytes);
+  c->send(line.substr(0, line.size() / 2));  // in two parts, split inside a key
+  c->send(line.substr(line.size() / 2) + "\r\nget long1" + std::string(55, '_') + "\r\n");
+  const std::string r = c->read_until("END\r\n");
+  std::size_t values = 0;
+  for (std::size_t at = r.find("VALUE "); at != std::string::npos; at = r.find("VALUE ", at + 1)) {
+    ++values;
+  }
+  EXPECT_EQ(values, 2000u);
+  EXPECT_NE(r.find("VALUE long2" + std::string(55, '_') + " 0 1 "), std::string::npos);
+  EXPECT_EQ(r.find("VALUE long3" + std::string(55, '_') + " "), std::string::npos);
+  // the request after it is understood
+  EXPECT_EQ(c->read_until("END\r\n"), "VALUE long1" + std::string(55, '_') + " 0 1\r\n1\r\nEND\r\n");
 }
 
 TEST_F(KvTest, PipelinedGetsOfManyConnectionsAreBatched) {
