@@ -100,7 +100,7 @@ class far_vector {
 
   /// Most pages whose misses one gather or scatter keeps in flight while it works on the
   /// previous group (fewer with a small cache: Runtime::prefetch_window()).
-  static constexpr std::size_t kGatherWindow = 64;
+  static constexpr std::size_t kGatherWindow = 128;
 
   /// out[k] = element indices[k], for every k, with many page misses in flight: the pages
   /// of the next group of indices (Runtime::prefetch_window() of them) are fetched
