@@ -167,7 +167,11 @@ void RdmaListenerImpl::wait_and_dispatch_on_event_thread() {
     fds.push_back({s->completion_fd(), POLLIN, 0});
     owners.push_back(id);
   }
-  if (poll(fds.data(), fds.size(), kEventPollMs) <= 0) return;
+  if (poll(fds.data(), fds.size(), kEventPollMs) <= 0) {
+    // Nothing happened for a while: exactly when clients overstay their timeouts.
+    sweep_on_event_thread();
+    return;
+  }
   for (std::size_t i = 0; i < owners.size(); ++i) {
     if ((fds[i + 2].revents & POLLIN) == 0) continue;
     auto it = sessions_.find(owners[i]);

@@ -87,6 +87,7 @@ Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& e
   FARMEM_RETURN_IF_ERROR(c->create_resources());
   FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
   FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, c->establish(options, nonce, deadline));
+  c->established_ = true;
   c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
   c->watcher_ = std::thread([conn = c.get()] { conn->watch_cm_events(); });

@@ -195,6 +195,7 @@ class VerbsConnection final : public Connection {
   std::atomic<bool> reply_ready_{false};
   std::atomic<bool> send_done_{false};
 
+  bool established_ = false;  ///< the memserver accepted (set in open(), before sharing)
   std::atomic<bool> broken_{false};
   /// Guards broken_cause_ (set once, by whoever breaks the connection first). A leaf.
   mutable Mutex broken_mu_;

@@ -291,7 +291,7 @@ Status VerbsConnection::send_control_locked(const proto::Message& request) {
 
 void VerbsConnection::say_bye() {
   MutexLock call_lock(call_mu_);
-  if (broken() || !qp_) return;
+  if (broken() || !qp_ || !established_) return;  // nothing to say on a QP never connected
   proto::Message bye;
   bye.type = proto::MsgType::kBye;
   bye.req_id = next_req_id_++;
