@@ -152,8 +152,7 @@ void Core::detach_session(Session& session, std::uint64_t attachment) {
   {
     WriterLock lock(session.mu_);
     if (session.closed_ || session.detached_ || session.attachment_ != attachment) return;
-    close_now = options_.lease_grace.count() == 0 || session.tenant_ == nullptr ||
-                session.registrar_ != nullptr;
+    close_now = options_.lease_grace.count() == 0 || session.tenant_ == nullptr;
     if (!close_now) {
       session.detached_ = true;
       session.expires_ = std::chrono::steady_clock::now() + options_.lease_grace;
@@ -189,10 +188,6 @@ Result<std::shared_ptr<Session>> Core::resume_session(Session& fresh,
     }
     tenant = fresh.tenant_;
   }
-  if (fresh.registrar_ != nullptr) {
-    return InvalidArgument("RESUME is not supported over RDMA yet (a session's keys belong to "
-                           "its connection's protection domain)");
-  }
   std::shared_ptr<Session> old;
   {
     MutexLock lock(open_mu_);
@@ -205,9 +200,16 @@ Result<std::shared_ptr<Session>> Core::resume_session(Session& fresh,
     proto::Mac a{}, b{};
     std::copy(req.resume_secret.begin(), req.resume_secret.end(), a.begin());
     std::copy(old->resume_secret_.begin(), old->resume_secret_.end(), b.begin());
-    if (old->closed_ || old->tenant_ != tenant || old->registrar_ != nullptr ||
-        !proto::mac_equal(a, b)) {
-      return gone();
+    if (old->closed_ || old->tenant_ != tenant || !proto::mac_equal(a, b)) return gone();
+    {
+      WriterLock fresh_lock(fresh.mu_);  // old before fresh: the only place both are held
+      if ((old->registrar_ != nullptr) != (fresh.registrar_ != nullptr)) {
+        return InvalidArgument("session " + std::to_string(old->id()) +
+                               " resumes only over the kind of transport it was opened on");
+      }
+      if (fresh.registrar_ != nullptr) {
+        FARMEM_RETURN_IF_ERROR(move_registrations_locked(*old, fresh));
+      }
     }
     ++old->attachment_;  // the connection before (if it still runs) can do nothing more
     take_slot = old->detached_;
@@ -230,6 +232,29 @@ Result<std::shared_ptr<Session>> Core::resume_session(Session& fresh,
   resumed_.fetch_add(1, std::memory_order_relaxed);
   log().info("session {} ({}) resumed by {}", old->id(), old->peer(), fresh.peer());
   return old;
+}
+
+Status Core::move_registrations_locked(Session& old, Session& fresh) {
+  // Register everything anew first: a failure then leaves the old session untouched.
+  std::vector<std::pair<Slab*, std::uint32_t>> fresh_keys;
+  fresh_keys.reserve(old.slabs_.size());
+  for (auto& [base, slab] : old.slabs_) {
+    auto rkey = fresh.registrar_->register_slab(slab.memory.base(), slab.memory.bytes());
+    if (!rkey.ok()) {
+      for (auto& [done, key] : fresh_keys) fresh.registrar_->deregister_slab(done->memory.base());
+      return rkey.status().with_context("re-registering session " + std::to_string(old.id()) +
+                                        "'s slabs for its new connection");
+    }
+    fresh_keys.emplace_back(&slab, *rkey);
+  }
+  // The old keys die with the old registrations (the connection before can reach nothing);
+  // the old registrar, with its protection domain, ends with `fresh`.
+  for (auto& [slab, key] : fresh_keys) {
+    old.registrar_->deregister_slab(slab->memory.base());
+    slab->rkey = key;
+  }
+  std::swap(old.registrar_, fresh.registrar_);
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<Session>> Core::open_session(const proto::Hello& hello, std::string peer,
@@ -417,6 +442,9 @@ proto::Message Core::handle(Session& session, const proto::Message& req) {
     case proto::MsgType::kListSessions:
       reply = list_sessions(session, req);
       break;
+    case proto::MsgType::kListSlabs:
+      reply = list_slabs(session, req);
+      break;
     case proto::MsgType::kHello:
       reply = proto::Message::error(StatusCode::kProtocolError, "HELLO sent twice", req.req_id);
       break;
@@ -533,6 +561,37 @@ proto::Message Core::list_sessions(const Session& s, const proto::Message& req) 
   if (!entries.empty()) {
     std::memcpy(m.payload.data() + sizeof head, entries.data(),
                 entries.size() * sizeof(proto::SessionEntry));
+  }
+  return m;
+}
+
+proto::Message Core::list_slabs(const Session& s, const proto::Message& req) const {
+  auto body = req.as<proto::ListSlabs>();
+  if (!body.ok()) return proto::Message::error(body.status().code(), body.status().message(), 0);
+  std::vector<proto::SlabInfo> infos;
+  bool more = false;
+  {
+    ReaderLock lock(s.mu_);
+    for (const auto& [base, slab] : s.slabs_) {
+      if (slab.id <= body->after_slab_id) continue;
+      infos.push_back(proto::SlabInfo{slab.id, base, slab.memory.bytes(), slab.rkey, 0});
+    }
+  }
+  // slabs_ is keyed by address: order by id, then keep one page.
+  std::sort(infos.begin(), infos.end(),
+            [](const auto& a, const auto& b) { return a.slab_id < b.slab_id; });
+  if (infos.size() > proto::kMaxSlabsPerList) {
+    infos.resize(proto::kMaxSlabsPerList);
+    more = true;
+  }
+  const proto::SlabListHead head{static_cast<std::uint32_t>(infos.size()), more ? 1u : 0u};
+  proto::Message m;
+  m.type = proto::MsgType::kSlabList;
+  m.payload.resize(sizeof head + infos.size() * sizeof(proto::SlabInfo));
+  std::memcpy(m.payload.data(), &head, sizeof head);
+  if (!infos.empty()) {
+    std::memcpy(m.payload.data() + sizeof head, infos.data(),
+                infos.size() * sizeof(proto::SlabInfo));
   }
   return m;
 }

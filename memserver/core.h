@@ -157,7 +157,6 @@ class Session {
 
   const std::uint64_t id_;
   const std::string peer_;
-  const std::unique_ptr<SlabRegistrar> registrar_;
   // The handshake (set by open_session, before anyone else sees the session).
   std::string claimed_tenant_;
   proto::Nonce client_nonce_{};
@@ -175,6 +174,11 @@ class Session {
   std::chrono::steady_clock::time_point expires_ FARMEM_GUARDED_BY(mu_);
   /// Keyed by base address, for range lookup.
   std::map<std::uint64_t, Slab> slabs_ FARMEM_GUARDED_BY(mu_);
+  /// Registers its slabs with the connection's hardware (RDMA: that connection's protection
+  /// domain); null for tcp and local. A RESUME over RDMA replaces it with the new
+  /// connection's (see Core::resume_session). Declared after slabs_: destroyed first, so
+  /// registrations end before the memory is unmapped.
+  std::unique_ptr<SlabRegistrar> registrar_ FARMEM_GUARDED_BY(mu_);
   bool closed_ FARMEM_GUARDED_BY(mu_) = false;
   /// What the client called itself (SET_LABEL); empty: nothing.
   std::string label_ FARMEM_GUARDED_BY(mu_);
@@ -199,8 +203,9 @@ class Core {
   void close_session(Session& session);
   /// The connection `attachment` of `session` ended without the session being closed: it is
   /// kept for lease_grace for a RESUME, then closed by the Core. Closed at once when the
-  /// grace is 0, when it never authenticated, or when its keys die with the connection (a
-  /// registrar: RDMA). Nothing when another connection took it over since.
+  /// grace is 0 or when it never authenticated. Nothing when another connection took it
+  /// over since. An RDMA session keeps its slabs registered in its old connection's
+  /// protection domain meanwhile (the registrar owns it), which no queue pair uses any more.
   void detach_session(Session& session, std::uint64_t attachment);
   /// RESUME on `fresh` (authenticated, nothing leased yet): the earlier session named in
   /// `req`, of the same tenant and with its secret, is attached to the caller's connection
@@ -208,6 +213,15 @@ class Core {
   /// connection that stalled: that one can do nothing more. kNotFound for any session that
   /// is not there to resume (expired, closed, another tenant's, a wrong secret): the same
   /// answer, so nothing is revealed.
+  ///
+  /// Over RDMA a session's rkeys belong to the protection domain of the connection that
+  /// registered them, and a new connection's queue pair lives in its own (it is created at
+  /// accept, before anyone knows which session it will resume). So the resume re-registers
+  /// every slab with `fresh`'s registrar (new rkeys, same addresses, same memory), then
+  /// deregisters the old registrations: the connection before can reach nothing more. The
+  /// client learns the new keys with LIST_SLABS. If a registration fails, nothing changes
+  /// (the old session stays as it was) and the error is returned. A session resumes over
+  /// the kind of transport it was opened on (kInvalidArgument otherwise).
   Result<std::shared_ptr<Session>> resume_session(Session& fresh, const proto::ResumeRequest& req);
   /// Closes every detached session whose grace ran out by `now` (the reaper thread calls
   /// it; tests may). Returns how many.
@@ -253,6 +267,10 @@ class Core {
   proto::Message free_slab(Session& s, const proto::Message& req);
   proto::Message set_label(Session& s, const proto::Message& req);
   proto::Message list_sessions(const Session& s, const proto::Message& req) const;
+  proto::Message list_slabs(const Session& s, const proto::Message& req) const;
+  /// Re-registers every slab of `old` with `fresh`'s registrar (see resume_session).
+  Status move_registrations_locked(Session& old, Session& fresh)
+      FARMEM_REQUIRES(old.mu_, fresh.mu_);
   /// Ends a session after a refused AUTH (the caller's reply says why).
   proto::Message refuse(Session& s, StatusCode code, const std::string& why,
                         std::uint64_t req_id);
@@ -293,7 +311,7 @@ class Core {
   Mutex key_mu_;
   std::uint64_t key_state_ FARMEM_GUARDED_BY(key_mu_);
 
-  // ---- TCP connections refused or closed by the listener (tcp_listener.cc counts them,
+  // ---- Connections refused or closed by the listeners (tcp_listener.cc, rdma_listener.cc count them,
   // ---- metrics.cc reads them). Apart from the rest: nothing above depends on it.
  public:
   enum class Refusal : std::uint8_t {
@@ -301,8 +319,9 @@ class Core {
     kPerHostLimit,  ///< refused: --max-connections-per-host reached by its source address
     kIdleTimeout,   ///< closed: no frame for --idle-timeout
     kFrameTimeout,  ///< closed: a frame started and not finished within --frame-timeout
+    kRdmaIdleTimeout,  ///< RDMA: disconnected, no control request for --idle-timeout
   };
-  static constexpr std::size_t kRefusalKinds = 4;
+  static constexpr std::size_t kRefusalKinds = 5;
   void count_refusal(Refusal why) {
     refusals_[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
   }

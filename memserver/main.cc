@@ -86,8 +86,9 @@ int main(int argc, char** argv) {
                  "--max-connections)")
       ->capture_default_str();
   app.add_option("--idle-timeout", idle_timeout,
-                 "Close a TCP connection that sends nothing for this many seconds (0: never); "
-                 "its session is then kept for --lease-grace. Runtimes PING every 2 s "
+                 "Close a TCP connection that sends nothing, or an RDMA connection that sends "
+                 "no control request, for this many seconds (0: never); its session is then "
+                 "kept for --lease-grace. Runtimes PING every 2 s "
                  "(RuntimeOptions::heartbeat_interval), so this finds clients whose network "
                  "vanished")
       ->capture_default_str()
@@ -238,6 +239,7 @@ int main(int argc, char** argv) {
   if (!tcp.empty()) opts.tcp = or_exit(farmem::memserver::parse_listen_address(tcp), "--tcp");
   const auto to_ms = [](double s) { return std::chrono::milliseconds(std::llround(s * 1000)); };
   tcp_opts.idle_timeout = to_ms(idle_timeout);
+  opts.rdma_options.idle_timeout = tcp_opts.idle_timeout;
   tcp_opts.frame_timeout = to_ms(frame_timeout);
   if (!tls_cert.empty() || !tls_key.empty() || !tls_ca.empty()) {
     if (tls_cert.empty() || tls_key.empty()) {

@@ -61,11 +61,15 @@ MetricsSnapshot snapshot(const Core& core) {
   m.bytes_served = core.bytes_served();
   m.auth_failures = core.auth_failures();
   m.tenants = core.tenants();
+  m.sessions_detached = core.sessions_detached();
+  m.sessions_resumed = core.sessions_resumed();
+  m.sessions_expired = core.sessions_expired();
   using R = Core::Refusal;
   m.tcp_refused_global_limit = core.refusals(R::kGlobalLimit);
   m.tcp_refused_per_host_limit = core.refusals(R::kPerHostLimit);
   m.tcp_closed_idle = core.refusals(R::kIdleTimeout);
   m.tcp_closed_frame_timeout = core.refusals(R::kFrameTimeout);
+  m.rdma_closed_idle = core.refusals(R::kRdmaIdleTimeout);
   return m;
 }
 
@@ -100,6 +104,15 @@ std::string render_prometheus(const MetricsSnapshot& m) {
          "Handshakes refused: a wrong secret, an unknown tenant, a tenant at its connection "
          "cap, a malformed AUTH.",
          m.auth_failures);
+  metric(out, "sessions_detached", "gauge",
+         "Sessions whose connection broke, kept with their slabs for --lease-grace.",
+         m.sessions_detached);
+  metric(out, "sessions_resumed_total", "counter",
+         "Sessions taken over by a client's new connection (RESUME, tcp or rdma).",
+         m.sessions_resumed);
+  metric(out, "sessions_expired_total", "counter",
+         "Detached sessions not resumed within --lease-grace, their slabs reclaimed.",
+         m.sessions_expired);
   tenant_metric(out, "used_bytes", "gauge", "Bytes leased to the tenant now.", m.tenants,
                 [](const TenantUsage& t) { return t.used_bytes; });
   tenant_metric(out, "quota_bytes", "gauge", "The tenant's quota (0: none beyond capacity).",
@@ -124,6 +137,10 @@ std::string render_prometheus(const MetricsSnapshot& m) {
          "TCP connections closed because a frame was started and not finished within "
          "--frame-timeout (half a header, a stalled WRITE body).",
          m.tcp_closed_frame_timeout);
+  metric(out, "rdma_closed_idle_total", "counter",
+         "RDMA clients disconnected after no control request (PING included) for "
+         "--idle-timeout; their sessions are kept for the lease grace.",
+         m.rdma_closed_idle);
   return out;
 }
 

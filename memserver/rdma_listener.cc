@@ -76,7 +76,7 @@ void reject(rdma_cm_id* id, StatusCode code) {
 
 class RdmaListenerImpl final : public RdmaListener {
  public:
-  explicit RdmaListenerImpl(Core& core) : core_(core) {}
+  RdmaListenerImpl(Core& core, RdmaListenerOptions options) : core_(core), options_(options) {}
   ~RdmaListenerImpl() override;
 
   Status start(const std::string& host, std::uint16_t port);
@@ -87,8 +87,11 @@ class RdmaListenerImpl final : public RdmaListener {
   void wait_and_dispatch_on_event_thread();
   void on_cm_event_on_event_thread();
   void on_connect_request_on_event_thread(ibv::CmEvent ev);
+  /// Disconnects clients past the handshake or idle timeout.
+  void sweep_on_event_thread();
 
   Core& core_;
+  const RdmaListenerOptions options_;
   std::uint16_t port_ = 0;
   ibv::EventChannel channel_;
   ibv::CmId listen_id_;
@@ -164,7 +167,11 @@ void RdmaListenerImpl::wait_and_dispatch_on_event_thread() {
     fds.push_back({s->completion_fd(), POLLIN, 0});
     owners.push_back(id);
   }
-  if (poll(fds.data(), fds.size(), kEventPollMs) <= 0) return;
+  if (poll(fds.data(), fds.size(), kEventPollMs) <= 0) {
+    // Nothing happened for a while: exactly when clients overstay their timeouts.
+    sweep_on_event_thread();
+    return;
+  }
   for (std::size_t i = 0; i < owners.size(); ++i) {
     if ((fds[i + 2].revents & POLLIN) == 0) continue;
     auto it = sessions_.find(owners[i]);
@@ -175,6 +182,30 @@ void RdmaListenerImpl::wait_and_dispatch_on_event_thread() {
     }
   }
   if ((fds[0].revents & POLLIN) != 0) on_cm_event_on_event_thread();
+  sweep_on_event_thread();
+}
+
+void RdmaListenerImpl::sweep_on_event_thread() {
+  const auto now = std::chrono::steady_clock::now();
+  const auto seconds = [](std::chrono::milliseconds d) {
+    return std::to_string(static_cast<double>(d.count()) / 1000) + " s";
+  };
+  for (auto it = sessions_.begin(); it != sessions_.end();) {  // bounded: one pass
+    RdmaSession& s = *it->second;
+    if (!s.authenticated() && now - s.accepted_at() >= options_.handshake_timeout) {
+      log().warn("{}: no AUTH within {}: disconnecting", s.peer(),
+                 seconds(options_.handshake_timeout));
+      it = sessions_.erase(it);
+    } else if (s.authenticated() && options_.idle_timeout.count() > 0 &&
+               now - s.last_request() >= options_.idle_timeout) {
+      log().warn("{}: no request for {} (--idle-timeout): disconnecting; its session is kept "
+                 "for the lease grace", s.peer(), seconds(options_.idle_timeout));
+      core_.count_refusal(Core::Refusal::kRdmaIdleTimeout);
+      it = sessions_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void RdmaListenerImpl::on_cm_event_on_event_thread() {
@@ -196,7 +227,9 @@ void RdmaListenerImpl::on_cm_event_on_event_thread() {
     case RDMA_CM_EVENT_DEVICE_REMOVAL:
       if (it != sessions_.end()) {
         log().info("{}: {}", it->second->peer(), rdma_event_str(type));
-        sessions_.erase(it);  // closes the Core session: its slabs are reclaimed
+        // A BYE may have arrived just before the disconnect: serve it, then let go.
+        (void)it->second->poll_requests();
+        sessions_.erase(it);  // detaches the Core session (or it ended with the BYE)
       } else if (type == RDMA_CM_EVENT_DEVICE_REMOVAL) {
         log().error("RDMA device removed under the listener");
       }
@@ -235,8 +268,9 @@ void RdmaListenerImpl::on_connect_request_on_event_thread(ibv::CmEvent ev) {
 }  // namespace
 
 Result<std::unique_ptr<RdmaListener>> RdmaListener::start(Core& core, const std::string& host,
-                                                          std::uint16_t port) {
-  auto l = std::make_unique<RdmaListenerImpl>(core);
+                                                          std::uint16_t port,
+                                                          RdmaListenerOptions options) {
+  auto l = std::make_unique<RdmaListenerImpl>(core, options);
   FARMEM_RETURN_IF_ERROR(l->start(host, port));
   return std::unique_ptr<RdmaListener>(std::move(l));
 }

@@ -22,7 +22,7 @@ constexpr std::uint32_t kConnParamRdAtomMax = 255;
 Result<std::uint32_t> PdSlabRegistrar::register_slab(void* base, std::size_t bytes) {
   // The client reads and writes the slab; LOCAL_WRITE is required with REMOTE_WRITE.
   constexpr int kAccess = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_WRITE;
-  auto mr = ibv::reg_mr(pd_, base, bytes, kAccess);
+  auto mr = ibv::reg_mr(pd_.get(), base, bytes, kAccess);
   if (!mr.ok()) return mr.status();
   const std::uint32_t rkey = (*mr)->rkey;
   MutexLock lock(mu_);
@@ -43,14 +43,17 @@ RdmaSession::~RdmaSession() {
   // Stops the client's access first: DREQ to the client, our QP to error.
   if (qp_) rdma_disconnect(id_.get());
   qp_.reset();
-  if (session_) core_.close_session(*session_);
+  // Nothing when the session ended (BYE) or another connection took it over.
+  if (session_) core_.detach_session(*session_, attachment_);
 }
 
 Status RdmaSession::accept(const proto::Hello& hello, const ConnectRequest& req) {
   ibv_context* verbs = id_->verbs;
-  FARMEM_ASSIGN_OR_RETURN(pd_, ibv::alloc_pd(verbs));
+  FARMEM_ASSIGN_OR_RETURN(ibv::Pd pd, ibv::alloc_pd(verbs));
+  pd_ = SharedPd(pd.release(), ibv::PdDeleter{});
   FARMEM_ASSIGN_OR_RETURN(session_, core_.open_session(hello, peer_,
-                                                       std::make_unique<PdSlabRegistrar>(pd_.get())));
+                                                       std::make_unique<PdSlabRegistrar>(pd_)));
+  attachment_ = session_->attachment();
   FARMEM_RETURN_IF_ERROR(create_verbs_objects());
   FARMEM_ASSIGN_OR_RETURN(auto limits, ibv::query_limits(verbs, id_->port_num));
 
@@ -122,6 +125,11 @@ bool RdmaSession::on_completion_event() {
   ibv_ack_cq_events(cq, 1);
   // Re-arm first, then drain: a CQE that lands after the drain raises a new event.
   if (ibv_req_notify_cq(cq_.get(), 0) != 0) return false;
+  return poll_requests();
+}
+
+bool RdmaSession::poll_requests() {
+  if (!cq_) return false;
   ibv_wc wcs[kServerCqDepth];
   for (int n; (n = ibv_poll_cq(cq_.get(), kServerCqDepth, wcs)) != 0;) {
     if (n < 0) return false;
@@ -150,19 +158,67 @@ bool RdmaSession::handle_wc(const ibv_wc& wc) {
     }
     return true;
   }
-  proto::Message reply;
   auto request = proto::decode(std::span<const std::byte>(recv_slot(slot), wc.byte_len));
   if (!request.ok()) {
     core_.count_error();
-    reply = proto::Message::error(request.status().code(), request.status().message(), 0);
+    const auto reply =
+        proto::Message::error(request.status().code(), request.status().message(), 0);
+    if (Status s = this->reply(slot, reply); !s.ok()) {
+      log().warn("{}: {}", peer_, s.to_string());
+      return false;
+    }
+    return true;
+  }
+  return serve(slot, *request);
+}
+
+bool RdmaSession::serve(std::uint32_t slot, const proto::Message& request) {
+  if (!session_) return false;
+  last_request_ = std::chrono::steady_clock::now();
+  proto::Message reply;
+  bool keep = true;
+  if (request.type == proto::MsgType::kBye) {
+    // A clean end: no grace to wait out, and no reply.
+    if (session_->attachment() == attachment_) core_.close_session(*session_);
+    session_.reset();
+    return false;
+  }
+  if (session_->attachment() != attachment_) {
+    // Another connection RESUMEd this session: this one may do nothing more.
+    reply = proto::Message::error(StatusCode::kUnavailable,
+                                  "session taken over by another connection", request.req_id);
+    keep = false;
+  } else if (request.type == proto::MsgType::kResume) {
+    reply = resume(request);
   } else {
-    reply = core_.handle(*session_, *request);
+    reply = core_.handle(*session_, request);  // the Core counts its own errors
   }
   if (Status s = this->reply(slot, reply); !s.ok()) {
     log().warn("{}: {}", peer_, s.to_string());
     return false;
   }
-  return true;
+  return keep;
+}
+
+proto::Message RdmaSession::resume(const proto::Message& request) {
+  auto body = request.as<proto::ResumeRequest>();
+  if (!body.ok()) {
+    core_.count_error();
+    return proto::Message::error(body.status().code(), body.status().message(), request.req_id);
+  }
+  auto old = core_.resume_session(*session_, *body);
+  if (!old.ok()) {
+    core_.count_error();
+    return proto::Message::error(old.status().code(), old.status().message(), request.req_id);
+  }
+  // resume_session closed the session this connection opened and moved the old one's slab
+  // registrations into this connection's PD: this connection serves it now.
+  session_ = std::move(old).value();
+  attachment_ = session_->attachment();
+  const proto::ResumeOk ok{session_->id(), static_cast<std::uint32_t>(session_->slab_count()), 0};
+  auto reply = proto::Message::of(proto::MsgType::kResumeOk, ok);
+  reply.req_id = request.req_id;
+  return reply;
 }
 
 Status RdmaSession::reply(std::uint32_t slot, const proto::Message& msg) {

@@ -1,8 +1,16 @@
 // One RDMA client of the memserver: its own protection domain (so its rkeys mean nothing to
 // any other client), an RC QP, and the control channel (RECV request → Core::handle → SEND
 // reply). Private to the RDMA listener; every method runs on the listener's event thread.
+//
+// When the connection ends without a BYE (a disconnect, a queue pair in error, the listener's
+// handshake or idle timeout) the Core session is detached, not closed: it keeps its slabs for
+// the lease grace, still registered in this connection's protection domain, which the
+// session's registrar shares (the PD outlives this object). A later connection of the same
+// client RESUMEs it: the Core re-registers the slabs in the new connection's PD (new rkeys,
+// which the client reads with LIST_SLABS) and drops the old registrations and PD.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <map>
@@ -35,15 +43,19 @@ inline constexpr std::uint8_t kServerAckTimeoutExp = 16;
 /// RNR retries for replies: 7 = forever; clients always have their RECVs posted.
 inline constexpr std::uint8_t kServerRnrRetryCount = 7;
 
-/// Registers slabs with one session's PD.
+/// A protection domain owned jointly by a connection and its session's registrar.
+using SharedPd = std::shared_ptr<ibv_pd>;
+
+/// Registers slabs with one connection's PD, and keeps that PD alive while it holds
+/// registrations (a detached session's, after its connection is gone).
 class PdSlabRegistrar final : public SlabRegistrar {
  public:
-  explicit PdSlabRegistrar(ibv_pd* pd) : pd_(pd) {}
+  explicit PdSlabRegistrar(SharedPd pd) : pd_(std::move(pd)) {}
   Result<std::uint32_t> register_slab(void* base, std::size_t bytes) override;
   void deregister_slab(void* base) override;
 
  private:
-  ibv_pd* const pd_;
+  const SharedPd pd_;  // declared first: outlives mrs_
   /// Guards mrs_ (Core calls in under its session lock, but from any thread).
   Mutex mu_;
   std::map<void*, ibv::Mr> mrs_ FARMEM_GUARDED_BY(mu_);
@@ -62,8 +74,9 @@ class RdmaSession {
   /// Owns `id` from now on (destroys it last).
   RdmaSession(Core& core, ibv::CmId id, std::string peer)
       : core_(core), peer_(std::move(peer)), id_(std::move(id)) {}
-  /// Disconnects, closes the Core session (slabs deregistered and returned), then destroys
-  /// QP, MRs, CQ, channel, PD and cm_id in that order.
+  /// Disconnects and detaches the Core session (kept for the lease grace; closed at once
+  /// without one, or when it never authenticated), then destroys QP, control MR, CQ,
+  /// channel and cm_id in that order; the PD goes with the last registration in it.
   ~RdmaSession();
   RdmaSession(const RdmaSession&) = delete;
   RdmaSession& operator=(const RdmaSession&) = delete;
@@ -75,6 +88,13 @@ class RdmaSession {
   Status accept(const proto::Hello& hello, const ConnectRequest& req);
 
   rdma_cm_id* cm_id() const { return id_.get(); }
+  /// Whether the Core session passed AUTH (the listener closes one that does not in time).
+  bool authenticated() const { return session_ && session_->authenticated(); }
+  /// When the connect request was accepted, and when the client's last control request
+  /// (a PING included) arrived: one-sided READ/WRITE never reaches this CPU, so control
+  /// requests are the only sign of life the memserver sees.
+  std::chrono::steady_clock::time_point accepted_at() const { return accepted_at_; }
+  std::chrono::steady_clock::time_point last_request() const { return last_request_; }
   /// The completion channel fd to wait on (POLLIN: CQ events).
   int completion_fd() const { return comp_->fd; }
   const std::string& peer() const { return peer_; }
@@ -82,11 +102,18 @@ class RdmaSession {
   /// Handles a readable completion channel: control requests are answered. False when the
   /// session failed and must be dropped.
   bool on_completion_event();
+  /// Handles whatever the CQ holds now without waiting for an event (the listener calls it
+  /// on a disconnect, so that a BYE that came just before is not lost). False as above.
+  bool poll_requests();
 
  private:
   Status create_verbs_objects();
   Status post_recv(std::uint32_t slot);
   bool handle_wc(const ibv_wc& wc);
+  /// Serves one decoded request; false when the connection must end (BYE, taken over).
+  bool serve(std::uint32_t slot, const proto::Message& request);
+  /// RESUME: this connection takes over the session named in `request`.
+  proto::Message resume(const proto::Message& request);
   Status reply(std::uint32_t slot, const proto::Message& msg);
   std::byte* recv_slot(std::uint32_t slot) { return buf_.data() + slot * kServerFrameBytes; }
   std::byte* send_slot(std::uint32_t slot) {
@@ -96,11 +123,14 @@ class RdmaSession {
   Core& core_;
   const std::string peer_;
   std::uint32_t max_inline_ = 0;
+  const std::chrono::steady_clock::time_point accepted_at_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last_request_ = accepted_at_;
+  std::uint64_t attachment_ = 0;  ///< session_'s attachment this connection serves
 
   // Declaration order is teardown order reversed: QP, Core session (slab MRs), control MR,
   // CQ, completion channel, PD, cm_id.
   ibv::CmId id_;
-  ibv::Pd pd_;
+  SharedPd pd_;
   ibv::CompChannel comp_;
   ibv::Cq cq_;
   std::vector<std::byte> buf_;  // request slots, then reply slots

@@ -59,7 +59,8 @@ Result<std::unique_ptr<Server>> Server::start(ServerOptions options) {
                "may lease, read and write its memory");
   }
   if (options.rdma) {
-    auto l = RdmaListener::start(*server->core_, options.rdma->host, options.rdma->port);
+    auto l = RdmaListener::start(*server->core_, options.rdma->host, options.rdma->port,
+                                 options.rdma_options);
     if (!l.ok()) return l.status().with_context("RDMA listener on " + options.rdma->host);
     server->rdma_ = std::move(l).value();
   }

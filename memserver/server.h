@@ -8,11 +8,10 @@
 
 #include "farmem/status.h"
 #include "memserver/core.h"
+#include "memserver/rdma_listener.h"
 #include "memserver/tcp_listener.h"
 
 namespace farmem::memserver {
-
-class RdmaListener;
 
 struct ListenAddress {
   std::string host;
@@ -24,6 +23,7 @@ struct ServerOptions {
   std::optional<ListenAddress> tcp;   ///< serve TCP clients here
   TcpListenerOptions tcp_options;     ///< its connection limits, timeouts and workers
   std::optional<ListenAddress> rdma;  ///< serve RDMA (rdma_cm) clients here
+  RdmaListenerOptions rdma_options;   ///< its handshake and idle timeouts
   /// The capacity moves (--capacity auto, memserver/auto_capacity.h): it may start below one
   /// chunk, even at 0, when the host has nothing to spare yet.
   bool auto_capacity = false;

@@ -42,7 +42,7 @@ bool is_control(MsgType t) {
   return t == MsgType::kHello || t == MsgType::kAllocSlab || t == MsgType::kFreeSlab ||
          t == MsgType::kStats || t == MsgType::kSetLabel || t == MsgType::kListSessions ||
          t == MsgType::kAuth || t == MsgType::kResume || t == MsgType::kPing ||
-         t == MsgType::kBye;
+         t == MsgType::kBye || t == MsgType::kListSlabs;
 }
 
 }  // namespace

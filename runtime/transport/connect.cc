@@ -16,10 +16,18 @@ Result<std::unique_ptr<Connection>> connect(std::string_view url, const ConnectO
     return connect_local(std::move(local_core), options);
   }
   if (ep.scheme == "tcp" || ep.scheme == "tls") {
-    if (options.resume_on_break) return connect_resuming(ep, options, options.heartbeat);
-    return connect_tcp(ep, options);
+    if (!options.resume_on_break) return connect_tcp(ep, options);
+    return connect_resuming([ep](const ConnectOptions& o) { return connect_tcp(ep, o); },
+                            options, options.heartbeat);
   }
-  return connect_verbs(ep, options);
+  if (!options.resume_on_break) return connect_verbs(ep, options);
+  // Every connection of one resuming connection shares a protection domain, so that local
+  // registrations survive a reconnection (transport/resume/resuming_connection.h).
+  return connect_resuming(
+      [ep, share = make_verbs_pd_share()](const ConnectOptions& o) {
+        return connect_verbs(ep, o, share);
+      },
+      options, options.heartbeat);
 }
 
 }  // namespace farmem::transport

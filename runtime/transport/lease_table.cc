@@ -40,6 +40,15 @@ void LeaseTable::observe(proto::MsgType request_type, std::uint64_t freed_slab_i
     if (auto info = reply.as<proto::SlabInfo>(); info.ok()) add(*info);
   } else if (request_type == proto::MsgType::kFreeSlab && reply.type == proto::MsgType::kFreeOk) {
     remove(freed_slab_id);
+ } else if (request_type == proto::MsgType::kListSlabs &&
+             reply.type == proto::MsgType::kSlabList) {
+    // After a RESUME the connection starts with an empty table: the list fills it (and
+    // carries the keys the slabs have now).
+    bool more = false;
+    auto slabs = proto::parse_slab_list(reply.payload, 0, &more);
+    if (slabs.ok()) {
+      for (const auto& s : *slabs) add(s);
+    }
   }
 }
 

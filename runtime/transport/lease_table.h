@@ -29,7 +29,7 @@ class LeaseTable {
   /// bad op's error, from proto::check_access (the memserver's own rule).
   Status check(std::span<const Op> ops) const;
   /// Learns from one control exchange: a granted ALLOC_SLAB adds, a FREE_SLAB that
-  /// succeeded removes.
+  /// succeeded removes, a SLAB_LIST adds (or re-keys) what it lists.
   void observe(proto::MsgType request_type, std::uint64_t freed_slab_id,
                const proto::Message& reply);
 

@@ -181,6 +181,25 @@ Status set_label(Connection& c, std::string_view label, std::chrono::nanoseconds
   return expect(c.call(std::move(req), timeout), proto::MsgType::kLabelOk).status();
 }
 
+Result<std::vector<proto::SlabInfo>> list_slabs(Connection& c, std::chrono::nanoseconds timeout) {
+  // Bounds the pages asked for, should a server keep answering `more` (127 slabs a page).
+  constexpr int kMaxPages = 1 << 16;
+  std::vector<proto::SlabInfo> out;
+  std::uint64_t after = 0;
+  for (int page = 0; page < kMaxPages; ++page) {
+    auto reply = expect(c.call(proto::Message::of(proto::MsgType::kListSlabs,
+                                                  proto::ListSlabs{after}), timeout),
+                        proto::MsgType::kSlabList);
+    if (!reply.ok()) return reply.status();
+    bool more = false;
+    FARMEM_ASSIGN_OR_RETURN(auto slabs, proto::parse_slab_list(reply->payload, after, &more));
+    if (!slabs.empty()) after = slabs.back().slab_id;
+    out.insert(out.end(), slabs.begin(), slabs.end());
+    if (!more) return out;
+  }
+  return ProtocolError(c.peer() + ": SLAB_LIST never ended");
+}
+
 Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
                                                        std::chrono::nanoseconds timeout) {
   // Bounds the pages asked for, should a server keep answering `more`: 4096 pages hold far

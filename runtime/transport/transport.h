@@ -190,9 +190,9 @@ struct ConnectOptions {
   /// for one (mutual TLS). The memserver's certificate must also name the URL's host.
   net::TlsClientConfig tls;
   /// Take this earlier session over instead of starting anew (RESUME after the handshake;
-  /// tcp only). The connection fails with the memserver's kNotFound when it is gone.
+  /// tcp and verbs). The connection fails with the memserver's kNotFound when it is gone.
   std::optional<SessionTicket> resume;
-  /// tcp: reconnect and resume the session when the socket breaks, and PING every
+  /// tcp, verbs: reconnect and resume the session when the connection breaks, and PING every
   /// `heartbeat` (see transport/resume/resuming_connection.h). Off: a broken connection
   /// stays broken (the contract above).
   bool resume_on_break = false;
@@ -226,6 +226,8 @@ Result<proto::ServerStats> server_stats(Connection& c, std::chrono::nanoseconds 
 /// Names this session to the memserver's operators (SET_LABEL, at most kMaxLabelBytes).
 /// A memserver older than the message answers kProtocolError.
 Status set_label(Connection& c, std::string_view label, std::chrono::nanoseconds timeout);
+/// This session's slabs (LIST_SLABS, page by page), in id order, with their keys now.
+Result<std::vector<proto::SlabInfo>> list_slabs(Connection& c, std::chrono::nanoseconds timeout);
 /// Every session open on the memserver (LIST_SESSIONS, page by page), in id order.
 Result<std::vector<proto::SessionEntry>> list_sessions(Connection& c,
                                                        std::chrono::nanoseconds timeout);

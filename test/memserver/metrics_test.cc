@@ -67,7 +67,11 @@ const char* const kNames[] = {
     "farmem_memserver_tcp_refused_global_limit_total",
     "farmem_memserver_tcp_refused_per_host_limit_total",
     "farmem_memserver_tcp_closed_idle_total",
-    "farmem_memserver_tcp_closed_frame_timeout_total"};
+    "farmem_memserver_tcp_closed_frame_timeout_total",
+    "farmem_memserver_rdma_closed_idle_total",
+    "farmem_memserver_sessions_detached",
+    "farmem_memserver_sessions_resumed_total",
+    "farmem_memserver_sessions_expired_total"};
 
 TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   memserver::MetricsSnapshot m;
@@ -81,6 +85,10 @@ TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   m.tcp_refused_per_host_limit = 7;
   m.tcp_closed_idle = 8;
   m.tcp_closed_frame_timeout = 9;
+  m.rdma_closed_idle = 10;
+  m.sessions_detached = 11;
+  m.sessions_resumed = 12;
+  m.sessions_expired = 13;
   const auto e = parse(memserver::render_prometheus(m));
   EXPECT_EQ(e.problem, "");
   for (const char* name : kNames) {
@@ -96,6 +104,11 @@ TEST(Metrics, TextFormatHasHelpTypeAndValueForEveryMetric) {
   EXPECT_EQ(e.values.at("farmem_memserver_tcp_closed_idle_total"), 8);
   EXPECT_EQ(e.values.at("farmem_memserver_tcp_closed_frame_timeout_total"), 9);
   EXPECT_EQ(e.types.at("farmem_memserver_tcp_closed_idle_total"), "counter");
+  EXPECT_EQ(e.values.at("farmem_memserver_rdma_closed_idle_total"), 10);
+  EXPECT_EQ(e.values.at("farmem_memserver_sessions_detached"), 11);
+  EXPECT_EQ(e.types.at("farmem_memserver_sessions_detached"), "gauge");
+  EXPECT_EQ(e.values.at("farmem_memserver_sessions_resumed_total"), 12);
+  EXPECT_EQ(e.values.at("farmem_memserver_sessions_expired_total"), 13);
   m.used_bytes = 150;  // capacity auto fell below what is leased: free is 0, not a wrap
   EXPECT_EQ(parse(memserver::render_prometheus(m)).values.at("farmem_memserver_free_bytes"), 0);
 }

@@ -54,7 +54,8 @@ bool rdma_required() {
 }
 
 Result<std::unique_ptr<TestServer>> TestServer::start(const std::string& backend,
-                                                      memserver::CoreOptions options) {
+                                                      memserver::CoreOptions options,
+                                                      memserver::RdmaListenerOptions rdma) {
   if (options.token.empty()) options.token = kToken;
   auto ts = std::unique_ptr<TestServer>(new TestServer);
   ts->backend_ = backend;
@@ -71,6 +72,7 @@ Result<std::unique_ptr<TestServer>> TestServer::start(const std::string& backend
     const auto addr = rdma_test_address();
     if (addr.empty()) return Unavailable("no RDMA device with an IPv4 address");
     so.rdma = memserver::ListenAddress{addr, 0};
+    so.rdma_options = rdma;
   } else {
     return InvalidArgument("unknown backend " + backend);
   }

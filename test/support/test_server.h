@@ -19,7 +19,8 @@ class TestServer {
   /// Starts a memserver serving `backend` ("local": no listener; "tcp", "fault": 127.0.0.1:0;
   /// "verbs": rdma_cm on the first RDMA device's IPv4 address, port 0).
   static Result<std::unique_ptr<TestServer>> start(const std::string& backend,
-                                                   memserver::CoreOptions options = {});
+                                                   memserver::CoreOptions options = {},
+                                                   memserver::RdmaListenerOptions rdma = {});
   ~TestServer();
 
   /// A new client session (token defaults to the server's).

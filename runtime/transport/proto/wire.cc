@@ -16,6 +16,7 @@ bool is_request(MsgType t) {
     case MsgType::kResume:
     case MsgType::kPing:
     case MsgType::kBye:
+    case MsgType::kListSlabs:
     case MsgType::kRead:
     case MsgType::kWrite:
       return true;
@@ -50,6 +51,8 @@ std::string_view to_string(MsgType t) {
     case MsgType::kPing: return "PING";
     case MsgType::kPong: return "PONG";
     case MsgType::kBye: return "BYE";
+    case MsgType::kListSlabs: return "LIST_SLABS";
+    case MsgType::kSlabList: return "SLAB_LIST";
   }
   return "UNKNOWN";
 }
@@ -220,6 +223,25 @@ Status check_access(const SlabBounds* slab, std::uint64_t addr, std::uint64_t le
     return PermissionDenied("wrong rkey for slab " + std::to_string(slab->slab_id));
   }
   return Status::Ok();
+}
+
+Result<std::vector<SlabInfo>> parse_slab_list(std::span<const std::byte> payload,
+                                              std::uint64_t after, bool* more) {
+  SlabListHead head;
+  if (payload.size() < sizeof head) return ProtocolError("SLAB_LIST shorter than its head");
+  std::memcpy(&head, payload.data(), sizeof head);
+  if (head.count > kMaxSlabsPerList || payload.size() != sizeof head + head.count * sizeof(SlabInfo)) {
+    return ProtocolError("SLAB_LIST of " + std::to_string(payload.size()) +
+                         " bytes does not hold " + std::to_string(head.count) + " entries");
+  }
+  std::vector<SlabInfo> out(head.count);
+  for (std::uint32_t i = 0; i < head.count; ++i) {
+    std::memcpy(&out[i], payload.data() + sizeof head + i * sizeof(SlabInfo), sizeof(SlabInfo));
+    if (out[i].slab_id <= after) return ProtocolError("SLAB_LIST entries out of order");
+    after = out[i].slab_id;
+  }
+  *more = head.more != 0;
+  return out;
 }
 
 }  // namespace farmem::proto

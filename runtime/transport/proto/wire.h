@@ -79,6 +79,9 @@ enum class MsgType : std::uint16_t {
   kPing = 22,          ///< payload: none; a heartbeat (reply kPong)
   kPong = 23,          ///< payload: none
   kBye = 24,           ///< payload: none, no reply: the client ends its session on purpose
+  kListSlabs = 25,     ///< payload: ListSlabs; the session's own slabs (after a RESUME over
+                       ///< RDMA their keys changed: see memserver/core.h)
+  kSlabList = 26,      ///< payload: SlabListHead, then SlabListHead::count SlabInfo
 };
 
 /// True for the request types a client may send.
@@ -215,6 +218,34 @@ static_assert(sizeof(SessionEntry) == 72);
 /// Entries in one SESSION_LIST reply: as many as fit in a control payload.
 inline constexpr std::size_t kMaxSessionsPerList =
     (kMaxControlPayload - sizeof(SessionListHead)) / sizeof(SessionEntry);
+
+/// Asks for the session's slabs with ids above `after_slab_id` (0: from the first), in id
+/// order.
+struct ListSlabs {
+  std::uint64_t after_slab_id;
+};
+static_assert(sizeof(ListSlabs) == 8);
+
+/// SLAB_LIST payload:
+///
+///   0       4       8                                   8 + 32 * count
+///   +-------+-------+------------+-----+------------+
+///   | count | more  | SlabInfo 0 | ... | SlabInfo n |
+///   +-------+-------+------------+-----+------------+
+///
+/// `more` is 1 when slabs beyond the last entry exist: ask again after its id.
+struct SlabListHead {
+  std::uint32_t count;
+  std::uint32_t more;
+};
+static_assert(sizeof(SlabListHead) == 8);
+/// Entries in one SLAB_LIST reply: as many as fit in a control payload.
+inline constexpr std::size_t kMaxSlabsPerList =
+    (kMaxControlPayload - sizeof(SlabListHead)) / sizeof(SlabInfo);
+/// One SLAB_LIST payload's entries, checked: count within bounds and matching the size, ids
+/// rising above `after`. `*more` as in the head. kProtocolError otherwise.
+Result<std::vector<SlabInfo>> parse_slab_list(std::span<const std::byte> payload,
+                                              std::uint64_t after, bool* more);
 
 struct DataOp {
   std::uint64_t addr;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -10,7 +11,6 @@
 #include "common/log.h"
 #include "common/mutex.h"
 #include "common/thread_annotations.h"
-#include "transport/tcp/tcp.h"
 
 namespace farmem::transport {
 
@@ -28,7 +28,8 @@ bool broke(const Status& st) {
          st.code() == StatusCode::kIoError;
 }
 
-/// Nothing listens at the address: the memserver is not there (connect_to's ECONNREFUSED).
+/// Nothing listens at the address: the memserver is not there (tcp's ECONNREFUSED; verbs
+/// words its reject by a non-memserver the same way).
 bool refused(const Status& st) {
   return st.code() == StatusCode::kUnavailable &&
          st.message().find(std::strerror(ECONNREFUSED)) != std::string::npos;
@@ -36,9 +37,9 @@ bool refused(const Status& st) {
 
 class ResumingConnection final : public Connection {
  public:
-  ResumingConnection(Endpoint endpoint, ConnectOptions options, std::unique_ptr<Connection> first,
-                     std::chrono::milliseconds heartbeat)
-      : endpoint_(std::move(endpoint)),
+  ResumingConnection(ConnectionFactory factory, ConnectOptions options,
+                     std::unique_ptr<Connection> first, std::chrono::milliseconds heartbeat)
+      : factory_(std::move(factory)),
         options_(std::move(options)),
         peer_(first->peer()),
         caps_(first->capabilities()),
@@ -63,17 +64,19 @@ class ResumingConnection final : public Connection {
 
   Result<std::unique_ptr<MemoryRegistration>> register_memory(void* addr,
                                                               std::size_t length) override {
-    // tcp's registrations are plain (no key, nothing tied to the socket): they outlive it.
-    return plain_registration(addr, length);
+    // The factory's registrations outlive the connection that made them (see the header).
+    const auto deadline = Clock::now() + options_.connect_timeout;
+    FARMEM_ASSIGN_OR_RETURN(std::shared_ptr<Connection> conn, usable(deadline));
+    return conn->register_memory(addr, length);
   }
 
   Status post(std::span<const Op> ops, Completion& done) override {
     const auto deadline = Clock::now() + options_.connect_timeout;
     FARMEM_ASSIGN_OR_RETURN(std::shared_ptr<Connection> conn, usable(deadline));
-    Status st = conn->post(ops, done);
+    Status st = post_rekeyed(*conn, ops, done);
     if (broke(st)) {
       FARMEM_ASSIGN_OR_RETURN(conn, reconnect(conn, deadline));
-      st = conn->post(ops, done);
+      st = post_rekeyed(*conn, ops, done);
     }
     if (!st.ok()) return st;
     MutexLock lock(mu_);
@@ -100,8 +103,8 @@ class ResumingConnection final : public Connection {
       auto conn = reconnect(f.conn, deadline);
       if (!conn.ok()) return conn.status();
       f.conn = std::move(conn).value();
-      // The batch is over on the old socket (wait returned): post it again, whole.
-      if (Status again = f.conn->post(f.ops, done); !again.ok()) {
+      // The batch is over on the old connection (wait returned): post it again, whole.
+      if (Status again = post_rekeyed(*f.conn, f.ops, done); !again.ok()) {
         if (!broke(again)) return again;
         continue;  // broke at once: its wait reports it, and the loop reconnects
       }
@@ -112,18 +115,84 @@ class ResumingConnection final : public Connection {
   Result<proto::Message> call(proto::Message request, std::chrono::nanoseconds timeout) override {
     const auto deadline = Clock::now() + timeout;
     FARMEM_ASSIGN_OR_RETURN(std::shared_ptr<Connection> conn, usable(deadline));
+    const proto::MsgType type = request.type;
+    std::uint64_t freed = 0;
+    if (type == proto::MsgType::kFreeSlab) {
+      if (auto f = request.as<proto::FreeSlab>(); f.ok()) freed = f->slab_id;
+    }
     auto reply = conn->call(request, timeout);
-    if (reply.ok() || !broke(reply.status()) || Clock::now() >= deadline) return reply;
-    FARMEM_ASSIGN_OR_RETURN(conn, reconnect(conn, deadline));
-    const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
-    return conn->call(std::move(request), left);
+    if (!reply.ok() && broke(reply.status()) && Clock::now() < deadline) {
+      FARMEM_ASSIGN_OR_RETURN(conn, reconnect(conn, deadline));
+      const auto left = std::max(deadline - Clock::now(), Clock::duration::zero());
+      reply = conn->call(std::move(request), left);
+    }
+    if (reply.ok() && caps_.one_sided) note_grant(type, freed, *reply);
+    return reply;
   }
 
  private:
   struct InFlight {
-    std::vector<Op> ops;
+    std::vector<Op> ops;  ///< with the keys the caller gave (posts rewrite them)
     std::shared_ptr<Connection> conn;
   };
+  /// A slab as it was granted to the caller, and the rkey it has now.
+  struct Grant {
+    std::uint64_t bytes = 0;
+    std::uint32_t granted_rkey = 0;
+    std::uint32_t rkey = 0;
+  };
+
+  /// Records slabs granted and freed (one-sided backends: their keys may change).
+  void note_grant(proto::MsgType type, std::uint64_t freed, const proto::Message& reply) {
+    MutexLock lock(mu_);
+    if (type == proto::MsgType::kAllocSlab && reply.type == proto::MsgType::kSlabInfo) {
+      if (auto info = reply.as<proto::SlabInfo>(); info.ok()) {
+        grants_[info->addr] = Grant{info->bytes, info->rkey, info->rkey};
+        slab_addr_[info->slab_id] = info->addr;
+      }
+    } else if (type == proto::MsgType::kFreeSlab && reply.type == proto::MsgType::kFreeOk) {
+      if (auto it = slab_addr_.find(freed); it != slab_addr_.end()) {
+        grants_.erase(it->second);
+        slab_addr_.erase(it);
+      }
+    }
+  }
+
+  /// After a resume over a one-sided backend: the keys the session's slabs have now.
+  Status learn_keys(Connection& conn, Clock::time_point deadline) {
+    const auto left = std::max<Clock::duration>(deadline - Clock::now(), std::chrono::milliseconds(1));
+    FARMEM_ASSIGN_OR_RETURN(auto slabs, list_slabs(conn, left));
+    MutexLock lock(mu_);
+    bool changed = false;
+    for (const auto& s : slabs) {
+      auto it = grants_.find(s.addr);
+      if (it == grants_.end()) continue;  // leased by a call whose reply was lost
+      it->second.rkey = s.rkey;
+      changed |= s.rkey != it->second.granted_rkey;
+    }
+    rekeyed_ = rekeyed_ || changed;
+    return Status::Ok();
+  }
+
+  /// Posts `ops` on `conn`, their rkeys rewritten to the slabs' keys now once a resume has
+  /// changed them (the op's slab is found by address; a key that is not the one its slab
+  /// was granted with is left alone, so the backend refuses it as before).
+  Status post_rekeyed(Connection& conn, std::span<const Op> ops, Completion& done) {
+    std::vector<Op> rekeyed;
+    {
+      MutexLock lock(mu_);
+      if (!rekeyed_) return conn.post(ops, done);
+      rekeyed.assign(ops.begin(), ops.end());
+      for (Op& op : rekeyed) {
+        auto it = grants_.upper_bound(op.remote_addr);
+        if (it == grants_.begin()) continue;
+        --it;
+        const Grant& g = it->second;
+        if (op.remote_addr - it->first < g.bytes && op.rkey == g.granted_rkey) op.rkey = g.rkey;
+      }
+    }
+    return conn.post(rekeyed, done);
+  }
 
   /// The current connection, or a new one when the last broke without being replaced.
   Result<std::shared_ptr<Connection>> usable(Clock::time_point deadline) {
@@ -161,7 +230,11 @@ class ResumingConnection final : public Connection {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       o.connect_timeout = std::max(std::chrono::milliseconds(1), std::min(options_.connect_timeout, left));
       o.control_timeout = o.connect_timeout;
-      auto fresh = connect_tcp(endpoint_, o);
+      auto fresh = factory_(o);
+      if (fresh.ok() && caps_.one_sided) {
+        // The session's slabs were re-registered for the new connection: new keys.
+        if (Status st = learn_keys(**fresh, deadline); !st.ok()) fresh = st;
+      }
       if (fresh.ok()) {
         std::shared_ptr<Connection> conn = std::move(fresh).value();
         resumes_.fetch_add(1, std::memory_order_relaxed);
@@ -205,7 +278,7 @@ class ResumingConnection final : public Connection {
     }
   }
 
-  const Endpoint endpoint_;
+  const ConnectionFactory factory_;
   const ConnectOptions options_;
   const std::string peer_;
   const Capabilities caps_;
@@ -216,6 +289,11 @@ class ResumingConnection final : public Connection {
   std::shared_ptr<Connection> inner_ FARMEM_GUARDED_BY(mu_);  ///< null: broke, not replaced
   Status lost_ FARMEM_GUARDED_BY(mu_);                        ///< not ok: the session is gone
   std::unordered_map<Completion*, InFlight> in_flight_ FARMEM_GUARDED_BY(mu_);
+  /// One-sided backends: the slabs granted through call(), by address, and by id (for
+  /// FREE_SLAB); rekeyed_ once a resume gave any of them a new key.
+  std::map<std::uint64_t, Grant> grants_ FARMEM_GUARDED_BY(mu_);
+  std::unordered_map<std::uint64_t, std::uint64_t> slab_addr_ FARMEM_GUARDED_BY(mu_);
+  bool rekeyed_ FARMEM_GUARDED_BY(mu_) = false;
   std::atomic<std::uint64_t> resumes_{0};
   std::atomic<std::uint64_t> resent_{0};
 
@@ -227,12 +305,12 @@ class ResumingConnection final : public Connection {
 
 }  // namespace
 
-Result<std::unique_ptr<Connection>> connect_resuming(const Endpoint& endpoint,
+Result<std::unique_ptr<Connection>> connect_resuming(ConnectionFactory factory,
                                                      const ConnectOptions& options,
                                                      std::chrono::milliseconds heartbeat) {
-  FARMEM_ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, connect_tcp(endpoint, options));
+  FARMEM_ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, factory(options));
   return std::unique_ptr<Connection>(
-      new ResumingConnection(endpoint, options, std::move(first), heartbeat));
+      new ResumingConnection(std::move(factory), options, std::move(first), heartbeat));
 }
 
 }  // namespace farmem::transport

@@ -33,8 +33,10 @@ Status reject_status(const rdma_cm_event& e, const std::string& peer) {
     std::memcpy(&rd, data, sizeof rd);
   }
   if (rd.magic != proto::kMagic) {
-    return Unavailable(peer + ": connection refused (reject reason " + std::to_string(e.status) +
-                       "): no farmem memserver listening there?");
+    // Says strerror(ECONNREFUSED), like tcp: a resuming connection gives up on a memserver
+    // that is not there (transport/resume/).
+    return Unavailable(peer + ": " + std::strerror(ECONNREFUSED) + " (reject reason " +
+                       std::to_string(e.status) + "): no farmem memserver listening there?");
   }
   const auto code = static_cast<StatusCode>(rd.status);
   switch (code) {
@@ -54,14 +56,17 @@ Status reject_status(const rdma_cm_event& e, const std::string& peer) {
   }
 }
 
+/// Holds its PD: a registration made through a resuming connection outlives the
+/// connection that made it (its PD is shared with the next one).
 class VerbsRegistration final : public MemoryRegistration {
  public:
-  explicit VerbsRegistration(ibv::Mr mr) : mr_(std::move(mr)) {}
+  VerbsRegistration(std::shared_ptr<ibv_pd> pd, ibv::Mr mr) : pd_(std::move(pd)), mr_(std::move(mr)) {}
   std::uint32_t lkey() const override { return mr_->lkey; }
   void* addr() const override { return mr_->addr; }
   std::size_t length() const override { return mr_->length; }
 
  private:
+  std::shared_ptr<ibv_pd> pd_;  // first: outlives mr_
   ibv::Mr mr_;
 };
 
@@ -72,14 +77,17 @@ class VerbsRegistration final : public MemoryRegistration {
 // ------------------------------------------------------------------------------------------
 
 Result<std::unique_ptr<VerbsConnection>> VerbsConnection::open(const Endpoint& ep,
-                                                               const ConnectOptions& options) {
+                                                               const ConnectOptions& options,
+                                                               std::shared_ptr<VerbsPdShare> share) {
   const auto deadline = Clock::now() + options.connect_timeout;
   std::unique_ptr<VerbsConnection> c(new VerbsConnection(ep.to_string()));
+  c->share_ = std::move(share);
   c->check_leases_ = options.check_leases;
   FARMEM_RETURN_IF_ERROR(c->resolve(ep, deadline));
   FARMEM_RETURN_IF_ERROR(c->create_resources());
   FARMEM_ASSIGN_OR_RETURN(proto::Nonce nonce, proto::random_nonce());
   FARMEM_ASSIGN_OR_RETURN(proto::HelloOk ok, c->establish(options, nonce, deadline));
+  c->established_ = true;
   c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (c->wake_fd_ < 0) return Internal("eventfd: " + ibv::errno_text(errno));
   c->watcher_ = std::thread([conn = c.get()] { conn->watch_cm_events(); });
@@ -124,7 +132,21 @@ Status VerbsConnection::resolve(const Endpoint& ep, Clock::time_point deadline) 
 
 Status VerbsConnection::create_resources() {
   ibv_context* verbs = id_->verbs;
-  FARMEM_ASSIGN_OR_RETURN(pd_, ibv::alloc_pd(verbs));
+  if (share_) {
+    MutexLock lock(share_->mu);
+    if (share_->pd && share_->pd->context != verbs) {
+      return Unavailable(peer_ + ": reconnected through another RDMA device than before; "
+                         "memory registered for this memserver is not valid there");
+    }
+    if (!share_->pd) {
+      FARMEM_ASSIGN_OR_RETURN(ibv::Pd pd, ibv::alloc_pd(verbs));
+      share_->pd = std::shared_ptr<ibv_pd>(pd.release(), ibv::PdDeleter{});
+    }
+    pd_ = share_->pd;
+  } else {
+    FARMEM_ASSIGN_OR_RETURN(ibv::Pd pd, ibv::alloc_pd(verbs));
+    pd_ = std::shared_ptr<ibv_pd>(pd.release(), ibv::PdDeleter{});
+  }
   FARMEM_ASSIGN_OR_RETURN(cq_, ibv::create_cq(verbs, kCqDepth, nullptr));
   control_buf_.resize(kControlFrameBytes * (kRecvQueueDepth + 1));
   FARMEM_ASSIGN_OR_RETURN(control_mr_, ibv::reg_mr(pd_.get(), control_buf_.data(),
@@ -225,7 +247,8 @@ VerbsConnection::~VerbsConnection() {
     watcher_.join();
   }
   if (wake_fd_ >= 0) close(wake_fd_);
-  // Tells the memserver at once (DREQ) so it reclaims our slabs; also moves the QP to error.
+  say_bye();
+  // Tells the memserver at once (DREQ); also moves the QP to error.
   if (qp_) rdma_disconnect(id_.get());
 }
 
@@ -235,7 +258,7 @@ Result<std::unique_ptr<MemoryRegistration>> VerbsConnection::register_memory(voi
   // LOCAL_WRITE: RDMA READs land in this memory.
   auto mr = ibv::reg_mr(pd_.get(), addr, length, IBV_ACCESS_LOCAL_WRITE);
   if (!mr.ok()) return mr.status().with_context(peer_);
-  return std::unique_ptr<MemoryRegistration>(new VerbsRegistration(std::move(mr).value()));
+  return std::unique_ptr<MemoryRegistration>(new VerbsRegistration(pd_, std::move(mr).value()));
 }
 
 // ------------------------------------------------------------------------------------------
@@ -265,9 +288,14 @@ Status VerbsConnection::broken_status() const {
 
 }  // namespace verbs
 
+std::shared_ptr<VerbsPdShare> make_verbs_pd_share() {
+  return std::make_shared<VerbsPdShare>();
+}
+
 Result<std::unique_ptr<Connection>> connect_verbs(const Endpoint& endpoint,
-                                                  const ConnectOptions& options) {
-  auto c = verbs::VerbsConnection::open(endpoint, options);
+                                                  const ConnectOptions& options,
+                                                  std::shared_ptr<VerbsPdShare> share) {
+  auto c = verbs::VerbsConnection::open(endpoint, options, std::move(share));
   if (!c.ok()) return c.status();
   return std::unique_ptr<Connection>(std::move(c).value());
 }

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <memory>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -33,6 +34,16 @@
 #include "transport/lease_table.h"
 #include "transport/transport.h"
 #include "transport/verbs/ibv.h"
+
+namespace farmem::transport {
+/// See verbs.h: the protection domain that successive connections of one resuming
+/// connection share.
+struct VerbsPdShare {
+  /// Guards pd (set by the first connection that opens).
+  Mutex mu;
+  std::shared_ptr<ibv_pd> pd FARMEM_GUARDED_BY(mu);
+};
+}  // namespace farmem::transport
 
 namespace farmem::transport::verbs {
 
@@ -74,6 +85,9 @@ inline constexpr std::uint8_t kRnrRetryCount = 7;
 /// Bound on waiting for send-queue space inside post(): chains complete or flush long before
 /// (retries end after ~2 s), so hitting this means the device stopped answering.
 inline constexpr std::chrono::seconds kCreditWaitLimit{60};
+/// How long a clean close waits for its BYE to be acknowledged before it disconnects
+/// anyway (the memserver then keeps the session for its lease grace).
+inline constexpr std::chrono::milliseconds kByeWait{200};
 /// Backstop on waiting for a timed-out batch to flush once the QP is in error (flushes are
 /// generated at once; this only bounds a device that stopped answering).
 inline constexpr std::chrono::seconds kDrainLimit{30};
@@ -88,8 +102,12 @@ static_assert(alignof(Completion) > kFlagMask, "wr_id flags need 3 free low bits
 
 class VerbsConnection final : public Connection {
  public:
+  /// With `share`, the connection's PD is the shared one (allocated by the first
+  /// connection, on its device); kUnavailable when this connection came up on another
+  /// device.
   static Result<std::unique_ptr<VerbsConnection>> open(const Endpoint& endpoint,
-                                                       const ConnectOptions& options);
+                                                       const ConnectOptions& options,
+                                                       std::shared_ptr<VerbsPdShare> share = {});
   ~VerbsConnection() override;
 
   const Capabilities& capabilities() const override { return caps_; }
@@ -111,6 +129,11 @@ class VerbsConnection final : public Connection {
                                    std::chrono::steady_clock::time_point deadline);
   Status post_recv(std::uint64_t slot);
   void watch_cm_events();
+  /// Posts `request` as a SEND from the control slot.
+  Status send_control_locked(const proto::Message& request) FARMEM_REQUIRES(call_mu_);
+  /// BYE, so the memserver ends the session now rather than keep it for a resume: on a
+  /// clean close only (a broken connection's session is left for its resume).
+  void say_bye();
 
   // ---- data path ----
   bool acquire_chunk_credit();
@@ -137,9 +160,12 @@ class VerbsConnection final : public Connection {
   ibv::QpShape shape_;
 
   // Declaration order is teardown order reversed (see ibv.h): QP, MR, CQ, PD, id, channel.
+  // The PD is shared with this connection's registrations (and, through a VerbsPdShare,
+  // with the connections before and after it): it goes with the last of them.
+  std::shared_ptr<VerbsPdShare> share_;
   ibv::EventChannel channel_;
   ibv::CmId id_;
-  ibv::Pd pd_;
+  std::shared_ptr<ibv_pd> pd_;
   ibv::Cq cq_;
   std::vector<std::byte> control_buf_;  // RECV slots, then the SEND slot
   ibv::Mr control_mr_;
@@ -169,6 +195,7 @@ class VerbsConnection final : public Connection {
   std::atomic<bool> reply_ready_{false};
   std::atomic<bool> send_done_{false};
 
+  bool established_ = false;  ///< the memserver accepted (set in open(), before sharing)
   std::atomic<bool> broken_{false};
   /// Guards broken_cause_ (set once, by whoever breaks the connection first). A leaf.
   mutable Mutex broken_mu_;

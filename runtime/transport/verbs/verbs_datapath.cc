@@ -263,6 +263,48 @@ void VerbsConnection::drain(Completion& done) {
 // call
 // ------------------------------------------------------------------------------------------
 
+Status VerbsConnection::send_control_locked(const proto::Message& request) {
+  const auto frame = proto::encode(request);
+  if (frame.size() > kControlFrameBytes) {
+    return InvalidArgument("control request of " + std::to_string(frame.size()) + " bytes");
+  }
+  std::byte* buf = control_buf_.data() + kSendSlot * kControlFrameBytes;
+  std::memcpy(buf, frame.data(), frame.size());
+  send_done_.store(false, std::memory_order_relaxed);
+
+  ibv_sge sge{reinterpret_cast<std::uint64_t>(buf), static_cast<std::uint32_t>(frame.size()),
+              control_mr_->lkey};
+  ibv_send_wr wr{};
+  wr.wr_id = kControlBit | (kSendSlot << 3);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.opcode = IBV_WR_SEND;
+  wr.send_flags = IBV_SEND_SIGNALED | (frame.size() <= shape_.max_inline ? IBV_SEND_INLINE : 0);
+  ibv_send_wr* bad = nullptr;
+  if (int rc = ibv_post_send(qp_->qp, &wr, &bad); rc != 0) {
+    Status s = Unavailable(peer_ + ": ibv_post_send(SEND): " + ibv::errno_text(rc));
+    mark_broken(s);
+    return s;
+  }
+  return Status::Ok();
+}
+
+void VerbsConnection::say_bye() {
+  MutexLock call_lock(call_mu_);
+  if (broken() || !qp_ || !established_) return;  // nothing to say on a QP never connected
+  proto::Message bye;
+  bye.type = proto::MsgType::kBye;
+  bye.req_id = next_req_id_++;
+  if (!send_control_locked(bye).ok()) return;
+  // Until the memserver's NIC acknowledged it: a disconnect right after could flush it.
+  SpinDeadline deadline(kByeWait);
+  while (!send_done_.load(std::memory_order_acquire) && !broken()) {
+    drive_progress();
+    if (deadline.spins() > kControlSpinsBeforeSleep) std::this_thread::sleep_for(kControlSleep);
+    if (deadline.tick()) return;
+  }
+}
+
 Result<proto::Message> VerbsConnection::call(proto::Message request,
                                              std::chrono::nanoseconds timeout) {
   if (!proto::is_request(request.type)) {
@@ -280,29 +322,8 @@ Result<proto::Message> VerbsConnection::call(proto::Message request,
     request.req_id = next_req_id_++;
     awaited_req_id_ = request.req_id;
   }
-  const auto frame = proto::encode(request);
-  if (frame.size() > kControlFrameBytes) {
-    return InvalidArgument("control request of " + std::to_string(frame.size()) + " bytes");
-  }
-  std::byte* buf = control_buf_.data() + kSendSlot * kControlFrameBytes;
-  std::memcpy(buf, frame.data(), frame.size());
   reply_ready_.store(false, std::memory_order_relaxed);
-  send_done_.store(false, std::memory_order_relaxed);
-
-  ibv_sge sge{reinterpret_cast<std::uint64_t>(buf), static_cast<std::uint32_t>(frame.size()),
-              control_mr_->lkey};
-  ibv_send_wr wr{};
-  wr.wr_id = kControlBit | (kSendSlot << 3);
-  wr.sg_list = &sge;
-  wr.num_sge = 1;
-  wr.opcode = IBV_WR_SEND;
-  wr.send_flags = IBV_SEND_SIGNALED | (frame.size() <= shape_.max_inline ? IBV_SEND_INLINE : 0);
-  ibv_send_wr* bad = nullptr;
-  if (int rc = ibv_post_send(qp_->qp, &wr, &bad); rc != 0) {
-    Status s = Unavailable(peer_ + ": ibv_post_send(SEND): " + ibv::errno_text(rc));
-    mark_broken(s);
-    return s;
-  }
+  FARMEM_RETURN_IF_ERROR(send_control_locked(request));
 
   SpinDeadline deadline(timeout);
   for (;;) {
