@@ -66,7 +66,7 @@
 // share of the link that adapts to its own op times, while the application's ops keep
 // starting (IoService counts each batch here, note_foreground(), before it enters the gate,
 // so a writer that arrives ends an idle window after its ops in flight); 256 KiB ops, up to
-// four a window overlapped, once the application has been quiet for 100 ms; never faster
+// eight a window overlapped, once the application has been quiet for 100 ms; never faster
 // than PoolOptions::replica_copy_bytes_per_sec.
 //
 // Locks: mu_ (shared for resolve, exclusive to change the tables) is never held across a

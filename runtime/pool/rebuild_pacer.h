@@ -13,7 +13,7 @@
 //   kYielding   a foreground op started within    16 KiB    1 (read, then   a duty cycle: after
 //               the last kQuietFor                           write)          a copy that took t,
 //                                                                            idle t(1-d)/d
-//   kIdle       no foreground op for kQuietFor    256 KiB   up to 4, the    the cap alone
+//   kIdle       no foreground op for kQuietFor    256 KiB   up to 8, the    the cap alone
 //                                                            next read
 //                                                            overlapping
 //                                                            this write
@@ -45,10 +45,11 @@ class RebuildPacer {
   /// Bytes of one wire op while the application is idle: ~0.1 ms of a 25 Gb/s link, and few
   /// enough ops that their latencies do not dominate a slow link's copy.
   static constexpr std::uint64_t kIdleOpBytes = 256u << 10;
-  /// Ops copied under one closing of the write gate while idle. A writer arriving meanwhile
-  /// is seen (its op count) and ends the window after the ops in flight; the bound only
-  /// caps the wait of one that arrives unseen.
-  static constexpr std::uint64_t kIdleWindowOps = 4;
+  /// Ops copied under one closing of the write gate while idle: a 2 MiB slab (the
+  /// memserver's lease granule) in one window, so that the window's first read and last
+  /// write, which nothing overlaps, are paid once a slab. A writer arriving meanwhile is seen
+  /// (its op count) and ends the window after the ops in flight.
+  static constexpr std::uint64_t kIdleWindowOps = 8;
   /// The application counts as active this long after its last op started: longer than the
   /// gaps between the ops of a thread that waits for each (a few ms with page faults), short
   /// enough that an idle application gets the full pace back at once.

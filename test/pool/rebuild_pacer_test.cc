@@ -110,26 +110,26 @@ TEST(RebuildPacer, AnApplicationThatWakesUpGetsTheGentlestDutyAgain) {
 // The cap bounds both modes: bytes copied at the cap's rate, with at most kMaxBurst of
 // credit saved up from an idle spell.
 TEST(RebuildPacer, NeverCopiesFasterThanTheCap) {
-  constexpr std::uint64_t kCap = 4u << 20;  // 4 MiB/s: a 1 MiB window is due every 250 ms
+  constexpr std::uint64_t kCap = 4u << 20;  // 4 MiB/s: 1 MiB is due every 250 ms
   RebuildPacer p(kCap);
   Clock::time_point t{};
   auto plan = p.plan(t, 0);
   t += RebuildPacer::kQuietFor;
-  std::uint64_t copied = 0;
+  std::uint64_t copied = 0, window = 0;
   const Clock::time_point start = t;
   for (int i = 0; i < 20; ++i) {
     plan = p.plan(t, 0);
     ASSERT_EQ(plan.mode, RebuildPacer::Mode::kIdle);
     t = std::max(t, plan.not_before);
-    const std::uint64_t bytes = plan.op_bytes * plan.window_ops;
-    p.copied(plan, t, t + milliseconds(1), bytes);  // a link far faster than the cap
-    copied += bytes;
+    window = plan.op_bytes * plan.window_ops;
+    p.copied(plan, t, t + milliseconds(1), window);  // a link far faster than the cap
+    copied += window;
     t += milliseconds(1);
   }
-  // 20 MiB at 4 MiB/s: the last window may start no earlier than 19 windows' worth (4.75 s)
-  // after the first, less the saved-up burst.
+  // 20 windows at 4 MiB/s: the last may start no earlier than 19 windows' worth after the
+  // first, less the saved-up burst.
   const double took_s = std::chrono::duration<double>(t - start).count();
-  EXPECT_GE(took_s, double(copied - (1u << 20)) / kCap - 0.001 -
+  EXPECT_GE(took_s, double(copied - window) / kCap - 0.001 -
                         std::chrono::duration<double>(RebuildPacer::kMaxBurst).count());
   // After a long idle spell the credit is capped: the next window waits again soon.
   t += std::chrono::seconds(10);
