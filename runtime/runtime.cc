@@ -446,6 +446,8 @@ RuntimeStats Runtime::stats() const {
   s.servers_down = rep.servers_down;
   s.bytes_rereplicated = rep.bytes_copied;
   s.rereplications = rep.pieces_rebuilt;
+  s.rereplication_yielding_copies = rep.yielding_copies;
+  s.rereplication_idle_copies = rep.idle_copies;
   return s;
 }
 

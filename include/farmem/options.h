@@ -140,8 +140,12 @@ struct RuntimeOptions {
   /// (as is one whose connection broke), and its copies are rebuilt elsewhere. Probes go out
   /// every quarter of it (at least every 50 ms, at most every second).
   std::chrono::milliseconds replica_grace{3000};
-  /// With replicas > 1: how fast lost copies are rebuilt, in bytes a second (the copy is
-  /// paced so that the application's own I/O keeps the network and the memservers).
+  /// With replicas > 1: the most bytes a second that rebuilding lost copies may move. Below
+  /// it the rebuild adapts: while the application's reads and writes run it copies 16 KiB at
+  /// a time and pauses between copies, keeping at most a quarter of the time it measures its
+  /// own copies to take (less when they slow down, a sign of a busy link); once the
+  /// application has been idle for 100 ms it copies 256 KiB at a time, the next read
+  /// overlapping the last write, up to this pace.
   std::uint64_t replica_copy_bytes_per_sec = 32u << 20;
 };
 

@@ -53,6 +53,10 @@ struct RuntimeStats {
   std::uint64_t servers_down = 0;         ///< memservers judged dead
   std::uint64_t bytes_rereplicated = 0;   ///< bytes copied to rebuild lost copies
   std::uint64_t rereplications = 0;       ///< lost slab pieces rebuilt on another server
+  /// Copy windows of the rebuild run while the application's I/O ran (small, spaced out so
+  /// that the application keeps most of the link) and while it was idle (at full pace).
+  std::uint64_t rereplication_yielding_copies = 0;
+  std::uint64_t rereplication_idle_copies = 0;
 };
 
 /// Statistics one memserver reports about itself.

@@ -45,17 +45,29 @@
 // position with no live piece makes the slab lost: its reads and writes fail with kDataLoss
 // naming the slab and the servers lost.
 //
-// Rebuilding (far_pool_replicas.cc): a thread probes the servers and, for each lost piece of
-// a slab that still has a live one at its position, leases a new piece on a server holding
-// none of that position (another host first) and installs it syncing: every write resolved
-// from then on reaches it. It then copies the piece chunk by chunk from a live piece, each
-// chunk with the write gate (write_gate.h) closed: every batch that writes holds the gate
-// from before it resolves its addresses until wait() on it returned. So a write either
-// finished before the chunk's copy started (the copy carries it: it is on every live piece)
-// or starts after the copy finished (and was resolved after the install, so it reaches the
-// new piece itself); none can land on the source after the copier read it and on the new
-// piece before the copier wrote it. The first chunk also waits out writes resolved before the
-// install (the gate closes only when no writer is inside). Only then does the piece go live.
+// Rebuilding (far_pool_replicas.cc finds lost pieces, far_pool_rebuild.cc copies them): a
+// thread probes the servers and, for each lost piece of a slab that still has a live one at
+// its position, leases a new piece on a server holding none of that position (another host
+// first) and installs it syncing: every write resolved from then on reaches it. It then
+// copies the piece from a live piece in windows, each with the write gate (write_gate.h)
+// closed: every batch that writes holds the gate from before it resolves its addresses until
+// wait() on it returned. So a write either finished before the window's copy started (the
+// copy carries it: it is on every live piece) or starts after the window's last write
+// finished (and was resolved after the install, so it reaches the new piece itself); none can
+// land on the source after the copier read it and on the new piece before the copier wrote
+// it. That holds for every byte of the window, however its reads and writes overlap each
+// other: within a window the read of one op may run beside the write of the one before, and
+// a window that ends early (the application came back, or the source died: the rest is read
+// from another live piece, the gate still closed) has copied whole ops only. The first
+// window also waits out writes resolved before the install (the gate closes only when no
+// writer is inside). Only once every byte is copied does the piece go live.
+//
+// Pace (rebuild_pacer.h): one 16 KiB op a window, then a pause that keeps the copy to a
+// share of the link that adapts to its own op times, while the application's ops keep
+// starting (IoService counts each batch here, note_foreground(), before it enters the gate,
+// so a writer that arrives ends an idle window after its ops in flight); 256 KiB ops, up to
+// eight a window overlapped, once the application has been quiet for 100 ms; never faster
+// than PoolOptions::replica_copy_bytes_per_sec.
 //
 // Locks: mu_ (shared for resolve, exclusive to change the tables) is never held across a
 // network call; lease_mu_ serialises leases, which do talk to servers, so a slow or stalled
@@ -78,6 +90,7 @@
 #include "common/thread_annotations.h"
 #include "farmem/far_addr.h"
 #include "pool/far_addr.h"
+#include "pool/rebuild_pacer.h"
 #include "pool/slab_allocator.h"
 #include "pool/swap_file.h"
 #include "pool/write_gate.h"
@@ -95,7 +108,8 @@ struct PoolOptions {
   std::uint32_t replicas = 1;  ///< copies of every slab, 1..kMaxReplicas (see above)
   /// A server that does not answer a probe (or a rebuild's op) within this is judged dead.
   std::chrono::nanoseconds replica_grace = std::chrono::seconds(3);
-  std::uint64_t replica_copy_bytes_per_sec = 32u << 20;  ///< pace of rebuilding lost copies
+  /// Most bytes a second of rebuilding lost copies (below it, the pace adapts: see above).
+  std::uint64_t replica_copy_bytes_per_sec = 32u << 20;
 };
 
 /// An op failure that breaks its connection for good (transport.h): the server is judged
@@ -113,6 +127,9 @@ struct ReplicaStats {
   std::uint64_t servers_down = 0;    ///< servers judged dead
   std::uint64_t bytes_copied = 0;    ///< bytes copied into rebuilt pieces
   std::uint64_t pieces_rebuilt = 0;  ///< lost pieces replaced by a live one
+  std::uint64_t idle_copies = 0;      ///< copy windows run while the application was idle
+  std::uint64_t yielding_copies = 0;  ///< copy windows run yielding to the application
+  std::uint64_t copy_backoffs = 0;    ///< times a yielding copy halved its share of the link
 };
 
 /// Where a far range lives.
@@ -190,6 +207,9 @@ class FarPool {
   std::uint32_t replicas() const { return options_.replicas; }
   /// Held by every batch that writes replicated slabs (see the top of this file).
   WriteGate& write_gate() { return write_gate_; }
+  /// Counts a batch of the application's (IoService, on every submit of a replicated pool):
+  /// the rebuild yields while the count moves (see "Pace" above). Any thread, lock-free.
+  void note_foreground() { foreground_ops_.fetch_add(1, std::memory_order_relaxed); }
   /// Judges server `c` dead after `why` (a transport failure of an op or probe): every piece
   /// on it is lost and it is closed to new slabs. Idempotent.
   void server_failed(std::size_t c, const Status& why);
@@ -305,8 +325,29 @@ class FarPool {
       FARMEM_EXCLUDES(mu_, lease_mu_);
   /// Rebuilds one lost piece (see the top of this file); true when it went live.
   bool rebuild(const Slot& slot) FARMEM_REQUIRES(replicate_mu_);
-  /// Copies [at, at + n) of `slot`'s position from a live piece into `fresh` through buf_.
-  Status copy_chunk(const Slot& slot, const Piece& fresh, std::uint64_t at, std::uint64_t n) FARMEM_REQUIRES(replicate_mu_);
+  /// Copies `bytes` of `slot`'s position into `fresh`, window by window as pacer_ plans.
+  Status copy_piece(const Slot& slot, const Piece& fresh, std::uint64_t bytes,
+                    std::uint64_t max_op) FARMEM_REQUIRES(replicate_mu_);
+  /// One window: [at, at + bytes) of the position, in ops of op_bytes; ends early, after the
+  /// ops in flight, when foreground_ops() moves from `foreground_seen`.
+  struct CopyRange {
+    std::uint64_t at = 0, bytes = 0, op_bytes = 0, foreground_seen = 0;
+  };
+  /// Copies a window from the live pieces (another one when a source dies); the caller holds
+  /// the write gate closed. Returns the bytes copied (at least one op's) or why none more.
+  Result<std::uint64_t> copy_range(const Slot& slot, const Piece& fresh, const CopyRange& r)
+      FARMEM_REQUIRES(replicate_mu_);
+  /// Copies the window from `src` starting at its byte `done`, which it advances by each op
+  /// written; `source_failed` says whether an error was the source's.
+  Status copy_from(const Piece& src, const Piece& fresh, const CopyRange& r,
+                   std::uint64_t& done, bool& source_failed) FARMEM_REQUIRES(replicate_mu_);
+  /// A live piece at `slot`'s position to copy from, or why the copy must stop.
+  Result<Piece> copy_source(const Slot& slot, const Piece& fresh) const FARMEM_EXCLUDES(mu_);
+  /// Closes the write gate, retrying for a while; false when writers kept it open.
+  bool close_write_gate();
+  /// The copy's counters (the ReplicaStats fields that are not about the tables).
+  ReplicaStats copy_stats() const;
+  std::uint64_t foreground_ops() const { return foreground_ops_.load(std::memory_order_relaxed); }
   /// The registration of the copy buffer with connection `c` (made on first use).
   Result<std::uint32_t> copy_lkey(std::size_t c) FARMEM_REQUIRES(replicate_mu_);
 
@@ -343,9 +384,13 @@ class FarPool {
   /// Replication: see the top of this file.
   WriteGate write_gate_;
   std::atomic<std::uint64_t> bytes_copied_{0}, pieces_rebuilt_{0};
+  /// pacer_'s counters, copied out after each window (stats must not wait for a pass).
+  std::atomic<std::uint64_t> idle_copies_{0}, yielding_copies_{0}, copy_backoffs_{0};
+  std::atomic<std::uint64_t> foreground_ops_{0};  ///< note_foreground()
   /// One replication pass at a time (the thread, or a test calling replicate_once); guards
-  /// the copy buffer and its registrations (index = connection).
+  /// the pacer, the copy buffer and its registrations (index = connection).
   Mutex replicate_mu_ FARMEM_ACQUIRED_BEFORE(lease_mu_, mu_);
+  RebuildPacer pacer_ FARMEM_GUARDED_BY(replicate_mu_){options_.replica_copy_bytes_per_sec};
   std::vector<std::byte> copy_buf_ FARMEM_GUARDED_BY(replicate_mu_);
   std::vector<std::unique_ptr<transport::MemoryRegistration>> copy_regs_
       FARMEM_GUARDED_BY(replicate_mu_);

@@ -1,5 +1,6 @@
 // The pool's replication (see far_pool.h, "Replication" and "Rebuilding"): placing copies,
-// judging servers dead, and the thread that rebuilds lost pieces.
+// judging servers dead, and the thread that finds lost pieces (far_pool_rebuild.cc copies
+// them).
 #include <algorithm>
 #include <map>
 
@@ -8,23 +9,6 @@
 #include "pool/far_pool.h"
 
 namespace farmem::pool {
-
-namespace {
-
-/// Bytes a rebuild copies with the write gate closed: small enough that a writer waits
-/// about one round trip for it (256 KiB is ~0.1 ms of a 25 Gb/s link, ~1 ms over loopback
-/// tcp), large enough that the two ops' latency does not dominate the copy.
-constexpr std::uint64_t kCopyChunkBytes = 256u << 10;
-/// How long a rebuild waits for the writers inside the gate to leave before it opens the
-/// gate again and retries: writers that arrive meanwhile wait this long at most.
-constexpr std::chrono::milliseconds kGateCloseLimit{100};
-/// Pause after the gate could not be closed, so that writers get through between attempts.
-constexpr std::chrono::milliseconds kGateBackoff{50};
-/// Failed attempts to close the gate for one chunk before a rebuild gives up until the next
-/// pass (a thread that keeps a write batch in flight while it submits another).
-constexpr int kGateAttempts = 100;
-
-}  // namespace
 
 std::string FarPool::host_of(const std::string& name) {
   auto ep = transport::parse_endpoint(name);
@@ -131,10 +115,8 @@ bool FarPool::server_down(std::size_t c) const {
 }
 
 ReplicaStats FarPool::replica_stats() const {
-  ReplicaStats r;
+  ReplicaStats r = copy_stats();
   r.replicas = options_.replicas;
-  r.bytes_copied = bytes_copied_.load(std::memory_order_relaxed);
-  r.pieces_rebuilt = pieces_rebuilt_.load(std::memory_order_relaxed);
   ReaderLock lock(mu_);
   for (bool d : down_) r.servers_down += d ? 1 : 0;
   if (options_.replicas == 1) return r;
@@ -269,124 +251,6 @@ std::optional<std::pair<FarPool::Piece, FarPool::Piece>> FarPool::install_replac
   }
   release({fresh});
   return std::nullopt;
-}
-
-Result<std::uint32_t> FarPool::copy_lkey(std::size_t c) {
-  if (copy_buf_.empty()) copy_buf_.resize(kCopyChunkBytes);
-  if (copy_regs_.size() <= c) copy_regs_.resize(c + 1);
-  if (!copy_regs_[c]) {
-    FARMEM_ASSIGN_OR_RETURN(copy_regs_[c],
-                            conns_[c]->register_memory(copy_buf_.data(), copy_buf_.size()));
-  }
-  return copy_regs_[c]->lkey();
-}
-
-Status FarPool::copy_chunk(const Slot& slot, const Piece& fresh, std::uint64_t at,
-                           std::uint64_t n) {
-  // Bounded: each failed source is judged dead and leaves the live pieces.
-  for (std::uint32_t attempt = 0; attempt <= kMaxReplicas; ++attempt) {
-    Piece src;
-    {
-      ReaderLock lock(mu_);
-      const Slab& s = slabs_[slot.slab];
-      const Piece& mine = s.copies.empty() ? fresh : s.copies[slot.copy][slot.pos];
-      if (!s.live || mine.state != PieceState::kSyncing || mine.conn != fresh.conn ||
-          mine.server_slab_id != fresh.server_slab_id) {
-        return NotFound("the slab was freed, or its new piece lost, during the copy");
-      }
-      bool found = false;
-      for (const auto& copy : s.copies) {
-        if (copy[slot.pos].state == PieceState::kLive) {
-          src = copy[slot.pos];
-          found = true;
-          break;
-        }
-      }
-      if (!found) return loss_of(slot.slab, s);
-    }
-    FARMEM_ASSIGN_OR_RETURN(std::uint32_t src_key, copy_lkey(src.conn));
-    FARMEM_ASSIGN_OR_RETURN(std::uint32_t dst_key, copy_lkey(fresh.conn));
-    const auto len = static_cast<std::uint32_t>(n);
-    const transport::Op read{transport::OpKind::kRead, len, copy_buf_.data(), src_key, src.rkey,
-                             src.remote_addr + at};
-    Status st = conns_[src.conn]->execute(read, options_.replica_grace);
-    if (!st.ok()) {
-      if (!is_transport_failure(st)) return st.with_context(conns_[src.conn]->peer());
-      server_failed(src.conn, st);  // and copy from another live piece
-      continue;
-    }
-    const transport::Op write{transport::OpKind::kWrite, len, copy_buf_.data(), dst_key,
-                              fresh.rkey, fresh.remote_addr + at};
-    st = conns_[fresh.conn]->execute(write, options_.replica_grace);
-    if (!st.ok() && is_transport_failure(st)) server_failed(fresh.conn, st);
-    return st.with_context(conns_[fresh.conn]->peer());
-  }
-  return Unavailable("every source of the copy failed");
-}
-
-bool FarPool::rebuild(const Slot& slot) {
-  auto installed = install_replacement(slot);
-  if (!installed) return false;
-  const auto& [fresh, old] = *installed;
-  const std::uint64_t bytes = std::min(fresh.bytes, old.bytes);
-  const std::uint64_t max_op = std::min<std::uint64_t>(
-      kCopyChunkBytes, std::min(conns_[fresh.conn]->capabilities().max_op_bytes,
-                                conns_[old.conn]->capabilities().max_op_bytes));
-  // Paced: chunk i starts no earlier than i chunks' worth of bytes at the configured rate.
-  const auto start = std::chrono::steady_clock::now();
-  Status st;
-  for (std::uint64_t at = 0; at < bytes && st.ok();) {
-    const std::uint64_t n = std::min(max_op, bytes - at);
-    const auto due = start + std::chrono::nanoseconds(static_cast<std::int64_t>(
-                                 double(at) * 1e9 / double(options_.replica_copy_bytes_per_sec)));
-    if (!sleep_until(due)) {
-      st = Unavailable("the pool is closing");
-      break;
-    }
-    int tries = 0;
-    while (!write_gate_.close(kGateCloseLimit)) {  // bounded by kGateAttempts
-      if (++tries == kGateAttempts || !sleep_until(std::chrono::steady_clock::now() + kGateBackoff)) {
-        st = Unavailable("writers kept the replica write gate open");
-        break;
-      }
-    }
-    if (!st.ok()) break;
-    st = copy_chunk(slot, fresh, at, n);
-    write_gate_.open();
-    if (st.ok()) {
-      bytes_copied_.fetch_add(n, std::memory_order_relaxed);
-      at += n;
-    }
-  }
-  bool went_live = false, give_back = true;
-  {
-    WriterLock lock(mu_);
-    Slab& s = slabs_[slot.slab];
-    Piece* mine = s.live ? &s.copies[slot.copy][slot.pos] : nullptr;
-    const bool still = mine != nullptr && mine->conn == fresh.conn &&
-                       mine->server_slab_id == fresh.server_slab_id;
-    if (still && st.ok() && mine->state == PieceState::kSyncing) {
-      mine->state = PieceState::kLive;
-      went_live = true;
-      give_back = false;
-    } else if (still) {
-      // Failed: the slot is lost again (its new server may be dead: then nothing to return).
-      give_back = mine->state == PieceState::kSyncing;
-      *mine = old;
-    }
-  }
-  if (went_live) {
-    pieces_rebuilt_.fetch_add(1, std::memory_order_relaxed);
-    log().info("slab {}: a copy lost with {} rebuilt on {}", slot.slab, server_name(old.conn),
-               server_name(fresh.conn));
-    return true;
-  }
-  if (!st.ok()) {
-    log().warn("slab {}: rebuilding a copy on {} failed ({}); the next pass tries again",
-               slot.slab, server_name(fresh.conn), st.to_string());
-  }
-  if (give_back && !server_down(fresh.conn)) release({fresh});
-  return false;
 }
 
 }  // namespace farmem::pool

@@ -262,6 +262,9 @@ Status IoService::submit(IoBatch& batch) {
   auto& b = *batch.impl_;
   if (b.in_flight != 0) return InvalidArgument("batch submitted twice without wait()");
   if (pool_.replicas() > 1) {
+    // Counted before the gate: a rebuild copying while the application looked idle ends its
+    // window (and yields) after its ops in flight, so this batch waits little for the gate.
+    pool_.note_foreground();
     // A batch that writes is inside the write gate from before it resolves until its wait()
     // ends: a rebuild copies no chunk meanwhile (far_pool.h, "Rebuilding").
     const bool writes = std::any_of(b.requests.begin(), b.requests.end(), [](const auto& r) {

@@ -1,5 +1,7 @@
 // WriteGate: orders the batches that write replicated far memory against the replicator's
-// copy of one chunk into a new piece (far_pool.h, "Rebuilding").
+// copy of one window into a new piece (far_pool.h, "Rebuilding"). While the gate is closed
+// the copier may have several reads and writes in flight at once: what the gate keeps out is
+// any writer, for the whole span from the window's first read to its last write.
 //
 // Writers are inside from before they resolve their addresses until wait() on their batch
 // returned, and wait() may run on another thread than submit(): so this is not a

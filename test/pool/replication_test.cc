@@ -374,6 +374,69 @@ TEST(Replication, ThreeCopiesWaitForANewServerToBeWholeAgain) {
   EXPECT_TRUE((*ss)[1].down) << gone;
 }
 
+// The rebuild yields to the application: while a thread keeps reading, every copy window is
+// a small one (RebuildPacer's yielding mode); once it stops, the rest is copied in the large,
+// overlapped windows of the idle mode. Asserted on the counters, not on timings: the pace
+// (8 MiB/s for some 20 MiB of lost copies) leaves seconds of copying after the reader stops.
+TEST(Replication, TheRebuildYieldsWhileTheApplicationRunsAndSpeedsUpWhenItIsIdle) {
+  std::vector<std::unique_ptr<TestServer>> servers;
+  for (int i = 0; i < 3; ++i) {
+    servers.push_back(tcp_server_of(128));
+    ASSERT_TRUE(servers.back());
+  }
+  auto o = replicated({servers[0]->url(), servers[1]->url(), servers[2]->url()});
+  o.replica_copy_bytes_per_sec = 8u << 20;
+  auto rt = open_or_fail(o);
+  ASSERT_TRUE(rt);
+  Runtime& r = *rt;
+  auto buf = r.local_buffer();
+  std::vector<FarRange> far;
+  for (int i = 0; i < kSlabs; ++i) {
+    auto f = r.allocate(kSlab);
+    ASSERT_TRUE(f.ok()) << f.status().to_string();
+    far.push_back(*f);
+    for (std::uint64_t k = 0; k < kSlab; ++k) buf[k] = pattern(i, k);
+    ASSERT_TRUE(r.write(f->addr, buf.first(kSlab)).ok());
+  }
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> reads{0}, bad{0};
+  std::thread reader([&] {
+    std::mt19937_64 rng(7);
+    auto mine = buf.subspan(0, 4096);
+    for (int n = 0; n < 10'000'000 && !stop.load(); ++n) {  // bounded; ends on `stop`
+      const std::uint64_t i = rng() % kSlabs, off = rng() % (kSlab / 4096) * 4096;
+      const Status st = r.read(far[i].addr + off, mine);
+      if (!st.ok() || mine[5] != pattern(i, off + 5)) ++bad;
+      ++reads;
+    }
+  });
+  ASSERT_TRUE(eventually([&] { return reads.load() >= 100; }, std::chrono::seconds(30)));
+  servers[1].reset();  // its connections break: its copies are lost and rebuilt
+  const bool copying = eventually(
+      [&] { return r.stats().rereplication_yielding_copies >= 20; }, std::chrono::seconds(60));
+  const RuntimeStats during = r.stats();
+  stop = true;
+  reader.join();
+  ASSERT_TRUE(copying) << "yielding copies " << during.rereplication_yielding_copies;
+  EXPECT_EQ(bad.load(), 0u);
+  // The reader started an op every few microseconds: an idle window needs 100 ms without
+  // one, which even a CPU hog beside the test should not cause more than now and then.
+  EXPECT_LE(during.rereplication_idle_copies * 10, during.rereplication_yielding_copies);
+  ASSERT_GT(during.slabs_degraded, 0u) << "the rebuild ended while the reader ran";
+  ASSERT_TRUE(eventually([&] { return r.stats().slabs_degraded == 0; }, std::chrono::seconds(120),
+                         std::chrono::milliseconds(50)));
+  const RuntimeStats after = r.stats();
+  EXPECT_GT(after.rereplication_idle_copies, during.rereplication_idle_copies);
+  // Idle windows copy up to 2 MiB each, yielding ones 16 KiB: once idle, the rest took few windows.
+  EXPECT_LT(after.rereplication_idle_copies - during.rereplication_idle_copies,
+            after.bytes_rereplicated / (64u << 10));
+  EXPECT_EQ(after.slabs_lost, 0u);
+  for (int i = 0; i < kSlabs; ++i) {  // the rebuilt copies hold the data
+    ASSERT_TRUE(r.read(far[i].addr, buf.first(kSlab)).ok());
+    for (std::uint64_t k = 0; k < kSlab; k += 4093) ASSERT_EQ(buf[k], pattern(i, k)) << i;
+  }
+}
+
 // The two copies of a slab go to different hosts when there is a choice: here two servers on
 // 127.0.0.1 and the in-process one ("local"), so every slab has exactly one copy on "local".
 TEST(Replication, CopiesGoToDifferentHostsFirst) {
