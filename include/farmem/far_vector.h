@@ -247,8 +247,8 @@ class far_vector {
   const_iterator end(DerefScope& scope) const { return {this, size_, &scope}; }
 
  private:
-  // gather/scatter: visits indices[k] with fn(k, element bytes), one DerefScope a window,
-  // the next window's pages prefetched before this one is visited.
+  // gather/scatter: visits indices[k] with fn(k, element bytes), the next window's pages
+  // prefetched before this one is visited.
   template <typename Fn>
   Status batched(std::span<const std::size_t> indices, bool write, Fn&& fn) const {
     const std::size_t n = indices.size();
@@ -268,8 +268,10 @@ class far_vector {
     if (n > 0) FARMEM_RETURN_IF_ERROR(post(0));
     for (std::size_t w = 0; w < n; w += window) {
       if (w + window < n) FARMEM_RETURN_IF_ERROR(post(w + window));
-      DerefScope scope(*rt_);
       for (std::size_t k = w; k < std::min(n, w + window); ++k) {
+        // A scope per element: it pins one page, never a window's worth (a scope that has
+        // touched more than kMaxTouched pages pins every page while it waits for room).
+        DerefScope scope(*rt_);
         std::byte* p = scope.translate(addr_of(indices[k]), write);
         if (p == nullptr) return scope.error();
         fn(k, p);

@@ -156,7 +156,10 @@ Status PageCache::init() {
     MutexLock lock(g_live_mu);
     live_caches().push_back(view_.id);
   }
-  if (options_.prefetch) prefetcher_ = std::thread([this] { prefetch_loop(); });
+  // Always: besides the trend prefetcher's batches (options_.prefetch), the application's own
+  // (Runtime::prefetch, advise(kWillNeed)) are posted, and a batch whose pages nobody derefs
+  // must still be completed, its frames installed or given back.
+  prefetcher_ = std::thread([this] { prefetch_loop(); });
   return Status::Ok();
 }
 

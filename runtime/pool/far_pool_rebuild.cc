@@ -63,7 +63,8 @@ Status FarPool::copy_from(const Piece& src, const Piece& fresh, const CopyRange&
   FARMEM_ASSIGN_OR_RETURN(std::uint32_t dst_key, copy_lkey(fresh.conn));
   transport::Connection& from = *conns_[src.conn];
   transport::Connection& to = *conns_[fresh.conn];
-  auto half = [&](std::uint64_t k) { return copy_buf_.data() + (k % 2) * RebuildPacer::kIdleOpBytes; };
+  std::byte* const buf = copy_buf_.data();  // read here, under replicate_mu_ (lambdas hold nothing)
+  auto half = [buf](std::uint64_t k) { return buf + (k % 2) * RebuildPacer::kIdleOpBytes; };
   auto len_at = [&](std::uint64_t off) {
     return static_cast<std::uint32_t>(std::min(r.op_bytes, r.bytes - off));
   };
