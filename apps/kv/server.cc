@@ -160,9 +160,9 @@ void Server::listen_loop() {
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) break;  // EAGAIN, or an aborted connection, or out of fds: poll again
       if (curr_.load() >= options_.max_connections) {
-        (void)!::write(fd, kTooMany.data(), kTooMany.size());
+        rejected_.fetch_add(1);  // counted before the client can read why: stats agree with it
+        (void)!::send(fd, kTooMany.data(), kTooMany.size(), MSG_NOSIGNAL);
         ::close(fd);
-        rejected_.fetch_add(1);
         continue;
       }
       const int on = 1;

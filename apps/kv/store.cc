@@ -413,20 +413,37 @@ Result<ArithOutcome> Store::arith(std::string_view key, bool incr, std::uint64_t
 
 void Store::prefetch(std::span<const std::string_view> keys) {
   std::uint64_t asked = 0;
+  thread_local std::vector<FarAddr> addrs;
+  addrs.clear();
+  const std::uint64_t page = rt_.page_bytes();
+  // Only a hint: a failure shows up (and is reported) when the get reads the item.
+  const auto post = [&] {
+    for (std::size_t i = 0; i < addrs.size(); i += Runtime::kMaxPrefetchBatch) {
+      const std::size_t n = std::min(Runtime::kMaxPrefetchBatch, addrs.size() - i);
+      (void)rt_.prefetch(std::span<const FarAddr>(addrs.data() + i, n));
+    }
+    addrs.clear();
+  };
   for (std::string_view key : keys) {
     if (key.empty() || key.size() > kMaxKeyBytes) continue;
     const std::uint64_t h = hash_key(key);
     Shard& s = shard_of(h);
-    std::lock_guard lock(s.mu);  // the item cannot be freed while its fetch is posted
+    std::lock_guard lock(s.mu);
     for (std::uint32_t i = s.buckets[h & (s.buckets.size() - 1)]; i != kNil;
          i = s.items[i].chain_next) {
       const Item& it = s.items[i];
       if (it.hash != h || it.key_len != key.size()) continue;
-      // Only a hint: a failure shows up (and is reported) when the get reads the item.
-      (void)rt_.advise(it.addr, it.key_len + it.value_len, Advice::kWillNeed);
+      // Every page of the record; all of the round's items go in one batch.
+      const std::uint64_t len = std::max<std::uint64_t>(1, it.key_len + it.value_len);
+      for (std::uint64_t p = it.addr.raw / page; p <= (it.addr.raw + len - 1) / page; ++p) {
+        addrs.push_back(FarAddr{p * page});
+      }
       ++asked;
     }
   }
+  // Outside the shard locks: an item freed meanwhile costs at most a page fetched for
+  // nothing (or a failed prefetch, which the cache gives up quietly); its get finds it gone.
+  post();
   if (asked > 0) {
     prefetch_batches_.fetch_add(1, std::memory_order_relaxed);
     prefetch_items_.fetch_add(asked, std::memory_order_relaxed);
