@@ -21,8 +21,9 @@
 // it lies inside one of the fuzzed session's own live slabs with that slab's rkey, and a READ
 // returns what the model holds; a new slab is chunk-rounded and overlaps no other; FREE_SLAB
 // frees only the session's own slabs; STATS and LIST_SESSIONS agree with the model, and the
-// victim's listing never changes. At the end: the victim's bytes are intact, and closing the
-// sessions gives every byte back to the pool.
+// victim's listing never changes; LIST_SLABS lists exactly the session's own slabs above
+// the id asked for. At the end: the victim's bytes are intact, and closing the sessions
+// gives every byte back to the pool.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -104,6 +105,7 @@ class Harness {
   void check_free(const Message& req, const Message& reply);
   void check_stats(const Message& reply);
   void check_list(const Message& req, const Message& reply);
+  void check_slab_list(const Message& req, const Message& reply);
   void check_pool();
   proto::DataOp resolve(proto::DataOp op) const;
   KnownSlab* own_slab_holding(std::uint64_t addr, std::uint64_t len, std::uint32_t rkey);
@@ -258,6 +260,8 @@ void Harness::check_reply(const Message& req, const Message& reply) {
       return check_stats(reply);
     case MsgType::kListSessions:
       return check_list(req, reply);
+    case MsgType::kListSlabs:
+      return check_slab_list(req, reply);
     case MsgType::kSetLabel: {
       const bool fits = !req.payload.empty() && req.payload.size() <= proto::kMaxLabelBytes;
       FUZZ_CHECK(reply.type == (fits ? MsgType::kLabelOk : MsgType::kError),
@@ -372,6 +376,37 @@ void Harness::check_list(const Message& req, const Message& reply) {
                          e.leased_bytes == victim_slab_.model.size())
                       : (label == own_label_ && e.slabs == own_.size() && e.leased_bytes == leased),
                "the %s session is listed wrong", victim ? "victim" : "fuzzed");
+  }
+}
+
+void Harness::check_slab_list(const Message& req, const Message& reply) {
+  auto body = req.as<proto::ListSlabs>();
+  if (!body.ok()) {
+    FUZZ_CHECK(reply.type == MsgType::kError && reply.status == StatusCode::kProtocolError,
+               "LIST_SLABS with a %zu-byte payload", req.payload.size());
+    return;
+  }
+  FUZZ_CHECK(reply.type == MsgType::kSlabList, "LIST_SLABS refused");
+  bool more = true;
+  auto listed = proto::parse_slab_list(reply.payload, body->after_slab_id, &more);
+  FUZZ_CHECK(listed.ok(), "SLAB_LIST does not parse: %s", listed.status().to_string().c_str());
+  // The session's own slabs above the id, in id order (allocation order is id order), and
+  // never the victim's.
+  std::vector<const KnownSlab*> expect;
+  for (const auto& s : own_) {
+    if (s.id > body->after_slab_id) expect.push_back(&s);
+  }
+  FUZZ_CHECK(!more && listed->size() == expect.size(),
+             "SLAB_LIST after %llu holds %zu slabs (more %d), not %zu",
+             static_cast<unsigned long long>(body->after_slab_id), listed->size(), more ? 1 : 0,
+             expect.size());
+  for (std::size_t i = 0; i < expect.size(); ++i) {
+    const auto& e = (*listed)[i];
+    FUZZ_CHECK(e.slab_id == expect[i]->id && e.addr == expect[i]->addr &&
+                   e.bytes == expect[i]->model.size() && e.rkey == expect[i]->rkey,
+               "SLAB_LIST entry %zu is slab %llu, not %llu", i,
+               static_cast<unsigned long long>(e.slab_id),
+               static_cast<unsigned long long>(expect[i]->id));
   }
 }
 

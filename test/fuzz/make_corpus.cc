@@ -81,6 +81,7 @@ void wire(const std::filesystem::path& dir) {
       frame(MsgType::kStatsReply, ServerStats{1 << 30, 4096, 4096, 1, 1, 0, 9, 0}, 4));
   put(dir, "error", frame(Message::error(StatusCode::kOutOfRange, "access outside slab 1", 5)));
   put(dir, "list_sessions", frame(MsgType::kListSessions, ListSessions{0}, 6));
+  put(dir, "list_slabs", frame(MsgType::kListSlabs, ListSlabs{0}, 6));
   SessionEntry e{};
   e.session_id = 3;
   e.leased_bytes = 4096;
@@ -146,6 +147,10 @@ void core(const std::filesystem::path& dir) {
            frame(MsgType::kAuth, AuthProof{}, 7), frame(MsgType::kPing, "", 8),
            frame(MsgType::kResume, ResumeRequest{1, Nonce{}}, 9),
            frame(MsgType::kSlabInfo, SlabInfo{}, 5), frame(MsgType::kStats, "", 6)}));
+  put(dir, "list_slabs",
+      cat({alloc, frame(MsgType::kAllocSlab, AllocSlab{4096}, 2),
+           frame(MsgType::kListSlabs, ListSlabs{0}, 3), frame(MsgType::kFreeSlab, FreeSlab{2}, 4),
+           frame(MsgType::kListSlabs, ListSlabs{2}, 5), frame(MsgType::kListSlabs, "", 6)}));
 }
 
 }  // namespace
