@@ -36,7 +36,9 @@ Bytes frame(MsgType type, const T& body, std::uint64_t req_id) {
   m.req_id = req_id;
   return encode(m);
 }
-Bytes frame(MsgType type, std::string_view payload, std::uint64_t req_id) {
+// Named apart: as frame(type, "text", id) the template above would win and send the
+// literal's array, NUL included.
+Bytes text_frame(MsgType type, std::string_view payload, std::uint64_t req_id) {
   Message m;
   m.type = type;
   m.req_id = req_id;
@@ -82,6 +84,15 @@ void wire(const std::filesystem::path& dir) {
   put(dir, "error", frame(Message::error(StatusCode::kOutOfRange, "access outside slab 1", 5)));
   put(dir, "list_sessions", frame(MsgType::kListSessions, ListSessions{0}, 6));
   put(dir, "list_slabs", frame(MsgType::kListSlabs, ListSlabs{0}, 6));
+  Message slabs;
+  slabs.type = MsgType::kSlabList;
+  slabs.req_id = 6;
+  const SlabListHead slab_head{2, 1};
+  const SlabInfo infos[2] = {{3, 0x7f0000000000, 4096, 42, 0}, {5, 0x7f0000100000, 8192, 43, 0}};
+  slabs.payload.resize(sizeof slab_head + sizeof infos);
+  std::memcpy(slabs.payload.data(), &slab_head, sizeof slab_head);
+  std::memcpy(slabs.payload.data() + sizeof slab_head, infos, sizeof infos);
+  put(dir, "slab_list", frame(slabs));
   SessionEntry e{};
   e.session_id = 3;
   e.leased_bytes = 4096;
@@ -98,7 +109,7 @@ void wire(const std::filesystem::path& dir) {
   put(dir, "session_list", frame(list));
   put(dir, "read", read_op(DataOp{0x7f0000000000, 42, 64}, 7));
   put(dir, "write", write_op(DataOp{0x7f0000000000, 42, 16}, 8));
-  put(dir, "set_label", frame(MsgType::kSetLabel, "pid@host1", 9));
+  put(dir, "set_label", text_frame(MsgType::kSetLabel, "pid@host1", 9));
 }
 
 void handshake(const std::filesystem::path& dir) {
@@ -129,7 +140,7 @@ void core(const std::filesystem::path& dir) {
   put(dir, "alloc_write_read_free",
       cat({alloc, write_op(DataOp{slab_ref(1, 100), rkey_ref(1), 32}, 2),
            read_op(DataOp{slab_ref(1, 96), rkey_ref(1), 64}, 3),
-           frame(MsgType::kFreeSlab, FreeSlab{2}, 4), frame(MsgType::kStats, "", 5)}));
+           frame(MsgType::kFreeSlab, FreeSlab{2}, 4), text_frame(MsgType::kStats, "", 5)}));
   put(dir, "touch_victim",
       cat({alloc, read_op(DataOp{slab_ref(0, 0), rkey_ref(0), 64}, 2),
            write_op(DataOp{slab_ref(0, 8), rkey_ref(0), 16}, 3),
@@ -141,16 +152,16 @@ void core(const std::filesystem::path& dir) {
            frame(MsgType::kAllocSlab, AllocSlab{0}, 5),
            frame(MsgType::kAllocSlab, AllocSlab{1 << 20}, 6)}));  // beyond the capacity
   put(dir, "labels_and_lists",
-      cat({frame(MsgType::kSetLabel, "pid@host1", 1),
+      cat({text_frame(MsgType::kSetLabel, "pid@host1", 1),
            frame(MsgType::kListSessions, ListSessions{0}, 2),
            frame(MsgType::kListSessions, ListSessions{1}, 3), encode(make_hello("", Nonce{}, 4)),
-           frame(MsgType::kAuth, AuthProof{}, 7), frame(MsgType::kPing, "", 8),
+           frame(MsgType::kAuth, AuthProof{}, 7), text_frame(MsgType::kPing, "", 8),
            frame(MsgType::kResume, ResumeRequest{1, Nonce{}}, 9),
-           frame(MsgType::kSlabInfo, SlabInfo{}, 5), frame(MsgType::kStats, "", 6)}));
+           frame(MsgType::kSlabInfo, SlabInfo{}, 5), text_frame(MsgType::kStats, "", 6)}));
   put(dir, "list_slabs",
       cat({alloc, frame(MsgType::kAllocSlab, AllocSlab{4096}, 2),
            frame(MsgType::kListSlabs, ListSlabs{0}, 3), frame(MsgType::kFreeSlab, FreeSlab{2}, 4),
-           frame(MsgType::kListSlabs, ListSlabs{2}, 5), frame(MsgType::kListSlabs, "", 6)}));
+           frame(MsgType::kListSlabs, ListSlabs{2}, 5), text_frame(MsgType::kListSlabs, "", 6)}));
 }
 
 }  // namespace

@@ -7,8 +7,9 @@
 //
 // Checked: nothing crashes, aborts or throws; decode accepts exactly the frames whose header
 // validates and whose size matches it, and what it accepts encodes back to the same bytes
-// (but for the status field, see below); every payload decoder takes exactly its size; an
-// access check that passes lies wholly inside its slab with the slab's rkey.
+// (but for the status field, see below); every payload decoder takes exactly its size, and a
+// SLAB_LIST parses only whole with rising ids; an access check that passes lies wholly
+// inside its slab with the slab's rkey.
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -54,6 +55,23 @@ void check_decoded(std::span<const std::byte> in, const FrameHeader& h, const Me
   check_payload_decoder<AuthOk>(m);
   check_payload_decoder<ResumeRequest>(m);
   check_payload_decoder<ResumeOk>(m);
+  check_payload_decoder<ListSlabs>(m);
+  // A SLAB_LIST, as the resuming client reads one: accepted only whole, in rising id order.
+  bool more = false;
+  auto slabs = parse_slab_list(m.payload, h.req_id % 8, &more);
+  if (slabs.ok()) {
+    FUZZ_CHECK(m.payload.size() == sizeof(SlabListHead) + slabs->size() * sizeof(SlabInfo) &&
+                   slabs->size() <= kMaxSlabsPerList,
+               "SLAB_LIST of %zu bytes parsed as %zu entries", m.payload.size(), slabs->size());
+    std::uint64_t after = h.req_id % 8;
+    for (const auto& s : *slabs) {
+      FUZZ_CHECK(s.slab_id > after, "SLAB_LIST ids not rising");
+      after = s.slab_id;
+    }
+  } else {
+    FUZZ_CHECK(slabs.status().code() == StatusCode::kProtocolError, "parse_slab_list: %s",
+               slabs.status().to_string().c_str());
+  }
   const Status st = m.error_status();
   FUZZ_CHECK(st.ok() == (m.type != MsgType::kError), "kError must give an error status");
   (void)is_request(m.type);
