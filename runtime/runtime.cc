@@ -331,8 +331,7 @@ Status Runtime::prefetch(std::span<const FarAddr> addrs) {
 }
 
 std::size_t Runtime::prefetch_window() const {
-  const std::uint64_t pages = impl_->budget->limit() / page_bytes();
-  return static_cast<std::size_t>(std::clamp<std::uint64_t>(pages / 16, 1, 128));
+  return detail::PageCache::prefetch_window(impl_->budget->limit(), page_bytes());
 }
 
 Status Runtime::close_server(const std::string& url) {

@@ -89,6 +89,9 @@ class PageCache final : public paging::Frontend {
   Status advise(FarAddr addr, std::uint64_t bytes, Advice advice);
   /// Runtime::prefetch: one batch for the pages holding `addrs` (application thread).
   Status prefetch(std::span<const FarAddr> addrs);
+  /// Pages one thread keeps in flight by name (Runtime::prefetch_window): a sixteenth of the
+  /// budget, so several threads may do so at once, at least 1 and at most 128.
+  static std::size_t prefetch_window(std::uint64_t budget_bytes, std::uint32_t page_bytes);
 
   CacheStats stats() const;
   /// Bytes of the arena resident in RAM now (mincore; see Runtime::cache_arena_resident_bytes).
@@ -152,6 +155,9 @@ class PageCache final : public paging::Frontend {
   paging::StreamPrefetcher& stream_on_app(ThreadSlot* slot);
   void add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBatch& batch,
                               std::vector<Pending>& extra);
+  /// Evicts until `pages` frames are free, as a miss would (the evictor spares what this
+  /// thread touched while it waits). A write-back's failure comes back in *err.
+  void make_room_on_app(ThreadSlot* slot, std::size_t pages, Status* err);
   /// nullopt: no free frame; Pending{nullptr}: the page needs no prefetch.
   std::optional<Pending> claim_for_prefetch(std::uint64_t key, std::uint32_t slot);
   void abandon(const std::vector<Pending>& pending);

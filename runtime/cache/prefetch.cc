@@ -1,6 +1,8 @@
 // PageCache: prefetch. Read-around on misses (trend pages travel in the miss's batch),
 // batches posted on first use of prefetched pages, and their completion, by an application
 // thread that needs the pages or else by the prefetch thread.
+#include <algorithm>
+
 #include "cache/page_cache.h"
 #include "common/dcheck.h"
 #include "common/log.h"
@@ -27,14 +29,10 @@ void PageCache::add_read_around_on_app(ThreadSlot* slot, std::uint64_t key, IoBa
       want.push_back(static_cast<std::int64_t>(key) + *stride * static_cast<std::int64_t>(i));
     }
   }
-  if (pager_->free_frames() < want.size()) {
-    // The reserve is smaller than this read-around (a burst ate it): on a miss with a trend,
-    // make room now (quiescent: the evictor spares what this thread touched).
-    Status err;
-    slot->waiting.store(1, std::memory_order_seq_cst);
-    pager_->evict(want.size(), &err);
-    slot->waiting.store(0, std::memory_order_seq_cst);
-  }
+  // The reserve may be smaller than this read-around (a burst ate it): on a miss with a
+  // trend, make room now. A failed write-back is the evictor's to report: the miss goes on.
+  Status ignored;
+  make_room_on_app(slot, want.size(), &ignored);
   for (std::int64_t k : want) {
     auto pending = claim_for_prefetch(static_cast<std::uint64_t>(k), slot->index);
     if (!pending) break;  // no free frame: the rest would not fit either
@@ -55,18 +53,25 @@ Status PageCache::prefetch(std::span<const FarAddr> addrs) {
   }
   // Room for the batch: a prefetch never evicts in line on its own (claim_for_prefetch), but
   // the application asked for these pages by name, as a miss would, so make room as a miss
-  // does, within a sixteenth of the cache (Runtime::prefetch_window: several threads may do
-  // so at once; pages a thread holds in a scope are spared).
-  const std::size_t want = std::min<std::size_t>(keys.size(), std::max<std::uint32_t>(1, frames_ / 16));
-  if (pager_->free_frames() < want) {
-    Status err;
-    slot->waiting.store(1, std::memory_order_seq_cst);
-    pager_->evict(want - pager_->free_frames(), &err);
-    slot->waiting.store(0, std::memory_order_seq_cst);
-    if (!err.ok()) return err;  // a write-back failed: the caller hears of it
-  }
+  // does, for at most one prefetch window (pages a thread holds in a scope are spared).
+  Status err;
+  make_room_on_app(slot, std::min(keys.size(), prefetch_window(budget_.limit(), options_.page_bytes)),
+                   &err);
+  if (!err.ok()) return err;  // a write-back failed: the caller hears of it
   post_prefetch(keys, slot->index);
   return Status::Ok();
+}
+
+std::size_t PageCache::prefetch_window(std::uint64_t budget_bytes, std::uint32_t page_bytes) {
+  return static_cast<std::size_t>(std::clamp<std::uint64_t>(budget_bytes / page_bytes / 16, 1, 128));
+}
+
+void PageCache::make_room_on_app(ThreadSlot* slot, std::size_t pages, Status* err) {
+  const std::size_t free = pager_->free_frames();
+  if (free >= pages) return;
+  slot->waiting.store(1, std::memory_order_seq_cst);
+  pager_->evict(pages - free, err);
+  slot->waiting.store(0, std::memory_order_seq_cst);
 }
 
 std::optional<PageCache::Pending> PageCache::claim_for_prefetch(std::uint64_t key,

@@ -25,11 +25,6 @@ namespace {
 // compute node starts many threads, 128 is the traditional SOMAXCONN and plenty for that.
 constexpr int kListenBacklog = 128;
 
-std::string with_peer(std::string_view peer, std::string_view text) {
-  if (peer.empty()) return std::string(text);
-  return std::string(peer) + ": " + std::string(text);
-}
-
 std::string sockaddr_text(const sockaddr* sa) {
   char host[INET6_ADDRSTRLEN] = "?";
   std::uint16_t port = 0;
@@ -152,6 +147,11 @@ Status set_blocking(int fd, bool blocking) {
     return errno_status(errno, "fcntl(F_SETFL)", "");
   }
   return Status::Ok();
+}
+
+std::string with_peer(std::string_view peer, std::string_view text) {
+  if (peer.empty()) return std::string(text);
+  return std::string(peer) + ": " + std::string(text);
 }
 
 std::string peer_name(int fd) {

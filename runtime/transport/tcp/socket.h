@@ -86,6 +86,8 @@ Result<UniqueFd> connect_to(const std::string& host, std::uint16_t port, Deadlin
 
 /// "host:port" of the socket's peer ("?" when unknown).
 std::string peer_name(int fd);
+/// "PEER: TEXT", or TEXT when the peer is unnamed: how this layer's errors name their peer.
+std::string with_peer(std::string_view peer, std::string_view text);
 
 Status set_nodelay(int fd);
 Status set_blocking(int fd, bool blocking);

@@ -25,10 +25,6 @@ constexpr std::size_t kRecordBytes = 16 * 1024;
 // 16 of them, as a plain writev would move them.
 constexpr std::size_t kBatchBytes = 256 * 1024;
 
-std::string with_peer(std::string_view peer, std::string_view what) {
-  return peer.empty() ? std::string(what) : std::string(peer) + ": " + std::string(what);
-}
-
 bool is_ip_literal(const std::string& host) {
   in6_addr a6{};
   in_addr a4{};
