@@ -105,19 +105,8 @@ class DerefScope {
 
   std::byte* lookup(std::uint64_t key, bool write, bool overwrite = false) {
     if (slot_ == nullptr) [[unlikely]] return nullptr;  // error_ says why
-    const std::uint64_t slab = (key >> v_.slab_page_bits) - 1;
-    const std::uint64_t page = key & ((std::uint64_t{1} << v_.slab_page_bits) - 1);
-    detail::DirBlock* blk = v_.dir[(slab >> detail::kDirBits) & detail::kDirMask].load(
-        std::memory_order_acquire);
-    if (blk != nullptr && (slab >> (2 * detail::kDirBits)) == 0) {
-      const detail::Leaf* leaf = blk->leaf[slab & detail::kDirMask].load(std::memory_order_acquire);
-      if (leaf != nullptr && page < leaf->pages) {
-        const std::uint64_t pte = leaf->pte[page].load(std::memory_order_acquire);
-        if (detail::pte_state(pte) == detail::kPtePresent) {
-          return hit(key, detail::pte_frame(pte), write);
-        }
-      }
-    }
+    const std::uint64_t pte = detail::pte_of(v_, key);
+    if (detail::pte_state(pte) == detail::kPtePresent) return hit(key, detail::pte_frame(pte), write);
     std::byte* base = overwrite ? detail::cache_fault_overwrite(v_.cache, slot_, key, &error_)
                                 : detail::cache_fault(v_.cache, slot_, key, write, &error_);
     if (base != nullptr) remember(key, base, write);

@@ -55,6 +55,8 @@ class far_vector {
     return *this;
   }
 
+  /// The runtime whose far memory holds the elements.
+  Runtime& runtime() const { return *rt_; }
   std::size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   std::size_t capacity() const { return segments_.size() * per_segment_; }

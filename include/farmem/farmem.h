@@ -9,6 +9,7 @@
 #include "farmem/runtime.h"
 #include "farmem/stats.h"
 #include "farmem/status.h"
+#include "farmem/task.h"
 
 namespace farmem {
 

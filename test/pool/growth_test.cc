@@ -134,7 +134,7 @@ TEST(Growth, AStalledServerDelaysOnlyTheLeaseThatAsksItNotReadsAndWrites) {
   auto placed = r.allocate(4u << 20);
   ASSERT_TRUE(placed.ok()) << placed.status().to_string();
   ASSERT_TRUE(r.add_server(stalled_url).ok());
-  ASSERT_TRUE(stalled.signal(SIGSTOP).ok());
+  ASSERT_TRUE(stalled.stop().ok());
 
   // A reader keeps reading the placed memory while a lease asks the stalled server for its
   // free room: the lease waits out op_timeout there, but reads must go on meanwhile.

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 
 #include "test/support/test_server.h"
@@ -123,6 +124,20 @@ std::uint16_t MemserverProcess::port(const std::string& kind) const {
 Status MemserverProcess::signal(int sig) const {
   if (pid_ <= 0 || kill(pid_, sig) != 0) return Internal("cannot signal the memserver");
   return Status::Ok();
+}
+
+Status MemserverProcess::stop() const {
+  FARMEM_RETURN_IF_ERROR(signal(SIGSTOP));
+  // /proc/PID/stat: "PID (COMM) STATE ..."; COMM may hold spaces, STATE follows its ')'.
+  const std::string path = "/proc/" + std::to_string(pid_) + "/stat";
+  const bool stopped = eventually([&] {
+    std::ifstream f(path);
+    std::string line;
+    std::getline(f, line);
+    const auto close = line.rfind(')');
+    return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'T';
+  });
+  return stopped ? Status::Ok() : TimedOut("the memserver did not stop within 10 s");
 }
 
 Result<int> MemserverProcess::wait_exit(std::chrono::milliseconds deadline) {

@@ -43,6 +43,10 @@ class MemserverProcess {
   std::uint16_t port(const std::string& kind) const;
   pid_t pid() const { return pid_; }
   Status signal(int sig) const;
+  /// SIGSTOP, then waits (up to 10 s) until the kernel reports the process stopped: a stop
+  /// is asynchronous, and a server still running for a moment would answer what the test
+  /// means to leave unanswered.
+  Status stop() const;
   /// Waits up to `deadline` for the process to exit; its exit code, or -1 (killed by a
   /// signal), or kTimedOut.
   Result<int> wait_exit(std::chrono::milliseconds deadline);

@@ -107,6 +107,19 @@ struct CacheView {
   const Status* error = nullptr;
 };
 
+/// The page-table entry of page `key` (kPteAbsent when the table has no leaf for it): the
+/// radix walk of the inline hit path, three plain loads.
+inline std::uint64_t pte_of(const CacheView& v, std::uint64_t key) {
+  const std::uint64_t slab = (key >> v.slab_page_bits) - 1;
+  const std::uint64_t page = key & ((std::uint64_t{1} << v.slab_page_bits) - 1);
+  if ((slab >> (2 * kDirBits)) != 0) return kPteAbsent;
+  DirBlock* blk = v.dir[(slab >> kDirBits) & kDirMask].load(std::memory_order_acquire);
+  if (blk == nullptr) return kPteAbsent;
+  const Leaf* leaf = blk->leaf[slab & kDirMask].load(std::memory_order_acquire);
+  if (leaf == nullptr || page >= leaf->pages) return kPteAbsent;
+  return leaf->pte[page].load(std::memory_order_acquire);
+}
+
 /// Out of line (libfarmem): the miss path. Returns the local address of the page holding
 /// `raw`, or nullptr with the scope's error set.
 std::byte* cache_fault(PageCache* cache, ThreadSlot* slot, std::uint64_t key, bool write,
