@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 namespace farmem::kvload {
@@ -261,8 +262,10 @@ Status Worker::check_deadlines() {
   const auto limit = static_cast<std::uint64_t>(s_.opt.timeout_s * 1e9);
   for (const auto& c : conns_) {
     if (!c->pending().empty() && now - c->pending().front().issued_ns > limit) {
+      char secs[32];
+      std::snprintf(secs, sizeof secs, "%g", s_.opt.timeout_s);
       return TimedOut(s_.opt.host + ":" + std::to_string(s_.opt.port) + ": no reply within " +
-                      std::to_string(s_.opt.timeout_s) + " s");
+                      secs + " s (--timeout)");
     }
   }
   return Status::Ok();
