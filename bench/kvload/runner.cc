@@ -14,6 +14,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 // How often the runner looks at its workers (phase ends, aborts, progress lines).
 constexpr auto kTick = std::chrono::milliseconds(10);
+// memcached's longest key.
+constexpr std::size_t kMaxKeyBytes = 250;
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
@@ -68,6 +70,12 @@ Status validate(const LoadOptions& o) {
                            " bytes (each value carries a 24-byte stamp), MIN <= MAX");
   }
   if (o.read_ratio < 0 || o.read_ratio > 1) return InvalidArgument("--read-ratio: 0 to 1");
+  // memcached keys: at most 250 bytes, no spaces or control characters (20 digits of index).
+  if (o.key_prefix.size() > kMaxKeyBytes - 20 ||
+      std::any_of(o.key_prefix.begin(), o.key_prefix.end(),
+                  [](char ch) { return static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f; })) {
+    return InvalidArgument("--key-prefix: at most 230 bytes, no spaces or control characters");
+  }
   if (o.dist == KeyDist::kZipf && (o.zipf_theta < 0 || o.zipf_theta >= 1)) {
     return InvalidArgument("--zipf-theta: 0 <= theta < 1");
   }
