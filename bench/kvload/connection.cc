@@ -21,6 +21,13 @@ std::string where(const std::string& host, std::uint16_t port) {
   return host + ":" + std::to_string(port);
 }
 
+// A failed send or recv: a reset or a broken pipe is the server going away, said so.
+std::string gone(const char* call, int err) {
+  const std::string what = std::string(call) + ": " + std::strerror(err);
+  if (err == ECONNRESET || err == EPIPE) return "the server closed the connection (" + what + ")";
+  return what;
+}
+
 // Waits for a nonblocking connect to finish; returns 0 or the errno it failed with.
 int wait_connected(int fd, std::chrono::milliseconds timeout) {
   pollfd p{fd, POLLOUT, 0};
@@ -71,7 +78,7 @@ Status Connection::flush() {
     const ssize_t n = ::send(fd_, out_.data() + sent_, out_.size() - sent_, MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return Unavailable(std::string("send: ") + std::strerror(errno));
+    if (n <= 0) return Unavailable(gone("send", n < 0 ? errno : EPIPE));
     sent_ += static_cast<std::size_t>(n);
   }
   if (sent_ == out_.size()) {
@@ -91,7 +98,7 @@ Status Connection::read_available() {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return Status::Ok();
     if (n < 0 && errno == EINTR) continue;
     return Unavailable(n == 0 ? std::string("the server closed the connection")
-                              : std::string("recv: ") + std::strerror(errno));
+                              : gone("recv", errno));
   }
 }
 
