@@ -79,7 +79,9 @@ Status sort_chunked(Memory& in, Memory& out, const SortPlan& plan, tbb::task_are
   counts.run_s = since(t0);
   t0 = Clock::now();
   if (plan.hints) {
-    FARMEM_RETURN_IF_ERROR(in.advise(0, plan.records * Record::kBytes, Advice::kSequential));
+    // The input's streams are pulled window by window (merge.cc); a fault's own read-ahead
+    // on top, per stream, would overrun the budget once there are many streams.
+    FARMEM_RETURN_IF_ERROR(in.advise(0, plan.records * Record::kBytes, Advice::kRandom));
     FARMEM_RETURN_IF_ERROR(out.advise(0, plan.records * Record::kBytes, Advice::kSequential));
   }
   const auto parts = plan_partitions(records_of(in), runs,
