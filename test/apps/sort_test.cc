@@ -14,6 +14,7 @@
 #include <fstream>
 #include <iterator>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -280,6 +281,69 @@ TEST_F(SortTest, BinarySortsForRealAndPlainModeAgrees) {
   ASSERT_EQ(plain.rc, 0) << plain.out;
   EXPECT_NE(plain.out.find("\"mode\":\"plain\""), std::string::npos) << plain.out;
   EXPECT_TRUE(read_file(plain_out) == far_bytes) << "plain and far outputs differ";
+  std::filesystem::remove_all(dir);
+}
+
+// Every "$ farmem-..." line of docs/sort.md, run as shown but at a twelfth of the size (still
+// 12.5 % local), with this test's memserver port, token file and output folder.
+TEST(SortDocsTest, DocsCommandsRun) {
+  std::ifstream doc(FARMEM_SORT_DOC);
+  ASSERT_TRUE(doc.good()) << FARMEM_SORT_DOC;
+  std::vector<std::vector<std::string>> memservers, sorts;
+  for (std::string line; std::getline(doc, line);) {
+    if (line.rfind("$ farmem-", 0) != 0) continue;
+    std::istringstream words(line.substr(2));
+    std::vector<std::string> argv{std::istream_iterator<std::string>(words), {}};
+    (argv[0] == "farmem-memserver" ? memservers : sorts).push_back(argv);
+  }
+  ASSERT_EQ(memservers.size(), 1u) << "the page starts one memserver";
+  ASSERT_GE(sorts.size(), 6u) << "the page shows the far, plain and comparison runs";
+
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("farmem_sort_docs_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string token = (dir / "token").string();
+  std::ofstream(token) << test::kToken << "\n";
+  // The value after `flag` in argv, replaced through `swap` (which sees the old value).
+  auto substitute = [](std::vector<std::string>& argv, const std::string& flag, auto swap) {
+    for (std::size_t i = 1; i + 1 < argv.size(); ++i) {
+      if (argv[i] == flag) argv[i + 1] = swap(argv[i + 1]);
+    }
+  };
+  auto same = [](const std::string& want, const std::string& to) {
+    return [want, to](const std::string& v) {
+      EXPECT_EQ(v, want) << "docs/sort.md changed: update this test's substitutions";
+      return to;
+    };
+  };
+  std::vector<std::string> ms_args(memservers[0].begin() + 1, memservers[0].end());
+  if (!ms_args.empty() && ms_args.back() == "&") ms_args.pop_back();
+  substitute(ms_args, "--tcp", same("127.0.0.1:7472", "127.0.0.1:0"));
+  substitute(ms_args, "--token-file", same("token", token));
+  substitute(ms_args, "--capacity", same("2G", "512M"));
+  ms_args.insert(ms_args.end(), {"--log-level", "error"});
+  test::MemserverProcess ms;
+  ASSERT_TRUE(ms.start(ms_args, {"tcp"}).ok());
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(ms.port("tcp"));
+
+  for (auto argv : sorts) {
+    ASSERT_EQ(argv[0], "farmem-sort");
+    substitute(argv, "--server", same("tcp://127.0.0.1:7472", url));
+    substitute(argv, "--token-file", same("token", token));
+    substitute(argv, "--records", same("4000000", "320000"));
+    substitute(argv, "--budget", same("50m", "4m"));
+    substitute(argv, "-o", [&](const std::string& v) { return (dir / v).string(); });
+    std::string args;
+    for (std::size_t i = 1; i < argv.size(); ++i) args += argv[i] + " ";
+    const Ran r = run_sort(args);
+    EXPECT_EQ(r.rc, 0) << args << ":\n" << r.out;
+    EXPECT_NE(r.out.find("\"sorted\":true,\"checksum_match\":true"), std::string::npos)
+        << args << ":\n" << r.out;
+  }
+  // The page says the far and plain outputs are equal: sorted, and the input's records.
+  const Bytes far = read_file((dir / "sorted.dat").string());
+  EXPECT_TRUE(far == read_file((dir / "sorted-plain.dat").string()));
+  expect_sorted_permutation(far, 1, 320'000);
   std::filesystem::remove_all(dir);
 }
 
