@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
       ->transform(CLI::CheckedTransformer(algos, CLI::ignore_case))->default_str("chunked");
   auto* n = app.add_option("-n,--records", o.records, "Records to sort (100 bytes each)")
                 ->check(CLI::Range(std::uint64_t{1}, kMaxRecords))->capture_default_str();
-  app.add_option("--bytes", bytes, "Or: bytes of records to sort (e.g. 1g), a multiple of 100")
+  app.add_option("--bytes", bytes, "Or: bytes of records to sort (e.g. 1g; whole records, rounded down)")
       ->transform(CLI::AsSizeValue(false))->excludes(n);
   app.add_option("--seed", o.seed, "The input is a function of it")->capture_default_str();
   app.add_option("-t,--threads", o.threads, "Threads that sort, merge, generate and verify")
@@ -83,8 +83,8 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kBadOptions;
   }
   if (bytes != 0) {
-    if (bytes % farmem::sort::Record::kBytes != 0) {
-      return bad_options("--bytes must be a multiple of 100 (the record size)");
+    if (bytes < farmem::sort::Record::kBytes) {
+      return bad_options("--bytes must hold at least one record (100 bytes)");
     }
     o.records = bytes / farmem::sort::Record::kBytes;
   }

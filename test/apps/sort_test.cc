@@ -237,7 +237,7 @@ TEST(SortBinaryTest, BadOptionsExitTwoSayingWhy) {
       {"--records 0", "--records"},
       {"--mode swap", "--mode"},
       {"--algo bubble", "--algo"},
-      {"--bytes 150", "multiple of 100"},
+      {"--bytes 99", "at least one record"},
       {"--records 10 --bytes 1000", "excludes"},
       {"--threads 0", "--threads"},
       {"--budget 100k", "budget must be >= 1 MiB"},
@@ -253,6 +253,12 @@ TEST(SortBinaryTest, BadOptionsExitTwoSayingWhy) {
     EXPECT_NE(r.out.find(why), std::string::npos) << args << " should say " << why << ":\n"
                                                   << r.out;
   }
+}
+
+TEST(SortBinaryTest, BytesAreRoundedDownToWholeRecords) {
+  const Ran r = run_sort("--mode plain --bytes 1m --budget 1m -t 1");
+  EXPECT_EQ(r.rc, 0) << r.out;
+  EXPECT_NE(r.out.find("\"records\":10485,\"bytes\":1048500,"), std::string::npos) << r.out;
 }
 
 // The commands of docs/sort.md ("How to run it"), with the test's memserver and files.
