@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <tuple>
 
 #include "graph/parallel.h"
 
@@ -36,17 +37,21 @@ Status count_edges(const EdgeSource& source, bool transpose, std::vector<std::ui
 template <typename Store>
 Status place_edges(const EdgeSource& source, bool transpose, std::vector<std::uint64_t>& start,
                    typename Store::template Array<Vertex>& raw) {
+  std::vector<std::pair<std::size_t, Vertex>> placed;
   std::vector<std::size_t> pos;
   std::vector<Vertex> val;
   const auto place = [&](std::span<const Edge> block) -> Status {
     for (std::size_t first = 0; first < block.size(); first += kBuildBlockEdges) {
-      pos.clear();
-      val.clear();
+      placed.clear();
       for (const Edge& e : block.subspan(first, std::min(kBuildBlockEdges, block.size() - first))) {
         if (e.src == e.dst) continue;
-        pos.push_back(start[transpose ? e.dst : e.src]++);
-        val.push_back(transpose ? e.src : e.dst);
+        placed.push_back({start[transpose ? e.dst : e.src]++, transpose ? e.src : e.dst});
       }
+      // In position order: edges that land on one page are written in one visit to it.
+      std::sort(placed.begin(), placed.end());
+      pos.resize(placed.size());
+      val.resize(placed.size());
+      for (std::size_t k = 0; k < placed.size(); ++k) std::tie(pos[k], val[k]) = placed[k];
       FARMEM_RETURN_IF_ERROR(raw.scatter(pos, val));
     }
     return Status::Ok();

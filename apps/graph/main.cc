@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -37,12 +36,9 @@ void add_far_options(CLI::App& app, farmem::RuntimeOptions& r, std::uint64_t& me
   app.add_option("--tls-key", r.tls_key, "Its private key (PEM)");
 }
 
-void add_graph_options(CLI::App& app, farmem::graph::GraphOptions& o) {
-  using farmem::graph::Algorithm;
-  const std::map<std::string, Algorithm> algorithms{{"pagerank", Algorithm::kPageRank},
-                                                    {"bfs", Algorithm::kBfs}};
-  app.add_option("-a,--algorithm", o.algorithm, "pagerank or bfs")
-      ->transform(CLI::CheckedTransformer(algorithms))->default_str("pagerank");
+void add_graph_options(CLI::App& app, farmem::graph::GraphOptions& o, std::string& algorithm) {
+  app.add_option("-a,--algorithm", algorithm, "pagerank or bfs")
+      ->check(CLI::IsMember({"pagerank", "bfs"}))->capture_default_str();
   app.add_option("-i,--input", o.input,
                  "Edge-list file: 'SRC DST' a line, '#' or '%' comments. None: an R-MAT graph")
       ->check(CLI::ExistingFile);
@@ -72,6 +68,7 @@ int main(int argc, char** argv) {
   farmem::graph::GraphOptions o;
   farmem::RuntimeOptions r;
   std::string mode = "far";
+  std::string algorithm = "pagerank";
   std::uint64_t memory_mib = 64;
   std::string token_file;
   unsigned threads = 0;
@@ -80,10 +77,12 @@ int main(int argc, char** argv) {
                  "memory (the reference)")
       ->check(CLI::IsMember({"far", "local"}))->capture_default_str();
   app.add_option("-t,--threads", threads, "Worker threads (0: one a core)")->capture_default_str();
-  add_graph_options(app, o);
+  add_graph_options(app, o, algorithm);
   add_far_options(app, r, memory_mib, token_file);
   app.set_version_flag("--version", std::string("farmem-graph ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
+  o.algorithm = algorithm == "bfs" ? farmem::graph::Algorithm::kBfs
+                                   : farmem::graph::Algorithm::kPageRank;
   if (!token_file.empty()) std::getline(std::ifstream(token_file), r.auth_token);
   r.cache_budget_bytes = memory_mib << 20;
   // The kernels go through the page cache, not the runtime's registered buffer: keep it small.
