@@ -60,7 +60,7 @@ Status visit_lists(const Array& targets, const std::vector<std::uint64_t>& ends,
   return flush();
 }
 
-// Expands frontier[lo, hi): claims their unvisited targets into `next`; returns the edges
+// Expands these frontier vertices: claims their unvisited targets into `next`; returns the edges
 // it walked.
 template <typename Store>
 Result<std::uint64_t> expand(const Csr<Store>& g, std::span<const Vertex> frontier,
