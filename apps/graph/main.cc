@@ -1,40 +1,18 @@
 // farmem-graph: PageRank and BFS over a CSR graph in far memory. Flags only: the work is
-// graph.h. The far-memory flags are farmem-kv's.
+// graph.h. The far-memory flags are every app's (common/far_flags.h).
 #include <oneapi/tbb/global_control.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "common/far_flags.h"
 #include "graph/graph.h"
 
 namespace {
-
-// The far-memory flags, as farmem-kv takes them.
-void add_far_options(CLI::App& app, farmem::RuntimeOptions& r, std::uint64_t& memory_mib,
-                     std::string& token_file) {
-  app.add_option("-m,--memory-limit", memory_mib,
-                 "Local memory for cached far pages, in MiB (the page cache's budget)")
-      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
-  app.add_option("--server", r.servers,
-                 "Memserver URL (rdma://, tcp://, tls://host:port, or local); repeatable. "
-                 "None and no --registry: an embedded memserver");
-  app.add_option("--registry", r.registry, "etcd registry of memservers: etcd://host:port[/prefix]");
-  app.add_option("--replicas", r.replicas, "Copies of far memory, on different memservers")
-      ->check(CLI::Range(1, 3))->capture_default_str();
-  auto* tok = app.add_option("--token", r.auth_token,
-                             "Secret the memservers check (their --token, or the tenant's)");
-  app.add_option("--token-file", token_file, "Read the secret from FILE")
-      ->excludes(tok)->check(CLI::ExistingFile);
-  app.add_option("--tenant", r.auth_tenant, "Tenant to authenticate as");
-  app.add_option("--tls-ca", r.tls_ca, "CA file (PEM) tls:// memservers chain to");
-  app.add_option("--tls-cert", r.tls_cert, "Client certificate (PEM) for tls://");
-  app.add_option("--tls-key", r.tls_key, "Its private key (PEM)");
-}
 
 void add_graph_options(CLI::App& app, farmem::graph::GraphOptions& o, std::string& algorithm) {
   app.add_option("-a,--algorithm", algorithm, "pagerank or bfs")
@@ -70,7 +48,7 @@ int main(int argc, char** argv) {
   std::string mode = "far";
   std::string algorithm = "pagerank";
   std::uint64_t memory_mib = 64;
-  std::string token_file;
+  farmem::apps::FarFlags far;
   unsigned threads = 0;
   app.add_option("--mode", mode,
                  "far: the graph in far memory behind a -m MiB cache; local: all in local "
@@ -78,12 +56,18 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"far", "local"}))->capture_default_str();
   app.add_option("-t,--threads", threads, "Worker threads (0: one a core)")->capture_default_str();
   add_graph_options(app, o, algorithm);
-  add_far_options(app, r, memory_mib, token_file);
+  app.add_option("-m,--memory-limit", memory_mib,
+                 "Local memory for cached far pages, in MiB (the page cache's budget)")
+      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  farmem::apps::add_far_flags(app, r, far);
   app.set_version_flag("--version", std::string("farmem-graph ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
   o.algorithm = algorithm == "bfs" ? farmem::graph::Algorithm::kBfs
                                    : farmem::graph::Algorithm::kPageRank;
-  if (!token_file.empty()) std::getline(std::ifstream(token_file), r.auth_token);
+  if (auto st = farmem::apps::finish_far_flags(r, far); !st.ok()) {
+    std::fprintf(stderr, "farmem-graph: %s\n", st.to_string().c_str());
+    return 2;
+  }
   r.cache_budget_bytes = memory_mib << 20;
   // The kernels go through the page cache, not the runtime's registered buffer: keep it small.
   r.local_buffer_bytes = 1u << 20;
