@@ -9,12 +9,32 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <chrono>
+#include <cstdio>
 #include <cstdint>
 #include <string>
 #include <string_view>
 
 namespace farmem::kv::test {
+
+/// A shell command's exit code (-1: it did not exit) and its stdout.
+struct ToolRun {
+  int rc = -1;
+  std::string out;
+};
+inline ToolRun run_command(const std::string& cmd) {
+  ToolRun r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
 
 class KvClient {
  public:

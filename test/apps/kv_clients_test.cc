@@ -51,22 +51,11 @@ std::string find_tool(const std::string& name) {
     }                                                                                        \
   } while (0)
 
-struct ToolRun {
-  int rc = -1;
-  std::string out;
-};
+using test::ToolRun;
+using test::run_command;
 
 ToolRun run(const std::string& cmd) {
-  ToolRun r;
-  const std::string full = "timeout " + std::to_string(kToolTimeoutSeconds) + " " + cmd + " 2>&1";
-  FILE* p = ::popen(full.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
+  return run_command("timeout " + std::to_string(kToolTimeoutSeconds) + " " + cmd + " 2>&1");
 }
 
 std::uint64_t field(const std::string& out, const std::string& name) {

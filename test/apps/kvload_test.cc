@@ -29,6 +29,7 @@
 #include "bench/kvload/keys.h"
 #include "bench/kvload/value.h"
 #include "kv/kv.h"
+#include "test/apps/kv_client.h"
 
 namespace farmem::kvload {
 namespace {
@@ -132,9 +133,8 @@ TEST(KvloadValueTest, OnlyWrittenValuesPass) {
   EXPECT_EQ(other.check(7, 0, flipped), ValueCodec::Verdict::kWrong);
 }
 
-struct ToolRun {
-  int rc = -1;
-  std::string out, err;
+struct ToolRun : kv::test::ToolRun {
+  std::string err;
   Json json;  ///< stdout parsed, null when it is not one JSON object
 };
 
@@ -146,14 +146,7 @@ ToolRun kvload(const std::string& args) {
                          std::to_string(seq++));
   const std::string cmd = "timeout " + std::to_string(kRunTimeoutSeconds) + " " +
                           FARMEM_KVLOAD_BIN + " " + args + " 2>" + err_file.string();
-  ToolRun r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  ToolRun r{kv::test::run_command(cmd)};
   std::ifstream e(err_file);
   r.err.assign(std::istreambuf_iterator<char>(e), {});
   std::filesystem::remove(err_file);
