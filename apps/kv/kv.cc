@@ -145,6 +145,7 @@ StatList KvServer::stats() const {
   add("farmem_fault_p99_ns", cs.fault_latency.percentile_ns(99));
   add("farmem_prefetches_issued", cs.prefetches_issued);
   add("farmem_prefetches_used", cs.prefetches_used);
+  add("farmem_misses_in_flight", cs.prefetch_pages_in_flight);
   add("farmem_item_far_bytes", st.far_bytes);
   add("farmem_far_bytes_allocated", rs.far_bytes_allocated);
   add("farmem_far_bytes_leased", rs.far_bytes_leased);

@@ -4,9 +4,9 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
 #include <string>
 
+#include "common/far_flags.h"
 #include "kv/kv.h"
 
 int main(int argc, char** argv) {
@@ -15,7 +15,7 @@ int main(int argc, char** argv) {
                "local page cache of -m MiB."};
   farmem::kv::KvOptions o;
   std::uint64_t memory_mib = 64;
-  std::string token_file;
+  farmem::apps::FarFlags far;
   app.add_option("-p,--port", o.server.port, "TCP port to listen on (0: any free port)")
       ->capture_default_str();
   app.add_option("-l,--listen", o.server.listen, "Address to listen on")->capture_default_str();
@@ -33,30 +33,13 @@ int main(int argc, char** argv) {
                  "Far memory items may use (e.g. 4g); past it, least recently used items are "
                  "evicted")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
-  app.add_option("--server", o.runtime.servers,
-                 "Memserver URL (rdma://, tcp://, tls://host:port, or local); repeatable. "
-                 "None and no --registry: an embedded memserver");
-  app.add_option("--registry", o.runtime.registry,
-                 "etcd registry of memservers: etcd://host:port[/prefix]");
-  app.add_option("--replicas", o.runtime.replicas, "Copies of far memory, on different memservers")
-      ->check(CLI::Range(1, 3))->capture_default_str();
-  app.add_option("--budget-floor", o.runtime.budget_floor,
-                 "Tier: lowest local budget under memory pressure (e.g. 16m; with --budget-ceiling)")
-      ->transform(CLI::AsSizeValue(false));
-  app.add_option("--budget-ceiling", o.runtime.budget_ceiling,
-                 "Tier: highest local budget when memory is calm (e.g. 256m)")
-      ->transform(CLI::AsSizeValue(false));
-  auto* tok = app.add_option("--token", o.runtime.auth_token,
-                             "Secret the memservers check (their --token, or the tenant's)");
-  app.add_option("--token-file", token_file, "Read the secret from FILE")
-      ->excludes(tok)->check(CLI::ExistingFile);
-  app.add_option("--tenant", o.runtime.auth_tenant, "Tenant to authenticate as");
-  app.add_option("--tls-ca", o.runtime.tls_ca, "CA file (PEM) tls:// memservers chain to");
-  app.add_option("--tls-cert", o.runtime.tls_cert, "Client certificate (PEM) for tls://");
-  app.add_option("--tls-key", o.runtime.tls_key, "Its private key (PEM)");
+  farmem::apps::add_far_flags(app, o.runtime, far);
   app.set_version_flag("--version", std::string("farmem-kv ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
-  if (!token_file.empty()) std::getline(std::ifstream(token_file), o.runtime.auth_token);
+  if (auto st = farmem::apps::finish_far_flags(o.runtime, far); !st.ok()) {
+    std::fprintf(stderr, "farmem-kv: %s\n", st.to_string().c_str());
+    return 2;
+  }
   o.runtime.cache_budget_bytes = memory_mib << 20;
   // The runtime's own registered buffer is not used by the store (it goes through the page
   // cache): keep it small, so that -m is what local memory costs.

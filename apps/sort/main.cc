@@ -4,11 +4,11 @@
 // 2 bad options.
 #include <CLI/CLI.hpp>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
 
+#include "common/far_flags.h"
 #include "sort/job.h"
 
 namespace {
@@ -33,7 +33,8 @@ int main(int argc, char** argv) {
   farmem::sort::SortOptions o;
   o.threads = std::max(1u, std::thread::hardware_concurrency());
   std::uint64_t bytes = 0;
-  std::string token_file, output, fault_mode = "handler";
+  std::string output, fault_mode = "handler";
+  farmem::apps::FarFlags far;
   bool no_hints = false;
   const std::map<std::string, Mode> modes{{"far", Mode::kFar}, {"plain", Mode::kPlain}};
   const std::map<std::string, Algo> algos{{"chunked", Algo::kChunked}, {"naive", Algo::kNaive}};
@@ -61,21 +62,7 @@ int main(int argc, char** argv) {
                  "Who serves a region's faults: handler (a thread) or faulting (SIGBUS)")
       ->check(CLI::IsMember({"handler", "faulting"}))->capture_default_str();
   app.add_option("-o,--output", output, "Write the sorted records to FILE (100 bytes each)");
-  app.add_option("--server", o.runtime.servers,
-                 "Memserver URL (rdma://, tcp://, tls://host:port, or local); repeatable. "
-                 "None and no --registry: an embedded memserver");
-  app.add_option("--registry", o.runtime.registry,
-                 "etcd registry of memservers: etcd://host:port[/prefix]");
-  app.add_option("--replicas", o.runtime.replicas, "Copies of far memory, on different memservers")
-      ->check(CLI::Range(1, 3))->capture_default_str();
-  auto* tok = app.add_option("--token", o.runtime.auth_token,
-                             "Secret the memservers check (their --token, or the tenant's)");
-  app.add_option("--token-file", token_file, "Read the secret from FILE")
-      ->excludes(tok)->check(CLI::ExistingFile);
-  app.add_option("--tenant", o.runtime.auth_tenant, "Tenant to authenticate as");
-  app.add_option("--tls-ca", o.runtime.tls_ca, "CA file (PEM) tls:// memservers chain to");
-  app.add_option("--tls-cert", o.runtime.tls_cert, "Client certificate (PEM) for tls://");
-  app.add_option("--tls-key", o.runtime.tls_key, "Its private key (PEM)");
+  farmem::apps::add_far_flags(app, o.runtime, far);
   app.set_version_flag("--version", std::string("farmem-sort ") + farmem::version());
   try {
     app.parse(argc, argv);
@@ -92,7 +79,9 @@ int main(int argc, char** argv) {
   if (o.mode == Mode::kPlain && far_flags) {
     return bad_options("--server and --registry apply to --mode far only");
   }
-  if (!token_file.empty()) std::getline(std::ifstream(token_file), o.runtime.auth_token);
+  if (auto st = farmem::apps::finish_far_flags(o.runtime, far); !st.ok()) {
+    return bad_options(st.message());
+  }
   o.hints = !no_hints;
   o.region.fault_mode = fault_mode == "faulting" ? farmem::FaultMode::kFaultingThread
                                                  : farmem::FaultMode::kHandlerThread;

@@ -36,6 +36,9 @@ struct CacheStats {
   /// a zeroed frame, never fetched (far_vector::append and resize of whole pages)
   std::uint64_t overwrite_fills = 0;
   std::uint64_t bytes_read = 0;         ///< bytes fetched from far memory
+  /// pages of prefetch batches posted and not yet arrived (Runtime::prefetch, gather,
+  /// coroutines, read-ahead): misses in flight now; a gauge, not summed over time
+  std::uint64_t prefetch_pages_in_flight = 0;
   std::uint64_t bytes_written = 0;      ///< bytes written back to far memory
   std::uint64_t resident_bytes = 0;     ///< local bytes in use now
   std::uint64_t budget_bytes = 0;       ///< the local budget

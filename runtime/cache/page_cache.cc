@@ -397,6 +397,7 @@ CacheStats PageCache::stats() const {
   s.evictions = p.evictions;
   s.writebacks = p.writebacks;
   s.bytes_read = bytes_read_.load(std::memory_order_relaxed);
+  s.prefetch_pages_in_flight = prefetch_pages_in_flight_.load(std::memory_order_relaxed);
   s.overwrite_fills = overwrite_fills_.load(std::memory_order_relaxed);
   s.bytes_written = p.bytes_written;
   s.inline_evictions = p.inline_evictions;

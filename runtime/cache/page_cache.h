@@ -221,6 +221,8 @@ class PageCache final : public paging::Frontend {
 
   // Counters (hits live in the slots; eviction, write-back and prefetch counts in the pager).
   std::atomic<std::uint64_t> misses_{0}, bytes_read_{0}, overwrite_fills_{0};
+  /// Pages of posted prefetch batches not yet installed or given up (a gauge).
+  std::atomic<std::uint64_t> prefetch_pages_in_flight_{0};
   std::unique_ptr<std::atomic<std::uint64_t>[]> fault_hist_;
 };
 

@@ -149,6 +149,7 @@ void PageCache::post_prefetch(const std::vector<std::int64_t>& keys, std::uint32
     abandon(job->pages);
     return;
   }
+  prefetch_pages_in_flight_.fetch_add(job->pages.size(), std::memory_order_relaxed);
   {
     MutexLock lock(prefetch_mu_);
     in_flight_.push_back(std::move(job));
@@ -165,7 +166,9 @@ std::unique_ptr<PageCache::InFlight> PageCache::take_in_flight() {
 }
 
 void PageCache::complete(InFlight& job) {
-  if (Status st = io_.wait(job.batch); !st.ok()) {
+  const Status st = io_.wait(job.batch);
+  prefetch_pages_in_flight_.fetch_sub(job.pages.size(), std::memory_order_relaxed);
+  if (!st.ok()) {
     log().warn("prefetch of {} page(s) failed: {}", job.pages.size(), st.to_string());
     abandon(job.pages);
     return;

@@ -45,6 +45,7 @@ void CacheStats::merge(const CacheStats& o) {
   evictions += o.evictions;
   writebacks += o.writebacks;
   bytes_read += o.bytes_read;
+  prefetch_pages_in_flight += o.prefetch_pages_in_flight;
   bytes_written += o.bytes_written;
   overwrite_fills += o.overwrite_fills;
   resident_bytes += o.resident_bytes;
@@ -66,6 +67,7 @@ std::string CacheStats::to_json() const {
   j["evictions"] = evictions;
   j["writebacks"] = writebacks;
   j["bytes_read"] = bytes_read;
+  j["prefetch_pages_in_flight"] = prefetch_pages_in_flight;
   j["bytes_written"] = bytes_written;
   j["overwrite_fills"] = overwrite_fills;
   j["resident_bytes"] = resident_bytes;

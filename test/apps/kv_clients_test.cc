@@ -258,6 +258,13 @@ TEST(KvBinaryTest, StartsWithFlagsAndServes) {
   const ToolRun bad = run(std::string(FARMEM_KV_BIN) + " -I 10");
   EXPECT_NE(bad.rc, 0);
   EXPECT_NE(bad.out.find("item size max"), std::string::npos) << bad.out;
+  // A token file without a secret is refused by name (the far-memory flags every app shares).
+  const std::string empty = ::testing::TempDir() + "kv-empty-token";
+  std::fclose(std::fopen(empty.c_str(), "w"));
+  const ToolRun no_token = run(std::string(FARMEM_KV_BIN) + " --token-file " + empty);
+  EXPECT_EQ(no_token.rc, 2) << no_token.out;
+  EXPECT_NE(no_token.out.find("no secret on its first line"), std::string::npos) << no_token.out;
+  std::remove(empty.c_str());
 }
 
 }  // namespace

@@ -413,7 +413,8 @@ TEST_F(KvTest, StatsReportMemcachedAndFarmemFigures) {
                            "get_misses", "curr_items", "evictions", "limit_maxbytes",
                            "farmem_cache_hit_ratio", "farmem_item_far_bytes",
                            "farmem_far_bytes_leased", "farmem_prefetch_items",
-                           "farmem_fault_p50_ns", "farmem_local_budget_bytes"}) {
+                           "farmem_fault_p50_ns", "farmem_local_budget_bytes",
+                           "farmem_misses_in_flight"}) {
     EXPECT_NE(r.find(std::string("STAT ") + name + " "), std::string::npos) << name;
   }
   EXPECT_NE(r.find("STAT get_hits 1\r\n"), std::string::npos) << r;

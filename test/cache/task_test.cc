@@ -180,7 +180,7 @@ TEST(CoroutinesDeadMemserver, ASuspendedCoroutineGetsTheError) {
   Status run = InvalidArgument("not run");
   std::thread runner([&] { run = sched.run(); });
   // The batch is posted (and stuck in the stopped server) before the server dies.
-  EXPECT_TRUE(eventually([&] { return sched.stats().pages_requested == kPages; },
+  EXPECT_TRUE(eventually([&] { return (*rt)->cache_stats().prefetch_pages_in_flight == kPages; },
                          std::chrono::seconds(20)));
   ASSERT_TRUE(ms.signal(SIGKILL).ok());
   runner.join();
@@ -195,6 +195,7 @@ TEST(CoroutinesDeadMemserver, ASuspendedCoroutineGetsTheError) {
         << st.to_string();
   }
   EXPECT_EQ(failed, static_cast<int>(kPages));  // no page was local, no server is left
+  EXPECT_EQ((*rt)->cache_stats().prefetch_pages_in_flight, 0u);
 }
 
 }  // namespace
