@@ -35,6 +35,9 @@ install(CODE "
   include(\"${PROJECT_SOURCE_DIR}/cmake/install_operator_kit.cmake\")")
 install(FILES ${PROJECT_SOURCE_DIR}/README.md ${PROJECT_SOURCE_DIR}/LICENSE
   DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# The README links into docs/: install them beside it, where those links resolve.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/docs/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/docs
+  FILES_MATCHING PATTERN "*.md")
 
 # `cpack -G DEB` in the build folder: one .deb with the library, headers, programs and the
 # operator's kit, installed under /usr (config in /etc/farmem, marked as a conffile).

@@ -11,7 +11,7 @@ include("${CMAKE_CURRENT_LIST_DIR}/run.cmake")
 run(${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${prefix}")
 foreach(f bin/farmem-memserver bin/farmemctl lib/systemd/system/farmem-memserver.service
     etc/farmem/memserver.conf etc/logrotate.d/farmem-memserver include/farmem/farmem.h
-    share/doc/farmem/README.md)
+    share/doc/farmem/README.md share/doc/farmem/docs/operators.md)
   if(NOT EXISTS "${prefix}/${f}")
     message(FATAL_ERROR "not installed: ${f}")
   endif()

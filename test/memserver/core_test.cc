@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "memserver/core.h"
 #include "memserver/server.h"
@@ -351,30 +353,37 @@ TEST(Tenants, FileIsCheckedStrictly) {
   }
 }
 
-// The README's example of a tenants file is one the memserver takes.
-TEST(Tenants, TheReadmesExampleFileIsValid) {
-  std::ifstream in(FARMEM_README);
-  ASSERT_TRUE(in) << FARMEM_README;
-  std::string line, block;
-  bool inside = false, found = false;
-  while (std::getline(in, line)) {  // bounded by the file
-    if (!inside && line == "```json") {
-      inside = true;
-      block.clear();
-    } else if (inside && line == "```") {
-      inside = false;
-      if (block.find("\"tenants\"") != std::string::npos) {
-        found = true;
-        break;
+// Every example of a tenants file in the docs (README.md and docs/*.md; the operator's guide
+// has one) is one the memserver takes.
+TEST(Tenants, TheDocsExampleFilesAreValid) {
+  const std::filesystem::path root(FARMEM_SOURCE_DOCS);
+  std::vector<std::filesystem::path> docs{root / "README.md"};
+  for (const auto& e : std::filesystem::directory_iterator(root / "docs")) {
+    if (e.path().extension() == ".md") docs.push_back(e.path());
+  }
+  int found = 0;
+  for (const auto& doc : docs) {
+    std::ifstream in(doc);
+    ASSERT_TRUE(in) << doc;
+    std::string line, block;
+    bool inside = false;
+    while (std::getline(in, line)) {  // bounded by the file
+      if (!inside && line == "```json") {
+        inside = true;
+        block.clear();
+      } else if (inside && line == "```") {
+        inside = false;
+        if (block.find("\"tenants\"") == std::string::npos) continue;
+        ++found;
+        auto t = parse_tenants(block, doc.string());
+        ASSERT_TRUE(t.ok()) << doc << ": " << t.status().to_string();
+        EXPECT_EQ(t->size(), 2u) << doc;
+      } else if (inside) {
+        block += line + "\n";
       }
-    } else if (inside) {
-      block += line + "\n";
     }
   }
-  ASSERT_TRUE(found) << "no ```json block with \"tenants\" in the README";
-  auto t = parse_tenants(block, "README");
-  ASSERT_TRUE(t.ok()) << t.status().to_string();
-  EXPECT_EQ(t->size(), 2u);
+  EXPECT_GE(found, 1) << "no ```json block with \"tenants\" in README.md or docs/*.md";
 }
 
 TEST(ServerCredentials, RefusesNoneUnlessInsecure) {

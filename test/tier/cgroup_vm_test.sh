@@ -32,7 +32,7 @@ trap lib_cleanup EXIT
 # memory.high (below max) is where the kernel throttles the cgroup instead of killing in it:
 # the time the tier needs to write dirty pages back and give their frames up. The hog takes
 # 1 MiB every $HOG_STEP_MS ms: the tier needs 1-4 s to give back ~10 MiB of dirty pages here
-# (README), and a hog taking its 14 MiB in 1 MiB steps every 20 ms got the workload
+# (docs/benchmarks.md), and a hog taking its 14 MiB in 1 MiB steps every 20 ms got the workload
 # OOM-killed in one of seven runs; at 50 ms a CI run on a fresh machine lost the same race
 # (the budget cut to 8 MiB but 12 MiB still resident: the cgroup reached memory.high first,
 # and above it the kernel throttles the evictor's write-back with the rest of the cgroup).
@@ -50,7 +50,7 @@ HOG_STEP_MS=${FARMEM_TIER_TEST_HOG_STEP_MS:-100}
 # finished before the hog was in proved nothing (the fixed budget then survived, in one run).
 MAX_PASSES=${FARMEM_TIER_TEST_MAX_PASSES:-20}
 PAGE=${FARMEM_TIER_TEST_PAGE:-64K}   # the cache's page size: 16x fewer round trips than 4K
-# tcp (default) or rdma: see README "The tier in a real cgroup" for why not rdma
+# tcp (default) or rdma: see docs/benchmarks.md "The tier in a real cgroup v2" for why not rdma
 TRANSPORT=${FARMEM_TIER_TEST_TRANSPORT:-tcp}
 mkdir -p "$WORK"
 results=$WORK/results.txt
