@@ -175,8 +175,11 @@ Message make_hello(std::string_view tenant, const Nonce& client_nonce, std::uint
   req.tenant_len = static_cast<std::uint16_t>(std::min(tenant.size(), kMaxTenantBytes));
   Message m = Message::of(MsgType::kHello, req);
   m.req_id = req_id;
-  const auto* name = reinterpret_cast<const std::byte*>(tenant.data());
-  m.payload.insert(m.payload.end(), name, name + req.tenant_len);
+  // resize + memcpy, not insert: GCC 12 misreads the insert's reallocation as a copy past the
+  // 24-byte head (-Warray-bounds).
+  const std::size_t head = m.payload.size();
+  m.payload.resize(head + req.tenant_len);
+  if (req.tenant_len != 0) std::memcpy(m.payload.data() + head, tenant.data(), req.tenant_len);
   return m;
 }
 
