@@ -43,8 +43,10 @@ Result<std::unique_ptr<KvServer>> KvServer::open(KvOptions options) {
   if (options.runtime.servers.empty() && options.runtime.registry.empty()) {
     options.runtime.servers = {"local"};
   }
-  if (std::find(options.runtime.servers.begin(), options.runtime.servers.end(), "local") !=
-      options.runtime.servers.end()) {
+  // Plain memory: items never reach the embedded memserver, which keeps its default size.
+  if (!options.store.plain_memory &&
+      std::find(options.runtime.servers.begin(), options.runtime.servers.end(), "local") !=
+          options.runtime.servers.end()) {
     options.runtime.local_server_capacity =
         std::max(options.runtime.local_server_capacity, local_capacity_for(options));
   }

@@ -33,6 +33,9 @@ int main(int argc, char** argv) {
                  "Far memory items may use (e.g. 4g); past it, least recently used items are "
                  "evicted")
       ->transform(CLI::AsSizeValue(false))->capture_default_str();
+  app.add_flag("--plain", o.store.plain_memory,
+               "Items in plain malloc'd memory, no far memory (a baseline to run under kernel "
+               "swap); -m and the far-memory flags are then not used");
   farmem::apps::add_far_flags(app, o.runtime, far);
   app.set_version_flag("--version", std::string("farmem-kv ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
@@ -41,6 +44,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   o.runtime.cache_budget_bytes = memory_mib << 20;
+  // Plain memory: no item goes through the page cache; keep it at its smallest.
+  if (o.store.plain_memory) o.runtime.cache_budget_bytes = 1u << 20;
   // The runtime's own registered buffer is not used by the store (it goes through the page
   // cache): keep it small, so that -m is what local memory costs.
   o.runtime.local_buffer_bytes = 1u << 20;
@@ -57,10 +62,17 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "farmem-kv: %s\n", kv.status().to_string().c_str());
     return 1;
   }
-  std::printf("farmem-kv %s: listening on %s:%u, %u threads, %llu MiB local, %llu MiB far\n",
-              farmem::version(), o.server.listen.c_str(), (*kv)->port(), o.server.threads,
-              static_cast<unsigned long long>(memory_mib),
-              static_cast<unsigned long long>(o.store.far_capacity >> 20));
+  if (o.store.plain_memory) {
+    std::printf("farmem-kv %s: listening on %s:%u, %u threads, items in plain memory (up to "
+                "%llu MiB)\n",
+                farmem::version(), o.server.listen.c_str(), (*kv)->port(), o.server.threads,
+                static_cast<unsigned long long>(o.store.far_capacity >> 20));
+  } else {
+    std::printf("farmem-kv %s: listening on %s:%u, %u threads, %llu MiB local, %llu MiB far\n",
+                farmem::version(), o.server.listen.c_str(), (*kv)->port(), o.server.threads,
+                static_cast<unsigned long long>(memory_mib),
+                static_cast<unsigned long long>(o.store.far_capacity >> 20));
+  }
   std::fflush(stdout);
   int sig = 0;
   sigwait(&sigs, &sig);

@@ -412,6 +412,7 @@ Result<ArithOutcome> Store::arith(std::string_view key, bool incr, std::uint64_t
 }
 
 void Store::prefetch(std::span<const std::string_view> keys) {
+  if (options_.plain_memory) return;  // nothing is far
   std::uint64_t asked = 0;
   thread_local std::vector<FarAddr> addrs;
   addrs.clear();

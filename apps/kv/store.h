@@ -44,6 +44,10 @@ struct StoreOptions {
   std::uint64_t item_max = 1u << 20;
   /// Index shards (a power of two): enough that worker threads rarely meet on one lock.
   std::uint32_t shards = 64;
+  /// Items in malloc'd local memory instead of far memory (farmem-kv --plain): the same
+  /// server with no page cache in the way, the baseline for kernel swap. An item's FarAddr
+  /// then holds its pointer; capacity and LRU eviction work as in far mode.
+  bool plain_memory = false;
 };
 
 enum class StoreMode : std::uint8_t { kSet, kAdd, kReplace, kAppend, kPrepend, kCas };
@@ -157,6 +161,9 @@ class Store {
   std::uint64_t charge_of(std::uint64_t bytes) const;
   /// Reserves far bytes (evicting LRU items), allocates and writes key + the pieces.
   Result<Record> write_record(std::string_view key, std::span<const std::string_view> pieces);
+  /// write_record's plain_memory path: `rec` is reserved, the bytes go to a malloc'd copy.
+  Result<Record> write_plain_record(Record rec, std::uint64_t total, std::string_view key,
+                                    std::span<const std::string_view> pieces);
   Status reserve(std::uint64_t charge);
   bool evict_one();
   void release(const Record& r);

@@ -1,8 +1,11 @@
 // Store: far memory. Records are written through the page cache (a DerefScope a page, so a
 // large item never pins more than one page), far bytes are reserved against the capacity,
-// and LRU items are evicted to make room.
+// and LRU items are evicted to make room. With StoreOptions::plain_memory, records are
+// malloc'd instead and an item's FarAddr holds its pointer.
 #include <algorithm>
 #include <bit>
+#include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "kv/store.h"
@@ -25,7 +28,15 @@ std::uint64_t Store::charge_of(std::uint64_t bytes) const {
   return (bytes + page_ - 1) / page_ * page_;
 }
 
+namespace {
+char* plain_ptr(FarAddr a) { return reinterpret_cast<char*>(static_cast<std::uintptr_t>(a.raw)); }
+}  // namespace
+
 Status Store::read_far(FarAddr addr, std::uint64_t bytes, char* dst) {
+  if (options_.plain_memory) {
+    std::memcpy(dst, plain_ptr(addr), bytes);
+    return Status::Ok();
+  }
   for (std::uint64_t off = 0; off < bytes;) {
     const FarAddr a = addr + off;
     const std::uint64_t n = std::min<std::uint64_t>(bytes - off, page_ - a.raw % page_);
@@ -92,6 +103,11 @@ bool Store::evict_one() {
 
 void Store::release(const Record& r) {
   if (r.addr.is_null()) return;
+  if (options_.plain_memory) {
+    std::free(plain_ptr(r.addr));
+    far_used_.fetch_sub(r.charge);
+    return;
+  }
   Status st = r.charge <= page_ ? rt_.free_object(r.addr) : rt_.free_pages(r.addr, r.charge / page_);
   if (!st.ok()) far_errors_.fetch_add(1, std::memory_order_relaxed);
   far_used_.fetch_sub(r.charge);
@@ -109,6 +125,7 @@ Result<Store::Record> Store::write_record(std::string_view key,
   const std::uint64_t charge = charge_of(total);
   FARMEM_RETURN_IF_ERROR(reserve(charge));
   Record rec{FarAddr{}, charge};
+  if (options_.plain_memory) return write_plain_record(rec, total, key, pieces);
   for (int attempt = 0;; ++attempt) {
     auto a = total <= page_ ? rt_.allocate_object(total, kRecordAlign)
                             : rt_.allocate_pages(charge / page_);
@@ -151,6 +168,24 @@ Result<Store::Record> Store::write_record(std::string_view key,
       in_piece += m;
     }
     off += n;
+  }
+  return rec;
+}
+
+Result<Store::Record> Store::write_plain_record(Record rec, std::uint64_t total,
+                                                std::string_view key,
+                                                std::span<const std::string_view> pieces) {
+  char* p = static_cast<char*>(std::malloc(total));
+  if (p == nullptr) {
+    far_used_.fetch_sub(rec.charge);
+    return ResourceExhausted("out of memory storing object");
+  }
+  rec.addr = FarAddr{reinterpret_cast<std::uintptr_t>(p)};
+  std::memcpy(p, key.data(), key.size());
+  p += key.size();
+  for (std::string_view piece : pieces) {
+    std::memcpy(p, piece.data(), piece.size());
+    p += piece.size();
   }
   return rec;
 }

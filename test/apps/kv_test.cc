@@ -378,6 +378,43 @@ TEST_F(KvTest, LruEvictionWhenFarMemoryIsFull) {
   EXPECT_EQ(stat(*kv_, "curr_items") * 4096, stat(*kv_, "farmem_item_far_bytes"));
 }
 
+// --plain (StoreOptions::plain_memory): the same server with its items in malloc'd memory,
+// the baseline e2e runs under kernel swap. Items read back right, nothing reaches the page
+// cache or far memory, and capacity still evicts in LRU order.
+TEST_F(KvTest, PlainMemoryStoreServesWithoutFarMemory) {
+  auto o = small_options(/*far_capacity=*/2u << 20);
+  o.store.plain_memory = true;
+  open(o);
+  auto c = client();
+  const std::string v(3000, 'p');
+  c->send(set_cmd("set", "hot", v));
+  EXPECT_EQ(c->line(), "STORED\r\n");
+  for (int i = 0; i < 2000; ++i) {
+    ASSERT_EQ(c->cmd(set_cmd("set", "e" + std::to_string(i), value_for(i, 3000))), "STORED\r\n");
+    if (i % 64 == 0) {
+      c->send("get hot\r\n");
+      ASSERT_EQ(c->read_until("END\r\n"), "VALUE hot 0 3000\r\n" + v + "\r\nEND\r\n");
+    }
+  }
+  c->send("get e0 e1999 hot\r\n");
+  const std::string r = c->read_until("END\r\n");
+  EXPECT_EQ(r.find("VALUE e0 "), std::string::npos) << "the oldest item was evicted";
+  EXPECT_NE(r.find("VALUE e1999 0 3000\r\n" + value_for(1999, 3000)), std::string::npos);
+  EXPECT_NE(r.find("VALUE hot "), std::string::npos) << "a recently used one was kept";
+  EXPECT_GT(stat(*kv_, "evictions"), 1000u);
+  EXPECT_EQ(stat(*kv_, "curr_items") * 4096, stat(*kv_, "farmem_item_far_bytes"));
+  // append and incr rewrite records: also in plain memory
+  EXPECT_EQ(c->cmd(set_cmd("set", "n", "41")), "STORED\r\n");
+  EXPECT_EQ(c->cmd("incr n 1\r\n"), "42\r\n");
+  EXPECT_EQ(c->cmd(set_cmd("append", "n", "x")), "STORED\r\n");
+  c->send("get n\r\n");
+  EXPECT_EQ(c->read_until("END\r\n"), "VALUE n 0 3\r\n42x\r\nEND\r\n");
+  const auto cs = kv_->runtime().cache_stats();
+  EXPECT_EQ(cs.misses, 0u) << "no item went through the page cache";
+  EXPECT_EQ(cs.resident_bytes, 0u);
+  EXPECT_EQ(stat(*kv_, "farmem_prefetch_items"), 0u);
+}
+
 TEST_F(KvTest, ManyClientsAtOnceReadTheirOwnWrites) {
   constexpr int kClients = 8, kOps = 300;
   std::vector<std::thread> threads;
