@@ -226,7 +226,7 @@ apps_wanted() {
 # progress: one line a point
 say_point() {  # APP SYSTEM FRACTION STATUS WALL [REF_TPUT]
   local f=$1-$2-$(pct "$3") tput unit
-  tput=$(awk '{ if (match($0, /"throughput": [-0-9.e+]+/)) print substr($0, RSTART + 14, RLENGTH - 14) }' "$(point_file "$1" "$2" "$3")")
+  tput=$(awk '{ if (match($0, /"throughput": [-0-9.e+]+/)) printf "%.0f", substr($0, RSTART + 14, RLENGTH - 14) }' "$(point_file "$1" "$2" "$3")")
   unit=$(sed -n 's/.*"throughput_unit": "\([^"]*\)".*/\1/p' "$(point_file "$1" "$2" "$3")")
   log "$f: $4 in ${5}s${tput:+, $tput ${unit//_/ }}${RUN_NOTE:+ ($RUN_NOTE)}"
 }

@@ -16,7 +16,7 @@ for dat in "$R"/plot-*.dat; do
     *) title=$app ;;
   esac
   for fmt in png svg; do
-    if [[ $fmt == png ]]; then term="pngcairo size 800,520 font 'sans,11'"; else term="svg size 800,520 dynamic font 'sans,11'"; fi
+    if [[ $fmt == png ]]; then term="pngcairo size 760,560 font 'sans,11'"; else term="svg size 760,560 dynamic font 'sans,11'"; fi
     gnuplot 2>"$R/gnuplot.err" <<GP || { rc=1; cat "$R/gnuplot.err" >&2; }
 set terminal $term
 set output "$out/e2e-$app.$fmt"
@@ -27,7 +27,8 @@ set logscale x 2
 set xrange [10:110]
 set xtics ("12.5" 12.5, "25" 25, "50" 50, "100" 100)
 set yrange [0:*]
-set key outside right top
+set key below horizontal
+set arrow from 10,1 to 110,1 nohead dt 3 lc rgb "gray40"
 set grid
 set datafile missing "NaN"
 plot "$dat" using 1:2 with linespoints lw 2 pt 7 title "farmem-verbs", \

@@ -31,7 +31,7 @@ vm_point() {
   oom=$(cg_event "$name" oom_kill) peak=$(cat "$CG/$name/memory.peak" 2>/dev/null)
   status=$RUN_STATUS
   if [[ $status != ok && ${oom:-0} -gt 0 ]]; then status=oom RUN_NOTE="OOM-killed at memory.max $max"; fi
-  RUN_NOTE="$RUN_NOTE; memory.stat: $(awk '$1 ~ /^(pgmajfault|pswpin|pswpout)$/ { printf "%s %s ", $1, $2 }' "$CG/$name/memory.stat" 2>/dev/null)"
+  RUN_NOTE="${RUN_NOTE:+$RUN_NOTE; }memory.stat: $(awk '$1 ~ /^(pgmajfault|pswpin|pswpout)$/ { printf "%s %s ", $1, $2 }' "$CG/$name/memory.stat" 2>/dev/null)"
   [[ $max == max ]] && max=""
   write_point "$app" "$sys" "$frac" "$status" "$WORK/$name.json" "$wall" "$max" "$peak" "$oom" "$RUN_NOTE"
   say_point "$app" "$sys" "$frac" "$status" "$wall"
