@@ -2,6 +2,7 @@
 // listener checks them, so it behaves like a remote memserver minus the wire.
 #include <cstring>
 
+#include "common/sanitizers.h"
 #include "transport/local/local.h"
 
 namespace farmem::transport {
@@ -38,10 +39,20 @@ class LocalConnection final : public Connection {
     Status first;
     for (const Op& op : ops) {
       auto st = session_->access(op.remote_addr, op.rkey, op.length, [&](std::byte* remote) {
+        // Far memory's side is ignored by TSan (see TsanIgnoreAccesses); ours is noted, so
+        // a race on the application's buffer is still reported.
+        {
+          TsanIgnoreAccesses far_side;
+          if (op.kind == OpKind::kRead) {
+            std::memcpy(op.local, remote, op.length);
+          } else {
+            std::memcpy(remote, op.local, op.length);
+          }
+        }
         if (op.kind == OpKind::kRead) {
-          std::memcpy(op.local, remote, op.length);
+          tsan_note_write(op.local, op.length);
         } else {
-          std::memcpy(remote, op.local, op.length);
+          tsan_note_read(op.local, op.length);
         }
       });
       if (!st.ok() && first.ok()) first = st.with_context("local");
