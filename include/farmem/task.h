@@ -18,7 +18,8 @@
 // Rules: one Scheduler per thread, run() on that thread. A DerefScope must not live across a
 // co_await: scopes belong to the thread and would pin every page any suspended coroutine
 // touched; load()/store() open their own short scope after the page has arrived. Awaited
-// outside a Scheduler's run(), load()/store()/fetch() do not suspend: they fetch in line.
+// outside a Scheduler's run(), or on another runtime's far memory than the scheduler's,
+// load()/store()/fetch() do not suspend: they fetch in line.
 #pragma once
 
 #include <atomic>
@@ -204,7 +205,8 @@ class PageAwaiter {
   bool await_ready() const {
     if (!refused_.ok()) return true;
     Scheduler* s = Scheduler::current();
-    return s == nullptr || s->resident(addr_);
+    // Far memory of another runtime than the scheduler's is fetched in line.
+    return s == nullptr || &s->runtime() != &rt_ || s->resident(addr_);
   }
   void await_suspend(std::coroutine_handle<> h) { Scheduler::current()->park(addr_, h); }
   auto await_resume() {

@@ -151,6 +151,29 @@ TEST_F(Coroutines, MisuseAndBadIndicesAreClearErrors) {
   EXPECT_EQ(got, static_cast<int>((word_of(1, 0) + word_of(2, 0)) & 0xFFFF));
 }
 
+Task<> load_into(far_vector<Word>& v, std::size_t i, Result<Word>* out) {
+  *out = co_await load(v, i);
+}
+
+TEST_F(Coroutines, AnotherRuntimesFarMemoryIsFetchedInLine) {
+  // A second runtime (its own session and cache) on the same memserver: its pages must not
+  // be looked up in, or requested through, the scheduler's runtime.
+  auto other = Runtime::open(small_cache(server_->url()));
+  ASSERT_TRUE(other.ok()) << other.status().to_string();
+  far_vector<Word> w(**other);
+  ASSERT_TRUE(w.append(4 * kWordsPerPage, [](std::size_t i) { return word_of(i, 9); }).ok());
+  ASSERT_TRUE((*other)->flush().ok());
+  ASSERT_TRUE((*other)->advise(w.addr_of(0), 4 * 4096, Advice::kDontNeed).ok());
+  Scheduler sched(*rt_);
+  Result<Word> got = InvalidArgument("not run");
+  sched.spawn(load_into(w, 3 * kWordsPerPage + 5, &got));
+  ASSERT_TRUE(sched.run().ok());
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(*got, word_of(3 * kWordsPerPage + 5, 9));
+  EXPECT_EQ(sched.stats().suspensions, 0u);
+  EXPECT_EQ(sched.stats().pages_requested, 0u);
+}
+
 Task<> read_one(far_vector<Word>& v, std::size_t i, Status* st, int* wrong) {
   Result<Word> w = co_await load(v, i);
   *st = w.status();
