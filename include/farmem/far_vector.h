@@ -103,6 +103,9 @@ class far_vector {
   /// Most pages whose misses one gather or scatter keeps in flight while it works on the
   /// previous group (fewer with a small cache: Runtime::prefetch_window()).
   static constexpr std::size_t kGatherWindow = 128;
+  /// Elements a gather or scatter copies under one DerefScope.
+  static constexpr std::size_t kScopeElements = 32;
+  static_assert(kScopeElements < detail::kMaxTouched);
 
   /// out[k] = element indices[k], for every k, with many page misses in flight: the pages
   /// of the next group of indices (Runtime::prefetch_window() of them) are fetched
@@ -255,28 +258,49 @@ class far_vector {
   Status batched(std::span<const std::size_t> indices, bool write, Fn&& fn) const {
     const std::size_t n = indices.size();
     const std::size_t window = std::min(kGatherWindow, rt_->prefetch_window());
+    const std::size_t group = std::min(kScopeElements, window);
+    const detail::CacheView& view = rt_->cache_view();
     FarAddr addrs[kGatherWindow];
+    // Asks the cache for the group's pages that are not resident now. A resident page costs
+    // no call into the cache (the radix walk of the hit path only), so at a budget that holds
+    // the data no prefetch runs at all. Without a cache every page is asked for, and the
+    // prefetch reports why there is none.
     const auto post = [&](std::size_t from) -> Status {
       const std::size_t to = std::min(n, from + window);
+      std::size_t missing = 0;
+      std::uint64_t last_key = ~std::uint64_t{0};
       for (std::size_t k = from; k < to; ++k) {
         if (indices[k] >= size_) {
           return OutOfRange("far_vector: index " + std::to_string(indices[k]) + " of " +
                             std::to_string(size_));
         }
-        addrs[k - from] = addr_of(indices[k]);
+        const FarAddr a = addr_of(indices[k]);
+        const std::uint64_t key = a.raw >> view.page_shift;
+        if (key == last_key) continue;
+        last_key = key;
+        if (view.cache != nullptr &&
+            detail::pte_state(detail::pte_of(view, key)) == detail::kPtePresent) {
+          continue;
+        }
+        addrs[missing++] = a;
       }
-      return rt_->prefetch(std::span<const FarAddr>(addrs, to - from));
+      return missing == 0 ? Status::Ok() : rt_->prefetch(std::span<const FarAddr>(addrs, missing));
     };
     if (n > 0) FARMEM_RETURN_IF_ERROR(post(0));
     for (std::size_t w = 0; w < n; w += window) {
       if (w + window < n) FARMEM_RETURN_IF_ERROR(post(w + window));
-      for (std::size_t k = w; k < std::min(n, w + window); ++k) {
-        // A scope per element: it pins one page, never a window's worth (a scope that has
-        // touched more than kMaxTouched pages pins every page while it waits for room).
+      const std::size_t end = std::min(n, w + window);
+      for (std::size_t k = w; k < end;) {
+        // One scope a run of `group` elements: its set-up (a fence) is paid once a run, and
+        // it pins at most that many pages: no more than the window (a sixteenth of the
+        // cache), and fewer than detail::kMaxTouched, past which a scope that waits for room
+        // pins every page it has touched.
         DerefScope scope(*rt_);
-        std::byte* p = scope.translate(addr_of(indices[k]), write);
-        if (p == nullptr) return scope.error();
-        fn(k, p);
+        for (const std::size_t stop = std::min(end, k + group); k < stop; ++k) {
+          std::byte* p = scope.translate(addr_of(indices[k]), write);
+          if (p == nullptr) return scope.error();
+          fn(k, p);
+        }
       }
     }
     return Status::Ok();
