@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 
 namespace farmem::sort {
@@ -23,7 +24,7 @@ constexpr std::uint64_t kBlockRecords = 1024;
 // Bytes a streaming merge stream hints ahead and drops behind at a time.
 constexpr std::uint64_t kMaxWindowBytes = 1u << 20;
 constexpr std::uint64_t kPage = 4096;  // hints apply to whole pages
-// Writes of the output file, each prefaulted first.
+// Writes of the output file (each prefaulted, then copied through a local buffer).
 constexpr std::uint64_t kWriteBytes = 1u << 20;
 
 double since(Clock::time_point t0) {
@@ -198,12 +199,16 @@ Status SortJob::write_output(const std::string& path) {
   if (f == nullptr) return IoError("cannot create " + path);
   Memory& mem = result_memory();
   Status st = Status::Ok();
+  // Through a local buffer: with the faulting-thread mode (the default) the kernel's own
+  // access to a page that is not resident fails with EFAULT, and a prefaulted page may be
+  // evicted again before write(2) reaches it. A memcpy faults pages in like any access.
+  std::vector<std::byte> bounce(kWriteBytes);
   for (std::uint64_t off = 0; off < report_.bytes && st.ok(); off += kWriteBytes) {
     const std::uint64_t len = std::min(kWriteBytes, report_.bytes - off);
-    st = mem.prefault(off, len);
-    if (st.ok() && std::fwrite(mem.data() + off, 1, len, f) != len) {
-      st = IoError("cannot write " + path);
-    }
+    st = mem.prefault(off, len);  // one batch of faults ahead of the copy
+    if (!st.ok()) break;
+    std::memcpy(bounce.data(), mem.data() + off, len);
+    if (std::fwrite(bounce.data(), 1, len, f) != len) st = IoError("cannot write " + path);
   }
   if (std::fclose(f) != 0 && st.ok()) st = IoError("cannot write " + path);
   return st;

@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   farmem::sort::SortOptions o;
   o.threads = std::max(1u, std::thread::hardware_concurrency());
   std::uint64_t bytes = 0;
-  std::string output, fault_mode = "handler";
+  std::string output, fault_mode = "faulting";
   farmem::apps::FarFlags far;
   bool no_hints = false;
   const std::map<std::string, Mode> modes{{"far", Mode::kFar}, {"plain", Mode::kPlain}};
@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   app.add_flag("--no-hints", no_hints,
                "Give the memory no advice (prefetch, drop-behind): faults and eviction only");
   app.add_option("--fault-mode", fault_mode,
-                 "Who serves a region's faults: handler (a thread) or faulting (SIGBUS)")
+                 "Who serves a region's faults: faulting (the faulting thread, through SIGBUS: no thread switch a fault) or handler (a thread)")
       ->check(CLI::IsMember({"handler", "faulting"}))->capture_default_str();
   app.add_option("-o,--output", output, "Write the sorted records to FILE (100 bytes each)");
   farmem::apps::add_far_flags(app, o.runtime, far);
