@@ -396,6 +396,16 @@ std::uint64_t Runtime::cache_frames_in_use() const {
   return impl_->cache ? impl_->cache->frames_in_use() : 0;
 }
 
+namespace {
+region::RegionOptions region_options(const RuntimeOptions& rt, const RegionOptions& o) {
+  region::RegionOptions ro;
+  ro.prefetch = rt.prefetch;
+  ro.max_prefetch_pages = rt.max_prefetch_pages;
+  ro.fault_mode = o.fault_mode;
+  return ro;
+}
+}  // namespace
+
 Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes) {
   return map(bytes, RegionOptions{});
 }
@@ -405,7 +415,9 @@ Result<std::unique_ptr<Region>> Runtime::map(std::uint64_t bytes, const RegionOp
   constexpr std::uint64_t kRegionPage = 4096;  // UFFDIO_COPY works in base pages
   FARMEM_ASSIGN_OR_RETURN(FarRange far,
                           allocate((bytes + kRegionPage - 1) / kRegionPage * kRegionPage));
-  auto r = open_region(far, options);
+  region::RegionOptions ro = region_options(impl_->options, options);
+  ro.fresh = true;  // nothing of it is in far memory yet: faults map zeros, no reads
+  auto r = region::make_region(*impl_->io, *impl_->budget, far, ro);
   if (!r.ok()) (void)free(far);
   return r;
 }
@@ -415,11 +427,7 @@ Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far) {
 }
 
 Result<std::unique_ptr<Region>> Runtime::open_region(FarRange far, const RegionOptions& options) {
-  region::RegionOptions ro;
-  ro.prefetch = impl_->options.prefetch;
-  ro.max_prefetch_pages = impl_->options.max_prefetch_pages;
-  ro.fault_mode = options.fault_mode;
-  return region::make_region(*impl_->io, *impl_->budget, far, ro);
+  return region::make_region(*impl_->io, *impl_->budget, far, region_options(impl_->options, options));
 }
 
 pool::IoService& detail::io_service(Runtime& rt) { return *rt.impl_->io; }

@@ -190,7 +190,9 @@ class Runtime {
 
   /// Allocates `bytes` of far memory (rounded up to whole 4 KiB pages) and maps it: plain
   /// loads and stores fault pages in through userfaultfd, under the same local budget as the
-  /// page cache. Needs Linux >= 5.7 and the right to use userfaultfd.
+  /// page cache. Needs Linux >= 5.7 and the right to use userfaultfd. The region reads as
+  /// zeros: a page is read from far memory only once it has been written back (before, a
+  /// fault maps a zeroed page, dirty, so that far memory gets the zeros too).
   Result<std::unique_ptr<Region>> map(std::uint64_t bytes);
   /// map() with per-region options (the fault mode, see region.h).
   Result<std::unique_ptr<Region>> map(std::uint64_t bytes, const RegionOptions& options);

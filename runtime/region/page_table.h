@@ -16,6 +16,12 @@
 // lock installs a page only if !dropped_since(page, noted). Otherwise its bytes may predate a
 // write-back and are thrown away (the access faults again and reads the new bytes).
 //
+// Besides, a page of a new region (Runtime::map) is "fresh" until its first write-back: far
+// memory holds nothing of it yet, so a fault maps zeros without a read and no prefetch asks
+// for it. Fresh-ness only ends (stage() marks the page written, under the page lock, before
+// its drop bumps the epoch), so a fetch that notes epoch() before it reads written() and then
+// finds the page not dropped since at install maps the right bytes either way.
+//
 // Eviction order is the pager's CLOCK over frames. A region cannot see reads of resident
 // pages (no fault is taken), so its reference bits are set by what it does see: each demand
 // fault and each first write after a (re)protection; when CLOCK passes over a referenced
@@ -47,14 +53,18 @@ inline constexpr std::uint32_t kNoFrame = ~std::uint32_t{0};
 /// preceded its drop, so the fetch it then issues reads what was written.
 class PageTable {
  public:
-  explicit PageTable(std::size_t pages)
+  /// `fresh`: far memory holds nothing of any page yet (a new region): every page reads as
+  /// zeros until written back. Otherwise (a far range mapped again) every page is read.
+  explicit PageTable(std::size_t pages, bool fresh = false)
       : pages_(pages),
         flags_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)),
         frame_(std::make_unique<std::atomic<std::uint32_t>[]>(pages)),
-        dropped_at_(std::make_unique<std::atomic<std::uint64_t>[]>(pages)) {
+        dropped_at_(std::make_unique<std::atomic<std::uint64_t>[]>(pages)),
+        written_(std::make_unique<std::atomic<std::uint8_t>[]>(pages)) {
     for (std::size_t p = 0; p < pages; ++p) {
       frame_[p].store(kNoFrame, std::memory_order_relaxed);
       dropped_at_[p].store(0, std::memory_order_relaxed);
+      written_[p].store(fresh ? 0 : 1, std::memory_order_relaxed);
     }
   }
 
@@ -96,6 +106,16 @@ class PageTable {
     resident_.fetch_sub(1, std::memory_order_relaxed);
   }
 
+  /// Whether far memory holds the page's bytes (not fresh): read it, do not map zeros. Read
+  /// it only after noting epoch() (see the header comment).
+  bool written(std::size_t p) const { return written_[p].load(std::memory_order_acquire) != 0; }
+  /// The page is being written back (stage(), under the page lock, before its drop): far
+  /// memory holds it from now on.
+  void note_written(std::size_t p) {
+    FARMEM_DCHECK_MSG(has(p, kResident), "page {} written back but not resident", p);
+    written_[p].store(1, std::memory_order_release);
+  }
+
   /// The drop epoch now: note it before a fetch's read goes out.
   std::uint64_t epoch() const { return drop_epoch_.load(std::memory_order_acquire); }
   /// True when page `p` was unmapped after `epoch` was noted, so bytes fetched since then
@@ -121,6 +141,7 @@ class PageTable {
   std::unique_ptr<std::atomic<std::uint8_t>[]> flags_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> frame_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> dropped_at_;  ///< drop epoch of the last unmap
+  std::unique_ptr<std::atomic<std::uint8_t>[]> written_;       ///< 0: fresh (far holds nothing)
   std::atomic<std::uint64_t> drop_epoch_{0};                   ///< unmappings so far
   std::atomic<std::size_t> resident_{0};
 };

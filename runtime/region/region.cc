@@ -65,7 +65,7 @@ Region::Impl::Impl(pool::IoService& io_service, paging::Budget& b, FarRange rang
       far(range),
       options(opts),
       pages((range.bytes + kPageSize - 1) / kPageSize),
-      table(pages),
+      table(pages, options.fresh),
       prefetcher(paging::PrefetchDepth(paging::PrefetchDepth::kDefaultMinDepth,
                                       paging::PrefetchDepth::kDefaultInitialDepth,
                                       std::max<std::uint32_t>(opts.max_prefetch_pages, 1))) {}

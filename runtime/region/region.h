@@ -81,6 +81,9 @@ struct RegionOptions {
   std::chrono::milliseconds idle_poll{200};
   /// Who serves faults (see farmem::FaultMode).
   FaultMode fault_mode = FaultMode::kHandlerThread;
+  /// A new far range (Runtime::map): its pages read as zeros until first written back, with
+  /// no far read (page_table.h). False: a range mapped again, every page read.
+  bool fresh = false;
 };
 
 /// Maps `far` as a region doing its far I/O through `io` and charging `budget`. Both must
@@ -185,7 +188,8 @@ struct Region::Impl final : paging::Frontend, region::FaultServer {
   Status read_one_on_handler(std::size_t page);
   /// Maps the demand page read into fetch_staging, unless it was unmapped since `epoch` (the
   /// table's drop epoch when the read went out: the bytes may be stale; the access refaults).
-  void install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch);
+  /// `fresh`: nothing was read, the page is mapped zeroed (and dirty).
+  void install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch, bool fresh);
   /// Maps prefetched pages (charged already) from `staged`: writable and dirty when `dirty`,
   /// else write-protected; `stream` is the pager's prefetch stream (kStream or kNoStream).
   /// Pages mapped meanwhile, or unmapped since `epoch` (their bytes may be stale), are skipped.

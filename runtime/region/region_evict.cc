@@ -125,6 +125,7 @@ void Region::Impl::stage(std::span<const paging::Victim> victims,
     }
     tsan_note_write(dst, page_bytes(p));  // the staging buffer is ours: its races still count
     sources[i] = {dst, page_bytes(p)};
+    table.note_written(p);  // from its drop on, a fault reads it (before: zeros)
   }
 }
 

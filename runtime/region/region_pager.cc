@@ -153,20 +153,22 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
       return false;
     }
   }
-  fetch_batch.clear();
-  fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
   // The demand read goes out first; the prefetch is charged (evicting only if the reserve
   // is used up) while it is in flight. The demand page is mapped (waking its thread) first.
-  // The epoch is noted before either read: a page dropped after it (by the prefetch charge's
-  // own eviction, or a pass) is thrown away at install, never mapped stale.
+  // The epoch is noted before either read, and before the page's fresh-ness is read: a page
+  // dropped after it (by the prefetch charge's own eviction, or a pass) is thrown away at
+  // install, never mapped stale. A fresh page is not read at all: zeros.
   std::uint64_t epoch = table.epoch();
-  Status demand = io.submit(fetch_batch);
+  const bool fresh = !table.written(page);
+  fetch_batch.clear();
+  if (!fresh) fetch_batch.read(page_far(page), fetch_staging.first(page_bytes(page)));
+  Status demand = fresh ? Status::Ok() : io.submit(fetch_batch);
   charge_prefetch_on_handler();
   const std::span<const std::uint32_t> pf = charged;
   Status ahead = pf.empty() ? Status::Ok() : io.submit(prefetch_batch);
-  if (demand.ok()) demand = io.wait(fetch_batch);
+  if (demand.ok() && !fresh) demand = io.wait(fetch_batch);
   const bool write = (msg.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0;
-  if (demand.ok()) install_demand_on_handler(page, write, epoch);
+  if (demand.ok()) install_demand_on_handler(page, write, epoch, fresh);
   if (!pf.empty()) finish_prefetch_on_handler(pf, ahead, epoch);
   if (demand.ok()) return true;
   epoch = table.epoch();  // before the retried reads (read_one_on_handler)
@@ -174,7 +176,7 @@ bool Region::Impl::fetch_demand_on_handler(std::size_t page, const uffd_msg& msg
     pager->uncharge_pages(1);
     return false;
   }
-  install_demand_on_handler(page, write, epoch);
+  install_demand_on_handler(page, write, epoch, /*fresh=*/false);
   return true;
 }
 
@@ -271,10 +273,15 @@ void Region::Impl::sleep_on_handler(std::chrono::milliseconds d) {
   }
 }
 
-void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch) {
-  counters.add(counters.bytes_read, page_bytes(page));
-  if (page_bytes(page) < kPageSize) {  // past the far range's end: zeros, not stale staging
-    std::memset(fetch_staging.data() + page_bytes(page), 0, kPageSize - page_bytes(page));
+void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::uint64_t epoch,
+                                             bool fresh) {
+  if (fresh) {
+    std::memset(fetch_staging.data(), 0, kPageSize);
+  } else {
+    counters.add(counters.bytes_read, page_bytes(page));
+    if (page_bytes(page) < kPageSize) {  // past the far range's end: zeros, not stale staging
+      std::memset(fetch_staging.data() + page_bytes(page), 0, kPageSize - page_bytes(page));
+    }
   }
   MutexLock lock(page_mu_);
   if (table.dropped_since(page, epoch)) {  // mapped, maybe written back, unmapped meanwhile
@@ -284,11 +291,13 @@ void Region::Impl::install_demand_on_handler(std::size_t page, bool write, std::
     return;
   }
   // A write fault maps the page writable and dirty at once (it is about to be written): one
-  // fault instead of MISSING followed by WP.
-  auto out = uffd.copy(page_addr(page), fetch_staging.data(), kPageSize, /*write_protect=*/!write);
+  // fault instead of MISSING followed by WP. A fresh page is dirty too: far memory gets its
+  // zeros at its eviction, so that the range holds what the region showed.
+  const bool dirty = write || fresh;
+  auto out = uffd.copy(page_addr(page), fetch_staging.data(), kPageSize, /*write_protect=*/!dirty);
   if (out.ok() && *out == region::CopyOutcome::kInstalled) {
-    install_page_locked(page, /*dirty=*/write, /*referenced=*/true, paging::Pager::kDemand,
-                        /*write_protected=*/!write);
+    install_page_locked(page, dirty, /*referenced=*/true, paging::Pager::kDemand,
+                        /*write_protected=*/!dirty);
     return;
   }
   pager->uncharge_pages(1);
@@ -396,7 +405,9 @@ void Region::Impl::prefetch_candidates_on_handler(std::size_t page) {
     if (s < 0 || static_cast<std::size_t>(s) >= pages || static_cast<std::size_t>(s) == page) {
       continue;
     }
-    if (!table.has(static_cast<std::size_t>(s), region::kResident)) {
+    // Fresh pages are not prefetched: far memory holds nothing of them (a fault maps zeros).
+    if (!table.has(static_cast<std::size_t>(s), region::kResident) &&
+        table.written(static_cast<std::size_t>(s))) {
       candidates.push_back(static_cast<std::uint32_t>(s));
     }
   }
@@ -446,7 +457,8 @@ void Region::Impl::pull_some_on_handler() {
     MutexLock lock(pull_mu_);
     while (!pull_queue.empty() && batch.size() < region::kPullBatchPages) {
       const std::uint32_t p = pull_queue.front();
-      if (table.has(p, region::kResident) || std::ranges::count(batch, p) != 0) {
+      if (table.has(p, region::kResident) || !table.written(p) ||
+          std::ranges::count(batch, p) != 0) {  // fresh pages: nothing to pull
         pull_queue.pop_front();
         continue;
       }

@@ -159,7 +159,7 @@ void Region::Impl::serve_readahead_on_handler() {
   const std::size_t marker = first + count * 3 / 4;
   charged.clear();
   for (std::size_t p = first; p < std::min<std::size_t>(pages, first + count); ++p) {
-    if (p == marker || table.has(p, region::kResident)) continue;
+    if (p == marker || table.has(p, region::kResident) || !table.written(p)) continue;  // fresh: zeros
     if (!pager->try_charge_pages(1)) break;  // readahead never evicts
     charged.push_back(static_cast<std::uint32_t>(p));
   }
@@ -188,19 +188,34 @@ void Region::Impl::serve_readahead_on_handler() {
 Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& batch,
                                    std::size_t page, std::size_t ahead, bool write) {
   std::size_t n = 1 + ahead;
-  const std::size_t bytes = (n - 1) * kPageSize + page_bytes(page + n - 1);
-  batch.clear();
-  batch.read(page_far(page), staging_area.first(bytes));
+  // The epoch before the pages' fresh-ness is read (page_table.h). The run is cut where the
+  // fresh-ness changes: a fresh run is mapped zeroed (and dirty) without a read, a written
+  // one is read.
   const std::uint64_t epoch = table.epoch();
-  Status st = io.submit(batch);
-  if (st.ok()) st = io.wait(batch);
-  if (!st.ok()) {
-    pager->uncharge_pages(static_cast<std::uint32_t>(n));
-    counters.add(counters.fetch_errors);
-    return st;
+  const bool fresh = !table.written(page);
+  for (std::size_t k = 1; k < n; ++k) {
+    if (table.written(page + k) == fresh) {
+      pager->uncharge_pages(static_cast<std::uint32_t>(n - k));
+      n = k;
+      break;
+    }
   }
-  if (bytes < n * kPageSize) {  // past the far range's end: zeros, not stale staging
-    std::memset(staging_area.data() + bytes, 0, n * kPageSize - bytes);
+  const std::size_t bytes = (n - 1) * kPageSize + page_bytes(page + n - 1);
+  if (fresh) {
+    std::memset(staging_area.data(), 0, n * kPageSize);
+  } else {
+    batch.clear();
+    batch.read(page_far(page), staging_area.first(bytes));
+    Status st = io.submit(batch);
+    if (st.ok()) st = io.wait(batch);
+    if (!st.ok()) {
+      pager->uncharge_pages(static_cast<std::uint32_t>(n));
+      counters.add(counters.fetch_errors);
+      return st;
+    }
+    if (bytes < n * kPageSize) {  // past the far range's end: zeros, not stale staging
+      std::memset(staging_area.data() + bytes, 0, n * kPageSize - bytes);
+    }
   }
   MutexLock lock(page_mu_);
   if (table.dropped_since(page, epoch)) {
@@ -221,17 +236,19 @@ Status Region::Impl::fetch_install(std::span<std::byte> staging_area, IoBatch& b
     }
   }
   // A store maps the pages writable and dirty at once (a write stream takes no WP fault);
-  // a load maps them write-protected, so that the first store is seen.
-  auto out = uffd.copy(page_addr(page), staging_area.data(), n * kPageSize, !write);
+  // a load maps them write-protected, so that the first store is seen. Fresh pages are
+  // dirty either way: far memory gets their zeros at eviction.
+  const bool dirty = write || fresh;
+  auto out = uffd.copy(page_addr(page), staging_area.data(), n * kPageSize, !dirty);
   if (!out.ok() || *out != region::CopyOutcome::kInstalled) {
     pager->uncharge_pages(static_cast<std::uint32_t>(n));
     return out.ok() ? Status::Ok() : out.status();  // already present: the retry succeeds
   }
-  install_page_locked(page, write, /*referenced=*/true, paging::Pager::kDemand, !write);
+  install_page_locked(page, dirty, /*referenced=*/true, paging::Pager::kDemand, !dirty);
   for (std::size_t k = 1; k < n; ++k) {
-    install_page_locked(page + k, write, /*referenced=*/true, paging::kNoStream, !write);
+    install_page_locked(page + k, dirty, /*referenced=*/true, paging::kNoStream, !dirty);
   }
-  counters.add(counters.bytes_read, bytes);
+  if (!fresh) counters.add(counters.bytes_read, bytes);
   if (n > 1) pager->note_prefetch_issued(n - 1);
   return Status::Ok();
 }

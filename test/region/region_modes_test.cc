@@ -162,6 +162,56 @@ TEST_P(RegionModes, WriteStreamIsWrittenBackWhole) {
   EXPECT_LE(budget.peak(), budget.limit());
 }
 
+// A new region (Runtime::map) reads as zeros without reading far memory, whatever its far
+// range held (here: garbage written to it after the map); its zeros reach far memory at
+// eviction and flush, and a page written back and dropped is read back with its bytes.
+TEST_P(RegionModes, NewRegionReadsZerosWithoutFarReadsUntilWrittenBack) {
+  RuntimeOptions o;
+  o.servers = {"local"};
+  o.auth_token = kToken;
+  o.local_buffer_bytes = 1u << 20;
+  o.cache_budget_bytes = 32 * kPageSize;
+  o.max_prefetch_pages = 4;  // windows far smaller than the budget: few pages evicted unread
+  auto opened = Runtime::open(std::move(o));
+  ASSERT_TRUE(opened.ok()) << opened.status().to_string();
+  Runtime& rt = **opened;
+  constexpr std::size_t kPages = 128;
+  RegionOptions ro;
+  ro.fault_mode = GetParam();
+  auto mapped = rt.map(kPages * kPageSize, ro);
+  ASSERT_TRUE(mapped.ok()) << mapped.status().to_string();
+  Region& r = **mapped;
+  (void)fill_far(rt, r.far(), 77);  // what an earlier user of the range might have left
+  const std::uint64_t bytes_read_before = rt.stats().bytes_read;
+  // Read every page (4x the budget: most are evicted on the way).
+  std::size_t nonzero = 0;
+  for (std::size_t i = 0; i < r.size(); ++i) nonzero += r.data()[i] != std::byte{0};
+  EXPECT_EQ(nonzero, 0u);
+  // No far read for them. A page evicted while the scan was still in it (written back as
+  // zeros by then) is read again: a few, never most (before, every page was read).
+  EXPECT_LT(r.stats().bytes_read, r.size() / 4);
+  EXPECT_LT(rt.stats().bytes_read - bytes_read_before, r.size() / 4);
+  EXPECT_GT(r.stats().evictions, 0u);
+  // Pages written back by then (as zeros) are read again before these stores.
+  std::vector<std::byte> expected(r.size());
+  for (std::size_t p = 0; p < kPages / 2; ++p) {
+    std::memset(r.data() + p * kPageSize, static_cast<int>(p + 1), kPageSize);
+    std::memset(expected.data() + p * kPageSize, static_cast<int>(p + 1), kPageSize);
+  }
+  ASSERT_TRUE(r.flush().ok());
+  const auto far_now = read_far(rt, r.far());
+  ASSERT_EQ(far_now.size(), expected.size());
+  for (std::size_t p = 0; p < kPages; ++p) {
+    ASSERT_EQ(std::memcmp(far_now.data() + p * kPageSize, expected.data() + p * kPageSize,
+                          kPageSize), 0)
+        << "far memory of page " << p << " is not what the region showed";
+  }
+  // Everything was written back: dropped and touched again, pages are read from far memory.
+  ASSERT_TRUE(r.advise(0, r.size(), Advice::kDontNeed).ok());
+  EXPECT_EQ(std::memcmp(r.data(), expected.data(), r.size()), 0);
+  EXPECT_GE(r.stats().bytes_read, r.size());
+}
+
 // A sequential read scan is served by readahead (pipelined in both modes): few demand faults.
 TEST_P(RegionModes, SequentialScanIsReadAheadWithFewFaults) {
   auto rt = open_local_runtime();
