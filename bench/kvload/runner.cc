@@ -28,24 +28,32 @@ const char* phase_name(Phase p) {
   }
 }
 
-// Prints a progress line every o.progress_s seconds while it is polled.
+// Prints a progress line every o.progress_s seconds while it is polled, and one at the end
+// of each phase (so that even a run shorter than the interval shows its phases).
 class Progress {
  public:
   Progress(const LoadOptions& o, const std::vector<std::unique_ptr<Worker>>& w)
       : o_(o), workers_(w), last_(Clock::now()), start_(last_) {}
   void poll(Phase phase) {
     if (o_.progress_s <= 0 || since(last_) < o_.progress_s) return;
+    print(phase);
+  }
+  void phase_end(Phase phase) {
+    if (o_.progress_s > 0) print(phase);
+  }
+
+ private:
+  void print(Phase phase) {
     std::uint64_t done = 0;
     for (const auto& w : workers_) done += w->completed.load(std::memory_order_relaxed);
     const double dt = since(last_);
     std::fprintf(stderr, "farmem-kvload: %5.1f s %-8s %10llu replies, %9.0f ops/s\n",
                  since(start_), phase_name(phase), static_cast<unsigned long long>(done),
-                 static_cast<double>(done - done_) / dt);
+                 dt > 0 ? static_cast<double>(done - done_) / dt : 0.0);
     done_ = done;
     last_ = Clock::now();
   }
 
- private:
   const LoadOptions& o_;
   const std::vector<std::unique_ptr<Worker>>& workers_;
   Clock::time_point last_, start_;
@@ -105,10 +113,12 @@ Result<Report> run_load(const LoadOptions& o) {
   for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
 
   wait_for(s, progress, [&] { return s.loaded.load() == rep.threads; });
+  if (o.load) progress.phase_end(Phase::kLoad);
   rep.load_s = o.load ? since(t0) : 0;
   s.phase.store(Phase::kWarmup);
   const auto tw = Clock::now();
   wait_for(s, progress, [&] { return since(tw) >= o.warmup_s; });
+  if (o.warmup_s > 0) progress.phase_end(Phase::kWarmup);
   s.ops_left.store(static_cast<std::int64_t>(o.ops));
   const auto tm = Clock::now();
   const auto tm_ns = static_cast<std::uint64_t>(
@@ -116,6 +126,7 @@ Result<Report> run_load(const LoadOptions& o) {
   s.phase.store(Phase::kMeasure);
   wait_for(s, progress,
            [&] { return o.ops > 0 ? s.ops_left.load() <= 0 : since(tm) >= o.duration_s; });
+  progress.phase_end(Phase::kMeasure);
   s.phase.store(Phase::kDrain);
   for (auto& t : threads) t.join();
   if (Status st = s.error(); !st.ok()) return st;
