@@ -56,9 +56,15 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"far", "local"}))->capture_default_str();
   app.add_option("-t,--threads", threads, "Worker threads (0: one a core)")->capture_default_str();
   add_graph_options(app, o, algorithm);
-  app.add_option("-m,--memory-limit", memory_mib,
-                 "Local memory for cached far pages, in MiB (the page cache's budget)")
-      ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  std::uint64_t budget_bytes = 0;
+  auto* m = app.add_option("-m,--memory-limit", memory_mib,
+                           "Local memory for cached far pages, in MiB (the page cache's budget)")
+                ->check(CLI::Range(1, 1 << 24))->capture_default_str();
+  app.add_option("--budget", budget_bytes,
+                 "Or: that local memory as a size, for budgets that are not whole MiB (e.g. 1536k)")
+      ->transform(CLI::AsSizeValue(false))
+      ->check(CLI::Range(std::uint64_t{1} << 20, std::uint64_t{1} << 44))
+      ->excludes(m);
   farmem::apps::add_far_flags(app, r, far);
   app.set_version_flag("--version", std::string("farmem-graph ") + farmem::version());
   CLI11_PARSE(app, argc, argv);
@@ -68,7 +74,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "farmem-graph: %s\n", st.to_string().c_str());
     return 2;
   }
-  r.cache_budget_bytes = memory_mib << 20;
+  r.cache_budget_bytes = budget_bytes != 0 ? budget_bytes : memory_mib << 20;
   // The kernels go through the page cache, not the runtime's registered buffer: keep it small.
   r.local_buffer_bytes = 1u << 20;
 

@@ -45,13 +45,13 @@ working_set() {
 
 # pct FRACTION: 0.125 -> 12.5, 0.25 -> 25, 1 -> 100
 pct() { [[ $1 == all ]] && { echo all; return; }; awk -v f="$1" 'BEGIN { printf "%g", f * 100 }'; }
-# budget_bytes APP FRACTION: fraction x working set, at least 1 MiB; for kv and graph whole
-# MiB (their -m)
+# budget_bytes APP FRACTION: fraction x working set, at least 1 MiB; for kv whole MiB (its
+# -m, as memcached's); sort and graph take bytes (--budget)
 budget_bytes() {
   local ws; ws=$(working_set "$1")
   awk -v ws="$ws" -v f="$2" -v app="$1" 'BEGIN {
-    b = ws * f; mib = 1048576
-    if (app != "sort") { b = int(b / mib + 0.5) * mib }
+    b = int(ws * f); mib = 1048576
+    if (app == "kv") { b = int(b / mib + 0.5) * mib }
     if (b < mib) b = mib
     printf "%d", b }'
 }
@@ -187,7 +187,7 @@ sort_run() {
 graph_run() {
   local mode=$1 frac=$2 base=$3 rc=0 args=()
   if [[ $mode == far ]]; then
-    args=(--mode far -m $(( $(budget_bytes graph "$frac") >> 20 )) "${FAR_ARGS[@]}")
+    args=(--mode far --budget "$(budget_bytes graph "$frac")" "${FAR_ARGS[@]}")
   else
     args=(--mode local)
   fi

@@ -366,6 +366,13 @@ TEST_F(GraphBinary, FarRunOfAFileMatchesTheLocalRun) {
   EXPECT_EQ(jf["graph"]["edges_kept"], 7);
   EXPECT_EQ(jf["graph"]["self_loops_dropped"], 1);
   EXPECT_EQ(jf["graph"]["duplicates_dropped"], 1);
+  // A budget that is not whole MiB: --budget, in bytes.
+  const auto sized = run("--server " + url_ + " --token-file " + (dir_ / "token").string() +
+                         " --budget 1536k " + common);
+  ASSERT_EQ(sized.exit_code, 0) << sized.out;
+  const auto js = nlohmann::json::parse(sized.out);
+  EXPECT_EQ(js["far"]["budget_bytes"], 1536 * 1024);
+  EXPECT_EQ(js["bfs"], jl["bfs"]);
 }
 
 TEST_F(GraphBinary, BadInputsSayWhatIsWrong) {
@@ -376,6 +383,12 @@ TEST_F(GraphBinary, BadInputsSayWhatIsWrong) {
   r = run("--mode local -a bfs --scale 4 --source 16");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.out.find("--source 16 is not a vertex"), std::string::npos) << r.out;
+  r = run("-m 2 --budget 2m --scale 4");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("excludes"), std::string::npos) << r.out;
+  r = run("--budget 100k --scale 4");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("--budget"), std::string::npos) << r.out;
   r = run("--mode elsewhere");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("--mode"), std::string::npos) << r.out;
