@@ -330,6 +330,12 @@ Status Runtime::prefetch(std::span<const FarAddr> addrs) {
   return impl_->cache->prefetch(addrs);
 }
 
+bool Runtime::is_local(FarAddr addr) {
+  const detail::CacheView& v = cache_view();
+  if (v.cache == nullptr) return true;  // no cache: the deref reports why, without waiting
+  return detail::pte_state(detail::pte_of(v, addr.raw >> v.page_shift)) == detail::kPtePresent;
+}
+
 std::size_t Runtime::prefetch_window() const {
   return detail::PageCache::prefetch_window(impl_->budget->limit(), page_bytes());
 }

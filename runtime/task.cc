@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <span>
 
+#include "common/dcheck.h"
 #include "farmem/task.h"
 
 namespace farmem {
@@ -46,28 +47,27 @@ Scheduler::Stats Scheduler::stats() const {
 void Scheduler::spawn(Task<void> task) {
   auto h = std::exchange(task.h_, {});
   h.promise().root_of = this;
+  h.promise().root_index = roots_.size();
   roots_.push_back(h);
   ready_.push_back(h);
-  ++live_roots_;
 }
 
-void Scheduler::root_finished(std::coroutine_handle<> h, std::exception_ptr error) {
-  if (error && !first_error_) first_error_ = error;
-  --live_roots_;
-  // Freed by run() once control is back there (a frame must not be destroyed while its
-  // final_suspend is still on the stack above us).
-  auto it = std::find(roots_.begin(), roots_.end(), h);
-  if (it != roots_.end()) {
-    *it = roots_.back();
-    roots_.pop_back();
-  }
+void Scheduler::root_finished(RootHandle h) {
+  detail::PromiseBase& p = h.promise();
+  if (p.error && !first_error_) first_error_ = p.error;
+  // Out of roots_ in O(1): the last root takes its place. Freed by run() once control is
+  // back there (a frame must not be destroyed while its final_suspend is on the stack above).
+  const std::size_t i = p.root_index;
+  FARMEM_DCHECK_MSG(i < roots_.size() && roots_[i] == h, "root {} of {} is not where it says",
+                    i, roots_.size());
+  roots_[i] = roots_.back();
+  roots_[i].promise().root_index = i;
+  roots_.pop_back();
   finished_.push_back(h);
 }
 
 bool Scheduler::resident(FarAddr addr) const {
-  const detail::CacheView& v = rt_.cache_view();
-  if (v.cache == nullptr) return true;  // no cache: the translate reports why, without waiting
-  return detail::pte_state(detail::pte_of(v, addr.raw >> v.page_shift)) == detail::kPtePresent;
+  return rt_.is_local(addr);  // no cache: true, the translate reports why without waiting
 }
 
 void Scheduler::park(FarAddr addr, std::coroutine_handle<> h) {
@@ -128,7 +128,7 @@ Status Scheduler::run() {
                                   : "Scheduler::run while another scheduler runs on this thread");
   }
   t_current = this;
-  while (live_roots_ > 0) {
+  while (!roots_.empty()) {
     if (ready_.empty()) {
       // Post the collected requests as one batch once enough have gathered, or when the
       // pages already posted run low (the oldest waiter's page is then always posted before
@@ -151,8 +151,8 @@ Status Scheduler::run() {
     finished_.clear();
   }
   t_current = nullptr;
-  if (live_roots_ > 0) {
-    return InvalidArgument(std::to_string(live_roots_) +
+  if (!roots_.empty()) {
+    return InvalidArgument(std::to_string(roots_.size()) +
                               " coroutine(s) wait on something other than this scheduler");
   }
   if (first_error_) std::rethrow_exception(std::exchange(first_error_, nullptr));

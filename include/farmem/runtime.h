@@ -157,8 +157,13 @@ class Runtime {
   /// a DerefScope the rest are left to their deref. At most kMaxPrefetchBatch addresses.
   Status prefetch(std::span<const FarAddr> addrs);
   static constexpr std::size_t kMaxPrefetchBatch = 1024;
+  /// True when the far_ptr-cache page holding `addr` is local now, so that a deref would not
+  /// wait for far memory (false while its fetch is in flight). A hint for code that orders
+  /// its own work, serving what is local first: the page may be evicted right after. Without
+  /// a page cache (it could not be created): true, and a deref reports why.
+  bool is_local(FarAddr addr);
   /// Pages one thread should keep in flight (prefetched, or held in a DerefScope) at a time
-  /// with prefetch(): a sixteenth of the local budget, 1 to 64, so that several threads doing
+  /// with prefetch(): a sixteenth of the local budget, 1 to 128, so that several threads doing
   /// so leave the cache room to evict (far_vector::gather uses it).
   std::size_t prefetch_window() const;
   /// The page cache's counters (cheap: no system call; fine in a monitoring loop).

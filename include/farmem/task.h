@@ -49,6 +49,7 @@ namespace detail {
 struct PromiseBase {
   std::coroutine_handle<> continuation;  ///< who awaits this task; null for a spawned root
   Scheduler* root_of = nullptr;          ///< the scheduler that owns this task as a root
+  std::size_t root_index = 0;            ///< a root's place in that scheduler's roots_
   std::exception_ptr error;
 
   struct FinalAwaiter {
@@ -162,7 +163,8 @@ class Scheduler {
     std::coroutine_handle<> h;
     FarAddr addr;
   };
-  void root_finished(std::coroutine_handle<> h, std::exception_ptr error);
+  using RootHandle = std::coroutine_handle<Task<void>::promise_type>;
+  void root_finished(RootHandle h);
   void post_requests();
   void wake();
 
@@ -172,9 +174,8 @@ class Scheduler {
   std::deque<Parked> waiting_;   ///< pages requested (posted or about to be), oldest first
   std::deque<Parked> queued_;    ///< over the window: not requested yet
   std::vector<FarAddr> to_post_; ///< requested pages not yet posted
-  std::vector<std::coroutine_handle<>> roots_;     ///< spawned, not finished
+  std::vector<RootHandle> roots_;  ///< spawned, not finished (each knows its index here)
   std::vector<std::coroutine_handle<>> finished_;  ///< finished, freed once back in run()
-  std::size_t live_roots_ = 0;
   std::exception_ptr first_error_;
   // Stats, written by the running thread only (relaxed: a snapshot may mix moments).
   std::atomic<std::uint64_t> suspensions_{0}, batches_{0}, pages_requested_{0}, resumed_ready_{0},
@@ -187,7 +188,9 @@ std::coroutine_handle<> detail::PromiseBase::FinalAwaiter::await_suspend(
     std::coroutine_handle<P> h) noexcept {
   PromiseBase& p = h.promise();
   if (p.continuation) return p.continuation;
-  if (p.root_of != nullptr) p.root_of->root_finished(h, p.error);
+  if constexpr (std::is_same_v<P, Task<void>::promise_type>) {  // only a Task<void> is a root
+    if (p.root_of != nullptr) p.root_of->root_finished(h);
+  }
   return std::noop_coroutine();
 }
 

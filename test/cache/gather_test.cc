@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <numeric>
 #include <random>
 #include <thread>
@@ -64,6 +65,28 @@ TEST_F(Gather, RandomIndicesReadBackRightUnderEvictionPressure) {
   // The pages came in batches: most of them as prefetches, not one demand miss each.
   EXPECT_GT(s.prefetches_issued, kPages / 2) << "misses " << s.misses - misses;
   EXPECT_GT(s.evictions, 0u);
+}
+
+// Runtime::is_local follows a page through the cache: far, then local once read, then far
+// again once dropped; a prefetched page turns local once its batch has arrived.
+TEST_F(Gather, IsLocalSaysWhetherADerefWouldWait) {
+  const FarAddr a = v_->addr_of(5), b = v_->addr_of(6);
+  ASSERT_TRUE(rt_->advise(a, 2 * sizeof(Page), Advice::kDontNeed).ok());
+  EXPECT_FALSE(rt_->is_local(a));
+  EXPECT_FALSE(rt_->is_local(b));
+  auto got = v_->load(5);
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(*got, page_of(5, 0));
+  EXPECT_TRUE(rt_->is_local(a));
+  EXPECT_FALSE(rt_->is_local(b));
+  ASSERT_TRUE(rt_->prefetch(std::span<const FarAddr>(&b, 1)).ok());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!rt_->is_local(b) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+  }
+  EXPECT_TRUE(rt_->is_local(b)) << "the prefetched page never arrived";
+  ASSERT_TRUE(rt_->advise(a, sizeof(Page), Advice::kDontNeed).ok());
+  EXPECT_FALSE(rt_->is_local(a));
 }
 
 TEST_F(Gather, ScatterThenGatherFromFourThreads) {
