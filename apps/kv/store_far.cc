@@ -184,6 +184,7 @@ Result<Store::Record> Store::write_plain_record(Record rec, std::uint64_t total,
   std::memcpy(p, key.data(), key.size());
   p += key.size();
   for (std::string_view piece : pieces) {
+    if (piece.empty()) continue;  // an empty value's data() may be null: no memcpy from it
     std::memcpy(p, piece.data(), piece.size());
     p += piece.size();
   }
