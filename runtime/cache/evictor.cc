@@ -60,7 +60,7 @@ bool PageCache::await_grace(std::span<paging::Victim> victims) {
         for (paging::Victim& v : victims) {
           if (n > kMaxTouched) v.keep = true;
           for (std::uint32_t k = 0; k < std::min(n, kMaxTouched) && !v.keep; ++k) {
-            v.keep = s.touched[k] == v.key;
+            v.keep = s.touched[k].load(std::memory_order_relaxed) == v.key;
           }
         }
         break;

@@ -76,17 +76,21 @@ struct alignas(64) ThreadSlot {
   std::atomic<std::uint32_t> waiting{0};
   std::uint32_t depth = 0;     ///< scope nesting (owner only)
   std::atomic<std::uint32_t> ntouched{0};
-  std::uint64_t touched[kMaxTouched] = {};
+  /// Relaxed atomics, not plain words: an evictor that saw the owner waiting may still be
+  /// reading them when the owner, done waiting, has opened a new scope and writes them again
+  /// (what it read then is stale and harmless: the scope's state changed, and pages marked
+  /// evicting are refetched, not used; but a plain word would be a data race).
+  std::atomic<std::uint64_t> touched[kMaxTouched] = {};
   std::atomic<std::uint64_t> hits{0};  ///< owner adds with load+store (no RMW)
   std::atomic<bool> in_use{false};
   std::uint32_t index = 0;
 };
 
 /// Records that the owner of `slot` touched page `key` in its current scope (owner thread
-/// only; plain stores). Past kMaxTouched the count saturates at kMaxTouched + 1: "overflowed".
+/// only; relaxed stores). Past kMaxTouched the count saturates at kMaxTouched + 1: "overflowed".
 inline void note_touched(ThreadSlot* slot, std::uint64_t key) {
   const std::uint32_t n = slot->ntouched.load(std::memory_order_relaxed);
-  if (n < kMaxTouched) slot->touched[n] = key;
+  if (n < kMaxTouched) slot->touched[n].store(key, std::memory_order_relaxed);
   if (n <= kMaxTouched) slot->ntouched.store(n + 1, std::memory_order_relaxed);
 }
 
